@@ -1,0 +1,1 @@
+"""Qingbo Gateway: the governed front door to the paid Qingbo video API."""

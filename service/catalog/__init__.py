@@ -1,0 +1,1 @@
+"""The model catalog: which models exist, their rules, camera tags and prices."""

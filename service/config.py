@@ -1,0 +1,66 @@
+"""One settings object, read from `QGW_`-prefixed environment variables by every role."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QGW_", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/qingbo"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    arq_queue_name: str = "qgw:queue"
+
+    qingbo_base_url: str = "https://www.qingbo.dev"
+    qingbo_api_key: SecretStr = SecretStr("")
+    admin_token: SecretStr = SecretStr("")
+    # Where Qingbo can reach /internal/qingbo/callback; unset means polling only.
+    public_base_url: str | None = None
+    price_table: Path | None = None
+
+    # Upstream protection and retry policy.
+    upstream_max_in_flight: int = Field(50, ge=1)
+    upstream_timeout_seconds: float = Field(30.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
+    upstream_max_submit_attempts: int = Field(8, ge=1)
+    upstream_retry_base_seconds: float = Field(1.0, gt=0)
+    upstream_retry_max_seconds: float = Field(120.0, gt=0)
+    upstream_pause_seconds: float = Field(60.0, gt=0)
+    # What to do when a submit call may or may not have reached Qingbo (see README).
+    ambiguous_submit_policy: Literal["fail", "resubmit"] = "fail"
+
+    # Tracking: adaptive polling next to Qingbo's callbacks.
+    poll_initial_seconds: float = Field(3.0, gt=0)
+    poll_max_seconds: float = Field(30.0, gt=0)
+    poll_max_seconds_with_callbacks: float = Field(60.0, gt=0)
+    poll_backoff_factor: float = Field(1.5, ge=1)
+    task_max_tracking_seconds: float = Field(3 * 3600.0, gt=0)
+
+    # Leases after which the reconciler takes back work whose job vanished.
+    claim_lease_seconds: float = Field(60.0, gt=0)
+    poll_lease_seconds: float = Field(30.0, gt=0)
+    submit_lease_seconds: float = Field(120.0, gt=0)
+    reconcile_every_seconds: int = Field(15, ge=1, le=60)
+    dispatch_batch_size: int = Field(100, ge=1)
+
+    worker_max_jobs: int = Field(50, ge=1)
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
+    max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    db_pool_min_size: int = Field(2, ge=1)
+    db_pool_max_size: int = Field(20, ge=1)
+    log_level: str = "INFO"
+
+    @property
+    def callbacks_enabled(self) -> bool:
+        return bool(self.public_base_url)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,69 @@
+"""The asyncpg pool (JSON codecs included) and Alembic migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+Connection = asyncpg.Connection
+Pool = asyncpg.Pool
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+def alembic_config(database_url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_script_location()))
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def _script_location() -> Path:
+    # Source checkout: alembic/ sits beside service/. Installed package: shipped inside it.
+    if MIGRATIONS_DIR.is_dir():
+        return MIGRATIONS_DIR
+    return Path(__file__).resolve().parent / "alembic"
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    """Upgrade the schema (blocking; run it outside an event loop)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(_script_location()))
+    return script.get_current_head()
+
+
+async def current_revision(conn: asyncpg.Connection) -> str | None:
+    try:
+        value = await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+    except asyncpg.UndefinedTableError:
+        return None
+    return str(value) if value is not None else None

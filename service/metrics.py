@@ -1,0 +1,50 @@
+"""Prometheus metrics: one `qgw_` prefix, base units, bounded labels (never ids, keys or prompts)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "qgw_http_requests_total", "HTTP requests served", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "qgw_http_request_duration_seconds",
+    "HTTP request latency",
+    ["route", "method"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TASKS_ADMITTED = Counter(
+    "qgw_tasks_admitted_total", "Tasks admitted", ["team", "model", "resolution"]
+)
+TASKS_REJECTED = Counter("qgw_tasks_rejected_total", "Submissions rejected", ["reason"])
+TASKS_TERMINAL = Counter(
+    "qgw_tasks_terminal_total", "Tasks that reached a terminal state", ["team", "model", "status"]
+)
+UPSTREAM_CALLS = Counter(
+    "qgw_upstream_calls_total", "Calls to Qingbo", ["operation", "outcome"]
+)
+UPSTREAM_LATENCY = Histogram(
+    "qgw_upstream_call_duration_seconds",
+    "Latency of calls to Qingbo",
+    ["operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+UPSTREAM_AMBIGUOUS = Counter(
+    "qgw_upstream_ambiguous_submissions_total",
+    "Submissions whose outcome at Qingbo is unknown (timed out after sending)",
+    ["policy"],
+)
+UPSTREAM_SUBMIT_RETRIES = Counter(
+    "qgw_upstream_submit_retries_total", "Submissions put back for a retry", ["reason"]
+)
+UPSTREAM_PAUSES = Counter(
+    "qgw_upstream_pauses_total", "Times submissions were paused by Qingbo's answer", ["reason"]
+)
+RECONCILER_REPAIRS = Counter(
+    "qgw_reconciler_repairs_total", "Tasks the reconciler re-drove", ["kind"]
+)
+CALLBACKS_RECEIVED = Counter(
+    "qgw_upstream_callbacks_total", "Callbacks received from Qingbo", ["outcome"]
+)
+DISPATCH_CLAIMED = Counter("qgw_dispatch_claimed_total", "Tasks claimed for submission")
+UPSTREAM_PAUSED = Gauge("qgw_upstream_paused", "1 while submissions to Qingbo are paused")

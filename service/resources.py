@@ -1,0 +1,48 @@
+"""Building and closing the shared resources (pool, Redis, httpx, Qingbo client) for any role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from arq import create_pool
+from arq.connections import RedisSettings
+
+from service.catalog.models import load_price_table
+from service.config import Settings
+from service.db import create_pool as create_db_pool
+from service.deps import Resources
+from service.upstream.client import QingboClient, build_http_client
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with AsyncExitStack() as stack:
+        prices = load_price_table(settings.price_table)
+        pool = await create_db_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+        )
+        stack.push_async_callback(pool.close)
+        redis = await create_pool(
+            redis_settings(settings), default_queue_name=settings.arq_queue_name
+        )
+        stack.push_async_callback(redis.aclose)
+        http = build_http_client(
+            timeout=settings.upstream_timeout_seconds,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+        )
+        stack.push_async_callback(http.aclose)
+        qingbo = QingboClient(
+            http,
+            base_url=settings.qingbo_base_url,
+            api_key=settings.qingbo_api_key.get_secret_value(),
+        )
+        yield Resources(
+            settings=settings, pool=pool, redis=redis, http=http, qingbo=qingbo, prices=prices
+        )

@@ -1,0 +1,1 @@
+"""Video tasks: admission, the public task API, and their execution against Qingbo."""

@@ -1,0 +1,404 @@
+"""Driving admitted tasks through Qingbo: dispatch, submit, track, finish, reconcile.
+
+Postgres is the source of truth. Every step is a conditional update on the task's
+`dispatch_state`, so a job that runs twice (arq is at-least-once) changes nothing the
+second time, and a job that vanished is re-driven from the rows by the crons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from service.catalog.models import STATUSES, TERMINAL_STATUSES
+from service.config import Settings
+from service.deps import Resources
+from service.metrics import (
+    DISPATCH_CLAIMED,
+    RECONCILER_REPAIRS,
+    TASKS_TERMINAL,
+    UPSTREAM_AMBIGUOUS,
+    UPSTREAM_PAUSED,
+    UPSTREAM_PAUSES,
+    UPSTREAM_SUBMIT_RETRIES,
+)
+from service.tasks import repository
+from service.tasks.queue import enqueue_refresh, enqueue_submit, kick_dispatch
+from service.upstream.client import QingboClient
+from service.upstream.errors import (
+    UpstreamAccountBlocked,
+    UpstreamAmbiguous,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamRetryable,
+)
+
+logger = logging.getLogger(__name__)
+
+AMBIGUOUS_MESSAGE = (
+    "the submission to Qingbo got no answer after it was sent, so it may or may not have "
+    "been created there; the gateway did not resend it to avoid a second paid task. "
+    "Submit again if you still need the video."
+)
+
+# Qingbo documents five statuses; map the spellings other vendors use, defensively.
+_STATUS_ALIASES = {
+    "pending": "queued",
+    "submitted": "queued",
+    "running": "processing",
+    "in_progress": "processing",
+    "succeeded": "completed",
+    "success": "completed",
+    "error": "failed",
+    "canceled": "cancelled",
+}
+
+
+async def finish(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    status: str,
+    from_states: tuple[str, ...],
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    start_time: datetime | None = None,
+    completed_at: datetime | None = None,
+) -> asyncpg.Record | None:
+    """The one way into a terminal status (inside the caller's transaction); once per task."""
+    row = await repository.finish_task(
+        conn,
+        task_id,
+        status=status,
+        from_states=from_states,
+        result=result,
+        error=error,
+        start_time=start_time,
+        completed_at=completed_at,
+    )
+    if row is not None:
+        TASKS_TERMINAL.labels(row["model"], status).inc()
+        logger.info("task finished", extra={"task_id": task_id, "status": status})
+    return row
+
+
+def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter; Qingbo's Retry-After wins when it asks for longer."""
+    ceiling = min(
+        settings.upstream_retry_max_seconds,
+        settings.upstream_retry_base_seconds * 2 ** max(0, attempt - 1),
+    )
+    delay = ceiling * random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.upstream_retry_max_seconds))
+    return delay
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """Qingbo sends Unix seconds on some pages and milliseconds on others: accept both."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    seconds = value / 1000 if value > 100_000_000_000 else value
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+@dataclass(frozen=True)
+class UpstreamView:
+    status: str
+    progress: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    start_time: datetime | None
+    completed_at: datetime | None
+
+
+def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
+    raw_status = str(answer.get("status", "")).lower()
+    status = _STATUS_ALIASES.get(raw_status, raw_status)
+    if status not in STATUSES:
+        raise UpstreamRetryable(f"Qingbo answered an unknown status {raw_status!r}")
+    progress = answer.get("progress")
+    progress = min(100, max(0, int(progress))) if isinstance(progress, int | float) else 0
+    error = answer.get("error")
+    if error is not None and not isinstance(error, dict):
+        error = {"message": str(error), "code": "upstream_error"}
+    result = answer.get("result")
+    return UpstreamView(
+        status=status,
+        progress=progress,
+        result=result if isinstance(result, dict) else None,
+        error=error,
+        start_time=_parse_time(answer.get("start_time")),
+        completed_at=_parse_time(answer.get("completed_at")),
+    )
+
+
+# --- dispatch -----------------------------------------------------------------------
+
+
+async def dispatch_pending(res: Resources) -> int:
+    """Claim what the in-flight cap allows, fairly across teams, and enqueue their submits."""
+    async with res.pool.acquire() as conn:
+        async with conn.transaction():
+            paused_until = await repository.upstream_paused_until(conn)
+            UPSTREAM_PAUSED.set(1 if paused_until else 0)
+            if paused_until is not None:
+                return 0
+            claimed = await repository.claim_pending(
+                conn,
+                limit=res.settings.dispatch_batch_size,
+                max_in_flight=res.settings.upstream_max_in_flight,
+            )
+    for row in claimed:
+        await enqueue_submit(res.redis, res.settings.arq_queue_name, row["id"], row["dispatch_attempts"])
+    DISPATCH_CLAIMED.inc(len(claimed))
+    return len(claimed)
+
+
+# --- submit -------------------------------------------------------------------------
+
+
+def callback_url_for(settings: Settings, task_id: str, token: str) -> str:
+    base = (settings.public_base_url or "").rstrip("/")
+    return f"{base}/internal/qingbo/callback/{task_id}?token={token}"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def submit(res: Resources, task_id: str, attempt: int) -> str:
+    """Submit one claimed task to Qingbo; returns what happened (for logs and tests)."""
+    settings = res.settings
+    token = secrets.token_urlsafe(32) if settings.callbacks_enabled else None
+    async with res.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await repository.start_submit(
+                conn,
+                task_id,
+                attempt=attempt,
+                callback_token_hash=hash_token(token) if token else None,
+            )
+        if row is None:
+            state = await repository.dispatch_state(conn, task_id)
+            if state and state["dispatch_state"] == "submitting" and state["dispatch_attempts"] == attempt:
+                # This job ran before and died inside the call: the outcome is unknown.
+                return await resolve_ambiguous(res, conn, task_id, attempt)
+            return "skipped"
+
+    body = dict(row["request"])
+    if token:
+        body["callback_url"] = callback_url_for(settings, task_id, token)
+        body["callback_events"] = list(STATUSES)
+    try:
+        answer = await res.qingbo.create_task(body)
+        upstream_id = answer.get("task_id")
+        if not isinstance(upstream_id, str) or not upstream_id:
+            raise UpstreamAmbiguous("Qingbo answered without a task_id")
+        view = parse_upstream_task({**answer, "status": answer.get("status", "queued")})
+    except UpstreamError as exc:
+        async with res.pool.acquire() as conn:
+            return await _submit_failed(res, conn, task_id, attempt, exc)
+
+    async with res.pool.acquire() as conn:
+        recorded = await repository.record_submitted(
+            conn,
+            task_id,
+            attempt=attempt,
+            upstream_task_id=upstream_id,
+            status="processing" if view.status == "processing" else "queued",
+            progress=view.progress,
+            next_poll_in=settings.poll_initial_seconds,
+        )
+    if recorded is None:
+        logger.error("submitted task changed state meanwhile", extra={"task_id": task_id})
+        return "lost_race"
+    logger.info("task submitted", extra={"task_id": task_id, "upstream_task_id": upstream_id})
+    return "submitted"
+
+
+async def _submit_failed(
+    res: Resources, conn: asyncpg.Connection, task_id: str, attempt: int, exc: UpstreamError
+) -> str:
+    settings = res.settings
+    if isinstance(exc, UpstreamAmbiguous):
+        return await resolve_ambiguous(res, conn, task_id, attempt)
+    if isinstance(exc, UpstreamAccountBlocked):
+        reason = "balance_exhausted" if exc.status == 402 else "unauthorized"
+        async with conn.transaction():
+            await repository.pause_upstream(conn, seconds=settings.upstream_pause_seconds, reason=reason)
+            await repository.return_to_pending(
+                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=0,
+                refund_attempt=True,
+            )
+        UPSTREAM_PAUSES.labels(reason).inc()
+        UPSTREAM_PAUSED.set(1)
+        logger.error(
+            "Qingbo refused the account: submissions paused",
+            extra={"reason": reason, "status": exc.status, "pause_seconds": settings.upstream_pause_seconds},
+        )
+        return "paused"
+    if isinstance(exc, UpstreamRetryable) and attempt < settings.upstream_max_submit_attempts:
+        delay = backoff_seconds(settings, attempt, exc.retry_after)
+        async with conn.transaction():
+            await repository.return_to_pending(
+                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=delay
+            )
+        UPSTREAM_SUBMIT_RETRIES.labels(f"http_{exc.status}" if exc.status else "unreachable").inc()
+        await kick_dispatch(res.redis, settings.arq_queue_name)
+        return "retry"
+    if isinstance(exc, UpstreamRejected):
+        error = {"message": exc.message, "code": exc.code or "upstream_rejected"}
+    else:
+        error = {
+            "message": f"Qingbo unavailable after {attempt} attempts: {exc.message}",
+            "code": "upstream_unavailable",
+        }
+    async with conn.transaction():
+        await finish(conn, task_id, status="failed", from_states=("submitting",), error=error)
+    await kick_dispatch(res.redis, settings.arq_queue_name)
+    return "failed"
+
+
+async def resolve_ambiguous(
+    res: Resources, conn: asyncpg.Connection, task_id: str, attempt: int
+) -> str:
+    """The one case with no safe answer: apply the configured, documented policy."""
+    policy = res.settings.ambiguous_submit_policy
+    UPSTREAM_AMBIGUOUS.labels(policy).inc()
+    logger.warning("ambiguous submission", extra={"task_id": task_id, "policy": policy})
+    async with conn.transaction():
+        if policy == "resubmit":
+            await repository.return_to_pending(
+                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=0
+            )
+        else:
+            await finish(
+                conn,
+                task_id,
+                status="failed",
+                from_states=("submitting",),
+                error={"message": AMBIGUOUS_MESSAGE, "code": "upstream_ambiguous"},
+            )
+    await kick_dispatch(res.redis, res.settings.arq_queue_name)
+    return f"ambiguous_{policy}"
+
+
+# --- tracking -----------------------------------------------------------------------
+
+
+def next_poll_delay(settings: Settings, unchanged_polls: int) -> float:
+    ceiling = (
+        settings.poll_max_seconds_with_callbacks
+        if settings.callbacks_enabled
+        else settings.poll_max_seconds
+    )
+    delay = settings.poll_initial_seconds * settings.poll_backoff_factor**unchanged_polls
+    return min(ceiling, delay) * random.uniform(0.9, 1.1)
+
+
+async def refresh_from_upstream(
+    conn: asyncpg.Connection, qingbo: QingboClient, settings: Settings, task_id: str
+) -> str:
+    """Re-read one submitted task from Qingbo and record what it says."""
+    row = await repository.get_task(conn, task_id)
+    if row is None or row["dispatch_state"] != "submitted":
+        return "not_tracked"
+    try:
+        view = parse_upstream_task(await qingbo.get_task(row["upstream_task_id"]))
+    except UpstreamRejected as exc:
+        async with conn.transaction():
+            await finish(
+                conn,
+                task_id,
+                status="failed",
+                from_states=("submitted",),
+                error={"message": f"Qingbo: {exc.message}", "code": exc.code or "upstream_not_found"},
+            )
+        return "failed"
+    except UpstreamError:
+        await repository.poll_later(
+            conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
+        )
+        return "upstream_error"
+
+    if view.status in TERMINAL_STATUSES:
+        async with conn.transaction():
+            await finish(
+                conn,
+                task_id,
+                status=view.status,
+                from_states=("submitted",),
+                result=view.result,
+                error=view.error if view.status == "failed" else None,
+                start_time=view.start_time,
+                completed_at=view.completed_at,
+            )
+        return view.status
+
+    tracked_for = (datetime.now(UTC) - row["submitted_at"]).total_seconds()
+    if tracked_for > settings.task_max_tracking_seconds:
+        async with conn.transaction():
+            await finish(
+                conn,
+                task_id,
+                status="failed",
+                from_states=("submitted",),
+                error={"message": "Qingbo did not finish the task in time", "code": "upstream_timeout"},
+            )
+        return "timed_out"
+    changed = view.status != row["status"] or view.progress != row["progress"]
+    await repository.record_progress(
+        conn,
+        task_id,
+        status=view.status,
+        progress=view.progress,
+        start_time=view.start_time,
+        next_poll_in=next_poll_delay(settings, 0 if changed else row["poll_count"] + 1),
+        changed=changed,
+    )
+    return view.status
+
+
+async def enqueue_due_polls(res: Resources) -> int:
+    async with res.pool.acquire() as conn:
+        due = await repository.claim_due_polls(
+            conn, limit=500, lease_seconds=res.settings.poll_lease_seconds
+        )
+    for row in due:
+        await enqueue_refresh(
+            res.redis, res.settings.arq_queue_name, row["id"], poll_count=row["poll_count"]
+        )
+    return len(due)
+
+
+# --- reconciler ---------------------------------------------------------------------
+
+
+async def reconcile(res: Resources) -> dict[str, int]:
+    """Re-drive work whose job vanished (Redis flushed, worker killed)."""
+    settings = res.settings
+    repairs = {"stale_claim": 0, "stale_submit": 0}
+    async with res.pool.acquire() as conn:
+        requeued = await repository.requeue_stale_claims(
+            conn, lease_seconds=settings.claim_lease_seconds
+        )
+        repairs["stale_claim"] = len(requeued)
+        for row in await repository.stale_submissions(
+            conn, lease_seconds=settings.submit_lease_seconds
+        ):
+            await resolve_ambiguous(res, conn, row["id"], row["dispatch_attempts"])
+            repairs["stale_submit"] += 1
+    for kind, count in repairs.items():
+        if count:
+            RECONCILER_REPAIRS.labels(kind).inc(count)
+            logger.warning("reconciler repaired tasks", extra={"kind": kind, "count": count})
+    await dispatch_pending(res)
+    return repairs

@@ -1,0 +1,35 @@
+"""arq entry points: thin wrappers that hand the worker's resources to execution.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.deps import Resources
+from service.tasks import execution
+
+
+def _res(ctx: dict[str, Any]) -> Resources:
+    res: Resources = ctx["resources"]
+    return res
+
+
+async def dispatch_pending_tasks(ctx: dict[str, Any]) -> int:
+    return await execution.dispatch_pending(_res(ctx))
+
+
+async def submit_task(ctx: dict[str, Any], task_id: str, attempt: int) -> str:
+    return await execution.submit(_res(ctx), task_id, attempt)
+
+
+async def refresh_task(ctx: dict[str, Any], task_id: str) -> str:
+    res = _res(ctx)
+    async with res.pool.acquire() as conn:
+        return await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+
+
+async def poll_due_tasks(ctx: dict[str, Any]) -> int:
+    return await execution.enqueue_due_polls(_res(ctx))
+
+
+async def reconcile_tasks(ctx: dict[str, Any]) -> dict[str, int]:
+    return await execution.reconcile(_res(ctx))

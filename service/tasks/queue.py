@@ -1,0 +1,42 @@
+"""Enqueueing the arq jobs that move tasks: Redis only schedules, Postgres decides."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+DISPATCH_JOB = "dispatch_pending_tasks"
+SUBMIT_JOB = "submit_task"
+REFRESH_JOB = "refresh_task"
+
+
+async def kick_dispatch(redis: ArqRedis, queue: str) -> None:
+    """Ask a worker to dispatch now; if Redis is down the dispatch cron still finds the task."""
+    try:
+        await redis.enqueue_job(DISPATCH_JOB, _queue_name=queue)
+    except (RedisError, OSError) as exc:
+        logger.warning("dispatch kick not enqueued", extra={"error": type(exc).__name__})
+
+
+async def enqueue_submit(redis: ArqRedis, queue: str, task_id: str, attempt: int) -> None:
+    # One job id per attempt: a re-claimed task never collides with its previous job.
+    await redis.enqueue_job(
+        SUBMIT_JOB, task_id, attempt, _job_id=f"submit:{task_id}:{attempt}", _queue_name=queue
+    )
+
+
+async def enqueue_refresh(
+    redis: ArqRedis, queue: str, task_id: str, *, poll_count: int | None = None
+) -> None:
+    # Poll jobs dedupe per poll; callback-triggered re-reads are always enqueued.
+    job_id = (
+        f"refresh:{task_id}:{poll_count}"
+        if poll_count is not None
+        else f"refresh:{task_id}:cb:{uuid.uuid4().hex}"
+    )
+    await redis.enqueue_job(REFRESH_JOB, task_id, _job_id=job_id, _queue_name=queue)

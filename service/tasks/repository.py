@@ -1,0 +1,395 @@
+"""SQL for tasks, idempotency keys and the upstream pause switch. Callers own transactions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+IN_FLIGHT_STATES = ("claimed", "submitting", "submitted")
+DISPATCH_LOCK_KEY = 0x51_47_57_01  # pg advisory lock: one dispatcher decides at a time
+
+
+async def insert_task(
+    conn: asyncpg.Connection,
+    *,
+    task_id: str,
+    team_id: UUID,
+    api_key_id: UUID,
+    model: str,
+    action: str,
+    request: dict[str, Any],
+    cost_micros: int,
+    priority: int,
+    callback_url: str | None,
+    callback_events: list[str],
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO tasks (id, team_id, api_key_id, model, action, request, cost_micros,
+                           priority, callback_url, callback_events)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        RETURNING *
+        """,
+        task_id,
+        team_id,
+        api_key_id,
+        model,
+        action,
+        request,
+        cost_micros,
+        priority,
+        callback_url,
+        callback_events,
+    )
+    assert row is not None
+    return row
+
+
+async def find_idempotency_key(
+    conn: asyncpg.Connection, *, team_id: UUID, key: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT request_hash, task_id FROM idempotency_keys "
+        "WHERE team_id = $1 AND key = $2 AND expires_at > now()",
+        team_id,
+        key,
+    )
+
+
+async def claim_idempotency_key(
+    conn: asyncpg.Connection,
+    *,
+    team_id: UUID,
+    key: str,
+    request_hash: bytes,
+    task_id: str,
+    ttl_seconds: int,
+) -> asyncpg.Record | None:
+    """Bind the key to this task; None if it was free, else the live binding that holds it.
+
+    A concurrent request with the same key blocks on the primary key until this
+    transaction ends, so exactly one of them creates a task.
+    """
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO idempotency_keys (team_id, key, request_hash, task_id, expires_at)
+        VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+        ON CONFLICT (team_id, key) DO UPDATE
+            SET request_hash = EXCLUDED.request_hash, task_id = EXCLUDED.task_id,
+                expires_at = EXCLUDED.expires_at
+            WHERE idempotency_keys.expires_at <= now()
+        RETURNING true
+        """,
+        team_id,
+        key,
+        request_hash,
+        task_id,
+        float(ttl_seconds),
+    )
+    if inserted:
+        return None
+    return await find_idempotency_key(conn, team_id=team_id, key=key)
+
+
+async def get_task(
+    conn: asyncpg.Connection, task_id: str, *, team_id: UUID | None = None
+) -> asyncpg.Record | None:
+    if team_id is None:
+        return await conn.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
+    return await conn.fetchrow(
+        "SELECT * FROM tasks WHERE id = $1 AND team_id = $2", task_id, team_id
+    )
+
+
+async def list_tasks(
+    conn: asyncpg.Connection,
+    *,
+    team_id: UUID,
+    status: str | None,
+    model: str | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT * FROM tasks
+        WHERE team_id = $1
+          AND ($2::text IS NULL OR status = $2)
+          AND ($3::text IS NULL OR model = $3)
+          AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+        ORDER BY created_at DESC, id DESC
+        LIMIT $6
+        """,
+        team_id,
+        status,
+        model,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+
+
+async def finish_task(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    status: str,
+    from_states: tuple[str, ...],
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    start_time: datetime | None = None,
+    completed_at: datetime | None = None,
+) -> asyncpg.Record | None:
+    """Move a task to a terminal status once; None if it was not in one of `from_states`."""
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET
+            status = $2, dispatch_state = 'done',
+            progress = CASE WHEN $2 = 'completed' THEN 100 ELSE progress END,
+            result = coalesce($4, result), error = $5,
+            start_time = coalesce($6, start_time),
+            completed_at = coalesce($7, now()),
+            next_poll_at = NULL, updated_at = now()
+        WHERE id = $1 AND dispatch_state = ANY($3::text[])
+        RETURNING *
+        """,
+        task_id,
+        status,
+        list(from_states),
+        result,
+        error,
+        start_time,
+        completed_at,
+    )
+
+
+async def upstream_paused_until(conn: asyncpg.Connection) -> datetime | None:
+    return await conn.fetchval(
+        "SELECT paused_until FROM upstream_state WHERE paused_until > now()"
+    )
+
+
+async def pause_upstream(conn: asyncpg.Connection, *, seconds: float, reason: str) -> None:
+    await conn.execute(
+        """
+        UPDATE upstream_state SET paused_until = now() + make_interval(secs => $1),
+               pause_reason = $2, updated_at = now()
+        """,
+        seconds,
+        reason,
+    )
+
+
+async def claim_pending(
+    conn: asyncpg.Connection, *, limit: int, max_in_flight: int
+) -> list[asyncpg.Record]:
+    """Claim up to `limit` pending tasks for submission, round-robin across teams.
+
+    Runs under a transaction-scoped advisory lock so that the in-flight count it reads
+    cannot be raced by another dispatcher: the cap on tasks at Qingbo is exact.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", DISPATCH_LOCK_KEY)
+    in_flight = await conn.fetchval(
+        "SELECT count(*) FROM tasks WHERE dispatch_state = ANY($1::text[])",
+        list(IN_FLIGHT_STATES),
+    )
+    slots = min(limit, max_in_flight - in_flight)
+    if slots <= 0:
+        return []
+    return await conn.fetch(
+        """
+        WITH ranked AS (
+            SELECT id, priority, created_at,
+                   row_number() OVER (PARTITION BY team_id
+                                      ORDER BY priority DESC, created_at, id) AS team_rank
+            FROM tasks
+            WHERE dispatch_state = 'pending' AND dispatch_after <= now()
+        ), picked AS (
+            SELECT id FROM ranked ORDER BY team_rank, priority DESC, created_at, id LIMIT $1
+        )
+        UPDATE tasks t SET dispatch_state = 'claimed', claimed_at = now(),
+               dispatch_attempts = t.dispatch_attempts + 1, updated_at = now()
+        FROM picked
+        WHERE t.id = picked.id AND t.dispatch_state = 'pending'
+        RETURNING t.id, t.dispatch_attempts
+        """,
+        slots,
+    )
+
+
+async def start_submit(
+    conn: asyncpg.Connection, task_id: str, *, attempt: int, callback_token_hash: bytes | None
+) -> asyncpg.Record | None:
+    """Record the intent to call Qingbo (claimed -> submitting); None if not ours to submit."""
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now(),
+               callback_token_hash = $3, updated_at = now()
+        WHERE id = $1 AND dispatch_state = 'claimed' AND dispatch_attempts = $2
+        RETURNING id, team_id, model, request, dispatch_attempts
+        """,
+        task_id,
+        attempt,
+        callback_token_hash,
+    )
+
+
+async def dispatch_state(conn: asyncpg.Connection, task_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id
+    )
+
+
+async def record_submitted(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    attempt: int,
+    upstream_task_id: str,
+    status: str,
+    progress: int,
+    next_poll_in: float,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET dispatch_state = 'submitted', upstream_task_id = $3,
+               status = $4, progress = $5, submitted_at = now(), poll_count = 0,
+               next_poll_at = now() + make_interval(secs => $6), updated_at = now()
+        WHERE id = $1 AND dispatch_state = 'submitting' AND dispatch_attempts = $2
+        RETURNING id
+        """,
+        task_id,
+        attempt,
+        upstream_task_id,
+        status,
+        progress,
+        next_poll_in,
+    )
+
+
+async def return_to_pending(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    from_state: str,
+    attempt: int | None,
+    delay_seconds: float,
+    refund_attempt: bool = False,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET dispatch_state = 'pending',
+               dispatch_after = now() + make_interval(secs => $4),
+               dispatch_attempts = dispatch_attempts - CASE WHEN $5 THEN 1 ELSE 0 END,
+               claimed_at = NULL, submit_started_at = NULL, updated_at = now()
+        WHERE id = $1 AND dispatch_state = $2 AND ($3::int IS NULL OR dispatch_attempts = $3)
+        RETURNING id
+        """,
+        task_id,
+        from_state,
+        attempt,
+        delay_seconds,
+        refund_attempt,
+    )
+
+
+async def claim_due_polls(
+    conn: asyncpg.Connection, *, limit: int, lease_seconds: float
+) -> list[asyncpg.Record]:
+    """Lease the submitted tasks whose next poll is due; a lost job's lease simply expires."""
+    return await conn.fetch(
+        """
+        UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2)
+        WHERE id IN (
+            SELECT id FROM tasks
+            WHERE dispatch_state = 'submitted' AND next_poll_at <= now()
+            ORDER BY next_poll_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, poll_count
+        """,
+        limit,
+        lease_seconds,
+    )
+
+
+async def record_progress(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    status: str,
+    progress: int,
+    start_time: datetime | None,
+    next_poll_in: float,
+    changed: bool,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET
+            status = CASE WHEN status = 'queued' THEN $2 ELSE status END,
+            progress = greatest(progress, $3),
+            start_time = coalesce(start_time, $4),
+            next_poll_at = now() + make_interval(secs => $5),
+            poll_count = CASE WHEN $6 THEN 0 ELSE poll_count + 1 END,
+            updated_at = now()
+        WHERE id = $1 AND dispatch_state = 'submitted'
+        RETURNING id
+        """,
+        task_id,
+        status,
+        progress,
+        start_time,
+        next_poll_in,
+        changed,
+    )
+
+
+async def poll_later(conn: asyncpg.Connection, task_id: str, *, delay_seconds: float) -> None:
+    await conn.execute(
+        """
+        UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2),
+               poll_count = poll_count + 1
+        WHERE id = $1 AND dispatch_state = 'submitted'
+        """,
+        task_id,
+        delay_seconds,
+    )
+
+
+async def poll_now(conn: asyncpg.Connection, task_id: str) -> None:
+    await conn.execute(
+        "UPDATE tasks SET next_poll_at = now() WHERE id = $1 AND dispatch_state = 'submitted'",
+        task_id,
+    )
+
+
+async def requeue_stale_claims(conn: asyncpg.Connection, *, lease_seconds: float) -> list[str]:
+    rows = await conn.fetch(
+        """
+        UPDATE tasks SET dispatch_state = 'pending', claimed_at = NULL, updated_at = now()
+        WHERE dispatch_state = 'claimed'
+          AND claimed_at < now() - make_interval(secs => $1)
+        RETURNING id
+        """,
+        lease_seconds,
+    )
+    return [r["id"] for r in rows]
+
+
+async def stale_submissions(conn: asyncpg.Connection, *, lease_seconds: float) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT id, dispatch_attempts FROM tasks
+        WHERE dispatch_state = 'submitting'
+          AND submit_started_at < now() - make_interval(secs => $1)
+        """,
+        lease_seconds,
+    )
+
+
+async def callback_token_hash(conn: asyncpg.Connection, task_id: str) -> bytes | None:
+    return await conn.fetchval("SELECT callback_token_hash FROM tasks WHERE id = $1", task_id)

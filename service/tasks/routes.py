@@ -1,0 +1,104 @@
+"""The Qingbo-compatible task endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import ORJSONResponse
+
+from service.catalog.schemas import Status, TaskRequest
+from service.deps import AppResources, CurrentKey
+from service.errors import (
+    BudgetExceeded,
+    ConcurrencyLimited,
+    IdempotencyConflict,
+    InvalidRequest,
+    ModelNotAllowed,
+    NotCancellable,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceError,
+    Unauthorized,
+    UpstreamUnavailable,
+)
+from service.openapi import error_responses
+from service.tasks import service
+from service.tasks.schemas import TaskList, TaskObject, render_task
+
+router = APIRouter(tags=["tasks"])
+
+SUBMIT_ERRORS: list[type[ServiceError]] = [
+    InvalidRequest,
+    Unauthorized,
+    BudgetExceeded,
+    ModelNotAllowed,
+    IdempotencyConflict,
+    PayloadTooLarge,
+    RateLimited,
+    ConcurrencyLimited,
+]
+
+
+@router.post(
+    "/v1/tasks",
+    response_model=TaskObject,
+    summary="Submit a task",
+    responses=error_responses(*SUBMIT_ERRORS),
+)
+async def submit_task(
+    body: TaskRequest,
+    caller: CurrentKey,
+    res: AppResources,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    """Submit a video task: Qingbo's body and answer; the price is reserved before it is queued."""
+    row = await service.submit_task(res, caller=caller, body=body, idempotency_key=idempotency_key)
+    return ORJSONResponse(render_task(row))
+
+
+@router.get(
+    "/v1/tasks/{task_id}",
+    response_model=TaskObject,
+    summary="Get a task",
+    responses=error_responses(Unauthorized, NotFound),
+)
+async def get_task(task_id: str, caller: CurrentKey, res: AppResources) -> Any:
+    """The task in Qingbo's shape, plus the gateway's fields."""
+    return ORJSONResponse(render_task(await service.get_task(res, caller=caller, task_id=task_id)))
+
+
+@router.get(
+    "/v1/tasks",
+    response_model=TaskList,
+    summary="List the team's tasks",
+    responses=error_responses(InvalidRequest, Unauthorized),
+)
+async def list_tasks(
+    caller: CurrentKey,
+    res: AppResources,
+    status: Status | None = None,
+    model: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    """The team's tasks, newest first, filtered by status and model; page with next_cursor."""
+    rows, next_cursor = await service.list_tasks(
+        res, caller=caller, status=status, model=model, limit=limit, cursor=cursor
+    )
+    return ORJSONResponse(
+        {"object": "list", "data": [render_task(r) for r in rows], "next_cursor": next_cursor}
+    )
+
+
+@router.post(
+    "/v1/tasks/{task_id}/cancel",
+    response_model=TaskObject,
+    summary="Cancel a task",
+    responses=error_responses(Unauthorized, NotFound, NotCancellable, UpstreamUnavailable),
+)
+async def cancel_task(task_id: str, caller: CurrentKey, res: AppResources) -> Any:
+    """Cancel a queued task (at Qingbo too, if it was sent); its reservation is released."""
+    row = await service.cancel_task(res, caller=caller, task_id=task_id)
+    return ORJSONResponse(render_task(row))

@@ -1,0 +1,134 @@
+"""The task object as callers see it: Qingbo's fields plus the gateway's."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.catalog.models import CAMERA_TAGS_BY_NAME, format_usd
+from service.catalog.schemas import Status
+
+
+class Video(BaseModel):
+    url: str
+    expires_at: int | None = None
+
+
+class TaskResult(BaseModel):
+    images: list[Any] = []
+    videos: list[Video] = []
+
+
+class TaskError(BaseModel):
+    message: str
+    code: str | None = None
+
+
+class TaskObject(BaseModel):
+    """Qingbo's task fields, plus the gateway's (cost, team, upstream id, normalised request)."""
+
+    task_id: str
+    model: str
+    action: str
+    status: Status
+    progress: int
+    created_at: int = Field(description="Unix milliseconds")
+    start_time: int | None = Field(None, description="Unix milliseconds")
+    completed_at: int | None = Field(None, description="Unix milliseconds")
+    result: TaskResult | None = None
+    error: TaskError | None = None
+    cost_usd: str = Field(description="The task's price in USD, a decimal string")
+    team_id: str
+    upstream_task_id: str | None
+    prompt: str
+    aspect_ratio: str
+    resolution: str
+    duration: int
+    image_urls: list[str] | None = Field(
+        None, description="URLs as given; Base64 images are summarised, not echoed"
+    )
+    camera_movement_tags: list[str] | None = None
+    prompt_camera_tags: list[str]
+    watermark: bool
+    prompt_optimizer: bool
+    fast_pretreatment: bool
+    priority: int
+    callback_url: str | None
+    callback_events: list[Status]
+
+
+class TaskList(BaseModel):
+    object: str = "list"
+    data: list[TaskObject]
+    next_cursor: str | None
+
+
+def unix_ms(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def _summarise_image(value: str) -> str:
+    if value.startswith(("http://", "https://")):
+        return value
+    size = len(value) * 3 // 4
+    return f"base64 image, about {size} bytes"
+
+
+def _prompt_tags(prompt: str) -> list[str]:
+    tags = []
+    for chunk in prompt.split("[")[1:]:
+        inner = chunk.split("]", 1)[0]
+        tag = CAMERA_TAGS_BY_NAME.get(inner)
+        if tag is not None and "]" in chunk and inner == tag.tag.strip("[]"):
+            tags.append(tag.tag)
+    return tags
+
+
+def render_task(row: Any) -> dict[str, Any]:
+    """A task row as the API answers it (also the webhook payload's body)."""
+    request = row["request"]
+    images = request.get("image_urls")
+    return {
+        "task_id": row["id"],
+        "model": row["model"],
+        "action": row["action"],
+        "status": row["status"],
+        "progress": row["progress"],
+        "created_at": unix_ms(row["created_at"]),
+        "start_time": unix_ms(row["start_time"]),
+        "completed_at": unix_ms(row["completed_at"]),
+        "result": row["result"],
+        "error": row["error"],
+        "cost_usd": format_usd(row["cost_micros"]),
+        "team_id": str(row["team_id"]),
+        "upstream_task_id": row["upstream_task_id"],
+        "prompt": request["prompt"],
+        "aspect_ratio": request["aspect_ratio"],
+        "resolution": request["resolution"],
+        "duration": request["duration"],
+        "image_urls": [_summarise_image(i) for i in images] if images else None,
+        "camera_movement_tags": request.get("camera_movement_tags"),
+        "prompt_camera_tags": _prompt_tags(request["prompt"]),
+        "watermark": request["watermark"],
+        "prompt_optimizer": request["prompt_optimizer"],
+        "fast_pretreatment": request["fast_pretreatment"],
+        "priority": row["priority"],
+        "callback_url": row["callback_url"],
+        "callback_events": list(row["callback_events"]),
+    }
+
+
+def encode_cursor(created_at: datetime, task_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{task_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    stamp, _, task_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
+    if not task_id:
+        raise ValueError("cursor has no task id")
+    return datetime.fromisoformat(stamp), task_id

@@ -1,0 +1,217 @@
+"""The public task API's behaviour: admit, read, list, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from typing import Any
+
+import asyncpg
+import orjson
+
+from service.catalog.rules import NormalizedTask, normalize
+from service.catalog.schemas import TaskRequest
+from service.deps import Resources
+from service.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    ModelNotAllowed,
+    NotCancellable,
+    NotFound,
+    UpstreamUnavailable,
+)
+from service.metrics import TASKS_ADMITTED, TASKS_REJECTED
+from service.tasks import repository
+from service.tasks.execution import finish, refresh_from_upstream
+from service.tasks.queue import kick_dispatch
+from service.tasks.schemas import decode_cursor, encode_cursor
+from service.teams.service import Caller
+from service.upstream.errors import UpstreamRejected, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def new_task_id() -> str:
+    return "task-" + secrets.token_hex(12)
+
+
+def request_hash(body: TaskRequest) -> bytes:
+    canonical = orjson.dumps(
+        body.model_dump(mode="json", exclude_unset=True), option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(canonical).digest()
+
+
+class _Replay(Exception):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+
+
+def check_admissible(caller: Caller, task: NormalizedTask) -> None:
+    """Rules that depend on the team, checked before any money is reserved."""
+    if caller.allowed_models is not None and task.model.id not in caller.allowed_models:
+        TASKS_REJECTED.labels("model_not_allowed").inc()
+        raise ModelNotAllowed(
+            f"model: team {caller.team_name!r} may not use {task.model.id}", param="model"
+        )
+
+
+async def submit_task(
+    res: Resources, *, caller: Caller, body: TaskRequest, idempotency_key: str | None
+) -> asyncpg.Record:
+    """Validate, price and admit a task in one transaction; answers the stored task."""
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidRequest(
+            f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            param="Idempotency-Key",
+        )
+    task = normalize(body)
+    check_admissible(caller, task)
+    cost = res.prices.price_micros(
+        task.model.id, task.upstream["resolution"], task.upstream["duration"]
+    )
+    digest = request_hash(body)
+    async with res.pool.acquire() as conn:
+        if idempotency_key is not None:
+            bound = await repository.find_idempotency_key(
+                conn, team_id=caller.team_id, key=idempotency_key
+            )
+            if bound is not None:
+                return await _replay(conn, caller, bound, digest)
+        try:
+            async with conn.transaction():
+                row = await repository.insert_task(
+                    conn,
+                    task_id=new_task_id(),
+                    team_id=caller.team_id,
+                    api_key_id=caller.key_id,
+                    model=task.model.id,
+                    action=task.upstream["action"],
+                    request=task.upstream,
+                    cost_micros=cost,
+                    priority=task.priority,
+                    callback_url=task.callback_url,
+                    callback_events=task.callback_events,
+                )
+                if idempotency_key is not None:
+                    bound = await repository.claim_idempotency_key(
+                        conn,
+                        team_id=caller.team_id,
+                        key=idempotency_key,
+                        request_hash=digest,
+                        task_id=row["id"],
+                        ttl_seconds=res.settings.idempotency_ttl_seconds,
+                    )
+                    if bound is not None:
+                        _check_same_body(bound, digest)
+                        raise _Replay(bound["task_id"])
+        except _Replay as replay:
+            found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
+            assert found is not None
+            return found
+    TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.upstream["resolution"]).inc()
+    await kick_dispatch(res.redis, res.settings.arq_queue_name)
+    return row
+
+
+def _check_same_body(bound: asyncpg.Record, digest: bytes) -> None:
+    if bytes(bound["request_hash"]) != digest:
+        raise IdempotencyConflict(
+            "Idempotency-Key was already used with a different request body",
+            param="Idempotency-Key",
+        )
+
+
+async def _replay(
+    conn: asyncpg.Connection, caller: Caller, bound: asyncpg.Record, digest: bytes
+) -> asyncpg.Record:
+    _check_same_body(bound, digest)
+    row = await repository.get_task(conn, bound["task_id"], team_id=caller.team_id)
+    assert row is not None
+    return row
+
+
+async def get_task(res: Resources, *, caller: Caller, task_id: str) -> asyncpg.Record:
+    async with res.pool.acquire() as conn:
+        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
+    return row
+
+
+async def list_tasks(
+    res: Resources,
+    *,
+    caller: Caller,
+    status: str | None,
+    model: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[asyncpg.Record], str | None]:
+    before = None
+    if cursor:
+        try:
+            before = decode_cursor(cursor)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("cursor: not a cursor this API returned", param="cursor") from None
+    async with res.pool.acquire() as conn:
+        rows = await repository.list_tasks(
+            conn, team_id=caller.team_id, status=status, model=model, limit=limit + 1, before=before
+        )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
+async def cancel_task(res: Resources, *, caller: Caller, task_id: str) -> asyncpg.Record:
+    """Cancel locally if not yet sent, at Qingbo if still queued there; else 409."""
+    async with res.pool.acquire() as conn:
+        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        if row["dispatch_state"] in ("pending", "claimed"):
+            async with conn.transaction():
+                done = await finish(
+                    conn, task_id, status="cancelled", from_states=("pending", "claimed")
+                )
+            if done is not None:
+                await kick_dispatch(res.redis, res.settings.arq_queue_name)
+                return done
+            row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+            assert row is not None
+        _check_cancellable(row)
+        try:
+            await res.qingbo.cancel_task(row["upstream_task_id"])
+        except UpstreamRejected:
+            # Qingbo refused: most likely it started processing. Show the caller the truth.
+            await refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+            row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+            assert row is not None
+            _check_cancellable(row)
+            raise NotCancellable("Qingbo refused to cancel the task") from None
+        except UpstreamError as exc:
+            raise UpstreamUnavailable(f"could not reach Qingbo to cancel: {exc.message}") from None
+        async with conn.transaction():
+            done = await finish(conn, task_id, status="cancelled", from_states=("submitted",))
+        if done is not None:
+            return done
+        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+        assert row is not None
+        return row
+
+
+def _check_cancellable(row: Any) -> None:
+    if row["dispatch_state"] == "done":
+        raise NotCancellable(f"task is already {row['status']}")
+    if row["status"] == "processing":
+        raise NotCancellable("task is processing at Qingbo; only queued tasks can be cancelled")
+    if row["dispatch_state"] != "submitted":
+        raise NotCancellable(
+            "task is being submitted to Qingbo right now; retry in a second",
+            headers={"Retry-After": "1"},
+        )

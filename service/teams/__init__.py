@@ -1,0 +1,1 @@
+"""Teams, their API keys, and authentication of callers and admins."""

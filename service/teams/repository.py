@@ -1,0 +1,98 @@
+"""SQL for teams and API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+_TEAM_COLUMNS = (
+    "id, name, rpm_limit, max_concurrent_tasks, allowed_models, webhook_secret, created_at"
+)
+
+
+async def insert_team(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    rpm_limit: int | None,
+    max_concurrent_tasks: int | None,
+    allowed_models: list[str] | None,
+    webhook_secret: str,
+) -> asyncpg.Record | None:
+    """The new team, or None when the name is taken."""
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO teams (name, rpm_limit, max_concurrent_tasks, allowed_models, webhook_secret)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING {_TEAM_COLUMNS}
+        """,
+        name,
+        rpm_limit,
+        max_concurrent_tasks,
+        allowed_models,
+        webhook_secret,
+    )
+
+
+async def list_teams(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {_TEAM_COLUMNS} FROM teams ORDER BY created_at, id")
+
+
+async def get_team(conn: asyncpg.Connection, team_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_TEAM_COLUMNS} FROM teams WHERE id = $1", team_id)
+
+
+async def update_team(
+    conn: asyncpg.Connection, team_id: UUID, changes: dict[str, Any]
+) -> asyncpg.Record | None:
+    allowed = {"name", "rpm_limit", "max_concurrent_tasks", "allowed_models"}
+    columns = [c for c in changes if c in allowed]
+    if not columns:
+        return await get_team(conn, team_id)
+    assignments = ", ".join(f"{col} = ${i + 2}" for i, col in enumerate(columns))
+    return await conn.fetchrow(
+        f"UPDATE teams SET {assignments}, updated_at = now() WHERE id = $1 "
+        f"RETURNING {_TEAM_COLUMNS}",
+        team_id,
+        *(changes[c] for c in columns),
+    )
+
+
+async def insert_key(
+    conn: asyncpg.Connection, *, team_id: UUID, name: str, prefix: str, key_hash: bytes
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO api_keys (team_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4)
+        RETURNING id, team_id, name, prefix, created_at
+        """,
+        team_id,
+        name,
+        prefix,
+        key_hash,
+    )
+    assert row is not None
+    return row
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: UUID) -> bool:
+    row = await conn.fetchrow(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id",
+        key_id,
+    )
+    return row is not None
+
+
+async def find_active_key(conn: asyncpg.Connection, key_hash: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        SELECT k.id AS key_id, k.team_id, t.name AS team_name, t.rpm_limit,
+               t.max_concurrent_tasks, t.allowed_models
+        FROM api_keys k JOIN teams t ON t.id = k.team_id
+        WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+        """,
+        key_hash,
+    )

@@ -1,0 +1,90 @@
+"""Admin endpoints for teams and their API keys (Bearer QGW_ADMIN_TOKEN)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Response
+
+from service.deps import AppResources, require_admin
+from service.errors import InvalidRequest, NotFound, Unauthorized
+from service.openapi import error_responses
+from service.teams import service
+from service.teams.schemas import IssuedKey, KeyCreate, Team, TeamCreate, TeamList, TeamPatch
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.post(
+    "/teams",
+    response_model=Team,
+    status_code=201,
+    summary="Create a team",
+    responses=error_responses(InvalidRequest, Unauthorized),
+)
+async def create_team(body: TeamCreate, res: AppResources) -> Any:
+    """Create a team with optional limits; the answer carries its webhook secret."""
+    async with res.pool.acquire() as conn:
+        return dict(await service.create_team(conn, body=body))
+
+
+@router.get(
+    "/teams", response_model=TeamList, summary="List teams", responses=error_responses(Unauthorized)
+)
+async def list_teams(res: AppResources) -> Any:
+    """Every team, oldest first."""
+    async with res.pool.acquire() as conn:
+        rows = await service.repository.list_teams(conn)
+    return {"data": [dict(r) for r in rows]}
+
+
+@router.get(
+    "/teams/{team_id}",
+    response_model=Team,
+    summary="Get a team",
+    responses=error_responses(Unauthorized, NotFound),
+)
+async def get_team(team_id: UUID, res: AppResources) -> Any:
+    """One team and its limits."""
+    async with res.pool.acquire() as conn:
+        return dict(await service.get_team(conn, team_id=team_id))
+
+
+@router.patch(
+    "/teams/{team_id}",
+    response_model=Team,
+    summary="Change a team",
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
+)
+async def patch_team(team_id: UUID, body: TeamPatch, res: AppResources) -> Any:
+    """Change a team's name or limits; fields left out stay as they are, null clears a limit."""
+    async with res.pool.acquire() as conn:
+        return dict(await service.patch_team(conn, team_id=team_id, body=body))
+
+
+@router.post(
+    "/teams/{team_id}/keys",
+    response_model=IssuedKey,
+    status_code=201,
+    summary="Issue an API key",
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
+)
+async def issue_key(team_id: UUID, body: KeyCreate, res: AppResources) -> Any:
+    """Issue a key for the team; the key is in this answer only, it is stored hashed."""
+    async with res.pool.acquire() as conn:
+        row, key = await service.issue_key(conn, team_id=team_id, name=body.name)
+    return {**dict(row), "key": key}
+
+
+@router.delete(
+    "/keys/{key_id}",
+    status_code=204,
+    summary="Revoke an API key",
+    responses=error_responses(Unauthorized, NotFound),
+)
+async def revoke_key(key_id: UUID, res: AppResources) -> Response:
+    """Revoke a key at once; requests with it answer 401 from then on."""
+    async with res.pool.acquire() as conn:
+        await service.revoke_key(conn, key_id=key_id)
+    return Response(status_code=204)

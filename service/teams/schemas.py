@@ -1,0 +1,62 @@
+"""Admin request and response bodies for teams and keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+TeamName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")]
+
+
+class TeamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: TeamName
+    rpm_limit: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    max_concurrent_tasks: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    allowed_models: Annotated[list[str], Field(max_length=100)] | None = Field(
+        None, description="Models the team may use; null means every model"
+    )
+
+
+class TeamPatch(BaseModel):
+    """Only the fields present change; null clears a limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: TeamName | None = None
+    rpm_limit: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    max_concurrent_tasks: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    allowed_models: Annotated[list[str], Field(max_length=100)] | None = None
+
+
+class Team(BaseModel):
+    id: UUID
+    name: str
+    rpm_limit: int | None
+    max_concurrent_tasks: int | None
+    allowed_models: list[str] | None
+    webhook_secret: str
+    created_at: datetime
+
+
+class TeamList(BaseModel):
+    data: list[Team]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=100)] = "default"
+
+
+class IssuedKey(BaseModel):
+    id: UUID
+    name: str
+    prefix: str
+    key: str = Field(description="The API key; shown this once, stored only as a hash")
+    team_id: UUID
+    created_at: datetime

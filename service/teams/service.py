@@ -1,0 +1,133 @@
+"""Team administration, key issuance and caller authentication."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from service.catalog.models import MODELS_BY_ID
+from service.errors import InvalidRequest, NotFound, Unauthorized
+from service.teams import repository
+from service.teams.schemas import TeamCreate, TeamPatch
+
+KEY_PREFIX = "qgw_"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated team behind an API key."""
+
+    key_id: UUID
+    team_id: UUID
+    team_name: str
+    rpm_limit: int | None
+    max_concurrent_tasks: int | None
+    allowed_models: list[str] | None
+
+
+def hash_key(key: str) -> bytes:
+    # Keys are 256-bit random tokens, so a fast hash cannot be brute-forced; no salt needed.
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def _check_models(models: list[str] | None) -> list[str] | None:
+    if models is None:
+        return None
+    for i, model in enumerate(models):
+        if model not in MODELS_BY_ID:
+            raise InvalidRequest(
+                f"allowed_models[{i}]: unknown model {model!r}", param=f"allowed_models[{i}]"
+            )
+    return list(dict.fromkeys(models))
+
+
+async def create_team(conn: asyncpg.Connection, *, body: TeamCreate) -> asyncpg.Record:
+    row = await repository.insert_team(
+        conn,
+        name=body.name,
+        rpm_limit=body.rpm_limit,
+        max_concurrent_tasks=body.max_concurrent_tasks,
+        allowed_models=_check_models(body.allowed_models),
+        webhook_secret=new_webhook_secret(),
+    )
+    if row is None:
+        raise InvalidRequest(f"name: a team named {body.name!r} exists already", param="name")
+    return row
+
+
+async def get_team(conn: asyncpg.Connection, *, team_id: UUID) -> asyncpg.Record:
+    row = await repository.get_team(conn, team_id)
+    if row is None:
+        raise NotFound("team not found")
+    return row
+
+
+async def patch_team(conn: asyncpg.Connection, *, team_id: UUID, body: TeamPatch) -> asyncpg.Record:
+    changes: dict[str, Any] = {f: getattr(body, f) for f in body.model_fields_set}
+    if "name" in changes and changes["name"] is None:
+        raise InvalidRequest("name: must not be null", param="name")
+    if "allowed_models" in changes:
+        changes["allowed_models"] = _check_models(changes["allowed_models"])
+    try:
+        row = await repository.update_team(conn, team_id, changes)
+    except asyncpg.UniqueViolationError:
+        raise InvalidRequest("name: a team with this name exists already", param="name") from None
+    if row is None:
+        raise NotFound("team not found")
+    return row
+
+
+async def issue_key(
+    conn: asyncpg.Connection, *, team_id: UUID, name: str
+) -> tuple[asyncpg.Record, str]:
+    await get_team(conn, team_id=team_id)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = await repository.insert_key(
+        conn, team_id=team_id, name=name, prefix=key[:12], key_hash=hash_key(key)
+    )
+    return row, key
+
+
+async def revoke_key(conn: asyncpg.Connection, *, key_id: UUID) -> None:
+    if not await repository.revoke_key(conn, key_id):
+        raise NotFound("key not found")
+
+
+def _require_token(token: str | None) -> str:
+    if not token or not token.strip():
+        raise Unauthorized("missing or malformed Authorization header (expected 'Bearer <key>')")
+    return token.strip()
+
+
+async def authenticate(conn: asyncpg.Connection, *, token: str | None) -> Caller:
+    key = _require_token(token)
+    row = await repository.find_active_key(conn, hash_key(key))
+    if row is None:
+        raise Unauthorized("invalid or revoked API key")
+    return Caller(
+        key_id=row["key_id"],
+        team_id=row["team_id"],
+        team_name=row["team_name"],
+        rpm_limit=row["rpm_limit"],
+        max_concurrent_tasks=row["max_concurrent_tasks"],
+        allowed_models=row["allowed_models"],
+    )
+
+
+def authenticate_admin(*, token: str | None, admin_token: str) -> None:
+    if not admin_token:
+        raise Unauthorized("the admin API is disabled: QGW_ADMIN_TOKEN is not set")
+    given = _require_token(token)
+    if not hmac.compare_digest(given.encode(), admin_token.encode()):
+        raise Unauthorized("invalid admin token")

@@ -1,0 +1,1 @@
+"""Qingbo: the HTTP client, its error taxonomy, and the callback route."""

@@ -1,0 +1,123 @@
+"""The Qingbo HTTP client: one place that knows its endpoints, auth and error codes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from service.metrics import UPSTREAM_CALLS, UPSTREAM_LATENCY
+from service.upstream.errors import (
+    UpstreamAccountBlocked,
+    UpstreamAmbiguous,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamRetryable,
+)
+
+# Failures that happen before a byte of the request left: safe to repeat.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+        error = body.get("error") or {}
+        return str(error.get("message") or response.reason_phrase), error.get("code")
+    except (ValueError, AttributeError):
+        return f"Qingbo answered HTTP {response.status_code}", None
+
+
+def classify(response: httpx.Response) -> UpstreamError | None:
+    status = response.status_code
+    if status < 400:
+        return None
+    message, code = _error_of(response)
+    if status in (401, 402):
+        return UpstreamAccountBlocked(message, status=status, code=code)
+    if status == 429 or status >= 500:
+        return UpstreamRetryable(
+            message, status=status, code=code, retry_after=_retry_after(response)
+        )
+    return UpstreamRejected(message, status=status, code=code)
+
+
+def build_http_client(*, timeout: float, connect_timeout: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        follow_redirects=False,
+    )
+
+
+class QingboClient:
+    def __init__(self, http: httpx.AsyncClient, *, base_url: str, api_key: str) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+
+    async def create_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("submit", "POST", "/v1/tasks", body, ambiguous_on_read=True)
+
+    async def get_task(self, upstream_task_id: str) -> dict[str, Any]:
+        return await self._call("status", "GET", f"/v1/tasks/{upstream_task_id}")
+
+    async def cancel_task(self, upstream_task_id: str) -> dict[str, Any]:
+        return await self._call("cancel", "POST", f"/v1/tasks/{upstream_task_id}/cancel")
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        ambiguous_on_read: bool = False,
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            try:
+                response = await self._http.request(
+                    method, self._base_url + path, json=body, headers=self._headers
+                )
+            except _NOT_SENT as exc:
+                outcome = "unreachable"
+                raise UpstreamRetryable(f"Qingbo unreachable: {type(exc).__name__}") from None
+            except httpx.TransportError as exc:
+                outcome = "no_answer"
+                text = f"no answer from Qingbo: {type(exc).__name__}"
+                if ambiguous_on_read:
+                    raise UpstreamAmbiguous(text) from None
+                raise UpstreamRetryable(text) from None
+            error = classify(response)
+            if error is not None:
+                outcome = f"http_{response.status_code}"
+                if ambiguous_on_read and response.status_code == 504:
+                    # A gateway timeout: the backend may well have created the task.
+                    raise UpstreamAmbiguous(error.message, status=504, code=error.code)
+                raise error
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                outcome = "bad_body"
+                text = "Qingbo answered 2xx with a body that is not a JSON object"
+                raise (UpstreamAmbiguous if ambiguous_on_read else UpstreamRetryable)(text)
+            outcome = "ok"
+            return payload
+        finally:
+            UPSTREAM_CALLS.labels(operation, outcome).inc()
+            UPSTREAM_LATENCY.labels(operation).observe(time.perf_counter() - started)

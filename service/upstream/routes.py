@@ -1,0 +1,39 @@
+"""Qingbo's callbacks: token-checked, body ignored; a callback only triggers a re-read."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from service.deps import AppResources
+from service.errors import NotFound
+from service.metrics import CALLBACKS_RECEIVED
+from service.openapi import error_responses
+from service.tasks import repository
+from service.tasks.execution import hash_token
+from service.tasks.queue import enqueue_refresh
+
+router = APIRouter(tags=["internal"])
+
+
+@router.post(
+    "/internal/qingbo/callback/{task_id}",
+    summary="Qingbo callback",
+    responses=error_responses(NotFound),
+)
+async def qingbo_callback(
+    task_id: str, res: AppResources, token: Annotated[str, Query(max_length=200)] = ""
+) -> Any:
+    """Receives Qingbo's task callbacks; the task is re-read from Qingbo, the body is not used."""
+    async with res.pool.acquire() as conn:
+        expected = await repository.callback_token_hash(conn, task_id)
+        if expected is None or not hmac.compare_digest(bytes(expected), hash_token(token)):
+            CALLBACKS_RECEIVED.labels("rejected").inc()
+            # Same answer for unknown task and wrong token: nothing to probe.
+            raise NotFound("no such callback")
+        await repository.poll_now(conn, task_id)
+    await enqueue_refresh(res.redis, res.settings.arq_queue_name, task_id)
+    CALLBACKS_RECEIVED.labels("accepted").inc()
+    return {"ok": True}

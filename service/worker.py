@@ -1,0 +1,67 @@
+"""The arq worker: job functions, the crons that re-drive work from Postgres, and its ctx."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+from arq import cron, func
+from arq.worker import Worker
+
+from service.config import Settings, get_settings
+from service.resources import open_resources, redis_settings
+from service.tasks import jobs
+
+EVERY_SECOND = set(range(60))
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    stack = AsyncExitStack()
+    ctx["stack"] = stack
+    ctx["resources"] = await stack.enter_async_context(open_resources(ctx["settings"]))
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    stack: AsyncExitStack | None = ctx.get("stack")
+    if stack is not None:
+        await stack.aclose()
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    job_timeout = int(settings.upstream_timeout_seconds + settings.upstream_connect_timeout_seconds) + 10
+    # keep_result=0: no result is stored, so a job id dedupes only while the job is queued
+    # or running, and a later poll or attempt can always be enqueued again.
+    def job(coroutine: Any) -> Any:
+        return func(coroutine, timeout=job_timeout, keep_result=0, max_tries=3)
+
+    reconcile_seconds = set(range(0, 60, settings.reconcile_every_seconds))
+    return {
+        "functions": [
+            job(jobs.dispatch_pending_tasks),
+            job(jobs.submit_task),
+            job(jobs.refresh_task),
+        ],
+        "cron_jobs": [
+            cron(jobs.dispatch_pending_tasks, name="cron:dispatch", second=EVERY_SECOND, keep_result=0),
+            cron(jobs.poll_due_tasks, name="cron:poll", second=EVERY_SECOND, keep_result=0),
+            cron(jobs.reconcile_tasks, name="cron:reconcile", second=reconcile_seconds, keep_result=0),
+        ],
+        "on_startup": _startup,
+        "on_shutdown": _shutdown,
+        "redis_settings": redis_settings(settings),
+        "queue_name": settings.arq_queue_name,
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": job_timeout,
+        "keep_result": 0,
+        # Let an in-flight submit finish on SIGTERM rather than cut it into an ambiguous one.
+        "job_completion_wait": job_timeout,
+        "ctx": {"settings": settings},
+        "handle_signals": True,
+    }
+
+
+def build_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
+    options = worker_options(settings or get_settings())
+    options.update(overrides)
+    return Worker(**options)
+
