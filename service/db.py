@@ -67,3 +67,15 @@ async def current_revision(conn: asyncpg.Connection) -> str | None:
     except asyncpg.UndefinedTableError:
         return None
     return str(value) if value is not None else None
+
+
+def run_script(sql: str) -> None:
+    """Run a multi-statement SQL script inside an Alembic migration.
+
+    SQLAlchemy's asyncpg adapter prepares every statement, which allows one command each;
+    the raw asyncpg connection's execute() without arguments takes a whole script.
+    """
+    from alembic import op
+    from sqlalchemy.util import await_only
+
+    await_only(op.get_bind().connection.driver_connection.execute(sql))

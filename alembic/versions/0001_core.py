@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-23
 """
 
-from alembic import op
+from service.db import run_script
 
 revision = "0001_core"
 down_revision = None
@@ -14,7 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
+    run_script(
         """
         CREATE TABLE teams (
             id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -101,6 +101,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        "DROP TABLE upstream_state, idempotency_keys, tasks, api_keys, teams"
-    )
+    run_script("DROP TABLE upstream_state, idempotency_keys, tasks, api_keys, teams")

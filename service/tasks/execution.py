@@ -84,7 +84,7 @@ async def finish(
         completed_at=completed_at,
     )
     if row is not None:
-        TASKS_TERMINAL.labels(row["model"], status).inc()
+        TASKS_TERMINAL.labels(row["team_name"], row["model"], status).inc()
         logger.info("task finished", extra={"task_id": task_id, "status": status})
     return row
 

@@ -154,7 +154,7 @@ async def finish_task(
             completed_at = coalesce($7, now()),
             next_poll_at = NULL, updated_at = now()
         WHERE id = $1 AND dispatch_state = ANY($3::text[])
-        RETURNING *
+        RETURNING *, (SELECT name FROM teams WHERE teams.id = tasks.team_id) AS team_name
         """,
         task_id,
         status,

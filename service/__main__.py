@@ -1,0 +1,134 @@
+"""The `qingbo-gateway` command: every role of the service, plus the dev stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from service.config import Settings, get_settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "service.app:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    import uvloop
+
+    from service.worker import build_worker
+
+    uvloop.install()
+    build_worker(get_settings(), burst=args.burst).run()
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from service.db import migrate
+
+    migrate(get_settings().database_url, args.revision)
+    print(f"migrated to {args.revision}")
+
+
+def cmd_simulator(args: argparse.Namespace) -> None:
+    import os
+
+    import uvicorn
+
+    from service.simulator.app import create_simulator_app
+
+    api_key = args.api_key or os.environ.get("QGW_SIM_API_KEY") or None
+    app = create_simulator_app(api_key=api_key, base_url=f"http://{args.host}:{args.port}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+def cmd_openapi(args: argparse.Namespace) -> None:
+    from service.app import create_app
+    from service.openapi import openapi_yaml
+
+    sys.stdout.write(openapi_yaml(create_app(Settings())))
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from service.dev import run_dev_stack
+
+    run_dev_stack(port=args.port, data_dir=args.data_dir)
+
+
+def cmd_admin(args: argparse.Namespace) -> None:
+    from service import admin_cli
+
+    asyncio.run(admin_cli.run(args, get_settings()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qingbo-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run an arq worker (submission, tracking, reconciler)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    sim = sub.add_parser("simulator", help="run the Qingbo simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8100)
+    sim.add_argument("--api-key", default=None, help="accept only this key (else any)")
+    sim.set_defaults(func=cmd_simulator)
+
+    dev = sub.add_parser("dev", help="the whole stack on this machine, nothing installed needed")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--data-dir", default=".qgw-dev")
+    dev.set_defaults(func=cmd_dev)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI spec as YAML")
+    openapi.set_defaults(func=cmd_openapi)
+
+    admin = sub.add_parser("admin", help="operator commands against the database")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_sub.add_parser("create-team", help="create a team and print a key for it")
+    create.add_argument("--name", required=True)
+    create.add_argument("--key-name", default="default")
+    admin.set_defaults(func=cmd_admin)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Any:
+    args = build_parser().parse_args(argv)
+    _configure_logging(get_settings())
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A faithful stand-in for Qingbo, for tests, `dev` and benchmarks."""

