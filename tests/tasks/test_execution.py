@@ -1,0 +1,242 @@
+"""Dispatch, submission and tracking against the real simulator, calling the job coroutines
+directly (no worker process) so each upstream failure mode is pinned down exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from service.deps import Resources
+from service.tasks import execution
+from tests.factories import make_team, submit, wait_for
+
+
+def variant(res: Resources, **settings: Any) -> Resources:
+    return dataclasses.replace(res, settings=res.settings.model_copy(update=settings))
+
+
+async def claim(res: Resources, db: asyncpg.Connection, task_id: str) -> int:
+    """Dispatch until this task is claimed; its attempt number."""
+    async def claimed() -> int | None:
+        await execution.dispatch_pending(res)
+        row = await db.fetchrow("SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id)
+        return row["dispatch_attempts"] if row["dispatch_state"] == "claimed" else None
+
+    return await wait_for(claimed, timeout=5)
+
+
+async def row(db: asyncpg.Connection, task_id: str) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
+
+
+async def sim_tasks(sim: httpx.AsyncClient) -> list[dict[str, Any]]:
+    return list((await sim.get("/_sim/tasks")).json()["tasks"])
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_submit_sends_the_exact_normalised_body_once(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team, resolution="1080P", camera_movement_tags=["dolly-in"], priority=5)
+    attempt = await claim(res, db, task["task_id"])
+    assert await execution.submit(res, task["task_id"], attempt) == "submitted"
+    assert await execution.submit(res, task["task_id"], attempt) == "skipped"  # arq re-ran the job
+
+    sent = await sim_tasks(sim)
+    assert len(sent) == 1
+    body = sent[0]["request"]
+    assert body["resolution"] == "1080p" and body["duration"] == 6
+    assert body["camera_movement_tags"] == ["[推进]"] and "priority" not in body
+    assert body["callback_url"].startswith(f"{res.settings.public_base_url}/internal/qingbo/callback/{task['task_id']}?token=")
+    stored = await row(db, task["task_id"])
+    assert stored["dispatch_state"] == "submitted" and stored["upstream_task_id"] == sent[0]["task_id"]
+
+
+async def test_dispatch_is_fair_across_teams(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    busy, quiet = await make_team(client), await make_team(client)
+    for _ in range(30):
+        await submit(client, busy)
+    theirs = await submit(client, quiet)
+    capped = variant(res, upstream_max_in_flight=3)
+    assert await execution.dispatch_pending(capped) == 3
+    claimed = await db.fetch("SELECT id, team_id FROM tasks WHERE dispatch_state = 'claimed'")
+    assert theirs["task_id"] in {r["id"] for r in claimed}  # within one dispatch cycle
+    assert await execution.dispatch_pending(capped) == 0  # the in-flight cap is exact
+
+
+async def test_priority_orders_within_a_team(client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection) -> None:
+    team = await make_team(client)
+    await submit(client, team)
+    urgent = await submit(client, team, priority=10)
+    assert await execution.dispatch_pending(variant(res, upstream_max_in_flight=1)) == 1
+    assert await db.fetchval("SELECT id FROM tasks WHERE dispatch_state = 'claimed'") == urgent["task_id"]
+
+
+@pytest.mark.parametrize("knob", ["http_429_rate", "http_5xx_rate"])
+async def test_rate_limits_and_server_errors_retry_with_backoff(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient, knob: str
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    await sim.put("/_sim/config", json={knob: 1.0})
+    attempt = await claim(res, db, task["task_id"])
+    assert await execution.submit(res, task["task_id"], attempt) == "retry"
+    waiting = await row(db, task["task_id"])
+    assert waiting["dispatch_state"] == "pending" and waiting["status"] == "queued"
+    assert waiting["dispatch_after"] > waiting["updated_at"]  # backed off
+
+    await sim.put("/_sim/config", json={knob: 0.0})
+    attempt = await claim(res, db, task["task_id"])
+    assert attempt == 2
+    assert await execution.submit(res, task["task_id"], attempt) == "submitted"
+
+
+async def test_retries_are_bounded(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    await sim.put("/_sim/config", json={"http_5xx_rate": 1.0})
+    bounded = variant(res, upstream_max_submit_attempts=2)
+    assert await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"])) == "retry"
+    assert await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"])) == "failed"
+    failed = await row(db, task["task_id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unavailable"
+
+
+async def test_upstream_400_fails_the_task_with_qingbos_message(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    await sim.put("/_sim/config", json={"submit_status": 400})
+    assert await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"])) == "failed"
+    shown = (await client.get(f"/v1/tasks/{task['task_id']}", headers=team.headers)).json()
+    assert shown["status"] == "failed"
+    assert shown["error"] == {"message": "simulated HTTP 400", "code": "invalid_request"}
+
+
+@pytest.mark.parametrize(("status", "reason"), [(401, "unauthorized"), (402, "balance_exhausted")])
+async def test_account_errors_pause_submissions_instead_of_failing_tasks(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient, status: int, reason: str
+) -> None:
+    team = await make_team(client)
+    first, second = await submit(client, team), await submit(client, team)
+    await sim.put("/_sim/config", json={"submit_status": status})
+    before = metric("qgw_upstream_pauses_total", reason=reason)
+    attempt = await claim(res, db, first["task_id"])
+    assert await execution.submit(res, first["task_id"], attempt) == "paused"
+    assert metric("qgw_upstream_pauses_total", reason=reason) == before + 1
+
+    for task in (first, second):
+        stored = await row(db, task["task_id"])
+        assert stored["status"] == "queued" and stored["dispatch_state"] in ("pending", "claimed")
+    assert (await row(db, first["task_id"]))["dispatch_attempts"] == 0  # the pause costs no attempt
+    await db.execute("UPDATE tasks SET dispatch_state = 'pending' WHERE dispatch_state = 'claimed'")
+    assert await execution.dispatch_pending(res) == 0  # paused: nothing goes out
+    assert metric("qgw_upstream_paused") == 1
+
+    await db.execute("UPDATE upstream_state SET paused_until = now()")
+    await sim.put("/_sim/config", json={"submit_status": None})
+    assert await execution.dispatch_pending(res) == 2
+
+
+async def test_ambiguous_submission_fails_without_resending(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    # Qingbo receives the task but answers after the gateway's 2 s read timeout.
+    await sim.put("/_sim/config", json={"latency_ms": 2500})
+    before = metric("qgw_upstream_ambiguous_submissions_total", policy="fail")
+    assert await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"])) == "ambiguous_fail"
+    assert metric("qgw_upstream_ambiguous_submissions_total", policy="fail") == before + 1
+    failed = await row(db, task["task_id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_ambiguous"
+    assert len(await wait_for(lambda: sim_tasks(sim), timeout=5)) == 1  # sent once, never again
+
+
+async def test_ambiguous_submission_can_be_resubmitted_by_policy(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    await sim.put("/_sim/config", json={"latency_ms": 2500})
+    resubmit = variant(res, ambiguous_submit_policy="resubmit")
+    assert await execution.submit(resubmit, task["task_id"], await claim(resubmit, db, task["task_id"])) == "ambiguous_resubmit"
+    assert (await row(db, task["task_id"]))["dispatch_state"] == "pending"
+
+
+async def test_a_rerun_after_dying_inside_the_call_is_ambiguous(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    attempt = await claim(res, db, task["task_id"])
+    # The first run recorded its intent and died before learning the outcome.
+    await db.execute("UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now() WHERE id = $1", task["task_id"])
+    assert await execution.submit(res, task["task_id"], attempt) == "ambiguous_fail"
+
+
+async def test_tracking_reaches_completed_and_failed(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    ok, bad = await submit(client, team), await submit(client, team)
+    await execution.submit(res, ok["task_id"], await claim(res, db, ok["task_id"]))
+    await sim.put("/_sim/config", json={"fail_rate": 1.0})
+    await execution.submit(res, bad["task_id"], await claim(res, db, bad["task_id"]))
+
+    async def refreshed(task_id: str) -> str | None:
+        async with res.pool.acquire() as conn:
+            outcome = await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+        return outcome if outcome in ("completed", "failed") else None
+
+    assert await wait_for(lambda: refreshed(ok["task_id"]), timeout=10) == "completed"
+    assert await wait_for(lambda: refreshed(bad["task_id"]), timeout=10) == "failed"
+    done = (await client.get(f"/v1/tasks/{ok['task_id']}", headers=team.headers)).json()
+    assert done["progress"] == 100 and done["result"]["videos"][0]["url"].endswith(".mp4")
+    assert done["start_time"] > 1_700_000_000_000 and done["completed_at"] >= done["start_time"]
+    failed = (await client.get(f"/v1/tasks/{bad['task_id']}", headers=team.headers)).json()
+    assert failed["error"]["code"] == "generation_failed"
+
+
+async def test_task_unknown_upstream_fails(client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
+    await db.execute("UPDATE tasks SET upstream_task_id = 'task-gone' WHERE id = $1", task["task_id"])
+    async with res.pool.acquire() as conn:
+        assert await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task["task_id"]) == "failed"
+    assert (await row(db, task["task_id"]))["error"]["code"] == "not_found"
+
+
+async def test_reconciler_requeues_stale_claims_and_resolves_stale_submissions(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    team = await make_team(client)
+    lost_claim, lost_submit = await submit(client, team), await submit(client, team)
+    await claim(res, db, lost_claim["task_id"])
+    await claim(res, db, lost_submit["task_id"])
+    await db.execute(
+        "UPDATE tasks SET claimed_at = now() - interval '1 hour' WHERE id = $1", lost_claim["task_id"]
+    )
+    await db.execute(
+        "UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now() - interval '1 hour' WHERE id = $1",
+        lost_submit["task_id"],
+    )
+    repairs = await execution.reconcile(res)
+    assert repairs == {"stale_claim": 1, "stale_submit": 1}
+    assert (await row(db, lost_claim["task_id"]))["dispatch_state"] == "claimed"  # re-dispatched
+    assert (await row(db, lost_submit["task_id"]))["error"]["code"] == "upstream_ambiguous"
