@@ -254,7 +254,7 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
         if isinstance(created, Response):
             return created
         task = sim.tasks[created["task_id"]]
-        wait = min(timeout, max(0.0, task.finished_at() - time.time()))
+        wait = min(timeout, max(0.0, task.finished_at() - time.time() + 0.01))
         await asyncio.sleep(wait)
         answer = sim.render(task)
         if answer["status"] not in TERMINAL:
