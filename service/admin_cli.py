@@ -21,6 +21,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
                     key_row, key = await teams.issue_key(
                         conn, team_id=team["id"], name=args.key_name
                     )
-                print(json.dumps({"team_id": str(team["id"]), "key_id": str(key_row["id"]), "key": key}))
+                print(
+                    json.dumps(
+                        {"team_id": str(team["id"]), "key_id": str(key_row["id"]), "key": key}
+                    )
+                )
     finally:
         await pool.close()

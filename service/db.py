@@ -75,7 +75,9 @@ def run_script(sql: str) -> None:
     SQLAlchemy's asyncpg adapter prepares every statement, which allows one command each;
     the raw asyncpg connection's execute() without arguments takes a whole script.
     """
-    from alembic import op
     from sqlalchemy.util import await_only
 
-    await_only(op.get_bind().connection.driver_connection.execute(sql))
+    from alembic import op
+
+    driver: Any = op.get_bind().connection.driver_connection
+    await_only(driver.execute(sql))

@@ -25,7 +25,7 @@ from service.db import migrate
 def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
     import pgserver
 
-    server = pgserver.get_server(str(data_dir / "pg"), cleanup_mode="stop")
+    server = pgserver.get_server(str(data_dir / "pg"), cleanup_mode="stop")  # type: ignore[attr-defined]
     return server, server.get_uri()
 
 

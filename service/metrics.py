@@ -1,4 +1,7 @@
-"""Prometheus metrics: one `qgw_` prefix, base units, bounded labels (never ids, keys or prompts)."""
+"""Prometheus metrics: one `qgw_` prefix, base units, bounded labels.
+
+Never a task id, key or prompt as a label.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +23,7 @@ TASKS_REJECTED = Counter("qgw_tasks_rejected_total", "Submissions rejected", ["r
 TASKS_TERMINAL = Counter(
     "qgw_tasks_terminal_total", "Tasks that reached a terminal state", ["team", "model", "status"]
 )
-UPSTREAM_CALLS = Counter(
-    "qgw_upstream_calls_total", "Calls to Qingbo", ["operation", "outcome"]
-)
+UPSTREAM_CALLS = Counter("qgw_upstream_calls_total", "Calls to Qingbo", ["operation", "outcome"])
 UPSTREAM_LATENCY = Histogram(
     "qgw_upstream_call_duration_seconds",
     "Latency of calls to Qingbo",

@@ -31,7 +31,8 @@ ERROR_SCHEMA = {
 def error_responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: each status with the codes it may carry, in Qingbo's envelope."""
     by_status: dict[int, list[str]] = defaultdict(list)
-    for err in (*errors, InternalError):
+    everything: tuple[type[ServiceError], ...] = (*errors, InternalError)
+    for err in everything:
         if err.code not in by_status[err.status]:
             by_status[err.status].append(err.code)
     return {

@@ -28,7 +28,10 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    job_timeout = int(settings.upstream_timeout_seconds + settings.upstream_connect_timeout_seconds) + 10
+    job_timeout = (
+        int(settings.upstream_timeout_seconds + settings.upstream_connect_timeout_seconds) + 10
+    )
+
     # keep_result=0: no result is stored, so a job id dedupes only while the job is queued
     # or running, and a later poll or attempt can always be enqueued again.
     def job(coroutine: Any) -> Any:
@@ -42,9 +45,16 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             job(jobs.refresh_task),
         ],
         "cron_jobs": [
-            cron(jobs.dispatch_pending_tasks, name="cron:dispatch", second=EVERY_SECOND, keep_result=0),
+            cron(
+                jobs.dispatch_pending_tasks,
+                name="cron:dispatch",
+                second=EVERY_SECOND,
+                keep_result=0,
+            ),
             cron(jobs.poll_due_tasks, name="cron:poll", second=EVERY_SECOND, keep_result=0),
-            cron(jobs.reconcile_tasks, name="cron:reconcile", second=reconcile_seconds, keep_result=0),
+            cron(
+                jobs.reconcile_tasks, name="cron:reconcile", second=reconcile_seconds, keep_result=0
+            ),
         ],
         "on_startup": _startup,
         "on_shutdown": _shutdown,
@@ -64,4 +74,3 @@ def build_worker(settings: Settings | None = None, **overrides: Any) -> Worker:
     options = worker_options(settings or get_settings())
     options.update(overrides)
     return Worker(**options)
-

@@ -43,7 +43,7 @@ def _pg_answers(url: str) -> bool:
     async def probe() -> bool:
         try:
             conn = await asyncpg.connect(url, timeout=3)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await conn.close()
         return True
@@ -257,7 +257,9 @@ async def sim(simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The simulator, reset and fast: tasks queue 0.3 s and process 0.7 s."""
     async with httpx.AsyncClient(base_url=simulator_url, timeout=10) as http:
         (await http.post("/_sim/reset")).raise_for_status()
-        (await http.put("/_sim/config", json={"queue_seconds": 0.3, "processing_seconds": 0.7})).raise_for_status()
+        (
+            await http.put("/_sim/config", json={"queue_seconds": 0.3, "processing_seconds": 0.7})
+        ).raise_for_status()
         yield http
 
 

@@ -37,7 +37,11 @@ async def make_team(client: httpx.AsyncClient, **overrides: Any) -> TeamKey:
 
 
 def task_body(**overrides: Any) -> dict[str, Any]:
-    return {"model": "minimax-hailuo-2.3", "prompt": f"a fox in the snow {secrets.token_hex(3)}", **overrides}
+    return {
+        "model": "minimax-hailuo-2.3",
+        "prompt": f"a fox in the snow {secrets.token_hex(3)}",
+        **overrides,
+    }
 
 
 async def submit(client: httpx.AsyncClient, team: TeamKey, **overrides: Any) -> dict[str, Any]:

@@ -50,9 +50,7 @@ def normalize(req: TaskRequest) -> NormalizedTask:
     if not req.prompt.strip():
         raise InvalidRequest("prompt: must not be blank", param="prompt")
     if len(req.prompt) > model.max_prompt_chars:
-        raise InvalidRequest(
-            f"prompt: at most {model.max_prompt_chars} characters", param="prompt"
-        )
+        raise InvalidRequest(f"prompt: at most {model.max_prompt_chars} characters", param="prompt")
     if req.resolution not in model.resolutions:
         raise InvalidRequest(
             f"resolution: {model.id} supports {', '.join(model.resolutions)}", param="resolution"
@@ -86,7 +84,9 @@ def normalize(req: TaskRequest) -> NormalizedTask:
     ]
     if req.callback_url is not None:
         check_http_url(req.callback_url, param="callback_url")
-    events = list(dict.fromkeys(req.callback_events)) if req.callback_events is not None else None
+    events: list[str] | None = (
+        list(dict.fromkeys(req.callback_events)) if req.callback_events is not None else None
+    )
 
     upstream: dict[str, Any] = {
         "model": model.id,

@@ -82,8 +82,12 @@ class SimTask:
         return self.received_at + self.queue_seconds + self.processing_seconds
 
 
-def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "code": code}}, status_code=status, headers=headers)
+def _error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "code": code}}, status_code=status, headers=headers
+    )
 
 
 class Simulator:
@@ -113,12 +117,18 @@ class Simulator:
             body["result"] = {
                 "images": [],
                 "videos": [
-                    {"url": f"{self.base_url}/_sim/videos/{task.task_id}.mp4", "expires_at": done + 86400}
+                    {
+                        "url": f"{self.base_url}/_sim/videos/{task.task_id}.mp4",
+                        "expires_at": done + 86400,
+                    }
                 ],
             }
         elif status == "failed":
             body["completed_at"] = int(task.finished_at())
-            body["error"] = {"message": "generation failed (simulated)", "code": "generation_failed"}
+            body["error"] = {
+                "message": "generation failed (simulated)",
+                "code": "generation_failed",
+            }
         elif status == "cancelled" and task.cancelled_at is not None:
             body["completed_at"] = int(task.cancelled_at)
         return body
@@ -213,7 +223,9 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
         sim.tasks[task.task_id] = task
         sim.schedule_callbacks(task)
         answer = sim.render(task)
-        return {k: answer[k] for k in ("task_id", "model", "action", "status", "created_at", "progress")}
+        return {
+            k: answer[k] for k in ("task_id", "model", "action", "status", "created_at", "progress")
+        }
 
     @app.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
@@ -226,7 +238,9 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
         return sim.render(task)
 
     @app.post("/v1/tasks/{task_id}/cancel")
-    async def cancel_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
+    async def cancel_task(
+        task_id: str, authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
         denied = await gate(authorization)
         if denied is not None:
             return denied
@@ -235,7 +249,9 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
             return _error(404, "task not found", "not_found")
         status, _ = task.status_at(time.time())
         if status != "queued":
-            return _error(409, f"only queued tasks can be cancelled (task is {status})", "not_cancellable")
+            return _error(
+                409, f"only queued tasks can be cancelled (task is {status})", "not_cancellable"
+            )
         task.cancelled_at = time.time()
         url = task.request.get("callback_url")
         events = task.request.get("callback_events") or list(TERMINAL)

@@ -95,7 +95,7 @@ def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None 
         settings.upstream_retry_max_seconds,
         settings.upstream_retry_base_seconds * 2 ** max(0, attempt - 1),
     )
-    delay = ceiling * random.uniform(0.5, 1.0)
+    delay: float = ceiling * random.uniform(0.5, 1.0)
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.upstream_retry_max_seconds))
     return delay
@@ -145,19 +145,20 @@ def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
 
 async def dispatch_pending(res: Resources) -> int:
     """Claim what the in-flight cap allows, fairly across teams, and enqueue their submits."""
-    async with res.pool.acquire() as conn:
-        async with conn.transaction():
-            paused_until = await repository.upstream_paused_until(conn)
-            UPSTREAM_PAUSED.set(1 if paused_until else 0)
-            if paused_until is not None:
-                return 0
-            claimed = await repository.claim_pending(
-                conn,
-                limit=res.settings.dispatch_batch_size,
-                max_in_flight=res.settings.upstream_max_in_flight,
-            )
+    async with res.pool.acquire() as conn, conn.transaction():
+        paused_until = await repository.upstream_paused_until(conn)
+        UPSTREAM_PAUSED.set(1 if paused_until else 0)
+        if paused_until is not None:
+            return 0
+        claimed = await repository.claim_pending(
+            conn,
+            limit=res.settings.dispatch_batch_size,
+            max_in_flight=res.settings.upstream_max_in_flight,
+        )
     for row in claimed:
-        await enqueue_submit(res.redis, res.settings.arq_queue_name, row["id"], row["dispatch_attempts"])
+        await enqueue_submit(
+            res.redis, res.settings.arq_queue_name, row["id"], row["dispatch_attempts"]
+        )
     DISPATCH_CLAIMED.inc(len(claimed))
     return len(claimed)
 
@@ -188,7 +189,11 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
             )
         if row is None:
             state = await repository.dispatch_state(conn, task_id)
-            if state and state["dispatch_state"] == "submitting" and state["dispatch_attempts"] == attempt:
+            if (
+                state
+                and state["dispatch_state"] == "submitting"
+                and state["dispatch_attempts"] == attempt
+            ):
                 # This job ran before and died inside the call: the outcome is unknown.
                 return await resolve_ambiguous(res, conn, task_id, attempt)
             return "skipped"
@@ -233,16 +238,26 @@ async def _submit_failed(
     if isinstance(exc, UpstreamAccountBlocked):
         reason = "balance_exhausted" if exc.status == 402 else "unauthorized"
         async with conn.transaction():
-            await repository.pause_upstream(conn, seconds=settings.upstream_pause_seconds, reason=reason)
+            await repository.pause_upstream(
+                conn, seconds=settings.upstream_pause_seconds, reason=reason
+            )
             await repository.return_to_pending(
-                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=0,
+                conn,
+                task_id,
+                from_state="submitting",
+                attempt=attempt,
+                delay_seconds=0,
                 refund_attempt=True,
             )
         UPSTREAM_PAUSES.labels(reason).inc()
         UPSTREAM_PAUSED.set(1)
         logger.error(
             "Qingbo refused the account: submissions paused",
-            extra={"reason": reason, "status": exc.status, "pause_seconds": settings.upstream_pause_seconds},
+            extra={
+                "reason": reason,
+                "status": exc.status,
+                "pause_seconds": settings.upstream_pause_seconds,
+            },
         )
         return "paused"
     if isinstance(exc, UpstreamRetryable) and attempt < settings.upstream_max_submit_attempts:
@@ -320,7 +335,10 @@ async def refresh_from_upstream(
                 task_id,
                 status="failed",
                 from_states=("submitted",),
-                error={"message": f"Qingbo: {exc.message}", "code": exc.code or "upstream_not_found"},
+                error={
+                    "message": f"Qingbo: {exc.message}",
+                    "code": exc.code or "upstream_not_found",
+                },
             )
         return "failed"
     except UpstreamError:
@@ -351,7 +369,10 @@ async def refresh_from_upstream(
                 task_id,
                 status="failed",
                 from_states=("submitted",),
-                error={"message": "Qingbo did not finish the task in time", "code": "upstream_timeout"},
+                error={
+                    "message": "Qingbo did not finish the task in time",
+                    "code": "upstream_timeout",
+                },
             )
         return "timed_out"
     changed = view.status != row["status"] or view.progress != row["progress"]

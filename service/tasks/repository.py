@@ -167,9 +167,7 @@ async def finish_task(
 
 
 async def upstream_paused_until(conn: asyncpg.Connection) -> datetime | None:
-    return await conn.fetchval(
-        "SELECT paused_until FROM upstream_state WHERE paused_until > now()"
-    )
+    return await conn.fetchval("SELECT paused_until FROM upstream_state WHERE paused_until > now()")
 
 
 async def pause_upstream(conn: asyncpg.Connection, *, seconds: float, reason: str) -> None:
@@ -380,7 +378,9 @@ async def requeue_stale_claims(conn: asyncpg.Connection, *, lease_seconds: float
     return [r["id"] for r in rows]
 
 
-async def stale_submissions(conn: asyncpg.Connection, *, lease_seconds: float) -> list[asyncpg.Record]:
+async def stale_submissions(
+    conn: asyncpg.Connection, *, lease_seconds: float
+) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
         SELECT id, dispatch_attempts FROM tasks

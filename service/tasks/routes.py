@@ -34,6 +34,7 @@ def _json(content: Any) -> Response:
     # Rendered rows are already JSON-ready: skip response-model re-validation on hot paths.
     return Response(orjson.dumps(content), media_type="application/json")
 
+
 SUBMIT_ERRORS: list[type[ServiceError]] = [
     InvalidRequest,
     Unauthorized,

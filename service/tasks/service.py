@@ -27,7 +27,7 @@ from service.tasks.execution import finish, refresh_from_upstream
 from service.tasks.queue import kick_dispatch
 from service.tasks.schemas import decode_cursor, encode_cursor
 from service.teams.service import Caller
-from service.upstream.errors import UpstreamRejected, UpstreamError
+from service.upstream.errors import UpstreamError, UpstreamRejected
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from service.deps import AppResources, require_admin
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
-from service.teams import service
+from service.teams import repository, service
 from service.teams.schemas import IssuedKey, KeyCreate, Team, TeamCreate, TeamList, TeamPatch
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -35,7 +35,7 @@ async def create_team(body: TeamCreate, res: AppResources) -> Any:
 async def list_teams(res: AppResources) -> Any:
     """Every team, oldest first."""
     async with res.pool.acquire() as conn:
-        rows = await service.repository.list_teams(conn)
+        rows = await repository.list_teams(conn)
     return {"data": [dict(r) for r in rows]}
 
 

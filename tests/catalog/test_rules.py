@@ -4,7 +4,6 @@ rule in Qingbo's envelope, and a rejected request stores nothing."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,12 @@ from tests.factories import TeamKey, make_team, task_body
 PNG = base64.b64encode(
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
 ).decode()
-JPG = base64.b64encode(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00").decode()
-WEBP = base64.b64encode(b"RIFF\x24\x00\x00\x00WEBPVP8 \x18\x00\x00\x00\x30\x01\x00\x9d\x01\x2a").decode()
+JPG = base64.b64encode(
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+).decode()
+WEBP = base64.b64encode(
+    b"RIFF\x24\x00\x00\x00WEBPVP8 \x18\x00\x00\x00\x30\x01\x00\x9d\x01\x2a"
+).decode()
 GIF = base64.b64encode(b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!").decode()
 
 
@@ -37,34 +40,83 @@ async def team(client: httpx.AsyncClient) -> TeamKey:
 
 
 GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("defaults", {}, {"action": "generate", "resolution": "768p", "duration": 6, "aspect_ratio": "16:9", "cost_usd": "0.3111"}),
+    (
+        "defaults",
+        {},
+        {
+            "action": "generate",
+            "resolution": "768p",
+            "duration": 6,
+            "aspect_ratio": "16:9",
+            "cost_usd": "0.3111",
+        },
+    ),
     ("fast model", {"model": "minimax-hailuo-2.3-fast"}, {"cost_usd": "0.1581"}),
     ("10 s at 768p", {"duration": 10}, {"duration": 10, "cost_usd": "0.5185"}),
     ("1080p at 6 s", {"resolution": "1080p", "duration": 6}, {"cost_usd": "0.459"}),
     ("1080P upper case", {"resolution": "1080P"}, {"resolution": "1080p"}),
     ("768P upper case", {"resolution": "768P"}, {"resolution": "768p"}),
-    ("fast 1080p", {"model": "minimax-hailuo-2.3-fast", "resolution": "1080p"}, {"cost_usd": "0.2703"}),
+    (
+        "fast 1080p",
+        {"model": "minimax-hailuo-2.3-fast", "resolution": "1080p"},
+        {"cost_usd": "0.2703"},
+    ),
     ("9:16", {"aspect_ratio": "9:16"}, {"aspect_ratio": "9:16"}),
     ("1:1", {"aspect_ratio": "1:1"}, {"aspect_ratio": "1:1"}),
     ("2000-char prompt", {"prompt": "a" * 2000}, {}),
-    ("image URL routes to image2video", {"image_urls": ["https://example.com/cat.jpg"]}, {"action": "image2video"}),
-    ("explicit image2video", {"action": "image2video", "image_urls": ["http://img.example/x"]}, {"action": "image2video"}),
+    (
+        "image URL routes to image2video",
+        {"image_urls": ["https://example.com/cat.jpg"]},
+        {"action": "image2video"},
+    ),
+    (
+        "explicit image2video",
+        {"action": "image2video", "image_urls": ["http://img.example/x"]},
+        {"action": "image2video"},
+    ),
     ("base64 PNG", {"image_urls": [PNG]}, {"action": "image2video"}),
     ("base64 JPG", {"image_urls": [JPG]}, {"action": "image2video"}),
     ("base64 WEBP", {"image_urls": [WEBP]}, {"action": "image2video"}),
     ("data URI PNG", {"image_urls": [f"data:image/png;base64,{PNG}"]}, {"action": "image2video"}),
-    ("camera tags in prompt", {"prompt": "[推进] old town, [变焦推近] rain"}, {"prompt_camera_tags": ["[推进]", "[变焦推近]"]}),
-    ("non-tag brackets are prose", {"prompt": "[Scene 1] a quiet harbour"}, {"prompt_camera_tags": []}),
-    ("camera tag list, three spellings", {"camera_movement_tags": ["[左摇]", "跟随", "zoom-out"]}, {"camera_movement_tags": ["[左摇]", "[跟随]", "[变焦拉远]"]}),
-    ("booleans", {"watermark": True, "prompt_optimizer": False, "fast_pretreatment": True}, {"watermark": True, "prompt_optimizer": False, "fast_pretreatment": True}),
-    ("callback", {"callback_url": "https://app.internal/hook", "callback_events": ["processing", "completed"]}, {"callback_events": ["processing", "completed"]}),
+    (
+        "camera tags in prompt",
+        {"prompt": "[推进] old town, [变焦推近] rain"},
+        {"prompt_camera_tags": ["[推进]", "[变焦推近]"]},
+    ),
+    (
+        "non-tag brackets are prose",
+        {"prompt": "[Scene 1] a quiet harbour"},
+        {"prompt_camera_tags": []},
+    ),
+    (
+        "camera tag list, three spellings",
+        {"camera_movement_tags": ["[左摇]", "跟随", "zoom-out"]},
+        {"camera_movement_tags": ["[左摇]", "[跟随]", "[变焦拉远]"]},
+    ),
+    (
+        "booleans",
+        {"watermark": True, "prompt_optimizer": False, "fast_pretreatment": True},
+        {"watermark": True, "prompt_optimizer": False, "fast_pretreatment": True},
+    ),
+    (
+        "callback",
+        {
+            "callback_url": "https://app.internal/hook",
+            "callback_events": ["processing", "completed"],
+        },
+        {"callback_events": ["processing", "completed"]},
+    ),
     ("no events", {"callback_events": []}, {"callback_events": []}),
 ]
 
 
 @pytest.mark.parametrize(("name", "fields", "expected"), GOOD, ids=[g[0] for g in GOOD])
 async def test_valid_requests_are_admitted(
-    client: httpx.AsyncClient, team: TeamKey, name: str, fields: dict[str, Any], expected: dict[str, Any]
+    client: httpx.AsyncClient,
+    team: TeamKey,
+    name: str,
+    fields: dict[str, Any],
+    expected: dict[str, Any],
 ) -> None:
     answer = await client.post("/v1/tasks", json=task_body(**fields), headers=team.headers)
     assert answer.status_code == 200, answer.text
@@ -82,28 +134,83 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("blank prompt", task_body(prompt="   "), "prompt", "must not be blank"),
     ("2001-char prompt", task_body(prompt="a" * 2001), "prompt", "at most 2000 characters"),
     ("prompt not a string", task_body(prompt=5), "prompt", "valid string"),
-    ("mistyped camera tag in prompt", task_body(prompt="[推近] a street"), "prompt", "unknown camera tag [推近]"),
+    (
+        "mistyped camera tag in prompt",
+        task_body(prompt="[推近] a street"),
+        "prompt",
+        "unknown camera tag [推近]",
+    ),
     ("bad action", task_body(action="upscale"), "action", "'generate' or 'image2video'"),
-    ("image2video without image", task_body(action="image2video"), "image_urls", "required for image2video"),
+    (
+        "image2video without image",
+        task_body(action="image2video"),
+        "image_urls",
+        "required for image2video",
+    ),
     ("bad aspect ratio", task_body(aspect_ratio="4:3"), "aspect_ratio", "'16:9', '9:16' or '1:1'"),
     ("bad resolution", task_body(resolution="720p"), "resolution", "'768p' or '1080p'"),
     ("duration 5", task_body(duration=5), "duration", "must be 6 or 10 seconds"),
     ("duration as string", task_body(duration="6"), "duration", "valid integer"),
     ("duration as bool", task_body(duration=True), "duration", "valid integer"),
-    ("10 s at 1080p", task_body(duration=10, resolution="1080p"), "duration", "1080p allows only 6 seconds"),
-    ("image not URL or base64", task_body(image_urls=["not an image!"]), "image_urls[0]", "http(s) URL or Base64"),
-    ("ftp image", task_body(image_urls=["ftp://host/x.png"]), "image_urls[0]", "http(s) URL or Base64"),
+    (
+        "10 s at 1080p",
+        task_body(duration=10, resolution="1080p"),
+        "duration",
+        "1080p allows only 6 seconds",
+    ),
+    (
+        "image not URL or base64",
+        task_body(image_urls=["not an image!"]),
+        "image_urls[0]",
+        "http(s) URL or Base64",
+    ),
+    (
+        "ftp image",
+        task_body(image_urls=["ftp://host/x.png"]),
+        "image_urls[0]",
+        "http(s) URL or Base64",
+    ),
     ("GIF image", task_body(image_urls=[GIF]), "image_urls[0]", "content is image/gif"),
-    ("data URI lies", task_body(image_urls=[f"data:image/jpeg;base64,{PNG}"]), "image_urls[0]", "content is image/png"),
+    (
+        "data URI lies",
+        task_body(image_urls=[f"data:image/jpeg;base64,{PNG}"]),
+        "image_urls[0]",
+        "content is image/png",
+    ),
     ("empty image list", task_body(image_urls=[]), "image_urls", "at least 1 item"),
     ("five images", task_body(image_urls=["https://e.com/a"] * 5), "image_urls", "at most 4 items"),
-    ("unknown camera tag", task_body(camera_movement_tags=["barrel-roll"]), "camera_movement_tags[0]", "unknown camera tag"),
+    (
+        "unknown camera tag",
+        task_body(camera_movement_tags=["barrel-roll"]),
+        "camera_movement_tags[0]",
+        "unknown camera tag",
+    ),
     ("watermark not bool", task_body(watermark="yes"), "watermark", "valid boolean"),
-    ("prompt_optimizer not bool", task_body(prompt_optimizer=1), "prompt_optimizer", "valid boolean"),
-    ("fast_pretreatment not bool", task_body(fast_pretreatment="false"), "fast_pretreatment", "valid boolean"),
-    ("callback not http", task_body(callback_url="file:///etc/passwd"), "callback_url", "absolute http(s) URL"),
+    (
+        "prompt_optimizer not bool",
+        task_body(prompt_optimizer=1),
+        "prompt_optimizer",
+        "valid boolean",
+    ),
+    (
+        "fast_pretreatment not bool",
+        task_body(fast_pretreatment="false"),
+        "fast_pretreatment",
+        "valid boolean",
+    ),
+    (
+        "callback not http",
+        task_body(callback_url="file:///etc/passwd"),
+        "callback_url",
+        "absolute http(s) URL",
+    ),
     ("relative callback", task_body(callback_url="/hook"), "callback_url", "absolute http(s) URL"),
-    ("unknown event", task_body(callback_events=["done"]), "callback_events[0]", "'queued', 'processing'"),
+    (
+        "unknown event",
+        task_body(callback_events=["done"]),
+        "callback_events[0]",
+        "'queued', 'processing'",
+    ),
     ("unknown field", task_body(seed=42), "seed", "unknown field"),
     ("body not an object", ["model"], "body", "valid dictionary"),
 ]
@@ -111,7 +218,13 @@ BAD: list[tuple[str, Any, str, str]] = [
 
 @pytest.mark.parametrize(("name", "body", "param", "rule"), BAD, ids=[b[0] for b in BAD])
 async def test_invalid_requests_name_field_and_rule_and_store_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Connection, team: TeamKey, name: str, body: Any, param: str, rule: str
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    team: TeamKey,
+    name: str,
+    body: Any,
+    param: str,
+    rule: str,
 ) -> None:
     answer = await client.post("/v1/tasks", json=body, headers=team.headers)
     assert answer.status_code == 400, answer.text
@@ -125,11 +238,15 @@ async def test_invalid_requests_name_field_and_rule_and_store_nothing(
 
 async def test_malformed_json_is_invalid_request(client: httpx.AsyncClient, team: TeamKey) -> None:
     answer = await client.post(
-        "/v1/tasks", content=b"{not json", headers={**team.headers, "Content-Type": "application/json"}
+        "/v1/tasks",
+        content=b"{not json",
+        headers={**team.headers, "Content-Type": "application/json"},
     )
     assert answer.status_code == 400
     assert answer.json()["error"] == {
-        "message": "body: the request body is not valid JSON", "code": "invalid_request", "param": "body"
+        "message": "body: the request body is not valid JSON",
+        "code": "invalid_request",
+        "param": "body",
     }
 
 
@@ -163,10 +280,16 @@ def test_prices_are_exact_micro_dollars() -> None:
 
 def test_price_table_file_replaces_the_shipped_one(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"models": {
-        "minimax-hailuo-2.3": {"768p": "0.1", "1080p": "0.2"},
-        "minimax-hailuo-2.3-fast": {"768p": "0.01", "1080p": "0.02"},
-    }}))
+    path.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "minimax-hailuo-2.3": {"768p": "0.1", "1080p": "0.2"},
+                    "minimax-hailuo-2.3-fast": {"768p": "0.01", "1080p": "0.02"},
+                }
+            }
+        )
+    )
     table = load_price_table(path)
     assert table.price_micros("minimax-hailuo-2.3", "1080p", 6) == 1_200_000
 
@@ -175,17 +298,24 @@ def test_price_table_file_replaces_the_shipped_one(tmp_path: Path) -> None:
     "models",
     [
         {"minimax-hailuo-2.3": {"768p": "0.1"}},
-        {"minimax-hailuo-2.3": {"768p": "0.1", "1080p": "0.0000001"}, "minimax-hailuo-2.3-fast": {"768p": "1", "1080p": "1"}},
-        {"minimax-hailuo-2.3": {"768p": "-1", "1080p": "1"}, "minimax-hailuo-2.3-fast": {"768p": "1", "1080p": "1"}},
-        {"minimax-hailuo-2.3": {"768p": "abc", "1080p": "1"}, "minimax-hailuo-2.3-fast": {"768p": "1", "1080p": "1"}},
+        {
+            "minimax-hailuo-2.3": {"768p": "0.1", "1080p": "0.0000001"},
+            "minimax-hailuo-2.3-fast": {"768p": "1", "1080p": "1"},
+        },
+        {
+            "minimax-hailuo-2.3": {"768p": "-1", "1080p": "1"},
+            "minimax-hailuo-2.3-fast": {"768p": "1", "1080p": "1"},
+        },
+        {
+            "minimax-hailuo-2.3": {"768p": "abc", "1080p": "1"},
+            "minimax-hailuo-2.3-fast": {"768p": "1", "1080p": "1"},
+        },
     ],
     ids=["missing price", "sub-micro precision", "negative", "not a number"],
 )
 def test_bad_price_tables_are_refused(models: dict[str, Any]) -> None:
     with pytest.raises(PriceTableError):
         parse_price_table({"models": models})
-
-
 
 
 async def test_models_catalog(client: httpx.AsyncClient, team: TeamKey) -> None:

@@ -44,7 +44,11 @@ async def test_tasks_complete_and_fail_end_to_end(
 
 
 async def test_callbacks_drive_tracking_when_polling_is_slow(
-    client: httpx.AsyncClient, sim: httpx.AsyncClient, team: TeamKey, start_worker: Any, db: asyncpg.Connection
+    client: httpx.AsyncClient,
+    sim: httpx.AsyncClient,
+    team: TeamKey,
+    start_worker: Any,
+    db: asyncpg.Connection,
 ) -> None:
     # Polls are an hour apart, so only Qingbo's callback (to the API process) can finish it.
     start_worker(poll_initial_seconds=3600, poll_max_seconds_with_callbacks=3600)
@@ -88,7 +92,9 @@ async def test_cancel_while_processing_is_409(
 async def test_worker_killed_mid_task_still_finishes_with_one_submission(
     client: httpx.AsyncClient, sim: httpx.AsyncClient, team: TeamKey, start_worker: Any
 ) -> None:
-    await sim.put("/_sim/config", json={"queue_seconds": 1, "processing_seconds": 2, "send_callbacks": False})
+    await sim.put(
+        "/_sim/config", json={"queue_seconds": 1, "processing_seconds": 2, "send_callbacks": False}
+    )
     first = start_worker()
     tasks = [await submit(client, team) for _ in range(3)]
 
@@ -113,7 +119,9 @@ async def test_redis_flushed_mid_flight_the_reconciler_recovers_every_task(
     res: Resources,
     db: asyncpg.Connection,
 ) -> None:
-    await sim.put("/_sim/config", json={"queue_seconds": 1, "processing_seconds": 1, "send_callbacks": False})
+    await sim.put(
+        "/_sim/config", json={"queue_seconds": 1, "processing_seconds": 1, "send_callbacks": False}
+    )
     tasks = [await submit(client, team) for _ in range(5)]
     # Claimed for submission, their submit jobs queued in Redis... which is then flushed.
     assert await execution.dispatch_pending(res) == 5

@@ -26,7 +26,9 @@ async def test_lifecycle_progress_and_result(sim: httpx.AsyncClient) -> None:
 
     done = await wait_for(finished, timeout=5, interval=0.02)
     assert {"queued", "processing", "completed"} <= seen
-    assert done["progress"] == 100 and done["result"]["videos"][0]["expires_at"] > done["completed_at"]
+    assert (
+        done["progress"] == 100 and done["result"]["videos"][0]["expires_at"] > done["completed_at"]
+    )
 
 
 async def test_auth_and_validation_match_the_gateway(sim: httpx.AsyncClient) -> None:
@@ -35,7 +37,10 @@ async def test_auth_and_validation_match_the_gateway(sim: httpx.AsyncClient) -> 
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
     bad = await sim.post("/v1/tasks", json=task_body(duration=10, resolution="1080p"), headers=KEY)
     assert bad.status_code == 400
-    assert bad.json()["error"] == {"message": "duration: 1080p allows only 6 seconds", "code": "invalid_request"}
+    assert bad.json()["error"] == {
+        "message": "duration: 1080p allows only 6 seconds",
+        "code": "invalid_request",
+    }
     assert (await sim.get("/_sim/tasks")).json()["tasks"] == []
 
 
@@ -72,6 +77,8 @@ async def test_sync_waits_for_the_result_or_gives_a_poll_url(sim: httpx.AsyncCli
     done = await sim.post("/v1/tasks/sync", json=task_body(), headers=KEY)
     assert done.json()["status"] == "completed"
     await sim.put("/_sim/config", json={"processing_seconds": 60})
-    pending = await sim.post("/v1/tasks/sync", params={"timeout": 0.1}, json=task_body(), headers=KEY)
+    pending = await sim.post(
+        "/v1/tasks/sync", params={"timeout": 0.1}, json=task_body(), headers=KEY
+    )
     assert pending.json()["status"] in ("queued", "processing")
     assert pending.json()["poll_url"].endswith(pending.json()["task_id"])

@@ -22,9 +22,12 @@ def variant(res: Resources, **settings: Any) -> Resources:
 
 async def claim(res: Resources, db: asyncpg.Connection, task_id: str) -> int:
     """Dispatch until this task is claimed; its attempt number."""
+
     async def claimed() -> int | None:
         await execution.dispatch_pending(res)
-        row = await db.fetchrow("SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id)
+        row = await db.fetchrow(
+            "SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id
+        )
         return row["dispatch_attempts"] if row["dispatch_state"] == "claimed" else None
 
     return await wait_for(claimed, timeout=5)
@@ -46,7 +49,9 @@ async def test_submit_sends_the_exact_normalised_body_once(
     client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
 ) -> None:
     team = await make_team(client)
-    task = await submit(client, team, resolution="1080P", camera_movement_tags=["dolly-in"], priority=5)
+    task = await submit(
+        client, team, resolution="1080P", camera_movement_tags=["dolly-in"], priority=5
+    )
     attempt = await claim(res, db, task["task_id"])
     assert await execution.submit(res, task["task_id"], attempt) == "submitted"
     assert await execution.submit(res, task["task_id"], attempt) == "skipped"  # arq re-ran the job
@@ -56,9 +61,13 @@ async def test_submit_sends_the_exact_normalised_body_once(
     body = sent[0]["request"]
     assert body["resolution"] == "1080p" and body["duration"] == 6
     assert body["camera_movement_tags"] == ["[推进]"] and "priority" not in body
-    assert body["callback_url"].startswith(f"{res.settings.public_base_url}/internal/qingbo/callback/{task['task_id']}?token=")
+    assert body["callback_url"].startswith(
+        f"{res.settings.public_base_url}/internal/qingbo/callback/{task['task_id']}?token="
+    )
     stored = await row(db, task["task_id"])
-    assert stored["dispatch_state"] == "submitted" and stored["upstream_task_id"] == sent[0]["task_id"]
+    assert (
+        stored["dispatch_state"] == "submitted" and stored["upstream_task_id"] == sent[0]["task_id"]
+    )
 
 
 async def test_dispatch_is_fair_across_teams(
@@ -75,17 +84,26 @@ async def test_dispatch_is_fair_across_teams(
     assert await execution.dispatch_pending(capped) == 0  # the in-flight cap is exact
 
 
-async def test_priority_orders_within_a_team(client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection) -> None:
+async def test_priority_orders_within_a_team(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
     team = await make_team(client)
     await submit(client, team)
     urgent = await submit(client, team, priority=10)
     assert await execution.dispatch_pending(variant(res, upstream_max_in_flight=1)) == 1
-    assert await db.fetchval("SELECT id FROM tasks WHERE dispatch_state = 'claimed'") == urgent["task_id"]
+    assert (
+        await db.fetchval("SELECT id FROM tasks WHERE dispatch_state = 'claimed'")
+        == urgent["task_id"]
+    )
 
 
 @pytest.mark.parametrize("knob", ["http_429_rate", "http_5xx_rate"])
 async def test_rate_limits_and_server_errors_retry_with_backoff(
-    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient, knob: str
+    client: httpx.AsyncClient,
+    res: Resources,
+    db: asyncpg.Connection,
+    sim: httpx.AsyncClient,
+    knob: str,
 ) -> None:
     team = await make_team(client)
     task = await submit(client, team)
@@ -109,8 +127,14 @@ async def test_retries_are_bounded(
     task = await submit(client, team)
     await sim.put("/_sim/config", json={"http_5xx_rate": 1.0})
     bounded = variant(res, upstream_max_submit_attempts=2)
-    assert await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"])) == "retry"
-    assert await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"])) == "failed"
+    assert (
+        await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
+        == "retry"
+    )
+    assert (
+        await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
+        == "failed"
+    )
     failed = await row(db, task["task_id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unavailable"
 
@@ -121,7 +145,10 @@ async def test_upstream_400_fails_the_task_with_qingbos_message(
     team = await make_team(client)
     task = await submit(client, team)
     await sim.put("/_sim/config", json={"submit_status": 400})
-    assert await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"])) == "failed"
+    assert (
+        await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
+        == "failed"
+    )
     shown = (await client.get(f"/v1/tasks/{task['task_id']}", headers=team.headers)).json()
     assert shown["status"] == "failed"
     assert shown["error"] == {"message": "simulated HTTP 400", "code": "invalid_request"}
@@ -129,7 +156,12 @@ async def test_upstream_400_fails_the_task_with_qingbos_message(
 
 @pytest.mark.parametrize(("status", "reason"), [(401, "unauthorized"), (402, "balance_exhausted")])
 async def test_account_errors_pause_submissions_instead_of_failing_tasks(
-    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient, status: int, reason: str
+    client: httpx.AsyncClient,
+    res: Resources,
+    db: asyncpg.Connection,
+    sim: httpx.AsyncClient,
+    status: int,
+    reason: str,
 ) -> None:
     team = await make_team(client)
     first, second = await submit(client, team), await submit(client, team)
@@ -160,7 +192,10 @@ async def test_ambiguous_submission_fails_without_resending(
     # Qingbo receives the task but answers after the gateway's 2 s read timeout.
     await sim.put("/_sim/config", json={"latency_ms": 2500})
     before = metric("qgw_upstream_ambiguous_submissions_total", policy="fail")
-    assert await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"])) == "ambiguous_fail"
+    assert (
+        await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
+        == "ambiguous_fail"
+    )
     assert metric("qgw_upstream_ambiguous_submissions_total", policy="fail") == before + 1
     failed = await row(db, task["task_id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_ambiguous"
@@ -174,7 +209,12 @@ async def test_ambiguous_submission_can_be_resubmitted_by_policy(
     task = await submit(client, team)
     await sim.put("/_sim/config", json={"latency_ms": 2500})
     resubmit = variant(res, ambiguous_submit_policy="resubmit")
-    assert await execution.submit(resubmit, task["task_id"], await claim(resubmit, db, task["task_id"])) == "ambiguous_resubmit"
+    assert (
+        await execution.submit(
+            resubmit, task["task_id"], await claim(resubmit, db, task["task_id"])
+        )
+        == "ambiguous_resubmit"
+    )
     assert (await row(db, task["task_id"]))["dispatch_state"] == "pending"
 
 
@@ -185,7 +225,10 @@ async def test_a_rerun_after_dying_inside_the_call_is_ambiguous(
     task = await submit(client, team)
     attempt = await claim(res, db, task["task_id"])
     # The first run recorded its intent and died before learning the outcome.
-    await db.execute("UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now() WHERE id = $1", task["task_id"])
+    await db.execute(
+        "UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now() WHERE id = $1",
+        task["task_id"],
+    )
     assert await execution.submit(res, task["task_id"], attempt) == "ambiguous_fail"
 
 
@@ -212,13 +255,20 @@ async def test_tracking_reaches_completed_and_failed(
     assert failed["error"]["code"] == "generation_failed"
 
 
-async def test_task_unknown_upstream_fails(client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection) -> None:
+async def test_task_unknown_upstream_fails(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
     team = await make_team(client)
     task = await submit(client, team)
     await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
-    await db.execute("UPDATE tasks SET upstream_task_id = 'task-gone' WHERE id = $1", task["task_id"])
+    await db.execute(
+        "UPDATE tasks SET upstream_task_id = 'task-gone' WHERE id = $1", task["task_id"]
+    )
     async with res.pool.acquire() as conn:
-        assert await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task["task_id"]) == "failed"
+        assert (
+            await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task["task_id"])
+            == "failed"
+        )
     assert (await row(db, task["task_id"]))["error"]["code"] == "not_found"
 
 
@@ -230,10 +280,12 @@ async def test_reconciler_requeues_stale_claims_and_resolves_stale_submissions(
     await claim(res, db, lost_claim["task_id"])
     await claim(res, db, lost_submit["task_id"])
     await db.execute(
-        "UPDATE tasks SET claimed_at = now() - interval '1 hour' WHERE id = $1", lost_claim["task_id"]
+        "UPDATE tasks SET claimed_at = now() - interval '1 hour' WHERE id = $1",
+        lost_claim["task_id"],
     )
     await db.execute(
-        "UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now() - interval '1 hour' WHERE id = $1",
+        "UPDATE tasks SET dispatch_state = 'submitting', "
+        "submit_started_at = now() - interval '1 hour' WHERE id = $1",
         lost_submit["task_id"],
     )
     repairs = await execution.reconcile(res)

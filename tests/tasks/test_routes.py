@@ -38,7 +38,9 @@ async def test_idempotency_key_replays_same_body_and_rejects_another(
 
     # Another team may use the same key for its own task.
     stranger = await make_team(client)
-    theirs = await client.post("/v1/tasks", json=body, headers={**stranger.headers, "Idempotency-Key": "order-42"})
+    theirs = await client.post(
+        "/v1/tasks", json=body, headers={**stranger.headers, "Idempotency-Key": "order-42"}
+    )
     assert theirs.status_code == 200 and theirs.json()["task_id"] != first.json()["task_id"]
 
 
@@ -48,13 +50,17 @@ async def test_concurrent_requests_with_one_idempotency_key_make_one_task(
     team = await make_team(client)
     headers = {**team.headers, "Idempotency-Key": "burst"}
     body = task_body()
-    answers = await asyncio.gather(*(client.post("/v1/tasks", json=body, headers=headers) for _ in range(20)))
+    answers = await asyncio.gather(
+        *(client.post("/v1/tasks", json=body, headers=headers) for _ in range(20))
+    )
     assert {a.status_code for a in answers} == {200}
     assert len({a.json()["task_id"] for a in answers}) == 1
     assert await db.fetchval("SELECT count(*) FROM tasks") == 1
 
 
-async def test_expired_idempotency_key_is_free_again(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+async def test_expired_idempotency_key_is_free_again(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
     team = await make_team(client)
     headers = {**team.headers, "Idempotency-Key": "old"}
     first = await client.post("/v1/tasks", json=task_body(), headers=headers)
@@ -66,7 +72,10 @@ async def test_expired_idempotency_key_is_free_again(client: httpx.AsyncClient, 
 async def test_teams_cannot_see_each_others_tasks(client: httpx.AsyncClient) -> None:
     alice, bob = await make_team(client), await make_team(client)
     task = await submit(client, alice)
-    for method, path in (("GET", f"/v1/tasks/{task['task_id']}"), ("POST", f"/v1/tasks/{task['task_id']}/cancel")):
+    for method, path in (
+        ("GET", f"/v1/tasks/{task['task_id']}"),
+        ("POST", f"/v1/tasks/{task['task_id']}/cancel"),
+    ):
         answer = await client.request(method, path, headers=bob.headers)
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
     listed = await client.get("/v1/tasks", headers=bob.headers)
@@ -91,9 +100,15 @@ async def test_listing_filters_and_paginates_newest_first(client: httpx.AsyncCli
             break
     assert seen == [fast["task_id"], *reversed(ids)]
 
-    by_model = (await client.get("/v1/tasks", params={"model": "minimax-hailuo-2.3-fast"}, headers=team.headers)).json()
+    by_model = (
+        await client.get(
+            "/v1/tasks", params={"model": "minimax-hailuo-2.3-fast"}, headers=team.headers
+        )
+    ).json()
     assert [t["task_id"] for t in by_model["data"]] == [fast["task_id"]]
-    cancelled = (await client.get("/v1/tasks", params={"status": "cancelled"}, headers=team.headers)).json()
+    cancelled = (
+        await client.get("/v1/tasks", params={"status": "cancelled"}, headers=team.headers)
+    ).json()
     assert [t["task_id"] for t in cancelled["data"]] == [ids[0]]
     bad = await client.get("/v1/tasks", params={"status": "done"}, headers=team.headers)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"

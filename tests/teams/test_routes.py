@@ -13,8 +13,12 @@ from tests.factories import ADMIN, make_team, task_body
 async def test_team_lifecycle(client: httpx.AsyncClient) -> None:
     created = await client.post(
         "/admin/teams",
-        json={"name": "video-lab", "rpm_limit": 60, "max_concurrent_tasks": 5,
-              "allowed_models": ["minimax-hailuo-2.3-fast"]},
+        json={
+            "name": "video-lab",
+            "rpm_limit": 60,
+            "max_concurrent_tasks": 5,
+            "allowed_models": ["minimax-hailuo-2.3-fast"],
+        },
         headers=ADMIN,
     )
     assert created.status_code == 201, created.text
@@ -25,7 +29,9 @@ async def test_team_lifecycle(client: httpx.AsyncClient) -> None:
     listed = (await client.get("/admin/teams", headers=ADMIN)).json()["data"]
     assert team["id"] in [t["id"] for t in listed]
     patched = await client.patch(
-        f"/admin/teams/{team['id']}", json={"rpm_limit": None, "max_concurrent_tasks": 9}, headers=ADMIN
+        f"/admin/teams/{team['id']}",
+        json={"rpm_limit": None, "max_concurrent_tasks": 9},
+        headers=ADMIN,
     )
     assert patched.status_code == 200
     assert (patched.json()["rpm_limit"], patched.json()["max_concurrent_tasks"]) == (None, 9)
@@ -43,7 +49,9 @@ async def test_admin_errors(client: httpx.AsyncClient) -> None:
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
     missing = await client.get("/admin/teams/00000000-0000-0000-0000-000000000000", headers=ADMIN)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    bad = await client.post("/admin/teams", json={"name": "x", "allowed_models": ["sora"]}, headers=ADMIN)
+    bad = await client.post(
+        "/admin/teams", json={"name": "x", "allowed_models": ["sora"]}, headers=ADMIN
+    )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "allowed_models[0]"
     bad_limit = await client.post("/admin/teams", json={"name": "y", "rpm_limit": 0}, headers=ADMIN)
     assert bad_limit.status_code == 400 and bad_limit.json()["error"]["param"] == "rpm_limit"
@@ -62,7 +70,9 @@ async def test_keys_are_hashed_shown_once_and_revocable(
     assert team.key.encode() not in bytes(stored[0]["key_hash"])
     assert (await client.get("/v1/models", headers=team.headers)).status_code == 200
 
-    issued = await client.post(f"/admin/teams/{team.team['id']}/keys", json={"name": "ci"}, headers=ADMIN)
+    issued = await client.post(
+        f"/admin/teams/{team.team['id']}/keys", json={"name": "ci"}, headers=ADMIN
+    )
     second = issued.json()
     assert second["name"] == "ci" and second["prefix"] == second["key"][:12]
     revoked = await client.delete(f"/admin/keys/{second['id']}", headers=ADMIN)

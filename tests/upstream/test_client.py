@@ -14,7 +14,9 @@ from service.upstream.errors import (
 
 
 def answer(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": f"m{status}", "code": f"c{status}"}}, headers=headers)
+    return httpx.Response(
+        status, json={"error": {"message": f"m{status}", "code": f"c{status}"}}, headers=headers
+    )
 
 
 @pytest.mark.parametrize(

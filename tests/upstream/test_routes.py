@@ -16,22 +16,32 @@ async def test_callback_needs_the_tasks_token_and_ignores_the_body(
     team = await make_team(client)
     task = await submit(client, team)
     await db.execute(
-        "UPDATE tasks SET dispatch_state = 'submitted', upstream_task_id = 'up-1', callback_token_hash = $2, "
+        "UPDATE tasks SET dispatch_state = 'submitted', upstream_task_id = 'up-1', "
+        "callback_token_hash = $2, "
         "next_poll_at = now() + interval '1 hour' WHERE id = $1",
         task["task_id"],
         hash_token("right-token"),
     )
-    forged = {"task_id": "up-1", "status": "completed", "result": {"videos": [{"url": "https://evil"}]}}
+    forged = {
+        "task_id": "up-1",
+        "status": "completed",
+        "result": {"videos": [{"url": "https://evil"}]},
+    }
     path = f"/internal/qingbo/callback/{task['task_id']}"
     for token in ("", "wrong-token"):
         denied = await client.post(path, params={"token": token}, json=forged)
         assert denied.status_code == 404 and denied.json()["error"]["code"] == "not_found"
-    unknown = await client.post("/internal/qingbo/callback/task-nope", params={"token": "right-token"})
+    unknown = await client.post(
+        "/internal/qingbo/callback/task-nope", params={"token": "right-token"}
+    )
     assert unknown.status_code == 404
 
     accepted = await client.post(path, params={"token": "right-token"}, json=forged)
     assert accepted.status_code == 200
-    stored = await db.fetchrow("SELECT status, result, next_poll_at <= now() AS due FROM tasks WHERE id = $1", task["task_id"])
+    stored = await db.fetchrow(
+        "SELECT status, result, next_poll_at <= now() AS due FROM tasks WHERE id = $1",
+        task["task_id"],
+    )
     assert stored["status"] == "queued" and stored["result"] is None  # the body changed nothing
     assert stored["due"]  # a re-read is due now
     queued = await res.redis.zrange(res.settings.arq_queue_name, 0, -1)
