@@ -91,10 +91,13 @@ def redis_url() -> str:
 
 
 def run_wrk(url: str, key: str, connections: int, seconds: int) -> dict[str, float]:
+    probe = httpx.post(url, json=BODY, headers={"Authorization": f"Bearer {key}"})
+    if probe.status_code != 200:
+        raise SystemExit(f"{url} answered {probe.status_code}: {probe.text}")
     script = Path(tempfile.mkdtemp()) / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(json.dumps(BODY, ensure_ascii=False))}\n"
+        f"wrk.body = [==[{json.dumps(BODY, ensure_ascii=False)}]==]\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     )
@@ -102,7 +105,10 @@ def run_wrk(url: str, key: str, connections: int, seconds: int) -> dict[str, flo
     base = ["wrk", f"-t{threads}", f"-c{connections}", "-s", str(script), "--latency"]
     subprocess.run([*base, "-d2s", url], capture_output=True, check=True)  # warm-up
     out = subprocess.run([*base, f"-d{seconds}s", url], capture_output=True, text=True, check=True)
-    return parse_wrk(out.stdout)
+    try:
+        return parse_wrk(out.stdout)
+    except AttributeError:
+        raise SystemExit(f"could not read wrk's output:\n{out.stdout}\n{out.stderr}") from None
 
 
 def _ms(value: str) -> float:
