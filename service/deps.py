@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import asyncpg
@@ -13,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.catalog.models import PriceTable
 from service.config import Settings
+from service.tasks.queue import DispatchKicker
 from service.teams.service import Caller, authenticate, authenticate_admin
 from service.upstream.client import QingboClient
 
@@ -25,9 +27,11 @@ class Resources:
     http: httpx.AsyncClient
     qingbo: QingboClient
     prices: PriceTable
+    kicker: DispatchKicker
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async: FastAPI runs plain-def dependencies in a thread pool, costly on hot paths.
     resources: Resources = request.app.state.resources
     return resources
 
@@ -35,7 +39,7 @@ def get_resources(request: Request) -> Resources:
 AppResources = Annotated[Resources, Depends(get_resources)]
 
 
-def _prices(resources: AppResources) -> PriceTable:
+async def _prices(resources: AppResources) -> PriceTable:
     return resources.prices
 
 
@@ -51,17 +55,25 @@ admin_scheme = HTTPBearer(
 Credentials = HTTPAuthorizationCredentials | None
 
 
-async def current_key(
-    resources: AppResources, credentials: Annotated[Credentials, Depends(api_key_scheme)]
-) -> Caller:
+async def db_connection(resources: AppResources) -> AsyncIterator[asyncpg.Connection]:
+    """One pooled connection per request, shared by authentication and the route."""
     async with resources.pool.acquire() as conn:
-        return await authenticate(conn, token=credentials.credentials if credentials else None)
+        yield conn
+
+
+DbConn = Annotated[asyncpg.Connection, Depends(db_connection)]
+
+
+async def current_key(
+    conn: DbConn, credentials: Annotated[Credentials, Depends(api_key_scheme)]
+) -> Caller:
+    return await authenticate(conn, token=credentials.credentials if credentials else None)
 
 
 CurrentKey = Annotated[Caller, Depends(current_key)]
 
 
-def require_admin(
+async def require_admin(
     resources: AppResources, credentials: Annotated[Credentials, Depends(admin_scheme)]
 ) -> None:
     authenticate_admin(

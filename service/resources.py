@@ -12,6 +12,7 @@ from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
 from service.deps import Resources
+from service.tasks.queue import DispatchKicker
 from service.upstream.client import QingboClient, build_http_client
 
 
@@ -43,6 +44,15 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             base_url=settings.qingbo_base_url,
             api_key=settings.qingbo_api_key.get_secret_value(),
         )
+        kicker = DispatchKicker(redis, settings.arq_queue_name)
+        kicker.start()
+        stack.push_async_callback(kicker.close)
         yield Resources(
-            settings=settings, pool=pool, redis=redis, http=http, qingbo=qingbo, prices=prices
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            http=http,
+            qingbo=qingbo,
+            prices=prices,
+            kicker=kicker,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 
@@ -40,3 +42,37 @@ async def enqueue_refresh(
         else f"refresh:{task_id}:cb:{uuid.uuid4().hex}"
     )
     await redis.enqueue_job(REFRESH_JOB, task_id, _job_id=job_id, _queue_name=queue)
+
+
+class DispatchKicker:
+    """Coalesces "dispatch now" requests from API handlers into one arq job per burst.
+
+    The enqueue runs beside the request, not inside it: an admitted task is already safe
+    in Postgres, and if this process dies before kicking, the dispatch cron finds it.
+    """
+
+    def __init__(self, redis: ArqRedis, queue: str) -> None:
+        self._redis = redis
+        self._queue = queue
+        self._wanted = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dispatch-kicker")
+
+    def kick(self) -> None:
+        self._wanted.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            await kick_dispatch(self._redis, self._queue)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._wanted.is_set():
+            await kick_dispatch(self._redis, self._queue)

@@ -24,7 +24,6 @@ from service.errors import (
 from service.metrics import TASKS_ADMITTED, TASKS_REJECTED
 from service.tasks import repository
 from service.tasks.execution import finish, refresh_from_upstream
-from service.tasks.queue import kick_dispatch
 from service.tasks.schemas import decode_cursor, encode_cursor
 from service.teams.service import Caller
 from service.upstream.errors import UpstreamError, UpstreamRejected
@@ -60,7 +59,12 @@ def check_admissible(caller: Caller, task: NormalizedTask) -> None:
 
 
 async def submit_task(
-    res: Resources, *, caller: Caller, body: TaskRequest, idempotency_key: str | None
+    res: Resources,
+    conn: asyncpg.Connection,
+    *,
+    caller: Caller,
+    body: TaskRequest,
+    idempotency_key: str | None,
 ) -> asyncpg.Record:
     """Validate, price and admit a task in one transaction; answers the stored task."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
@@ -74,46 +78,45 @@ async def submit_task(
         task.model.id, task.upstream["resolution"], task.upstream["duration"]
     )
     digest = request_hash(body)
-    async with res.pool.acquire() as conn:
-        if idempotency_key is not None:
-            bound = await repository.find_idempotency_key(
-                conn, team_id=caller.team_id, key=idempotency_key
+    if idempotency_key is not None:
+        bound = await repository.find_idempotency_key(
+            conn, team_id=caller.team_id, key=idempotency_key
+        )
+        if bound is not None:
+            return await _replay(conn, caller, bound, digest)
+    try:
+        async with conn.transaction():
+            row = await repository.insert_task(
+                conn,
+                task_id=new_task_id(),
+                team_id=caller.team_id,
+                api_key_id=caller.key_id,
+                model=task.model.id,
+                action=task.upstream["action"],
+                request=task.upstream,
+                cost_micros=cost,
+                priority=task.priority,
+                callback_url=task.callback_url,
+                callback_events=task.callback_events,
             )
-            if bound is not None:
-                return await _replay(conn, caller, bound, digest)
-        try:
-            async with conn.transaction():
-                row = await repository.insert_task(
+            if idempotency_key is not None:
+                bound = await repository.claim_idempotency_key(
                     conn,
-                    task_id=new_task_id(),
                     team_id=caller.team_id,
-                    api_key_id=caller.key_id,
-                    model=task.model.id,
-                    action=task.upstream["action"],
-                    request=task.upstream,
-                    cost_micros=cost,
-                    priority=task.priority,
-                    callback_url=task.callback_url,
-                    callback_events=task.callback_events,
+                    key=idempotency_key,
+                    request_hash=digest,
+                    task_id=row["id"],
+                    ttl_seconds=res.settings.idempotency_ttl_seconds,
                 )
-                if idempotency_key is not None:
-                    bound = await repository.claim_idempotency_key(
-                        conn,
-                        team_id=caller.team_id,
-                        key=idempotency_key,
-                        request_hash=digest,
-                        task_id=row["id"],
-                        ttl_seconds=res.settings.idempotency_ttl_seconds,
-                    )
-                    if bound is not None:
-                        _check_same_body(bound, digest)
-                        raise _Replay(bound["task_id"])
-        except _Replay as replay:
-            found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
-            assert found is not None
-            return found
+                if bound is not None:
+                    _check_same_body(bound, digest)
+                    raise _Replay(bound["task_id"])
+    except _Replay as replay:
+        found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
+        assert found is not None
+        return found
     TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.upstream["resolution"]).inc()
-    await kick_dispatch(res.redis, res.settings.arq_queue_name)
+    res.kicker.kick()
     return row
 
 
@@ -134,16 +137,15 @@ async def _replay(
     return row
 
 
-async def get_task(res: Resources, *, caller: Caller, task_id: str) -> asyncpg.Record:
-    async with res.pool.acquire() as conn:
-        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+async def get_task(conn: asyncpg.Connection, *, caller: Caller, task_id: str) -> asyncpg.Record:
+    row = await repository.get_task(conn, task_id, team_id=caller.team_id)
     if row is None:
         raise NotFound(f"task {task_id} not found")
     return row
 
 
 async def list_tasks(
-    res: Resources,
+    conn: asyncpg.Connection,
     *,
     caller: Caller,
     status: str | None,
@@ -157,10 +159,9 @@ async def list_tasks(
             before = decode_cursor(cursor)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("cursor: not a cursor this API returned", param="cursor") from None
-    async with res.pool.acquire() as conn:
-        rows = await repository.list_tasks(
-            conn, team_id=caller.team_id, status=status, model=model, limit=limit + 1, before=before
-        )
+    rows = await repository.list_tasks(
+        conn, team_id=caller.team_id, status=status, model=model, limit=limit + 1, before=before
+    )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -180,7 +181,7 @@ async def cancel_task(res: Resources, *, caller: Caller, task_id: str) -> asyncp
                     conn, task_id, status="cancelled", from_states=("pending", "claimed")
                 )
             if done is not None:
-                await kick_dispatch(res.redis, res.settings.arq_queue_name)
+                res.kicker.kick()
                 return done
             row = await repository.get_task(conn, task_id, team_id=caller.team_id)
             assert row is not None
