@@ -23,9 +23,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+async def _reset_nothing(conn: asyncpg.Connection) -> None:
+    """Release hook: skip asyncpg's per-release RESET ALL / UNLISTEN round trip.
+
+    The gateway keeps no session state (no SET, LISTEN, session advisory locks or
+    cursors); asyncpg itself still rolls back an open transaction and drops listeners.
+    """
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_reset_nothing,
+        command_timeout=60,
     )
     assert pool is not None
     return pool

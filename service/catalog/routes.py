@@ -13,14 +13,15 @@ from service.catalog.models import (
     MODELS,
     format_usd,
 )
-from service.deps import AppPrices, CurrentKey
+from service.deps import TeamCtx
 
 router = APIRouter(tags=["catalog"])
 
 
 @router.get("/v1/models", summary="List models")
-async def list_models(_: CurrentKey, prices: AppPrices) -> dict[str, Any]:
+async def list_models(ctx: TeamCtx) -> dict[str, Any]:
     """The model catalog: models, request rules, per-second prices and camera tags."""
+    prices = ctx.res.prices
     data = []
     for spec in MODELS:
         per_second = prices.per_second_micros[spec.id]

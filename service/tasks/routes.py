@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Response
 
 from service.catalog.schemas import Status, TaskRequest
-from service.deps import AppResources, CurrentKey, DbConn
+from service.deps import TeamCtx
 from service.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
@@ -55,14 +55,12 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 )
 async def submit_task(
     body: TaskRequest,
-    caller: CurrentKey,
-    conn: DbConn,
-    res: AppResources,
+    ctx: TeamCtx,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
     """Submit a video task: Qingbo's body and answer; the price is reserved before it is queued."""
     row = await service.submit_task(
-        res, conn, caller=caller, body=body, idempotency_key=idempotency_key
+        ctx.res, ctx.conn, caller=ctx.caller, body=body, idempotency_key=idempotency_key
     )
     return _json(render_task(row))
 
@@ -73,9 +71,9 @@ async def submit_task(
     summary="Get a task",
     responses=error_responses(Unauthorized, NotFound),
 )
-async def get_task(task_id: str, caller: CurrentKey, conn: DbConn) -> Any:
+async def get_task(task_id: str, ctx: TeamCtx) -> Any:
     """The task in Qingbo's shape, plus the gateway's fields."""
-    return _json(render_task(await service.get_task(conn, caller=caller, task_id=task_id)))
+    return _json(render_task(await service.get_task(ctx.conn, caller=ctx.caller, task_id=task_id)))
 
 
 @router.get(
@@ -85,8 +83,7 @@ async def get_task(task_id: str, caller: CurrentKey, conn: DbConn) -> Any:
     responses=error_responses(InvalidRequest, Unauthorized),
 )
 async def list_tasks(
-    caller: CurrentKey,
-    conn: DbConn,
+    ctx: TeamCtx,
     status: Status | None = None,
     model: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -94,7 +91,7 @@ async def list_tasks(
 ) -> Any:
     """The team's tasks, newest first, filtered by status and model; page with next_cursor."""
     rows, next_cursor = await service.list_tasks(
-        conn, caller=caller, status=status, model=model, limit=limit, cursor=cursor
+        ctx.conn, caller=ctx.caller, status=status, model=model, limit=limit, cursor=cursor
     )
     return _json(
         {"object": "list", "data": [render_task(r) for r in rows], "next_cursor": next_cursor}
@@ -107,7 +104,7 @@ async def list_tasks(
     summary="Cancel a task",
     responses=error_responses(Unauthorized, NotFound, NotCancellable, UpstreamUnavailable),
 )
-async def cancel_task(task_id: str, caller: CurrentKey, res: AppResources) -> Any:
+async def cancel_task(task_id: str, ctx: TeamCtx) -> Any:
     """Cancel a queued task (at Qingbo too, if it was sent); its reservation is released."""
-    row = await service.cancel_task(res, caller=caller, task_id=task_id)
+    row = await service.cancel_task(ctx.res, ctx.conn, caller=ctx.caller, task_id=task_id)
     return _json(render_task(row))

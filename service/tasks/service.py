@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -84,22 +85,26 @@ async def submit_task(
         )
         if bound is not None:
             return await _replay(conn, caller, bound, digest)
-    try:
-        async with conn.transaction():
-            row = await repository.insert_task(
-                conn,
-                task_id=new_task_id(),
-                team_id=caller.team_id,
-                api_key_id=caller.key_id,
-                model=task.model.id,
-                action=task.upstream["action"],
-                request=task.upstream,
-                cost_micros=cost,
-                priority=task.priority,
-                callback_url=task.callback_url,
-                callback_events=task.callback_events,
-            )
-            if idempotency_key is not None:
+    insert = partial(
+        repository.insert_task,
+        conn,
+        task_id=new_task_id(),
+        team_id=caller.team_id,
+        api_key_id=caller.key_id,
+        model=task.model.id,
+        action=task.upstream["action"],
+        request=task.upstream,
+        cost_micros=cost,
+        priority=task.priority,
+        callback_url=task.callback_url,
+        callback_events=task.callback_events,
+    )
+    if idempotency_key is None:
+        row = await insert()  # one statement: atomic without BEGIN/COMMIT round trips
+    else:
+        try:
+            async with conn.transaction():
+                row = await insert()
                 bound = await repository.claim_idempotency_key(
                     conn,
                     team_id=caller.team_id,
@@ -111,10 +116,10 @@ async def submit_task(
                 if bound is not None:
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
-    except _Replay as replay:
-        found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
-        assert found is not None
-        return found
+        except _Replay as replay:
+            found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
+            assert found is not None
+            return found
     TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.upstream["resolution"]).inc()
     res.kicker.kick()
     return row
@@ -169,41 +174,42 @@ async def list_tasks(
     return rows, next_cursor
 
 
-async def cancel_task(res: Resources, *, caller: Caller, task_id: str) -> asyncpg.Record:
+async def cancel_task(
+    res: Resources, conn: asyncpg.Connection, *, caller: Caller, task_id: str
+) -> asyncpg.Record:
     """Cancel locally if not yet sent, at Qingbo if still queued there; else 409."""
-    async with res.pool.acquire() as conn:
-        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
-        if row is None:
-            raise NotFound(f"task {task_id} not found")
-        if row["dispatch_state"] in ("pending", "claimed"):
-            async with conn.transaction():
-                done = await finish(
-                    conn, task_id, status="cancelled", from_states=("pending", "claimed")
-                )
-            if done is not None:
-                res.kicker.kick()
-                return done
-            row = await repository.get_task(conn, task_id, team_id=caller.team_id)
-            assert row is not None
-        _check_cancellable(row)
-        try:
-            await res.qingbo.cancel_task(row["upstream_task_id"])
-        except UpstreamRejected:
-            # Qingbo refused: most likely it started processing. Show the caller the truth.
-            await refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
-            row = await repository.get_task(conn, task_id, team_id=caller.team_id)
-            assert row is not None
-            _check_cancellable(row)
-            raise NotCancellable("Qingbo refused to cancel the task") from None
-        except UpstreamError as exc:
-            raise UpstreamUnavailable(f"could not reach Qingbo to cancel: {exc.message}") from None
+    row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
+    if row["dispatch_state"] in ("pending", "claimed"):
         async with conn.transaction():
-            done = await finish(conn, task_id, status="cancelled", from_states=("submitted",))
+            done = await finish(
+                conn, task_id, status="cancelled", from_states=("pending", "claimed")
+            )
         if done is not None:
+            res.kicker.kick()
             return done
         row = await repository.get_task(conn, task_id, team_id=caller.team_id)
         assert row is not None
-        return row
+    _check_cancellable(row)
+    try:
+        await res.qingbo.cancel_task(row["upstream_task_id"])
+    except UpstreamRejected:
+        # Qingbo refused: most likely it started processing. Show the caller the truth.
+        await refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+        assert row is not None
+        _check_cancellable(row)
+        raise NotCancellable("Qingbo refused to cancel the task") from None
+    except UpstreamError as exc:
+        raise UpstreamUnavailable(f"could not reach Qingbo to cancel: {exc.message}") from None
+    async with conn.transaction():
+        done = await finish(conn, task_id, status="cancelled", from_states=("submitted",))
+    if done is not None:
+        return done
+    row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+    assert row is not None
+    return row
 
 
 def _check_cancellable(row: Any) -> None:
