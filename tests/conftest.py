@@ -134,7 +134,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             httpx.get(url, timeout=1)
             return
         except httpx.HTTPError:
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll until the deadline
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 

@@ -64,6 +64,15 @@ async def wait_for(
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
+def wait_until(probe: Callable[[], object], *, timeout: float = 30.0) -> None:
+    """Synchronous twin of wait_for, for code outside the event loop."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)  # poll until the deadline
+
+
 async def task_status(client: httpx.AsyncClient, team: TeamKey, task_id: str) -> dict[str, Any]:
     answer = await client.get(f"/v1/tasks/{task_id}", headers=team.headers)
     assert answer.status_code == 200, answer.text
