@@ -54,10 +54,11 @@ def alembic_config(database_url: str) -> Any:
 
 
 def _script_location() -> Path:
-    # Source checkout: alembic/ sits beside service/. Installed package: shipped inside it.
-    if MIGRATIONS_DIR.is_dir():
-        return MIGRATIONS_DIR
-    return Path(__file__).resolve().parent / "alembic"
+    """alembic/ beside service/ in a checkout; in the image, /app/alembic (the workdir)."""
+    for candidate in (MIGRATIONS_DIR, Path.cwd() / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError("alembic/ migrations not found beside service/ or in the working directory")
 
 
 def migrate(database_url: str, revision: str = "head") -> None:

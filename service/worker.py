@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
+import uvicorn
 from arq import cron, func
 from arq.worker import Worker
+from fastapi import FastAPI
 
+from service import health
 from service.config import Settings, get_settings
 from service.resources import open_resources, redis_settings
 from service.tasks import jobs
@@ -15,10 +21,43 @@ from service.tasks import jobs
 EVERY_SECOND = set(range(60))
 
 
+class _OpsServer(uvicorn.Server):
+    """uvicorn inside the worker's loop; the worker (arq) keeps its own signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_ops(stack: AsyncExitStack, settings: Settings, resources: Any) -> None:
+    app = FastAPI(title="Qingbo Gateway worker", openapi_url=None)
+    app.include_router(health.router)
+    app.state.resources = resources
+    config = uvicorn.Config(
+        app,
+        host=settings.worker_http_host,
+        port=settings.worker_http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = _OpsServer(config)
+    task = asyncio.create_task(server.serve(), name="worker-ops-http")
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    stack.push_async_callback(stop)
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     stack = AsyncExitStack()
     ctx["stack"] = stack
-    ctx["resources"] = await stack.enter_async_context(open_resources(ctx["settings"]))
+    settings: Settings = ctx["settings"]
+    ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+    if settings.worker_http_port:
+        await _serve_ops(stack, settings, ctx["resources"])
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:

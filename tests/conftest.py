@@ -184,6 +184,7 @@ def settings(database_url: str, redis_url: str, simulator_url: str, api_port: in
         poll_lease_seconds=2,
         submit_lease_seconds=6,
         reconcile_every_seconds=1,
+        worker_http_port=0,
     )
 
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from service.config import Settings
 from service.deps import Resources
 from service.tasks import execution
+from tests.conftest import free_port
 from tests.factories import TeamKey, make_team, submit, task_status, wait_for, wait_terminal
 
 pytestmark = pytest.mark.usefixtures("api_server")
@@ -139,3 +140,21 @@ async def test_redis_flushed_mid_flight_the_reconciler_recovers_every_task(
     # Each claim was lost with Redis and taken back by the reconciler: a second attempt.
     attempts = await db.fetch("SELECT dispatch_attempts FROM tasks")
     assert [r["dispatch_attempts"] for r in attempts] == [2] * 5
+
+
+async def test_worker_serves_health_readiness_and_metrics(start_worker: Any) -> None:
+    port = free_port()
+    start_worker(worker_http_port=port, worker_http_host="127.0.0.1")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as ops:
+
+        async def up() -> httpx.Response | None:
+            try:
+                return await ops.get("/healthz")
+            except httpx.TransportError:
+                return None
+
+        assert (await wait_for(up)).json() == {"status": "ok"}
+        ready = await ops.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"postgres": "ok", "migrations": "ok", "redis": "ok"}
+        assert "qgw_upstream_calls_total" in (await ops.get("/metrics")).text
