@@ -1,0 +1,151 @@
+"""The Dockerfile, compose file, Kubernetes manifests and Grafana provisioning hold together:
+hadolint, Kubernetes schemas, and cross-checks against the code they deploy."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes_validate
+import pytest
+import yaml
+
+from service.__main__ import build_parser
+from service.config import Settings
+from service.worker import worker_options
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S_DOCS = [
+    doc
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+    for doc in yaml.safe_load_all(path.read_text("utf-8"))
+    if doc
+]
+SETTINGS_ENV = {f"QGW_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(ROOT / ".venv/bin/hadolint")
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text("utf-8")
+    assert re.search(r"^USER 10001$", text, re.M)
+    assert "HEALTHCHECK" in text and 'ENTRYPOINT ["qingbo-gateway"]' in text
+    assert text.count("FROM ") == 2  # multi-stage
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((DEPLOY / "compose.yaml").read_text("utf-8")))
+
+
+def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {
+        "postgres",
+        "redis",
+        "simulator",
+        "migrate",
+        "api",
+        "worker",
+        "prometheus",
+        "grafana",
+    }
+    parser = build_parser()
+    for name in ("simulator", "migrate", "api", "worker"):
+        args = parser.parse_args(services[name]["command"])  # a real role with valid flags
+        assert args.command == name
+        assert set(services[name]["environment"]) <= SETTINGS_ENV
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["api"]["ports"] == ["8000:8000"]
+    job_wait = worker_options(Settings())["job_completion_wait"]
+    assert int(services["worker"]["stop_grace_period"].rstrip("s")) > job_wait
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), source
+
+
+def test_prometheus_scrapes_what_compose_serves(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text("utf-8"))
+    targets = {
+        t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    }
+    assert targets == {"api:8000", f"worker:{Settings().worker_http_port}"}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for d in K8S_DOCS if "coreos" not in d["apiVersion"]],
+    ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
+)
+def test_kubernetes_manifests_match_the_schemas(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_kubernetes_manifests_fit_the_code() -> None:
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for doc in K8S_DOCS:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+        "ConfigMap",
+        "Secret",
+        "ServiceMonitor",
+    } <= set(by_kind)
+    for kind in ("ConfigMap", "Secret"):
+        for doc in by_kind[kind]:
+            keys = set(doc.get("data", {})) | set(doc.get("stringData", {}))
+            assert keys <= SETTINGS_ENV, keys - SETTINGS_ENV
+    parser = build_parser()
+    job_wait = worker_options(Settings())["job_completion_wait"]
+    for deployment in by_kind["Deployment"]:
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        parser.parse_args(container["args"])
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert "limits" in container["resources"] and "requests" in container["resources"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        if container["args"][0] == "worker":
+            assert pod["terminationGracePeriodSeconds"] > job_wait
+    monitor = by_kind["ServiceMonitor"][0]
+    ports = {p["name"] for svc in by_kind["Service"] for p in svc["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+
+
+def _metric_names(expr: str) -> set[str]:
+    return {m for m in re.findall(r"\b(qgw_[a-z0-9_]+)", expr)}
+
+
+async def test_dashboard_queries_only_exported_metrics(client: httpx.AsyncClient) -> None:
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/qingbo-gateway.json").read_text("utf-8"))
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= _metric_names(target["expr"])
+    for variable in dashboard["templating"]["list"]:
+        used |= _metric_names(variable["definition"])
+    scrape = (await client.get("/metrics")).text
+    exported = set()
+    for line in scrape.splitlines():
+        match = re.match(r"# (?:HELP|TYPE) (\S+)", line) or re.match(r"(qgw_[a-z0-9_]+)", line)
+        if match:
+            name = match.group(1)
+            exported |= {name, f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    assert used and used <= exported, used - exported
