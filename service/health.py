@@ -20,7 +20,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness")
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={
+        503: {
+            "description": "Postgres, Redis or the schema is not ready",
+            "content": {"application/json": {}},
+        }
+    },
+)
 async def readyz(res: AppResources) -> Any:
     """Postgres and Redis reachable and the schema at the newest migration."""
     checks: dict[str, str] = {}
@@ -43,7 +52,12 @@ async def readyz(res: AppResources) -> Any:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+)
 async def metrics() -> Response:
     """Prometheus text exposition."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -14,11 +14,13 @@ from service.catalog.models import (
     format_usd,
 )
 from service.deps import TeamCtx
+from service.errors import Unauthorized
+from service.openapi import error_responses
 
 router = APIRouter(tags=["catalog"])
 
 
-@router.get("/v1/models", summary="List models")
+@router.get("/v1/models", summary="List models", responses=error_responses(Unauthorized))
 async def list_models(ctx: TeamCtx) -> dict[str, Any]:
     """The model catalog: models, request rules, per-second prices and camera tags."""
     prices = ctx.res.prices

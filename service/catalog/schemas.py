@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
+from service.types import SafeText, Storable
+
 Status = Literal["queued", "processing", "completed", "failed", "cancelled"]
 
 
@@ -28,25 +30,25 @@ class TaskRequest(BaseModel):
         },
     )
 
-    model: Annotated[str, Field(min_length=1, max_length=100, description="Model id")]
+    model: Annotated[str, Field(min_length=1, max_length=100, description="Model id"), Storable]
     action: Literal["generate", "image2video"] | None = Field(
         None, description="Defaults to generate; image_urls present means image2video"
     )
-    prompt: Annotated[str, Field(min_length=1, max_length=2000)]
+    prompt: Annotated[str, Field(min_length=1, max_length=2000), Storable]
     aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9"
     resolution: Literal["768p", "1080p"] = Field(
         "768p", description="768p or 1080p (768P/1080P accepted)"
     )
     duration: StrictInt | None = Field(None, description="Seconds: 6 or 10 (10 only at 768p)")
-    image_urls: Annotated[list[str], Field(min_length=1, max_length=4)] | None = Field(
+    image_urls: Annotated[list[SafeText], Field(min_length=1, max_length=4)] | None = Field(
         None, description="Reference image(s) for image2video: http(s) URL or Base64 JPG/PNG/WEBP"
     )
-    callback_url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    callback_url: Annotated[str, Field(min_length=1, max_length=2048), Storable] | None = None
     callback_events: Annotated[list[Status], Field(max_length=5)] | None = None
     watermark: StrictBool = False
     prompt_optimizer: StrictBool = True
     fast_pretreatment: StrictBool = False
-    camera_movement_tags: Annotated[list[str], Field(max_length=15)] | None = None
+    camera_movement_tags: Annotated[list[SafeText], Field(max_length=15)] | None = None
     priority: StrictInt = Field(
         0, ge=-100, le=100, description="Gateway extension: dispatch priority within the team"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from service.catalog.schemas import Status, TaskRequest
 from service.deps import TeamCtx
@@ -26,8 +26,10 @@ from service.errors import (
 from service.openapi import error_responses
 from service.tasks import service
 from service.tasks.schemas import TaskList, TaskObject, render_task
+from service.types import Storable
 
 router = APIRouter(tags=["tasks"])
+TaskId = Annotated[str, Path(max_length=100), Storable]
 
 
 def _json(content: Any) -> Response:
@@ -56,7 +58,7 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 async def submit_task(
     body: TaskRequest,
     ctx: TeamCtx,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
 ) -> Any:
     """Submit a video task: Qingbo's body and answer; the price is reserved before it is queued."""
     row = await service.submit_task(
@@ -69,9 +71,9 @@ async def submit_task(
     "/v1/tasks/{task_id}",
     response_model=TaskObject,
     summary="Get a task",
-    responses=error_responses(Unauthorized, NotFound),
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def get_task(task_id: str, ctx: TeamCtx) -> Any:
+async def get_task(task_id: TaskId, ctx: TeamCtx) -> Any:
     """The task in Qingbo's shape, plus the gateway's fields."""
     return _json(render_task(await service.get_task(ctx.conn, caller=ctx.caller, task_id=task_id)))
 
@@ -85,9 +87,9 @@ async def get_task(task_id: str, ctx: TeamCtx) -> Any:
 async def list_tasks(
     ctx: TeamCtx,
     status: Status | None = None,
-    model: Annotated[str | None, Query(max_length=100)] = None,
+    model: Annotated[str | None, Query(max_length=100), Storable] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200), Storable] = None,
 ) -> Any:
     """The team's tasks, newest first, filtered by status and model; page with next_cursor."""
     rows, next_cursor = await service.list_tasks(
@@ -102,9 +104,11 @@ async def list_tasks(
     "/v1/tasks/{task_id}/cancel",
     response_model=TaskObject,
     summary="Cancel a task",
-    responses=error_responses(Unauthorized, NotFound, NotCancellable, UpstreamUnavailable),
+    responses=error_responses(
+        InvalidRequest, Unauthorized, NotFound, NotCancellable, UpstreamUnavailable
+    ),
 )
-async def cancel_task(task_id: str, ctx: TeamCtx) -> Any:
+async def cancel_task(task_id: TaskId, ctx: TeamCtx) -> Any:
     """Cancel a queued task (at Qingbo too, if it was sent); its reservation is released."""
     row = await service.cancel_task(ctx.res, ctx.conn, caller=ctx.caller, task_id=task_id)
     return _json(render_task(row))

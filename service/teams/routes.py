@@ -43,7 +43,7 @@ async def list_teams(res: AppResources) -> Any:
     "/teams/{team_id}",
     response_model=Team,
     summary="Get a team",
-    responses=error_responses(Unauthorized, NotFound),
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
 async def get_team(team_id: UUID, res: AppResources) -> Any:
     """One team and its limits."""
@@ -81,7 +81,7 @@ async def issue_key(team_id: UUID, body: KeyCreate, res: AppResources) -> Any:
     "/keys/{key_id}",
     status_code=204,
     summary="Revoke an API key",
-    responses=error_responses(Unauthorized, NotFound),
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
 async def revoke_key(key_id: UUID, res: AppResources) -> Response:
     """Revoke a key at once; requests with it answer 401 from then on."""

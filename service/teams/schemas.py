@@ -8,7 +8,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-TeamName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")]
+from service.types import SafeText, Storable
+
+TeamName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$"), Storable]
 
 
 class TeamCreate(BaseModel):
@@ -17,7 +19,7 @@ class TeamCreate(BaseModel):
     name: TeamName
     rpm_limit: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     max_concurrent_tasks: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
-    allowed_models: Annotated[list[str], Field(max_length=100)] | None = Field(
+    allowed_models: Annotated[list[SafeText], Field(max_length=100)] | None = Field(
         None, description="Models the team may use; null means every model"
     )
 
@@ -30,7 +32,7 @@ class TeamPatch(BaseModel):
     name: TeamName | None = None
     rpm_limit: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     max_concurrent_tasks: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
-    allowed_models: Annotated[list[str], Field(max_length=100)] | None = None
+    allowed_models: Annotated[list[SafeText], Field(max_length=100)] | None = None
 
 
 class Team(BaseModel):
@@ -50,7 +52,7 @@ class TeamList(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=100)] = "default"
+    name: Annotated[str, Field(min_length=1, max_length=100), Storable] = "default"
 
 
 class IssuedKey(BaseModel):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from service.deps import AppResources
-from service.errors import NotFound
+from service.errors import InvalidRequest, NotFound
 from service.metrics import CALLBACKS_RECEIVED
 from service.openapi import error_responses
 from service.tasks import repository
 from service.tasks.execution import hash_token
 from service.tasks.queue import enqueue_refresh
+from service.types import Storable
 
 router = APIRouter(tags=["internal"])
 
@@ -21,10 +22,12 @@ router = APIRouter(tags=["internal"])
 @router.post(
     "/internal/qingbo/callback/{task_id}",
     summary="Qingbo callback",
-    responses=error_responses(NotFound),
+    responses=error_responses(InvalidRequest, NotFound),
 )
 async def qingbo_callback(
-    task_id: str, res: AppResources, token: Annotated[str, Query(max_length=200)] = ""
+    task_id: Annotated[str, Path(max_length=100), Storable],
+    res: AppResources,
+    token: Annotated[str, Query(max_length=200), Storable] = "",
 ) -> Any:
     """Receives Qingbo's task callbacks; the task is re-read from Qingbo, the body is not used."""
     async with res.pool.acquire() as conn:

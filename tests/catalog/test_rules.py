@@ -213,6 +213,13 @@ BAD: list[tuple[str, Any, str, str]] = [
     ),
     ("unknown field", task_body(seed=42), "seed", "unknown field"),
     ("body not an object", ["model"], "body", "valid dictionary"),
+    ("NUL in prompt", task_body(prompt="a\x00b"), "prompt", "must not contain NUL"),
+    (
+        "lone surrogate in prompt",
+        b'{"model": "minimax-hailuo-2.3", "prompt": "a\\udbbdb"}',
+        "prompt",
+        "valid string",
+    ),
 ]
 
 
@@ -226,7 +233,11 @@ async def test_invalid_requests_name_field_and_rule_and_store_nothing(
     param: str,
     rule: str,
 ) -> None:
-    answer = await client.post("/v1/tasks", json=body, headers=team.headers)
+    if isinstance(body, bytes):  # JSON that httpx would refuse to encode itself
+        headers = {**team.headers, "Content-Type": "application/json"}
+        answer = await client.post("/v1/tasks", content=body, headers=headers)
+    else:
+        answer = await client.post("/v1/tasks", json=body, headers=team.headers)
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "invalid_request"

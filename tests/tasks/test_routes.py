@@ -112,6 +112,8 @@ async def test_listing_filters_and_paginates_newest_first(client: httpx.AsyncCli
     assert [t["task_id"] for t in cancelled["data"]] == [ids[0]]
     bad = await client.get("/v1/tasks", params={"status": "done"}, headers=team.headers)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"
+    nul = await client.get("/v1/tasks", params={"model": "a\x00"}, headers=team.headers)
+    assert nul.status_code == 400 and nul.json()["error"]["param"] == "model"
     bad_cursor = await client.get("/v1/tasks", params={"cursor": "garbage"}, headers=team.headers)
     assert bad_cursor.status_code == 400 and bad_cursor.json()["error"]["param"] == "cursor"
 
