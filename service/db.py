@@ -68,11 +68,21 @@ def migrate(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
-def head_revision() -> str | None:
+def schema_status(current: str | None) -> str:
+    """'ok' when the database is at this code's newest migration or a newer one.
+
+    During a rolling upgrade the migration job runs first, so pods of the previous
+    version meet a schema from the future: migrations only add, so they stay ready.
+    """
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory(str(_script_location()))
-    return script.get_current_head()
+    if current == script.get_current_head():
+        return "ok"
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current is None or current in known:
+        return f"behind: at {current}, code expects {script.get_current_head()}"
+    return "ok"
 
 
 async def current_revision(conn: asyncpg.Connection) -> str | None:

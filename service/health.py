@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.db import current_revision, head_revision
+from service.db import current_revision, schema_status
 from service.deps import AppResources
 
 router = APIRouter(tags=["operations"])
@@ -37,7 +37,7 @@ async def readyz(res: AppResources) -> Any:
         async with res.pool.acquire() as conn:
             revision = await current_revision(conn)
         checks["postgres"] = "ok"
-        checks["migrations"] = "ok" if revision == head_revision() else f"at {revision}"
+        checks["migrations"] = schema_status(revision)
     except Exception as exc:
         checks["postgres"] = f"error: {type(exc).__name__}"
     try:
