@@ -17,11 +17,9 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,26 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.db import migrate  # noqa: E402
+from service.dev import free_port, wait_until_healthy  # noqa: E402
 
 BODY = {"model": "minimax-hailuo-2.3-fast", "prompt": "[推进] a lighthouse at dawn", "duration": 6}
 ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
 
 
 def database() -> tuple[str, str]:
@@ -159,8 +141,8 @@ def main() -> None:
     ]
     try:
         gw, floor = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{floor_port}"
-        wait_http(f"{gw}/healthz")
-        wait_http(f"{floor}/docs")
+        wait_until_healthy(f"{gw}/healthz")
+        wait_until_healthy(f"{floor}/docs")
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         team = httpx.post(f"{gw}/admin/teams", json={"name": "bench"}, headers=admin).json()
         issued = httpx.post(f"{gw}/admin/teams/{team['id']}/keys", json={}, headers=admin)

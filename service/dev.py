@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,7 +37,14 @@ def start_embedded_redis(data_dir: Path) -> tuple[Any, str]:
     return server, f"unix://{server.socket_file}"
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_until_healthy(url: str, *, timeout: float = 60.0) -> None:
+    """Until `url` answers 200 (used by dev, the tests and the benchmark)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -46,7 +54,7 @@ def wait_until_healthy(url: str, *, timeout: float = 60.0) -> None:
             pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not become healthy within {timeout:.0f}s")
-        time.sleep(0.2)
+        time.sleep(0.1)  # poll until the deadline
 
 
 def _ensure_demo_key(api: str, admin_token: str) -> str:

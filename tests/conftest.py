@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,10 @@ from service.app import create_app
 from service.config import Settings
 from service.db import migrate
 from service.deps import Resources
+from service.dev import free_port, wait_until_healthy
 
 ADMIN_TOKEN = "test-admin-token"
 SIM_KEY = "sim-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pg_answers(url: str) -> bool:
@@ -127,17 +120,6 @@ class Process:
                 self.proc.wait()
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)  # poll until the deadline
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def logs_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="qgw-test-logs-"))
@@ -152,7 +134,7 @@ def simulator_url(logs_dir: Path) -> Iterator[str]:
         logs_dir / "simulator.log",
     ).start()
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/_sim/config")
+    wait_until_healthy(f"{url}/_sim/config")
     yield url
     proc.stop()
 
@@ -206,7 +188,7 @@ def api_server(settings: Settings, api_port: int, logs_dir: Path) -> Iterator[st
         ["api", "--port", str(api_port)], settings_env(settings), logs_dir / "api.log"
     ).start()
     url = f"http://127.0.0.1:{api_port}"
-    wait_http(f"{url}/healthz")
+    wait_until_healthy(f"{url}/healthz")
     yield url
     proc.stop()
 

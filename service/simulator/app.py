@@ -227,26 +227,25 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
             k: answer[k] for k in ("task_id", "model", "action", "status", "created_at", "progress")
         }
 
-    @app.get("/v1/tasks/{task_id}")
-    async def get_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
+    async def lookup(task_id: str, authorization: str | None) -> SimTask | JSONResponse:
         denied = await gate(authorization)
         if denied is not None:
             return denied
         task = sim.tasks.get(task_id)
-        if task is None:
-            return _error(404, "task not found", "not_found")
-        return sim.render(task)
+        return task if task is not None else _error(404, "task not found", "not_found")
+
+    @app.get("/v1/tasks/{task_id}")
+    async def get_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
+        task = await lookup(task_id, authorization)
+        return task if isinstance(task, JSONResponse) else sim.render(task)
 
     @app.post("/v1/tasks/{task_id}/cancel")
     async def cancel_task(
         task_id: str, authorization: Annotated[str | None, Header()] = None
     ) -> Any:
-        denied = await gate(authorization)
-        if denied is not None:
-            return denied
-        task = sim.tasks.get(task_id)
-        if task is None:
-            return _error(404, "task not found", "not_found")
+        task = await lookup(task_id, authorization)
+        if isinstance(task, JSONResponse):
+            return task
         status, _ = task.status_at(time.time())
         if status != "queued":
             return _error(

@@ -6,7 +6,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.catalog.models import CAMERA_TAGS_BY_NAME, format_usd
 from service.catalog.schemas import Status
@@ -29,6 +29,44 @@ class TaskError(BaseModel):
 
 class TaskObject(BaseModel):
     """Qingbo's task fields, plus the gateway's (cost, team, upstream id, normalised request)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": "task-wave1775285160b950328499",
+                    "model": "minimax-hailuo-2.3",
+                    "action": "generate",
+                    "status": "completed",
+                    "progress": 100,
+                    "created_at": 1775285160040,
+                    "start_time": 1775285162000,
+                    "completed_at": 1775285190000,
+                    "result": {
+                        "images": [],
+                        "videos": [{"url": "https://...", "expires_at": 1775371590}],
+                    },
+                    "error": None,
+                    "cost_usd": "0.3111",
+                    "team_id": "2041c8ec-62f8-493e-8bf0-aa7710842af8",
+                    "upstream_task_id": "task-wave1775285160b950328499",
+                    "prompt": "[推进] cobblestone street of an old town, [变焦推近] raindrops",
+                    "aspect_ratio": "16:9",
+                    "resolution": "768p",
+                    "duration": 6,
+                    "image_urls": None,
+                    "camera_movement_tags": None,
+                    "prompt_camera_tags": ["[推进]", "[变焦推近]"],
+                    "watermark": False,
+                    "prompt_optimizer": True,
+                    "fast_pretreatment": False,
+                    "priority": 0,
+                    "callback_url": None,
+                    "callback_events": ["completed", "failed", "cancelled"],
+                }
+            ]
+        }
+    )
 
     task_id: str
     model: str

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from service.dev import free_port
 from tests.factories import task_body, wait_until
 
 

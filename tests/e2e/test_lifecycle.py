@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from service.config import Settings
 from service.deps import Resources
+from service.dev import free_port
 from service.tasks import execution
-from tests.conftest import free_port
 from tests.factories import TeamKey, make_team, submit, task_status, wait_for, wait_terminal
 
 pytestmark = pytest.mark.usefixtures("api_server")
