@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from typing import Any
 
@@ -12,11 +11,9 @@ from service.config import Settings, get_settings
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level)
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -31,7 +28,9 @@ def cmd_api(args: argparse.Namespace) -> None:
         loop="uvloop",
         http="httptools",
         log_level="warning",
+        # No access log: it would print query strings, and callback URLs carry tokens.
         access_log=False,
+        log_config=None,
         proxy_headers=True,
     )
 

@@ -15,6 +15,7 @@ from service import health
 from service.catalog import routes as catalog_routes
 from service.config import Settings, get_settings
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
+from service.logs import RequestIdMiddleware
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.resources import open_resources
 from service.tasks import routes as task_routes
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

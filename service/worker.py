@@ -39,6 +39,7 @@ async def _serve_ops(stack: AsyncExitStack, settings: Settings, resources: Any) 
         port=settings.worker_http_port,
         log_level="warning",
         access_log=False,
+        log_config=None,
         lifespan="off",
     )
     server = _OpsServer(config)
