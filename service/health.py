@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -9,9 +11,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.db import current_revision, schema_status
-from service.deps import AppResources
+from service.deps import AppResources, Resources
+from service.metrics import QUEUE_JOBS, TASKS_BY_STAGE
+from service.tasks import repository
 
 router = APIRouter(tags=["operations"])
+logger = logging.getLogger(__name__)
 
 
 @router.get("/healthz", summary="Liveness")
@@ -52,12 +57,38 @@ async def readyz(res: AppResources) -> Any:
     )
 
 
+_STAGES = ("pending", "claimed", "submitting", "submitted")
+_state_read_at = 0.0
+
+
+async def refresh_state_gauges(res: Resources, *, max_age: float = 2.0) -> None:
+    """Backlog gauges from Postgres and Redis, at most every `max_age` seconds per process."""
+    global _state_read_at
+    now = time.monotonic()
+    if now - _state_read_at < max_age:
+        return
+    _state_read_at = now
+    try:
+        async with res.pool.acquire() as conn:
+            stages = await repository.count_by_stage(conn)
+        for stage in _STAGES:
+            TASKS_BY_STAGE.labels(stage).set(stages.get(stage, 0))
+        queue = res.settings.arq_queue_name
+        total = await res.redis.zcard(queue)
+        ready = await res.redis.zcount(queue, "-inf", int(time.time() * 1000))
+        QUEUE_JOBS.labels("ready").set(ready)
+        QUEUE_JOBS.labels("deferred").set(total - ready)
+    except Exception as exc:  # a scrape must still answer when a store is down
+        logger.warning("backlog gauges not refreshed", extra={"error": type(exc).__name__})
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
 )
-async def metrics() -> Response:
+async def metrics(res: AppResources) -> Response:
     """Prometheus text exposition."""
+    await refresh_state_gauges(res)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -49,3 +49,30 @@ CALLBACKS_RECEIVED = Counter(
 )
 DISPATCH_CLAIMED = Counter("qgw_dispatch_claimed_total", "Tasks claimed for submission")
 UPSTREAM_PAUSED = Gauge("qgw_upstream_paused", "1 while submissions to Qingbo are paused")
+
+_TASK_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+TASK_QUEUE_WAIT = Histogram(
+    "qgw_task_queue_wait_seconds",
+    "From admission to Qingbo accepting the task",
+    ["model"],
+    buckets=_TASK_BUCKETS,
+)
+TASK_UPSTREAM_RUN = Histogram(
+    "qgw_task_upstream_run_seconds",
+    "From Qingbo accepting the task to its terminal state",
+    ["model", "status"],
+    buckets=_TASK_BUCKETS,
+)
+TASK_END_TO_END = Histogram(
+    "qgw_task_end_to_end_seconds",
+    "From admission to the terminal state",
+    ["model", "status"],
+    buckets=_TASK_BUCKETS,
+)
+# Read from Postgres/Redis at scrape time: every replica reports the same truth (use max()).
+TASKS_BY_STAGE = Gauge(
+    "qgw_tasks_in_stage", "Non-terminal tasks by dispatch stage", ["stage"], multiprocess_mode="max"
+)
+QUEUE_JOBS = Gauge(
+    "qgw_queue_jobs", "arq jobs in the Redis queue", ["state"], multiprocess_mode="max"
+)

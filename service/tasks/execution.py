@@ -23,6 +23,9 @@ from service.deps import Resources
 from service.metrics import (
     DISPATCH_CLAIMED,
     RECONCILER_REPAIRS,
+    TASK_END_TO_END,
+    TASK_QUEUE_WAIT,
+    TASK_UPSTREAM_RUN,
     TASKS_TERMINAL,
     UPSTREAM_AMBIGUOUS,
     UPSTREAM_PAUSED,
@@ -85,6 +88,16 @@ async def finish(
     )
     if row is not None:
         TASKS_TERMINAL.labels(row["team_name"], row["model"], status).inc()
+        ended = (
+            row["completed_at"] if row["completed_at"] > row["created_at"] else datetime.now(UTC)
+        )
+        TASK_END_TO_END.labels(row["model"], status).observe(
+            (ended - row["created_at"]).total_seconds()
+        )
+        if row["submitted_at"] is not None:
+            TASK_UPSTREAM_RUN.labels(row["model"], status).observe(
+                max(0.0, (ended - row["submitted_at"]).total_seconds())
+            )
         logger.info("task finished", extra={"task_id": task_id, "status": status})
     return row
 
@@ -225,6 +238,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
     if recorded is None:
         logger.error("submitted task changed state meanwhile", extra={"task_id": task_id})
         return "lost_race"
+    TASK_QUEUE_WAIT.labels(recorded["model"]).observe(float(recorded["queue_wait"]))
     logger.info("task submitted", extra={"task_id": task_id, "upstream_task_id": upstream_id})
     return "submitted"
 

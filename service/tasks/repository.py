@@ -257,7 +257,7 @@ async def record_submitted(
                status = $4, progress = $5, submitted_at = now(), poll_count = 0,
                next_poll_at = now() + make_interval(secs => $6), updated_at = now()
         WHERE id = $1 AND dispatch_state = 'submitting' AND dispatch_attempts = $2
-        RETURNING id
+        RETURNING id, model, extract(epoch FROM submitted_at - created_at) AS queue_wait
         """,
         task_id,
         attempt,
@@ -393,3 +393,11 @@ async def stale_submissions(
 
 async def callback_token_hash(conn: asyncpg.Connection, task_id: str) -> bytes | None:
     return await conn.fetchval("SELECT callback_token_hash FROM tasks WHERE id = $1", task_id)
+
+
+async def count_by_stage(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT dispatch_state, count(*) AS n FROM tasks "
+        "WHERE dispatch_state <> 'done' GROUP BY dispatch_state"
+    )
+    return {r["dispatch_state"]: r["n"] for r in rows}
