@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.catalog.models import PriceTable
 from service.config import Settings
+from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.teams.service import Caller, authenticate, authenticate_admin
 from service.upstream.client import QingboClient
@@ -28,6 +29,7 @@ class Resources:
     qingbo: QingboClient
     prices: PriceTable
     kicker: DispatchKicker
+    events: TaskEvents | None = None  # API processes only
 
 
 async def get_resources(request: Request) -> Resources:
@@ -69,6 +71,17 @@ async def team_request(
 
 
 TeamCtx = Annotated[TeamRequest, Depends(team_request)]
+
+
+async def team_caller(
+    resources: AppResources, credentials: Annotated[Credentials, Depends(api_key_scheme)]
+) -> Caller:
+    """The caller, with the connection given back at once: for routes that wait."""
+    async with resources.pool.acquire() as conn:
+        return await authenticate(conn, token=credentials.credentials if credentials else None)
+
+
+CurrentCaller = Annotated[Caller, Depends(team_caller)]
 
 
 async def require_admin(

@@ -12,6 +12,7 @@ from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
 from service.deps import Resources
+from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.upstream.client import QingboClient, build_http_client
 
@@ -21,7 +22,9 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+async def open_resources(
+    settings: Settings, *, listen_for_task_events: bool = False
+) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
         prices = load_price_table(settings.price_table)
         pool = await create_db_pool(
@@ -44,6 +47,11 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             base_url=settings.qingbo_base_url,
             api_key=settings.qingbo_api_key.get_secret_value(),
         )
+        events = None
+        if listen_for_task_events:
+            events = TaskEvents(settings.database_url)
+            await events.start()
+            stack.push_async_callback(events.close)
         kicker = DispatchKicker(redis, settings.arq_queue_name)
         kicker.start()
         stack.push_async_callback(kicker.close)
@@ -55,4 +63,5 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             qingbo=qingbo,
             prices=prices,
             kicker=kicker,
+            events=events,
         )

@@ -167,6 +167,7 @@ def settings(database_url: str, redis_url: str, simulator_url: str, api_port: in
         submit_lease_seconds=6,
         reconcile_every_seconds=1,
         worker_http_port=0,
+        sync_max_wait_seconds=3,
     )
 
 

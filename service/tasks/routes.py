@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from service.catalog.schemas import Status, TaskRequest
-from service.deps import TeamCtx
+from service.deps import AppResources, CurrentCaller, TeamCtx
 from service.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
@@ -25,7 +25,7 @@ from service.errors import (
 )
 from service.openapi import error_responses
 from service.tasks import service
-from service.tasks.schemas import TaskList, TaskObject, render_task
+from service.tasks.schemas import SyncTaskObject, TaskList, TaskObject, render_task
 from service.types import Storable
 
 router = APIRouter(tags=["tasks"])
@@ -65,6 +65,35 @@ async def submit_task(
         ctx.res, ctx.conn, caller=ctx.caller, body=body, idempotency_key=idempotency_key
     )
     return _json(render_task(row))
+
+
+@router.post(
+    "/v1/tasks/sync",
+    response_model=SyncTaskObject,
+    summary="Submit a task and wait",
+    responses=error_responses(*SUBMIT_ERRORS),
+)
+async def submit_task_sync(
+    body: TaskRequest,
+    caller: CurrentCaller,
+    res: AppResources,
+    request: Request,
+    timeout: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
+) -> Any:
+    """Qingbo's synchronous mode: the finished task, or the task so far and a poll_url."""
+    limit = res.settings.sync_max_wait_seconds
+    row = await service.submit_and_wait(
+        res,
+        caller=caller,
+        body=body,
+        idempotency_key=idempotency_key,
+        wait_seconds=limit if timeout is None else min(timeout, limit),
+    )
+    task = render_task(row)
+    if row["dispatch_state"] != "done":
+        task["poll_url"] = str(request.url_for("get_task", task_id=row["id"]))
+    return _json(task)
 
 
 @router.get(

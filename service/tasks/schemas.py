@@ -98,6 +98,12 @@ class TaskObject(BaseModel):
     callback_events: list[Status]
 
 
+class SyncTaskObject(TaskObject):
+    poll_url: str | None = Field(
+        None, description="Present when the task was not finished in time: GET it to poll"
+    )
+
+
 class TaskList(BaseModel):
     object: str = "list"
     data: list[TaskObject]

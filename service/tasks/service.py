@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -222,3 +224,37 @@ def _check_cancellable(row: Any) -> None:
             "task is being submitted to Qingbo right now; retry in a second",
             headers={"Retry-After": "1"},
         )
+
+
+async def submit_and_wait(
+    res: Resources,
+    *,
+    caller: Caller,
+    body: TaskRequest,
+    idempotency_key: str | None,
+    wait_seconds: float,
+) -> asyncpg.Record:
+    """Admit like submit_task, then hold until the task is terminal or the wait is over.
+
+    No connection is held while waiting, and nothing polls: the task's change
+    notification wakes the waiter, which then re-reads the row.
+    """
+    async with res.pool.acquire() as conn:
+        row = await submit_task(
+            res, conn, caller=caller, body=body, idempotency_key=idempotency_key
+        )
+    assert res.events is not None, "sync waits need the API's task event listener"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    with res.events.subscribe(row["id"]) as changed:
+        while True:
+            changed.clear()
+            async with res.pool.acquire() as conn:
+                row = await repository.get_task(conn, row["id"], team_id=caller.team_id)
+            assert row is not None
+            remaining = deadline - loop.time()
+            if row["dispatch_state"] == "done" or remaining <= 0:
+                return row
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
