@@ -15,7 +15,7 @@ from service import health
 from service.catalog import routes as catalog_routes
 from service.config import Settings, get_settings
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
-from service.logs import RequestIdMiddleware
+from service.logs import accept_request_id, request_id_var
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.resources import open_resources
 from service.tasks import routes as task_routes
@@ -29,8 +29,13 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class BodyLimitMiddleware:
-    """413 in Qingbo's envelope for bodies over the limit, declared or streamed."""
+class EdgeMiddleware:
+    """Everything every request passes through, in one layer (each layer costs a hop):
+
+    the request id (accepted or made, echoed, in every log line), the body limit (413 in
+    Qingbo's envelope, declared or streamed), and metrics by route template (never the
+    raw path: ids stay out of labels).
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -40,13 +45,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"request body over {self.max_bytes} bytes")
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await error_response(too_large)(scope, receive, send)
-                return
+        started_at = time.perf_counter()
+        request_id = accept_request_id(scope["headers"])
+        token = request_id_var.set(request_id)
+        status = 500
+        response_started = False
         seen = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -56,45 +60,37 @@ class BodyLimitMiddleware:
                 raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await error_response(too_large)(scope, receive, send)
-
-
-class MetricsMiddleware:
-    """Requests and latency by route template (never the raw path: ids stay out of labels)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
+        async def edge_send(message: Message) -> None:
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, response_started = message["status"], True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
-            await self.app(scope, receive, capture)
+            if declared_length(scope["headers"]) > self.max_bytes:
+                raise _BodyTooLarge
+            await self.app(scope, limited_receive, edge_send)
+        except _BodyTooLarge:
+            if not response_started:
+                too_large = PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+                await error_response(too_large)(scope, receive, edge_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            request_id_var.reset(token)
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
             HTTP_REQUESTS.labels(template, method, str(status)).inc()
-            HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started_at)
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    for name, value in headers:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -120,9 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (task_routes, catalog_routes, team_routes, upstream_routes, health):
         app.include_router(module.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(MetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(EdgeMiddleware, max_bytes=settings.max_request_bytes)
     return app
 
 
