@@ -51,9 +51,12 @@ class DispatchKicker:
     in Postgres, and if this process dies before kicking, the dispatch cron finds it.
     """
 
-    def __init__(self, redis: ArqRedis, queue: str) -> None:
+    def __init__(self, redis: ArqRedis, queue: str, *, min_interval: float = 0.05) -> None:
         self._redis = redis
         self._queue = queue
+        # At most one enqueue per interval: a kick is only "dispatch soon", and arq's
+        # enqueue costs several Redis round trips of this process's CPU.
+        self._min_interval = min_interval
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -68,6 +71,7 @@ class DispatchKicker:
             await self._wanted.wait()
             self._wanted.clear()
             await kick_dispatch(self._redis, self._queue)
+            await asyncio.sleep(self._min_interval)
 
     async def close(self) -> None:
         if self._task is not None:
