@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
-import httpx
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,7 +24,6 @@ class Resources:
     settings: Settings
     pool: asyncpg.Pool
     redis: ArqRedis
-    http: httpx.AsyncClient
     qingbo: QingboClient
     prices: PriceTable
     kicker: DispatchKicker

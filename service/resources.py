@@ -59,7 +59,6 @@ async def open_resources(
             settings=settings,
             pool=pool,
             redis=redis,
-            http=http,
             qingbo=qingbo,
             prices=prices,
             kicker=kicker,

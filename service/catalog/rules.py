@@ -113,12 +113,12 @@ def normalize(req: TaskRequest) -> NormalizedTask:
     )
 
 
-def prompt_camera_tags(prompt: str) -> list[str]:
+def prompt_camera_tags(prompt: str, *, strict: bool = True) -> list[str]:
     """The camera tags written as `[tag]` in the prompt, in order.
 
     A bracketed run of Chinese characters that is not one of the fifteen tags is almost
-    always a mistyped tag (Qingbo would silently treat it as text), so it is an error;
-    other bracketed text such as `[Scene 1]` is left alone as prose.
+    always a mistyped tag (Qingbo would silently treat it as text), so it is an error
+    when `strict`; other bracketed text such as `[Scene 1]` is left alone as prose.
     """
     tags = []
     for match in _BRACKET.finditer(prompt):
@@ -126,7 +126,7 @@ def prompt_camera_tags(prompt: str) -> list[str]:
         tag = CAMERA_TAGS_BY_NAME.get(inner)
         if tag is not None and inner == tag.tag.strip("[]"):
             tags.append(tag.tag)
-        elif _CJK_ONLY.match(inner):
+        elif strict and _CJK_ONLY.match(inner):
             raise InvalidRequest(
                 f"prompt: unknown camera tag [{inner}]; known tags: {_KNOWN_TAGS}", param="prompt"
             )

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.catalog.models import CAMERA_TAGS_BY_NAME, format_usd
+from service.catalog.models import format_usd
+from service.catalog.rules import prompt_camera_tags
 from service.catalog.schemas import Status
 
 
@@ -121,16 +122,6 @@ def _summarise_image(value: str) -> str:
     return f"base64 image, about {size} bytes"
 
 
-def _prompt_tags(prompt: str) -> list[str]:
-    tags = []
-    for chunk in prompt.split("[")[1:]:
-        inner = chunk.split("]", 1)[0]
-        tag = CAMERA_TAGS_BY_NAME.get(inner)
-        if tag is not None and "]" in chunk and inner == tag.tag.strip("[]"):
-            tags.append(tag.tag)
-    return tags
-
-
 def render_task(row: Any) -> dict[str, Any]:
     """A task row as the API answers it (also the webhook payload's body)."""
     request = row["request"]
@@ -155,7 +146,7 @@ def render_task(row: Any) -> dict[str, Any]:
         "duration": request["duration"],
         "image_urls": [_summarise_image(i) for i in images] if images else None,
         "camera_movement_tags": request.get("camera_movement_tags"),
-        "prompt_camera_tags": _prompt_tags(request["prompt"]),
+        "prompt_camera_tags": prompt_camera_tags(request["prompt"], strict=False),
         "watermark": request["watermark"],
         "prompt_optimizer": request["prompt_optimizer"],
         "fast_pretreatment": request["fast_pretreatment"],
