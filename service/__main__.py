@@ -79,7 +79,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
 def cmd_admin(args: argparse.Namespace) -> None:
     from service import admin_cli
 
-    asyncio.run(admin_cli.run(args, get_settings()))
+    sys.exit(asyncio.run(admin_cli.run(args, get_settings())))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     create = admin_sub.add_parser("create-team", help="create a team and print a key for it")
     create.add_argument("--name", required=True)
     create.add_argument("--key-name", default="default")
+    admin_sub.add_parser(
+        "verify-ledger",
+        help="prove every budget window equals the sum of its ledger entries (exit 1 if not)",
+    )
     admin.set_defaults(func=cmd_admin)
     return parser
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from service.budgets.service import LedgerReport, verify_ledger
 from service.config import Settings
 from service.db import create_pool
 from service.teams import service as teams
 from service.teams.schemas import TeamCreate
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> None:
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one admin command; the exit status (verify-ledger: 1 when the ledger disagrees)."""
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:
+            if args.admin_command == "verify-ledger":
+                return print_ledger_report(await verify_ledger(conn))
             if args.admin_command == "create-team":
                 async with conn.transaction():
                     team = await teams.create_team(conn, body=TeamCreate(name=args.name))
@@ -28,3 +32,31 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
                 )
     finally:
         await pool.close()
+    return 0
+
+
+def print_ledger_report(report: LedgerReport) -> int:
+    for row in report.period_mismatches:
+        print(
+            f"MISMATCH budget {row['budget_id']} window {row['starts_at']}: "
+            f"spent {row['spent_micros']} vs ledger {row['ledger_spent']}, "
+            f"reserved {row['reserved_micros']} vs ledger {row['ledger_reserved']} (micro-USD)"
+        )
+    for row in report.task_mismatches:
+        print(
+            f"MISMATCH task {row['id']} ({row['status']}, costs {row['cost_micros']}) in budget "
+            f"{row['budget_id']}: reserved {row['reserved']}, settled {row['settled']}, "
+            f"outstanding {row['outstanding']}"
+        )
+    for row in report.counter_mismatches:
+        print(
+            f"MISMATCH team {row['name']}: active_tasks {row['active_tasks']}, "
+            f"unfinished tasks {row['unfinished']}"
+        )
+    verdict = "OK" if report.ok else "FAILED"
+    print(
+        f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "
+        f"{len(report.period_mismatches)} window, {len(report.task_mismatches)} task and "
+        f"{len(report.counter_mismatches)} concurrency-counter mismatches"
+    )
+    return 0 if report.ok else 1

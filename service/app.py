@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import health
+from service.budgets import routes as budget_routes
 from service.catalog import routes as catalog_routes
 from service.config import Settings, get_settings
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (task_routes, catalog_routes, team_routes, upstream_routes, health):
         app.include_router(module.router)
+    app.include_router(budget_routes.router)
+    app.include_router(budget_routes.admin)
     app.add_middleware(EdgeMiddleware, max_bytes=settings.max_request_bytes)
     return app
 

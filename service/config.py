@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
 
     # Upstream protection and retry policy.
     upstream_max_in_flight: int = Field(50, ge=1)
+    # Submissions to Qingbo per second, all workers together (a token bucket in Postgres).
+    upstream_max_submits_per_second: float = Field(10.0, gt=0)
+    upstream_submit_burst: int = Field(10, ge=1)
     upstream_timeout_seconds: float = Field(30.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
     upstream_max_submit_attempts: int = Field(8, ge=1)
@@ -60,6 +64,35 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(2, ge=1)
     db_pool_max_size: int = Field(20, ge=1)
     log_level: str = "INFO"
+
+    # Budgets: day/week/month windows are calendar windows in this zone (weeks start Monday).
+    budget_timezone: str = "UTC"
+    # Percent levels of a budget's limit whose crossing is announced (metric, log, webhook).
+    budget_alert_percents: str = "50,80,100"
+    # Requests-per-minute limits live in Redis; when it cannot be reached: "allow" keeps
+    # admitting (budgets and concurrency stay exact in Postgres), "deny" answers 503.
+    rate_limit_on_redis_error: Literal["allow", "deny"] = "allow"
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("budget_alert_percents")
+    @classmethod
+    def _percent_list(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.isdigit() and 1 <= int(p) <= 1000 for p in parts):
+            raise ValueError("comma-separated whole percents between 1 and 1000")
+        return ",".join(parts)
+
+    @property
+    def alert_percents(self) -> list[int]:
+        return sorted({int(p) for p in self.budget_alert_percents.split(",") if p})
 
     @property
     def callbacks_enabled(self) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
@@ -13,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.catalog.models import PriceTable
 from service.config import Settings
+from service.ratelimit import RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.teams.service import Caller, authenticate, authenticate_admin
@@ -27,7 +29,10 @@ class Resources:
     qingbo: QingboClient
     prices: PriceTable
     kicker: DispatchKicker
+    limiter: RateLimiter
     events: TaskEvents | None = None  # API processes only
+    # What "now" is for budget windows; tests move it to cross window boundaries.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 async def get_resources(request: Request) -> Resources:

@@ -76,3 +76,41 @@ TASKS_BY_STAGE = Gauge(
 QUEUE_JOBS = Gauge(
     "qgw_queue_jobs", "arq jobs in the Redis queue", ["state"], multiprocess_mode="max"
 )
+
+# Money.
+COST_CHARGED = Counter(
+    "qgw_cost_charged_usd_total",
+    "USD charged for completed tasks (settled budget spend)",
+    ["team", "model"],
+)
+BUDGET_THRESHOLD_CROSSINGS = Counter(
+    "qgw_budget_threshold_crossings_total",
+    "Budget windows whose spent + reserved crossed an alert level (team empty: company)",
+    ["team", "scope", "window", "percent"],
+)
+RATE_LIMIT_ERRORS = Counter(
+    "qgw_rate_limit_backend_errors_total",
+    "Rate-limit checks that could not reach Redis, by what was done",
+    ["action"],
+)
+# Per budget window, read from Postgres at scrape time (team empty: company-wide; key: the
+# key's name, empty unless scope="key").
+_BUDGET_LABELS = ["team", "key", "scope", "window"]
+BUDGET_LIMIT = Gauge(
+    "qgw_budget_limit_usd", "Budget limit", _BUDGET_LABELS, multiprocess_mode="max"
+)
+BUDGET_SPENT = Gauge(
+    "qgw_budget_spent_usd", "Spent in the current window", _BUDGET_LABELS, multiprocess_mode="max"
+)
+BUDGET_RESERVED = Gauge(
+    "qgw_budget_reserved_usd",
+    "Reserved by unfinished tasks in the current window",
+    _BUDGET_LABELS,
+    multiprocess_mode="max",
+)
+BUDGET_REMAINING = Gauge(
+    "qgw_budget_remaining_usd",
+    "Limit minus spent and reserved in the current window",
+    _BUDGET_LABELS,
+    multiprocess_mode="max",
+)

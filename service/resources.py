@@ -12,6 +12,7 @@ from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
 from service.deps import Resources
+from service.ratelimit import RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.upstream.client import QingboClient, build_http_client
@@ -62,5 +63,10 @@ async def open_resources(
             qingbo=qingbo,
             prices=prices,
             kicker=kicker,
+            limiter=RateLimiter(
+                redis,
+                prefix=f"{settings.arq_queue_name}:rpm",
+                on_error=settings.rate_limit_on_redis_error,
+            ),
             events=events,
         )

@@ -249,10 +249,11 @@ async def sim(simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(autouse=True)
 async def clean_state(res: Resources) -> None:
-    """Each test starts with no tasks, submissions unpaused, and an empty queue."""
+    """Each test starts with no tasks or budgets, submissions unpaused, an empty queue."""
     async with res.pool.acquire() as conn:
         await conn.execute(
-            "DELETE FROM idempotency_keys; DELETE FROM tasks; "
+            "DELETE FROM budget_ledger; DELETE FROM budget_periods; DELETE FROM budgets; "
+            "DELETE FROM idempotency_keys; DELETE FROM tasks; UPDATE teams SET active_tasks = 0; "
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL"
         )
     await res.redis.flushdb()

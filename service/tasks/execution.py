@@ -17,10 +17,12 @@ from typing import Any
 
 import asyncpg
 
-from service.catalog.models import STATUSES, TERMINAL_STATUSES
+from service.budgets import repository as budgets
+from service.catalog.models import MICROS_PER_USD, STATUSES, TERMINAL_STATUSES
 from service.config import Settings
 from service.deps import Resources
 from service.metrics import (
+    COST_CHARGED,
     DISPATCH_CLAIMED,
     RECONCILER_REPAIRS,
     TASK_END_TO_END,
@@ -75,7 +77,11 @@ async def finish(
     start_time: datetime | None = None,
     completed_at: datetime | None = None,
 ) -> asyncpg.Record | None:
-    """The one way into a terminal status (inside the caller's transaction); once per task."""
+    """The one way into a terminal status (inside the caller's transaction); once per task.
+
+    The budget settles in the same transaction: completed turns the task's reservations
+    into spend, anything else releases them, so no crash can leave one without the other.
+    """
     row = await repository.finish_task(
         conn,
         task_id,
@@ -87,6 +93,13 @@ async def finish(
         completed_at=completed_at,
     )
     if row is not None:
+        await budgets.settle_task(
+            conn, task_id=task_id, team_id=row["team_id"], completed=status == "completed"
+        )
+        if status == "completed":
+            COST_CHARGED.labels(row["team_name"], row["model"]).inc(
+                row["cost_micros"] / MICROS_PER_USD
+            )
         TASKS_TERMINAL.labels(row["team_name"], row["model"], status).inc()
         ended = (
             row["completed_at"] if row["completed_at"] > row["created_at"] else datetime.now(UTC)

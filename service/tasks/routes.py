@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
+from service.budgets.schemas import Estimate
 from service.catalog.schemas import Status, TaskRequest
 from service.deps import AppResources, CurrentCaller, TeamCtx
 from service.errors import (
@@ -32,9 +33,9 @@ router = APIRouter(tags=["tasks"])
 TaskId = Annotated[str, Path(max_length=100), Storable]
 
 
-def _json(content: Any) -> Response:
+def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
     # Rendered rows are already JSON-ready: skip response-model re-validation on hot paths.
-    return Response(orjson.dumps(content), media_type="application/json")
+    return Response(orjson.dumps(content), media_type="application/json", headers=headers)
 
 
 SUBMIT_ERRORS: list[type[ServiceError]] = [
@@ -61,10 +62,10 @@ async def submit_task(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
 ) -> Any:
     """Submit a video task: Qingbo's body and answer; the price is reserved before it is queued."""
-    row = await service.submit_task(
+    admission = await service.submit_task(
         ctx.res, ctx.conn, caller=ctx.caller, body=body, idempotency_key=idempotency_key
     )
-    return _json(render_task(row))
+    return _json(render_task(admission.row), admission.headers)
 
 
 @router.post(
@@ -83,17 +84,30 @@ async def submit_task_sync(
 ) -> Any:
     """Qingbo's synchronous mode: the finished task, or the task so far and a poll_url."""
     limit = res.settings.sync_max_wait_seconds
-    row = await service.submit_and_wait(
+    admission = await service.submit_and_wait(
         res,
         caller=caller,
         body=body,
         idempotency_key=idempotency_key,
         wait_seconds=limit if timeout is None else min(timeout, limit),
     )
+    row = admission.row
     task = render_task(row)
     if row["dispatch_state"] != "done":
         task["poll_url"] = str(request.url_for("get_task", task_id=row["id"]))
-    return _json(task)
+    return _json(task, admission.headers)
+
+
+@router.post(
+    "/v1/tasks/estimate",
+    response_model=Estimate,
+    summary="Price a task and check it against the budgets",
+    responses=error_responses(InvalidRequest, Unauthorized, ModelNotAllowed, PayloadTooLarge),
+)
+async def estimate_task(body: TaskRequest, ctx: TeamCtx) -> Any:
+    """What the task would cost and whether every budget covering it has room: nothing is
+    submitted, reserved or counted against the rate limits."""
+    return _json(await service.estimate_task(ctx.res, ctx.conn, caller=ctx.caller, body=body))
 
 
 @router.get(

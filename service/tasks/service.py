@@ -7,12 +7,16 @@ import contextlib
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import asyncpg
 import orjson
 
+from service.budgets import repository as budgets
+from service.budgets.service import admission_error, announce_crossings, check_fit
+from service.catalog.models import format_usd
 from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import TaskRequest
 from service.deps import Resources
@@ -61,6 +65,14 @@ def check_admissible(caller: Caller, task: NormalizedTask) -> None:
         )
 
 
+@dataclass
+class Admission:
+    """A submission's answer: the task, and the rate-limit state to tell the caller."""
+
+    row: asyncpg.Record
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 async def submit_task(
     res: Resources,
     conn: asyncpg.Connection,
@@ -68,8 +80,8 @@ async def submit_task(
     caller: Caller,
     body: TaskRequest,
     idempotency_key: str | None,
-) -> asyncpg.Record:
-    """Validate, price and admit a task in one transaction; answers the stored task."""
+) -> Admission:
+    """Validate, price, rate-limit and admit a task (budgets reserved in the same statement)."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidRequest(
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
@@ -81,14 +93,16 @@ async def submit_task(
         task.model.id, task.upstream["resolution"], task.upstream["duration"]
     )
     digest = request_hash(body)
+    quota = await res.limiter.check(caller)
+    headers = quota.headers()
     if idempotency_key is not None:
         bound = await repository.find_idempotency_key(
             conn, team_id=caller.team_id, key=idempotency_key
         )
         if bound is not None:
-            return await _replay(conn, caller, bound, digest)
-    insert = partial(
-        repository.insert_task,
+            return Admission(await _replay(conn, caller, bound, digest), headers)
+    admit = partial(
+        budgets.admit_task,
         conn,
         task_id=new_task_id(),
         team_id=caller.team_id,
@@ -100,13 +114,16 @@ async def submit_task(
         priority=task.priority,
         callback_url=task.callback_url,
         callback_events=task.callback_events,
+        now=res.clock(),
+        timezone=res.settings.budget_timezone,
+        alert_percents=res.settings.alert_percents,
     )
-    if idempotency_key is None:
-        row = await insert()  # one statement: atomic without BEGIN/COMMIT round trips
-    else:
-        try:
+    try:
+        if idempotency_key is None:
+            row = await admit()  # one statement: atomic without BEGIN/COMMIT round trips
+        else:
             async with conn.transaction():
-                row = await insert()
+                row = await admit()
                 bound = await repository.claim_idempotency_key(
                     conn,
                     team_id=caller.team_id,
@@ -118,13 +135,48 @@ async def submit_task(
                 if bound is not None:
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
-        except _Replay as replay:
-            found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
-            assert found is not None
-            return found
+    except _Replay as replay:
+        found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
+        assert found is not None
+        return Admission(found, headers)
+    except asyncpg.PostgresError as exc:
+        error = admission_error(exc, max_concurrent=caller.max_concurrent_tasks)
+        if error is None:
+            raise
+        TASKS_REJECTED.labels(error.code).inc()
+        raise error from None
     TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.upstream["resolution"]).inc()
+    if row["crossings"]:
+        await announce_crossings(
+            conn, team_id=caller.team_id, team_name=caller.team_name, crossings=row["crossings"]
+        )
     res.kicker.kick()
-    return row
+    return Admission(row, headers)
+
+
+async def estimate_task(
+    res: Resources, conn: asyncpg.Connection, *, caller: Caller, body: TaskRequest
+) -> dict[str, Any]:
+    task = normalize(body)
+    check_admissible(caller, task)
+    resolution, duration = task.upstream["resolution"], task.upstream["duration"]
+    cost = res.prices.price_micros(task.model.id, resolution, duration)
+    fits, checks = await check_fit(
+        conn,
+        team_id=caller.team_id,
+        api_key_id=caller.key_id,
+        cost_micros=cost,
+        now=res.clock(),
+        timezone=res.settings.budget_timezone,
+    )
+    return {
+        "model": task.model.id,
+        "resolution": resolution,
+        "duration": duration,
+        "cost_usd": format_usd(cost),
+        "fits": fits,
+        "budgets": checks,
+    }
 
 
 def _check_same_body(bound: asyncpg.Record, digest: bytes) -> None:
@@ -233,16 +285,17 @@ async def submit_and_wait(
     body: TaskRequest,
     idempotency_key: str | None,
     wait_seconds: float,
-) -> asyncpg.Record:
+) -> Admission:
     """Admit like submit_task, then hold until the task is terminal or the wait is over.
 
     No connection is held while waiting, and nothing polls: the task's change
     notification wakes the waiter, which then re-reads the row.
     """
     async with res.pool.acquire() as conn:
-        row = await submit_task(
+        admission = await submit_task(
             res, conn, caller=caller, body=body, idempotency_key=idempotency_key
         )
+    row = admission.row
     assert res.events is not None, "sync waits need the API's task event listener"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
@@ -254,7 +307,7 @@ async def submit_and_wait(
             assert row is not None
             remaining = deadline - loop.time()
             if row["dispatch_state"] == "done" or remaining <= 0:
-                return row
+                return Admission(row, admission.headers)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await changed.wait()

@@ -8,7 +8,8 @@ from uuid import UUID
 import asyncpg
 
 _TEAM_COLUMNS = (
-    "id, name, rpm_limit, max_concurrent_tasks, allowed_models, webhook_secret, created_at"
+    "id, name, rpm_limit, max_concurrent_tasks, allowed_models, alert_url, webhook_secret, "
+    "created_at"
 )
 
 
@@ -19,13 +20,15 @@ async def insert_team(
     rpm_limit: int | None,
     max_concurrent_tasks: int | None,
     allowed_models: list[str] | None,
+    alert_url: str | None,
     webhook_secret: str,
 ) -> asyncpg.Record | None:
     """The new team, or None when the name is taken."""
     return await conn.fetchrow(
         f"""
-        INSERT INTO teams (name, rpm_limit, max_concurrent_tasks, allowed_models, webhook_secret)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO teams (name, rpm_limit, max_concurrent_tasks, allowed_models, alert_url,
+                           webhook_secret)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (name) DO NOTHING
         RETURNING {_TEAM_COLUMNS}
         """,
@@ -33,6 +36,7 @@ async def insert_team(
         rpm_limit,
         max_concurrent_tasks,
         allowed_models,
+        alert_url,
         webhook_secret,
     )
 
@@ -48,7 +52,7 @@ async def get_team(conn: asyncpg.Connection, team_id: UUID) -> asyncpg.Record | 
 async def update_team(
     conn: asyncpg.Connection, team_id: UUID, changes: dict[str, Any]
 ) -> asyncpg.Record | None:
-    allowed = {"name", "rpm_limit", "max_concurrent_tasks", "allowed_models"}
+    allowed = {"name", "rpm_limit", "max_concurrent_tasks", "allowed_models", "alert_url"}
     columns = [c for c in changes if c in allowed]
     if not columns:
         return await get_team(conn, team_id)
@@ -62,17 +66,25 @@ async def update_team(
 
 
 async def insert_key(
-    conn: asyncpg.Connection, *, team_id: UUID, name: str, prefix: str, key_hash: bytes
+    conn: asyncpg.Connection,
+    *,
+    team_id: UUID,
+    name: str,
+    prefix: str,
+    key_hash: bytes,
+    rpm_limit: int | None,
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         """
-        INSERT INTO api_keys (team_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4)
-        RETURNING id, team_id, name, prefix, created_at
+        INSERT INTO api_keys (team_id, name, prefix, key_hash, rpm_limit)
+        VALUES ($1, $2, $3, $4, $5)
+        RETURNING id, team_id, name, prefix, rpm_limit, created_at
         """,
         team_id,
         name,
         prefix,
         key_hash,
+        rpm_limit,
     )
     assert row is not None
     return row
@@ -90,7 +102,7 @@ async def find_active_key(conn: asyncpg.Connection, key_hash: bytes) -> asyncpg.
     return await conn.fetchrow(
         """
         SELECT k.id AS key_id, k.team_id, t.name AS team_name, t.rpm_limit,
-               t.max_concurrent_tasks, t.allowed_models
+               t.max_concurrent_tasks, t.allowed_models, k.rpm_limit AS key_rpm_limit
         FROM api_keys k JOIN teams t ON t.id = k.team_id
         WHERE k.key_hash = $1 AND k.revoked_at IS NULL
         """,

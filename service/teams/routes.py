@@ -73,7 +73,9 @@ async def patch_team(team_id: UUID, body: TeamPatch, res: AppResources) -> Any:
 async def issue_key(team_id: UUID, body: KeyCreate, res: AppResources) -> Any:
     """Issue a key for the team; the key is in this answer only, it is stored hashed."""
     async with res.pool.acquire() as conn:
-        row, key = await service.issue_key(conn, team_id=team_id, name=body.name)
+        row, key = await service.issue_key(
+            conn, team_id=team_id, name=body.name, rpm_limit=body.rpm_limit
+        )
     return {**dict(row), "key": key}
 
 

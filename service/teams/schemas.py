@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from service.types import SafeText, Storable
 
+AlertUrl = Annotated[
+    str, Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$"), Storable
+]
 TeamName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$"), Storable]
 
 
@@ -22,6 +25,9 @@ class TeamCreate(BaseModel):
     allowed_models: Annotated[list[SafeText], Field(max_length=100)] | None = Field(
         None, description="Models the team may use; null means every model"
     )
+    alert_url: AlertUrl | None = Field(
+        None, description="Receives signed budget-threshold webhooks (see README)"
+    )
 
 
 class TeamPatch(BaseModel):
@@ -33,6 +39,7 @@ class TeamPatch(BaseModel):
     rpm_limit: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     max_concurrent_tasks: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     allowed_models: Annotated[list[SafeText], Field(max_length=100)] | None = None
+    alert_url: AlertUrl | None = None
 
 
 class Team(BaseModel):
@@ -41,6 +48,7 @@ class Team(BaseModel):
     rpm_limit: int | None
     max_concurrent_tasks: int | None
     allowed_models: list[str] | None
+    alert_url: str | None
     webhook_secret: str
     created_at: datetime
 
@@ -53,6 +61,9 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=100), Storable] = "default"
+    rpm_limit: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="Requests per minute for this key, inside the team's own limit"
+    )
 
 
 class IssuedKey(BaseModel):
@@ -60,5 +71,6 @@ class IssuedKey(BaseModel):
     name: str
     prefix: str
     key: str = Field(description="The API key; shown this once, stored only as a hash")
+    rpm_limit: int | None
     team_id: UUID
     created_at: datetime

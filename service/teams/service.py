@@ -30,6 +30,7 @@ class Caller:
     rpm_limit: int | None
     max_concurrent_tasks: int | None
     allowed_models: list[str] | None
+    key_rpm_limit: int | None = None
 
 
 def hash_key(key: str) -> bytes:
@@ -59,6 +60,7 @@ async def create_team(conn: asyncpg.Connection, *, body: TeamCreate) -> asyncpg.
         rpm_limit=body.rpm_limit,
         max_concurrent_tasks=body.max_concurrent_tasks,
         allowed_models=_check_models(body.allowed_models),
+        alert_url=body.alert_url,
         webhook_secret=new_webhook_secret(),
     )
     if row is None:
@@ -89,12 +91,17 @@ async def patch_team(conn: asyncpg.Connection, *, team_id: UUID, body: TeamPatch
 
 
 async def issue_key(
-    conn: asyncpg.Connection, *, team_id: UUID, name: str
+    conn: asyncpg.Connection, *, team_id: UUID, name: str, rpm_limit: int | None = None
 ) -> tuple[asyncpg.Record, str]:
     await get_team(conn, team_id=team_id)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = await repository.insert_key(
-        conn, team_id=team_id, name=name, prefix=key[:12], key_hash=hash_key(key)
+        conn,
+        team_id=team_id,
+        name=name,
+        prefix=key[:12],
+        key_hash=hash_key(key),
+        rpm_limit=rpm_limit,
     )
     return row, key
 
@@ -122,6 +129,7 @@ async def authenticate(conn: asyncpg.Connection, *, token: str | None) -> Caller
         rpm_limit=row["rpm_limit"],
         max_concurrent_tasks=row["max_concurrent_tasks"],
         allowed_models=row["allowed_models"],
+        key_rpm_limit=row["key_rpm_limit"],
     )
 
 

@@ -1,0 +1,265 @@
+"""SQL for budgets, their periods and the ledger. Callers own transactions.
+
+The money moves happen in the SQL functions of migration 0003 (`qgw_admit_task`,
+`qgw_settle_task`): one statement each, row locks in one fixed order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+
+async def admit_task(
+    conn: asyncpg.Connection,
+    *,
+    task_id: str,
+    team_id: UUID,
+    api_key_id: UUID,
+    model: str,
+    action: str,
+    request: dict[str, Any],
+    cost_micros: int,
+    priority: int,
+    callback_url: str | None,
+    callback_events: list[str],
+    now: datetime,
+    timezone: str,
+    alert_percents: list[int],
+) -> asyncpg.Record:
+    """Reserve and insert in one statement; the row is the task plus `crossings` (JSON list).
+
+    Raises asyncpg errors with SQLSTATE QB402 (a budget; DETAIL is JSON) or QB429
+    (the team's concurrency limit); nothing is stored then.
+    """
+    row = await conn.fetchrow(
+        """
+        SELECT (a.task).*, a.crossings
+        FROM qgw_admit_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) a
+        """,
+        task_id,
+        team_id,
+        api_key_id,
+        model,
+        action,
+        request,
+        cost_micros,
+        priority,
+        callback_url,
+        callback_events,
+        now,
+        timezone,
+        alert_percents,
+    )
+    assert row is not None
+    return row
+
+
+async def settle_task(
+    conn: asyncpg.Connection, *, task_id: str, team_id: UUID, completed: bool
+) -> None:
+    await conn.execute("SELECT qgw_settle_task($1, $2, $3)", task_id, team_id, completed)
+
+
+async def team_exists(conn: asyncpg.Connection, team_id: UUID) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM teams WHERE id = $1", team_id))
+
+
+async def key_team(conn: asyncpg.Connection, key_id: UUID) -> UUID | None:
+    return await conn.fetchval("SELECT team_id FROM api_keys WHERE id = $1", key_id)
+
+
+async def replace_budgets(
+    conn: asyncpg.Connection,
+    *,
+    scope: str,
+    team_id: UUID | None,
+    api_key_id: UUID | None,
+    limits: dict[str, int],
+) -> None:
+    """Set the scope's budgets to exactly `limits` (period -> micros); others are removed.
+
+    Removed budgets keep their row (limit NULL) so reservations made under them settle.
+    """
+    await conn.execute(
+        """
+        UPDATE budgets SET limit_micros = NULL, updated_at = now()
+        WHERE scope = $1 AND team_id IS NOT DISTINCT FROM $2
+          AND api_key_id IS NOT DISTINCT FROM $3 AND NOT (period = ANY($4::text[]))
+          AND limit_micros IS NOT NULL
+        """,
+        scope,
+        team_id,
+        api_key_id,
+        list(limits),
+    )
+    await conn.executemany(
+        """
+        INSERT INTO budgets (scope, team_id, api_key_id, period, limit_micros)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (scope,
+                     coalesce(team_id, '00000000-0000-0000-0000-000000000000'::uuid),
+                     coalesce(api_key_id, '00000000-0000-0000-0000-000000000000'::uuid),
+                     period)
+        DO UPDATE SET limit_micros = EXCLUDED.limit_micros, updated_at = now()
+        """,
+        [(scope, team_id, api_key_id, period, micros) for period, micros in limits.items()],
+    )
+
+
+_STANDING = """
+    SELECT b.id, b.scope, b.team_id, b.api_key_id, k.name AS key_name, k.prefix AS key_prefix,
+           b.period, b.limit_micros,
+           coalesce(p.spent_micros, 0) AS spent_micros,
+           coalesce(p.reserved_micros, 0) AS reserved_micros,
+           s.starts_at, qgw_period_end(b.period, s.starts_at, $2) AS resets_at
+    FROM budgets b
+    CROSS JOIN LATERAL (SELECT qgw_period_start(b.period, $1, $2) AS starts_at) s
+    LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.starts_at = s.starts_at
+    LEFT JOIN api_keys k ON k.id = b.api_key_id
+"""
+_ORDER = """
+    ORDER BY array_position(ARRAY['company', 'team', 'key'], b.scope), k.created_at, k.id,
+             array_position(ARRAY['day', 'week', 'month', 'total'], b.period)
+"""
+
+
+async def team_standing(
+    conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
+) -> list[asyncpg.Record]:
+    """Every live budget that covers some task of the team (company, team, its keys)."""
+    return await conn.fetch(
+        _STANDING
+        + " WHERE b.limit_micros IS NOT NULL AND (b.scope = 'company' OR b.team_id = $3)"
+        + _ORDER,
+        now,
+        timezone,
+        team_id,
+    )
+
+
+async def covering_standing(
+    conn: asyncpg.Connection, *, team_id: UUID, api_key_id: UUID, now: datetime, timezone: str
+) -> list[asyncpg.Record]:
+    """The live budgets a task submitted with this key would reserve against."""
+    return await conn.fetch(
+        _STANDING
+        + """
+        WHERE b.limit_micros IS NOT NULL
+          AND (b.scope = 'company' OR (b.scope = 'team' AND b.team_id = $3)
+               OR (b.scope = 'key' AND b.api_key_id = $4))
+        """
+        + _ORDER,
+        now,
+        timezone,
+        team_id,
+        api_key_id,
+    )
+
+
+async def scope_standing(
+    conn: asyncpg.Connection,
+    *,
+    scope: str,
+    team_id: UUID | None,
+    api_key_id: UUID | None,
+    now: datetime,
+    timezone: str,
+) -> list[asyncpg.Record]:
+    """The live budgets of one scope and subject."""
+    return await conn.fetch(
+        _STANDING
+        + """
+        WHERE b.limit_micros IS NOT NULL AND b.scope = $3
+          AND b.team_id IS NOT DISTINCT FROM $4 AND b.api_key_id IS NOT DISTINCT FROM $5
+        """
+        + _ORDER,
+        now,
+        timezone,
+        scope,
+        team_id,
+        api_key_id,
+    )
+
+
+async def by_model(
+    conn: asyncpg.Connection, periods: list[tuple[int, datetime]]
+) -> list[asyncpg.Record]:
+    """Spent and reserved per model in the given (budget id, window start) periods."""
+    return await conn.fetch(
+        """
+        SELECT l.budget_id, l.model,
+               coalesce(sum(l.amount_micros) FILTER (WHERE l.kind = 'settle'), 0)
+                   AS spent_micros,
+               sum(CASE l.kind WHEN 'reserve' THEN l.amount_micros ELSE -l.amount_micros END)
+                   AS reserved_micros
+        FROM budget_ledger l
+        JOIN unnest($1::bigint[], $2::timestamptz[]) AS q(budget_id, starts_at)
+          ON q.budget_id = l.budget_id AND q.starts_at = l.starts_at
+        GROUP BY l.budget_id, l.model
+        ORDER BY l.budget_id, l.model
+        """,
+        [p[0] for p in periods],
+        [p[1] for p in periods],
+    )
+
+
+async def ledger_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Budget periods whose spent or reserved differ from the sum of their ledger entries."""
+    return await conn.fetch(
+        """
+        SELECT p.budget_id, p.starts_at, p.spent_micros, p.reserved_micros,
+               coalesce(l.settled, 0) AS ledger_spent, coalesce(l.outstanding, 0) AS ledger_reserved
+        FROM budget_periods p
+        LEFT JOIN (
+            SELECT budget_id, starts_at,
+                   sum(amount_micros) FILTER (WHERE kind = 'settle') AS settled,
+                   sum(CASE kind WHEN 'reserve' THEN amount_micros ELSE -amount_micros END)
+                       AS outstanding
+            FROM budget_ledger GROUP BY budget_id, starts_at
+        ) l USING (budget_id, starts_at)
+        WHERE p.spent_micros <> coalesce(l.settled, 0)
+           OR p.reserved_micros <> coalesce(l.outstanding, 0)
+        ORDER BY p.budget_id, p.starts_at
+        """
+    )
+
+
+async def task_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Tasks whose ledger entries disagree with their state and price.
+
+    Live tasks hold exactly their price in each budget they reserved against; terminal
+    ones hold nothing; completed ones settled exactly their price; others settled nothing.
+    """
+    return await conn.fetch(
+        """
+        SELECT t.id, t.status, t.cost_micros, l.budget_id, l.outstanding, l.settled, l.reserved
+        FROM tasks t
+        JOIN (
+            SELECT task_id, budget_id,
+                   sum(amount_micros) FILTER (WHERE kind = 'reserve') AS reserved,
+                   coalesce(sum(amount_micros) FILTER (WHERE kind = 'settle'), 0) AS settled,
+                   sum(CASE kind WHEN 'reserve' THEN amount_micros ELSE -amount_micros END)
+                       AS outstanding
+            FROM budget_ledger GROUP BY task_id, budget_id
+        ) l ON l.task_id = t.id
+        WHERE l.reserved <> t.cost_micros
+           OR l.outstanding <> CASE WHEN t.dispatch_state = 'done' THEN 0 ELSE t.cost_micros END
+           OR l.settled <> CASE WHEN t.status = 'completed' THEN t.cost_micros ELSE 0 END
+        ORDER BY t.id, l.budget_id
+        """
+    )
+
+
+async def active_task_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Teams whose concurrency counter differs from their count of unfinished tasks."""
+    return await conn.fetch(
+        """
+        SELECT t.id, t.name, t.active_tasks, count(k.id) AS unfinished
+        FROM teams t LEFT JOIN tasks k ON k.team_id = t.id AND k.dispatch_state <> 'done'
+        GROUP BY t.id HAVING t.active_tasks <> count(k.id)
+        """
+    )

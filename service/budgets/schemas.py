@@ -1,0 +1,87 @@
+"""Budget, usage and estimate bodies. Money is a decimal string in USD at the edge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Window = Literal["day", "week", "month", "total"]
+Scope = Literal["company", "team", "key"]
+UsdAmount = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{1,9}(\.\d{1,6})?$",
+        description="US dollars as a decimal string, at most 6 decimals",
+        examples=["25.00"],
+    ),
+]
+
+
+class BudgetLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window: Window = Field(description="Calendar day/week (Monday)/month, or all time")
+    limit_usd: UsdAmount
+
+
+class BudgetsPut(BaseModel):
+    """The complete set of budgets of a scope: windows left out are removed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budgets: Annotated[list[BudgetLimit], Field(max_length=4)]
+
+
+class ModelSpend(BaseModel):
+    model: str
+    spent_usd: str
+    reserved_usd: str
+
+
+class BudgetStanding(BaseModel):
+    scope: Scope
+    window: Window
+    limit_usd: str
+    spent_usd: str
+    reserved_usd: str
+    remaining_usd: str
+    used_percent: int = Field(description="(spent + reserved) / limit, rounded down")
+    starts_at: datetime | None = Field(description="Null for the 'total' window")
+    resets_at: datetime | None = Field(description="Null for the 'total' window")
+    key_id: UUID | None = None
+    key_name: str | None = None
+    by_model: list[ModelSpend] = []
+
+
+class Budgets(BaseModel):
+    budgets: list[BudgetStanding]
+
+
+class Usage(BaseModel):
+    team_id: UUID
+    budgets: list[BudgetStanding]
+    max_concurrent_tasks: int | None
+    active_tasks: int = Field(description="Tasks queued or processing now")
+
+
+class BudgetCheck(BaseModel):
+    scope: Scope
+    window: Window
+    limit_usd: str
+    spent_usd: str
+    reserved_usd: str
+    remaining_usd: str
+    resets_at: datetime | None
+    fits: bool
+
+
+class Estimate(BaseModel):
+    model: str
+    resolution: str
+    duration: int
+    cost_usd: str
+    fits: bool = Field(description="Whether every budget that covers the task has room now")
+    budgets: list[BudgetCheck]

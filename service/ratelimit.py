@@ -1,0 +1,146 @@
+"""Requests-per-minute limits per key and per team, exact across API replicas.
+
+A sliding-window log in Redis, checked and recorded by one Lua script (atomic): a request
+is admitted only if every applicable limit has had fewer than N admitted requests in the
+last 60 s, so "N per minute" holds over *any* 60 s (a burst of N is fine). GCRA would
+need less memory but lets N + 1 through in some 60 s windows; N is a per-minute count of
+paid submissions, so its log stays small. Time comes from Redis (`TIME`), not from the
+replicas' clocks.
+
+Only task submissions (`POST /v1/tasks`, `POST /v1/tasks/sync`) count: reads and polls
+are served locally and cost nothing upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service.errors import RateLimited, UpstreamUnavailable
+from service.metrics import RATE_LIMIT_ERRORS, TASKS_REJECTED
+from service.teams.service import Caller
+
+logger = logging.getLogger(__name__)
+
+WINDOW_MS = 60_000
+
+# KEYS: one sorted set per limit. ARGV: window ms, a unique member, then one limit per key.
+# Answers {admitted (1/0), index of the limit that refused (1-based) or 0,
+#          then per limit: remaining after this request, ms until its oldest entry expires}.
+_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local counts = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  counts[i] = redis.call('ZCARD', key)
+end
+local refused = 0
+for i, key in ipairs(KEYS) do
+  if counts[i] >= tonumber(ARGV[i + 2]) then refused = i break end
+end
+local out = {refused == 0 and 1 or 0, refused}
+for i, key in ipairs(KEYS) do
+  local used = counts[i]
+  if refused == 0 then
+    redis.call('ZADD', key, now, ARGV[2])
+    redis.call('PEXPIRE', key, window)
+    used = used + 1
+  end
+  local reset = window
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+  table.insert(out, tonumber(ARGV[i + 2]) - used)
+  table.insert(out, reset)
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Quota:
+    name: str  # "key" or "team"
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+
+@dataclass
+class Decision:
+    quotas: list[Quota] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        """IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers): policy and state."""
+        if not self.quotas:
+            return {}
+        tightest = min(self.quotas, key=lambda q: (q.remaining, -q.reset_seconds))
+        return {
+            "RateLimit-Policy": ", ".join(
+                f'"{q.name}";q={q.limit};w={WINDOW_MS // 1000}' for q in self.quotas
+            ),
+            "RateLimit": f'"{tightest.name}";r={tightest.remaining};t={tightest.reset_seconds}',
+        }
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, *, prefix: str, on_error: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._on_error = on_error
+        self._script: Any = redis.register_script(_SCRIPT)
+
+    async def check(self, caller: Caller) -> Decision:
+        """Admit one submission under the caller's key and team limits, or raise 429."""
+        limits = []
+        if caller.key_rpm_limit is not None:
+            limits.append(("key", f"{self._prefix}:key:{caller.key_id}", caller.key_rpm_limit))
+        if caller.rpm_limit is not None:
+            limits.append(("team", f"{self._prefix}:team:{caller.team_id}", caller.rpm_limit))
+        if not limits:
+            return Decision()
+        try:
+            raw = await self._script(
+                keys=[key for _, key, _ in limits],
+                args=[WINDOW_MS, secrets.token_hex(8), *(limit for _, _, limit in limits)],
+            )
+        except (RedisError, OSError) as exc:
+            return self._unavailable(exc)
+        quotas = [
+            Quota(
+                name=name,
+                limit=limit,
+                remaining=max(0, int(raw[2 + 2 * i])),
+                reset_seconds=max(1, math.ceil(int(raw[3 + 2 * i]) / 1000)),
+            )
+            for i, (name, _, limit) in enumerate(limits)
+        ]
+        decision = Decision(quotas)
+        if not int(raw[0]):
+            refused = quotas[int(raw[1]) - 1]
+            TASKS_REJECTED.labels(f"rate_limited_{refused.name}").inc()
+            raise RateLimited(
+                f"{refused.name} rate limit of {refused.limit} submissions per minute reached; "
+                f"retry in {refused.reset_seconds} s",
+                headers={"Retry-After": str(refused.reset_seconds), **decision.headers()},
+            )
+        return decision
+
+    def _unavailable(self, exc: Exception) -> Decision:
+        RATE_LIMIT_ERRORS.labels(self._on_error).inc()
+        logger.warning(
+            "rate limit store unreachable",
+            extra={"action": self._on_error, "error": type(exc).__name__},
+        )
+        if self._on_error == "deny":
+            raise UpstreamUnavailable(
+                "rate limits cannot be checked right now; retry shortly",
+                headers={"Retry-After": "5"},
+            ) from None
+        return Decision()
