@@ -159,6 +159,8 @@ def settings(database_url: str, redis_url: str, simulator_url: str, api_port: in
         upstream_retry_base_seconds=0.05,
         upstream_retry_max_seconds=0.2,
         upstream_pause_seconds=30,
+        upstream_max_submits_per_second=1000,
+        upstream_submit_burst=1000,
         poll_initial_seconds=0.2,
         poll_max_seconds=0.5,
         poll_max_seconds_with_callbacks=0.5,
@@ -254,6 +256,7 @@ async def clean_state(res: Resources) -> None:
         await conn.execute(
             "DELETE FROM budget_ledger; DELETE FROM budget_periods; DELETE FROM budgets; "
             "DELETE FROM idempotency_keys; DELETE FROM tasks; UPDATE teams SET active_tasks = 0; "
-            "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL"
+            "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
+            "submit_tokens = NULL"
         )
     await res.redis.flushdb()

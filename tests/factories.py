@@ -9,8 +9,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 
+from service.deps import Resources
+from service.tasks import execution
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -87,3 +90,29 @@ async def wait_terminal(
         return task if task["status"] in ("completed", "failed", "cancelled") else None
 
     return await wait_for(probe, timeout=timeout)
+
+
+async def claim(res: Resources, db: asyncpg.Connection, task_id: str) -> int:
+    """Dispatch until this task is claimed; its attempt number."""
+
+    async def claimed() -> int | None:
+        await execution.dispatch_pending(res)
+        row = await db.fetchrow(
+            "SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id
+        )
+        return row["dispatch_attempts"] if row["dispatch_state"] == "claimed" else None
+
+    return await wait_for(claimed, timeout=5)
+
+
+async def drive_to_end(res: Resources, db: asyncpg.Connection, task_id: str) -> str:
+    """Run one task through the worker's own job code (no worker process): its final status."""
+    await execution.submit(res, task_id, await claim(res, db, task_id))
+
+    async def refreshed() -> str | None:
+        async with res.pool.acquire() as conn:
+            await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+        row = await db.fetchrow("SELECT status, dispatch_state FROM tasks WHERE id = $1", task_id)
+        return row["status"] if row["dispatch_state"] == "done" else None
+
+    return await wait_for(refreshed, timeout=15)

@@ -29,6 +29,9 @@ def upgrade() -> None:
             SELECT count(*) FROM tasks WHERE tasks.team_id = teams.id
                                          AND tasks.dispatch_state <> 'done');
         ALTER TABLE api_keys ADD COLUMN rpm_limit integer CHECK (rpm_limit > 0);
+        -- The submissions-per-second token bucket shared by every dispatcher.
+        ALTER TABLE upstream_state ADD COLUMN submit_tokens double precision,
+                                   ADD COLUMN tokens_at timestamptz;
 
         -- One row per (scope, subject, period). limit_micros NULL: removed by the admin,
         -- kept so that reservations made under it still settle against their own rows.
@@ -203,6 +206,7 @@ def downgrade() -> None:
         DROP FUNCTION qgw_settle_task, qgw_admit_task, qgw_period_end, qgw_period_start;
         DROP TABLE budget_ledger, budget_periods, budgets;
         ALTER TABLE api_keys DROP COLUMN rpm_limit;
+        ALTER TABLE upstream_state DROP COLUMN submit_tokens, DROP COLUMN tokens_at;
         ALTER TABLE teams DROP COLUMN alert_url, DROP COLUMN active_tasks;
         """
     )

@@ -192,10 +192,10 @@ async def by_model(
     return await conn.fetch(
         """
         SELECT l.budget_id, l.model,
-               coalesce(sum(l.amount_micros) FILTER (WHERE l.kind = 'settle'), 0)
+               coalesce(sum(l.amount_micros) FILTER (WHERE l.kind = 'settle'), 0)::bigint
                    AS spent_micros,
                sum(CASE l.kind WHEN 'reserve' THEN l.amount_micros ELSE -l.amount_micros END)
-                   AS reserved_micros
+                   ::bigint AS reserved_micros
         FROM budget_ledger l
         JOIN unnest($1::bigint[], $2::timestamptz[]) AS q(budget_id, starts_at)
           ON q.budget_id = l.budget_id AND q.starts_at = l.starts_at

@@ -170,7 +170,8 @@ def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
 
 
 async def dispatch_pending(res: Resources) -> int:
-    """Claim what the in-flight cap allows, fairly across teams, and enqueue their submits."""
+    """Claim what the in-flight and submissions-per-second caps allow, fairly across teams,
+    and enqueue their submits."""
     async with res.pool.acquire() as conn, conn.transaction():
         paused_until = await repository.upstream_paused_until(conn)
         UPSTREAM_PAUSED.set(1 if paused_until else 0)
@@ -180,6 +181,8 @@ async def dispatch_pending(res: Resources) -> int:
             conn,
             limit=res.settings.dispatch_batch_size,
             max_in_flight=res.settings.upstream_max_in_flight,
+            submits_per_second=res.settings.upstream_max_submits_per_second,
+            submit_burst=res.settings.upstream_submit_burst,
         )
     for row in claimed:
         await enqueue_submit(

@@ -182,22 +182,40 @@ async def pause_upstream(conn: asyncpg.Connection, *, seconds: float, reason: st
 
 
 async def claim_pending(
-    conn: asyncpg.Connection, *, limit: int, max_in_flight: int
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    max_in_flight: int,
+    submits_per_second: float,
+    submit_burst: int,
 ) -> list[asyncpg.Record]:
     """Claim up to `limit` pending tasks for submission, round-robin across teams.
 
-    Runs under a transaction-scoped advisory lock so that the in-flight count it reads
-    cannot be raced by another dispatcher: the cap on tasks at Qingbo is exact.
+    Runs under a transaction-scoped advisory lock so that the in-flight count and the
+    submission token bucket it reads cannot be raced by another dispatcher: both caps on
+    what reaches Qingbo hold across every worker.
     """
     await conn.execute("SELECT pg_advisory_xact_lock($1)", DISPATCH_LOCK_KEY)
     in_flight = await conn.fetchval(
         "SELECT count(*) FROM tasks WHERE dispatch_state = ANY($1::text[])",
         list(IN_FLIGHT_STATES),
     )
-    slots = min(limit, max_in_flight - in_flight)
+    tokens = await conn.fetchval(
+        """
+        UPDATE upstream_state SET
+            submit_tokens = least($1::float8, coalesce(submit_tokens, $1::float8)
+                + extract(epoch FROM clock_timestamp() - coalesce(tokens_at, clock_timestamp()))
+                  * $2::float8),
+            tokens_at = clock_timestamp()
+        RETURNING submit_tokens
+        """,
+        submit_burst,
+        submits_per_second,
+    )
+    slots = min(limit, max_in_flight - in_flight, int(tokens))
     if slots <= 0:
         return []
-    return await conn.fetch(
+    claimed = await conn.fetch(
         """
         WITH ranked AS (
             SELECT id, priority, created_at,
@@ -216,6 +234,8 @@ async def claim_pending(
         """,
         slots,
     )
+    await conn.execute("UPDATE upstream_state SET submit_tokens = submit_tokens - $1", len(claimed))
+    return claimed
 
 
 async def start_submit(

@@ -13,24 +13,11 @@ from prometheus_client import REGISTRY
 
 from service.deps import Resources
 from service.tasks import execution
-from tests.factories import make_team, submit, wait_for
+from tests.factories import claim, make_team, submit, wait_for
 
 
 def variant(res: Resources, **settings: Any) -> Resources:
     return dataclasses.replace(res, settings=res.settings.model_copy(update=settings))
-
-
-async def claim(res: Resources, db: asyncpg.Connection, task_id: str) -> int:
-    """Dispatch until this task is claimed; its attempt number."""
-
-    async def claimed() -> int | None:
-        await execution.dispatch_pending(res)
-        row = await db.fetchrow(
-            "SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id
-        )
-        return row["dispatch_attempts"] if row["dispatch_state"] == "claimed" else None
-
-    return await wait_for(claimed, timeout=5)
 
 
 async def row(db: asyncpg.Connection, task_id: str) -> asyncpg.Record:

@@ -1,0 +1,135 @@
+"""Requests-per-minute limits in real Redis, what happens when Redis is gone, and fairness."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from service.catalog.schemas import TaskRequest
+from service.deps import Resources
+from service.dev import free_port
+from service.errors import ConcurrencyLimited, UpstreamUnavailable
+from service.ratelimit import RateLimiter
+from service.tasks import execution
+from service.tasks.service import submit_task
+from service.teams.service import authenticate
+from tests.factories import ADMIN, TeamKey, make_team, submit, task_body
+
+
+async def try_submit(client: httpx.AsyncClient, team: TeamKey) -> httpx.Response:
+    return await client.post("/v1/tasks", json=task_body(), headers=team.headers)
+
+
+async def test_team_rpm_admits_a_burst_of_n_then_429_with_retry_after(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    team = await make_team(client, rpm_limit=3)
+    answers = [await try_submit(client, team) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].headers["RateLimit-Policy"] == '"team";q=3;w=60'
+    assert [a.headers["RateLimit"].split(";")[1] for a in answers] == ["r=2", "r=1", "r=0"]
+    refused = await try_submit(client, team)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert await db.fetchval("SELECT count(*) FROM tasks") == 3
+    # Reads are not submissions: they are never limited.
+    assert (await client.get("/v1/tasks", headers=team.headers)).status_code == 200
+
+
+async def test_key_rpm_applies_inside_the_team_rpm(client: httpx.AsyncClient) -> None:
+    team = await make_team(client, rpm_limit=4)
+    issued = await client.post(
+        f"/admin/teams/{team.team['id']}/keys", json={"rpm_limit": 1}, headers=ADMIN
+    )
+    assert issued.json()["rpm_limit"] == 1
+    limited = TeamKey(team=team.team, key=issued.json()["key"])
+    first = await try_submit(client, limited)
+    assert first.status_code == 200
+    assert first.headers["RateLimit-Policy"] == '"key";q=1;w=60, "team";q=4;w=60'
+    assert first.headers["RateLimit"].startswith('"key";r=0;')
+    second = await try_submit(client, limited)
+    assert second.status_code == 429 and "key rate limit of 1" in second.json()["error"]["message"]
+    # The other key of the team still has the team's remaining 3.
+    assert [(await try_submit(client, team)).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+async def test_concurrent_submissions_never_pass_the_rpm(client: httpx.AsyncClient) -> None:
+    team = await make_team(client, rpm_limit=7)
+    answers = await asyncio.gather(*(try_submit(client, team) for _ in range(30)))
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [429] * 23
+
+
+@pytest.fixture
+async def dead_redis() -> AsyncIterator[Redis]:
+    """A Redis client pointing at a port where nothing listens."""
+    client = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny"])
+async def test_redis_unreachable_follows_the_configured_policy(
+    client: httpx.AsyncClient,
+    res: Resources,
+    db: asyncpg.Connection,
+    dead_redis: Redis,
+    policy: str,
+) -> None:
+    """'allow': submissions go on (budgets and concurrency are still exact in Postgres);
+    'deny': 503 and nothing stored."""
+    team = await make_team(client, rpm_limit=1, max_concurrent_tasks=1)
+    cut_off = dataclasses.replace(
+        res, limiter=RateLimiter(dead_redis, prefix="dead", on_error=policy)
+    )
+    caller = await authenticate(db, token=team.key)
+    body = TaskRequest.model_validate(task_body())
+    if policy == "deny":
+        with pytest.raises(UpstreamUnavailable):
+            await submit_task(cut_off, db, caller=caller, body=body, idempotency_key=None)
+        assert await db.fetchval("SELECT count(*) FROM tasks") == 0
+        return
+    admitted = await submit_task(cut_off, db, caller=caller, body=body, idempotency_key=None)
+    assert admitted.row["status"] == "queued" and admitted.headers == {}
+    # The rate limit is off, but the concurrency limit (Postgres) still holds.
+    with pytest.raises(ConcurrencyLimited):
+        await submit_task(cut_off, db, caller=caller, body=body, idempotency_key=None)
+
+
+async def test_a_team_with_1000_queued_tasks_does_not_delay_another_teams_first(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    busy, quiet = await make_team(client), await make_team(client)
+    for _ in range(10):
+        await asyncio.gather(*(submit(client, busy) for _ in range(100)))
+    theirs = await submit(client, quiet)
+    capped = dataclasses.replace(
+        res, settings=res.settings.model_copy(update={"upstream_max_in_flight": 5})
+    )
+    assert await execution.dispatch_pending(capped) == 5  # one dispatch cycle
+    claimed = await db.fetch("SELECT id FROM tasks WHERE dispatch_state = 'claimed'")
+    assert theirs["task_id"] in {r["id"] for r in claimed}
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE team_id = $1", busy.team["id"]) == (
+        1000
+    )
+
+
+async def test_submissions_per_second_cap_spreads_dispatch(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    team = await make_team(client)
+    await asyncio.gather(*(submit(client, team) for _ in range(20)))
+    slow = dataclasses.replace(
+        res,
+        settings=res.settings.model_copy(
+            update={"upstream_max_submits_per_second": 0.5, "upstream_submit_burst": 4}
+        ),
+    )
+    await db.execute("UPDATE upstream_state SET submit_tokens = NULL")
+    assert await execution.dispatch_pending(slow) == 4  # the burst
+    assert await execution.dispatch_pending(slow) == 0  # then 0.5 per second

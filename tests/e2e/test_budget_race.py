@@ -1,0 +1,195 @@
+"""Budgets and quotas under real concurrency: two API processes, worker processes, the
+simulator, one Postgres and one Redis. Exactness is the promise, so every figure is exact."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from service.catalog.models import format_usd
+from service.config import Settings
+from service.deps import Resources
+from service.dev import free_port, wait_until_healthy
+from tests.conftest import Process, settings_env
+from tests.factories import ADMIN, TeamKey, make_team, task_body, wait_for
+
+MODEL = "minimax-hailuo-2.3"
+
+
+@pytest.fixture(scope="module")
+def api_pair(api_server: str, settings: Settings, logs_dir: Path) -> Iterator[list[str]]:
+    """The session's API process and a second one: two replicas over the same stores."""
+    port = free_port()
+    proc = Process(
+        ["api", "--port", str(port)], settings_env(settings), logs_dir / "api-2.log"
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(f"{url}/healthz")
+    yield [api_server, url]
+    proc.stop()
+
+
+async def fire(urls: list[str], team: TeamKey, count: int, **body: Any) -> list[httpx.Response]:
+    """`count` submissions at once, alternating between the API processes."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        return await asyncio.gather(
+            *(
+                http.post(
+                    f"{urls[i % len(urls)]}/v1/tasks",
+                    json=task_body(**body),
+                    headers=team.headers,
+                )
+                for i in range(count)
+            )
+        )
+
+
+async def committed_never_exceeds_limits(pool: asyncpg.Pool, stop: asyncio.Event) -> int:
+    """Sample every budget window until stopped; how many samples were taken."""
+    samples = 0
+    while not stop.is_set():
+        async with pool.acquire() as conn:
+            over = await conn.fetchval(
+                "SELECT count(*) FROM budget_periods p JOIN budgets b ON b.id = p.budget_id "
+                "WHERE p.spent_micros + p.reserved_micros > b.limit_micros"
+            )
+        assert over == 0
+        samples += 1
+        await asyncio.sleep(0)  # yield to the submissions; the loop is paced by its queries
+    return samples
+
+
+def verify_ledger_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "admin", "verify-ledger"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def period_totals(db: asyncpg.Connection, team_id: str) -> tuple[int, int]:
+    row = await db.fetchrow(
+        "SELECT sum(p.spent_micros)::bigint AS spent, sum(p.reserved_micros)::bigint AS reserved "
+        "FROM budget_periods p JOIN budgets b ON b.id = p.budget_id WHERE b.team_id = $1",
+        team_id,
+    )
+    return row["spent"] or 0, row["reserved"] or 0
+
+
+async def test_200_concurrent_submissions_on_two_processes_admit_exactly_n(
+    client: httpx.AsyncClient,
+    res: Resources,
+    db: asyncpg.Connection,
+    sim: httpx.AsyncClient,
+    api_pair: list[str],
+    start_worker: Any,
+    settings: Settings,
+) -> None:
+    price = res.prices.price_micros(MODEL, "768p", 6)
+    fits = 37
+    team = await make_team(client)
+    body = {"budgets": [{"window": "day", "limit_usd": format_usd(fits * price + price - 1)}]}
+    put = await client.put(f"/admin/teams/{team.team['id']}/budgets", json=body, headers=ADMIN)
+    assert put.status_code == 200
+
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(committed_never_exceeds_limits(res.pool, stop))
+    answers = await fire(api_pair, team, 200)
+    stop.set()
+    assert await watcher > 0
+
+    codes = [a.status_code for a in answers]
+    assert codes.count(200) == fits and codes.count(402) == 200 - fits, codes
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 402} == {
+        "budget_exceeded"
+    }
+    assert await db.fetchval("SELECT count(*) FROM tasks") == fits
+    assert await period_totals(db, team.team["id"]) == (0, fits * price)
+
+    start_worker()
+    start_worker()
+
+    async def all_done() -> bool:
+        return bool(await db.fetchval("SELECT bool_and(status = 'completed') FROM tasks"))
+
+    await wait_for(all_done, timeout=60)
+    assert await period_totals(db, team.team["id"]) == (fits * price, 0)
+    usage = (await client.get("/v1/usage", headers=team.headers)).json()["budgets"][0]
+    assert usage["spent_usd"] == format_usd(fits * price) and usage["reserved_usd"] == "0.00"
+    checked = verify_ledger_cli(settings)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("OK: ")
+
+
+async def test_a_worker_killed_mid_flight_still_settles_every_task_exactly_once(
+    client: httpx.AsyncClient,
+    res: Resources,
+    db: asyncpg.Connection,
+    sim: httpx.AsyncClient,
+    api_pair: list[str],
+    start_worker: Any,
+) -> None:
+    price = res.prices.price_micros(MODEL, "768p", 6)
+    await sim.put("/_sim/config", json={"queue_seconds": 0.5, "processing_seconds": 1.5})
+    team = await make_team(client)
+    body = {"budgets": [{"window": "month", "limit_usd": format_usd(100 * price)}]}
+    await client.put(f"/admin/teams/{team.team['id']}/budgets", json=body, headers=ADMIN)
+    answers = await fire(api_pair, team, 10)
+    assert {a.status_code for a in answers} == {200}
+
+    # Polls an hour apart and no callbacks reach this worker's tasks before it dies.
+    doomed = start_worker(poll_initial_seconds=3600, poll_max_seconds=3600)
+
+    async def all_submitted() -> bool:
+        return bool(await db.fetchval("SELECT bool_and(dispatch_state = 'submitted') FROM tasks"))
+
+    await wait_for(all_submitted, timeout=30)
+    doomed.kill()
+
+    async def completed_upstream() -> bool:
+        tasks = (await sim.get("/_sim/tasks")).json()["tasks"]
+        return len(tasks) == 10 and all(t["status"] == "completed" for t in tasks)
+
+    await wait_for(completed_upstream, timeout=30)
+    start_worker()
+
+    async def all_done() -> bool:
+        return bool(await db.fetchval("SELECT bool_and(status = 'completed') FROM tasks"))
+
+    await wait_for(all_done, timeout=60)
+    assert await period_totals(db, team.team["id"]) == (10 * price, 0)
+    settles = await db.fetch(
+        "SELECT task_id, count(*) AS n FROM budget_ledger WHERE kind = 'settle' GROUP BY task_id"
+    )
+    assert len(settles) == 10 and {r["n"] for r in settles} == {1}
+
+
+async def test_rpm_and_concurrency_hold_across_two_processes(
+    client: httpx.AsyncClient, db: asyncpg.Connection, api_pair: list[str]
+) -> None:
+    limited = await make_team(client, rpm_limit=10)
+    codes = [a.status_code for a in await fire(api_pair, limited, 40)]
+    assert codes.count(200) == 10 and codes.count(429) == 30
+
+    capped = await make_team(client, max_concurrent_tasks=6)
+    answers = await fire(api_pair, capped, 40)
+    codes = [a.status_code for a in answers]
+    assert codes.count(200) == 6 and codes.count(429) == 34
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {
+        "concurrency_limited"
+    }
+    assert (
+        await db.fetchval("SELECT count(*) FROM tasks WHERE team_id = $1", capped.team["id"]) == 6
+    )
