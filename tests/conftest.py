@@ -255,7 +255,7 @@ async def clean_state(res: Resources) -> None:
     async with res.pool.acquire() as conn:
         await conn.execute(
             "DELETE FROM budget_ledger; DELETE FROM budget_periods; DELETE FROM budgets; "
-            "DELETE FROM idempotency_keys; DELETE FROM tasks; UPDATE teams SET active_tasks = 0; "
+            "DELETE FROM idempotency_keys; DELETE FROM tasks; "
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
             "submit_tokens = NULL"
         )

@@ -7,8 +7,8 @@ Create Date: 2026-11-24
 Admission (`qgw_admit_task`) and settlement (`qgw_settle_task`) are SQL functions so that
 each runs as one statement: the row locks they take on the team and on every budget period
 are held for microseconds of server time, never across a network round trip, and they are
-always taken in the same order (team row, then budgets by id), so concurrent submissions
-and settlements cannot deadlock.
+always taken in the same order (the team row when it has a concurrency cap, then budget
+windows by budget id), so concurrent submissions and settlements cannot deadlock.
 """
 
 from service.db import run_script
@@ -22,12 +22,9 @@ depends_on = None
 def upgrade() -> None:
     run_script(
         """
-        ALTER TABLE teams
-            ADD COLUMN active_tasks integer NOT NULL DEFAULT 0 CHECK (active_tasks >= 0),
-            ADD COLUMN alert_url text;
-        UPDATE teams SET active_tasks = (
-            SELECT count(*) FROM tasks WHERE tasks.team_id = teams.id
-                                         AND tasks.dispatch_state <> 'done');
+        ALTER TABLE teams ADD COLUMN alert_url text;
+        -- A team's unfinished tasks, counted under its row lock when it has a cap.
+        CREATE INDEX tasks_team_unfinished ON tasks (team_id) WHERE dispatch_state <> 'done';
         ALTER TABLE api_keys ADD COLUMN rpm_limit integer CHECK (rpm_limit > 0);
         -- The submissions-per-second token bucket shared by every dispatcher.
         ALTER TABLE upstream_state ADD COLUMN submit_tokens double precision,
@@ -109,13 +106,20 @@ def upgrade() -> None:
             p budget_periods;
             starts timestamptz;
             level int;
+            pct int;
+            cap int;
         BEGIN
             crossings := '[]'::jsonb;
-            UPDATE teams SET active_tasks = active_tasks + 1
-             WHERE id = p_team
-               AND (max_concurrent_tasks IS NULL OR active_tasks < max_concurrent_tasks);
-            IF NOT FOUND THEN
-                RAISE EXCEPTION 'concurrency limit reached' USING ERRCODE = 'QB429';
+            -- Only a team with a cap serialises its admissions (on its row): the count
+            -- then sees every admission committed before ours, and finishing tasks can
+            -- only lower it, so the cap is exact.
+            SELECT max_concurrent_tasks INTO cap FROM teams WHERE id = p_team;
+            IF cap IS NOT NULL THEN
+                PERFORM 1 FROM teams WHERE id = p_team FOR NO KEY UPDATE;
+                IF (SELECT count(*) FROM tasks
+                     WHERE team_id = p_team AND dispatch_state <> 'done') >= cap THEN
+                    RAISE EXCEPTION 'concurrency limit reached' USING ERRCODE = 'QB429';
+                END IF;
             END IF;
             INSERT INTO tasks (id, team_id, api_key_id, model, action, request, cost_micros,
                                priority, callback_url, callback_events)
@@ -132,13 +136,20 @@ def upgrade() -> None:
                  ORDER BY id
             LOOP
                 starts := qgw_period_start(b.period, p_now, p_tz);
-                INSERT INTO budget_periods (budget_id, starts_at, ends_at)
-                VALUES (b.id, starts, qgw_period_end(b.period, starts, p_tz))
-                ON CONFLICT DO NOTHING;
                 UPDATE budget_periods SET reserved_micros = reserved_micros + p_cost
                  WHERE budget_id = b.id AND starts_at = starts
                    AND spent_micros + reserved_micros + p_cost <= b.limit_micros
                 RETURNING * INTO p;
+                IF NOT FOUND THEN
+                    -- The window's first task creates its row; or the budget is full.
+                    INSERT INTO budget_periods (budget_id, starts_at, ends_at)
+                    VALUES (b.id, starts, qgw_period_end(b.period, starts, p_tz))
+                    ON CONFLICT DO NOTHING;
+                    UPDATE budget_periods SET reserved_micros = reserved_micros + p_cost
+                     WHERE budget_id = b.id AND starts_at = starts
+                       AND spent_micros + reserved_micros + p_cost <= b.limit_micros
+                    RETURNING * INTO p;
+                END IF;
                 IF NOT FOUND THEN
                     SELECT * INTO p FROM budget_periods
                      WHERE budget_id = b.id AND starts_at = starts;
@@ -153,9 +164,15 @@ def upgrade() -> None:
                                            amount_micros)
                 VALUES (b.id, starts, p_id, p_model, 'reserve', p_cost);
 
-                SELECT max(t) INTO level FROM unnest(p_thresholds) t
-                 WHERE b.limit_micros > 0
-                   AND (p.spent_micros + p.reserved_micros) * 100 >= t::bigint * b.limit_micros;
+                level := NULL;
+                IF b.limit_micros > 0 THEN
+                    FOREACH pct IN ARRAY p_thresholds LOOP
+                        IF (p.spent_micros + p.reserved_micros) * 100
+                           >= pct::bigint * b.limit_micros THEN
+                            level := pct;
+                        END IF;
+                    END LOOP;
+                END IF;
                 IF level IS NOT NULL AND level > p.alerted_percent THEN
                     UPDATE budget_periods SET alerted_percent = level
                      WHERE budget_id = b.id AND starts_at = starts;
@@ -171,13 +188,12 @@ def upgrade() -> None:
 
         -- Settle a task that just became terminal (same transaction): completed turns each
         -- reservation into spend in the window it was reserved in; anything else releases
-        -- it. Frees the team's concurrency slot. Call once per task (finish() guarantees).
-        CREATE FUNCTION qgw_settle_task(p_task text, p_team uuid, p_completed boolean)
+        -- it. Call once per task (finish() guarantees it).
+        CREATE FUNCTION qgw_settle_task(p_task text, p_completed boolean)
         RETURNS void LANGUAGE plpgsql AS $$
         DECLARE
             r record;
         BEGIN
-            UPDATE teams SET active_tasks = active_tasks - 1 WHERE id = p_team;
             FOR r IN
                 SELECT budget_id, starts_at, model, amount_micros FROM budget_ledger
                  WHERE task_id = p_task AND kind = 'reserve'
@@ -207,6 +223,7 @@ def downgrade() -> None:
         DROP TABLE budget_ledger, budget_periods, budgets;
         ALTER TABLE api_keys DROP COLUMN rpm_limit;
         ALTER TABLE upstream_state DROP COLUMN submit_tokens, DROP COLUMN tokens_at;
-        ALTER TABLE teams DROP COLUMN alert_url, DROP COLUMN active_tasks;
+        DROP INDEX tasks_team_unfinished;
+        ALTER TABLE teams DROP COLUMN alert_url;
         """
     )

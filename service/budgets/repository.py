@@ -58,10 +58,8 @@ async def admit_task(
     return row
 
 
-async def settle_task(
-    conn: asyncpg.Connection, *, task_id: str, team_id: UUID, completed: bool
-) -> None:
-    await conn.execute("SELECT qgw_settle_task($1, $2, $3)", task_id, team_id, completed)
+async def settle_task(conn: asyncpg.Connection, *, task_id: str, completed: bool) -> None:
+    await conn.execute("SELECT qgw_settle_task($1, $2)", task_id, completed)
 
 
 async def team_exists(conn: asyncpg.Connection, team_id: UUID) -> bool:
@@ -250,16 +248,5 @@ async def task_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
            OR l.outstanding <> CASE WHEN t.dispatch_state = 'done' THEN 0 ELSE t.cost_micros END
            OR l.settled <> CASE WHEN t.status = 'completed' THEN t.cost_micros ELSE 0 END
         ORDER BY t.id, l.budget_id
-        """
-    )
-
-
-async def active_task_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Teams whose concurrency counter differs from their count of unfinished tasks."""
-    return await conn.fetch(
-        """
-        SELECT t.id, t.name, t.active_tasks, count(k.id) AS unfinished
-        FROM teams t LEFT JOIN tasks k ON k.team_id = t.id AND k.dispatch_state <> 'done'
-        GROUP BY t.id HAVING t.active_tasks <> count(k.id)
         """
     )

@@ -203,7 +203,13 @@ async def team_usage(
     conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
 ) -> dict[str, Any]:
     team = await conn.fetchrow(
-        "SELECT max_concurrent_tasks, active_tasks FROM teams WHERE id = $1", team_id
+        """
+        SELECT max_concurrent_tasks,
+               (SELECT count(*) FROM tasks
+                 WHERE team_id = $1 AND dispatch_state <> 'done') AS active_tasks
+        FROM teams WHERE id = $1
+        """,
+        team_id,
     )
     if team is None:
         raise NotFound("team not found")
@@ -271,11 +277,10 @@ class LedgerReport:
     periods_checked: int
     period_mismatches: list[asyncpg.Record]
     task_mismatches: list[asyncpg.Record]
-    counter_mismatches: list[asyncpg.Record]
 
     @property
     def ok(self) -> bool:
-        return not (self.period_mismatches or self.task_mismatches or self.counter_mismatches)
+        return not (self.period_mismatches or self.task_mismatches)
 
 
 async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
@@ -285,5 +290,4 @@ async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
             periods_checked=await conn.fetchval("SELECT count(*) FROM budget_periods"),
             period_mismatches=await repository.ledger_mismatches(conn),
             task_mismatches=await repository.task_mismatches(conn),
-            counter_mismatches=await repository.active_task_mismatches(conn),
         )

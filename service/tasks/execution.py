@@ -93,9 +93,7 @@ async def finish(
         completed_at=completed_at,
     )
     if row is not None:
-        await budgets.settle_task(
-            conn, task_id=task_id, team_id=row["team_id"], completed=status == "completed"
-        )
+        await budgets.settle_task(conn, task_id=task_id, completed=status == "completed")
         if status == "completed":
             COST_CHARGED.labels(row["team_name"], row["model"]).inc(
                 row["cost_micros"] / MICROS_PER_USD

@@ -333,7 +333,7 @@ async def test_a_budget_refusal_does_not_take_a_concurrency_slot(
     assert (await try_submit(client, team)).status_code == 200
     for _ in range(3):
         assert (await try_submit(client, team)).status_code == 402
-    assert await db.fetchval("SELECT active_tasks FROM teams WHERE id = $1", team.team["id"]) == 1
+    assert (await client.get("/v1/usage", headers=team.headers)).json()["active_tasks"] == 1
 
 
 async def test_threshold_crossings_are_announced_once_per_window(
