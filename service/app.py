@@ -22,6 +22,7 @@ from service.resources import open_resources
 from service.tasks import routes as task_routes
 from service.teams import routes as team_routes
 from service.upstream import routes as upstream_routes
+from service.webhooks import routes as webhook_routes
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (task_routes, catalog_routes, team_routes, upstream_routes, health):
         app.include_router(module.router)
-    app.include_router(budget_routes.router)
-    app.include_router(budget_routes.admin)
+    for module in (budget_routes, webhook_routes):
+        app.include_router(module.router)
+        app.include_router(module.admin)
     app.add_middleware(EdgeMiddleware, max_bytes=settings.max_request_bytes)
     return app
 

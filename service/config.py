@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -72,6 +73,41 @@ class Settings(BaseSettings):
     # Requests-per-minute limits live in Redis; when it cannot be reached: "allow" keeps
     # admitting (budgets and concurrency stay exact in Postgres), "deny" answers 503.
     rate_limit_on_redis_error: Literal["allow", "deny"] = "allow"
+
+    # Webhooks to apps (Standard Webhooks signatures; see README "Webhooks").
+    # Seconds between attempts after the first, immediate one (Svix's schedule).
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_retry_jitter: float = Field(0.2, ge=0, le=1)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_max_retry_after_seconds: float = Field(3600.0, ge=0)
+    webhook_progress_interval_seconds: float = Field(10.0, ge=0)
+    webhook_secret_grace_seconds: int = Field(24 * 3600, ge=0)
+    webhook_lease_seconds: float = Field(60.0, gt=0)
+    webhook_allow_networks: str = ""
+    webhook_deny_networks: str = ""
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        try:
+            delays = [float(p) for p in value.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError("comma-separated seconds, e.g. 5,300,1800") from None
+        if any(d < 0 for d in delays):
+            raise ValueError("delays must be >= 0")
+        return value
+
+    @field_validator("webhook_allow_networks", "webhook_deny_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip())
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> list[float]:
+        return [float(p) for p in self.webhook_retry_schedule.split(",") if p.strip()]
 
     @field_validator("budget_timezone")
     @classmethod

@@ -19,6 +19,7 @@ from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.teams.service import Caller, authenticate, authenticate_admin
 from service.upstream.client import QingboClient
+from service.webhooks.delivery import WebhookSender
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Resources:
     prices: PriceTable
     kicker: DispatchKicker
     limiter: RateLimiter
+    webhooks: WebhookSender
     events: TaskEvents | None = None  # API processes only
     # What "now" is for budget windows; tests move it to cross window boundaries.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

@@ -10,10 +10,21 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.budgets import repository as budgets
+from service.catalog.models import MICROS_PER_USD
 from service.db import current_revision, schema_status
 from service.deps import AppResources, Resources
-from service.metrics import QUEUE_JOBS, TASKS_BY_STAGE
+from service.metrics import (
+    BUDGET_LIMIT,
+    BUDGET_REMAINING,
+    BUDGET_RESERVED,
+    BUDGET_SPENT,
+    QUEUE_JOBS,
+    TASKS_BY_STAGE,
+    WEBHOOK_BACKLOG,
+)
 from service.tasks import repository
+from service.webhooks import repository as webhooks
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger(__name__)
@@ -78,6 +89,24 @@ async def refresh_state_gauges(res: Resources, *, max_age: float = 2.0) -> None:
         ready = await res.redis.zcount(queue, "-inf", int(time.time() * 1000))
         QUEUE_JOBS.labels("ready").set(ready)
         QUEUE_JOBS.labels("deferred").set(total - ready)
+        async with res.pool.acquire() as conn:
+            WEBHOOK_BACKLOG.set(await webhooks.backlog(conn))
+            standing = await budgets.all_standing(
+                conn, now=res.clock(), timezone=res.settings.budget_timezone
+            )
+        for gauge in (BUDGET_LIMIT, BUDGET_SPENT, BUDGET_RESERVED, BUDGET_REMAINING):
+            gauge.clear()  # a removed budget disappears from the scrape
+        for row in standing:
+            labels = (row["team_name"] or "", row["key_name"] or "", row["scope"], row["period"])
+            limit, spent, reserved = (
+                row["limit_micros"],
+                row["spent_micros"],
+                row["reserved_micros"],
+            )
+            BUDGET_LIMIT.labels(*labels).set(limit / MICROS_PER_USD)
+            BUDGET_SPENT.labels(*labels).set(spent / MICROS_PER_USD)
+            BUDGET_RESERVED.labels(*labels).set(reserved / MICROS_PER_USD)
+            BUDGET_REMAINING.labels(*labels).set(max(0, limit - spent - reserved) / MICROS_PER_USD)
     except Exception as exc:  # a scrape must still answer when a store is down
         logger.warning("backlog gauges not refreshed", extra={"error": type(exc).__name__})
 

@@ -114,3 +114,30 @@ BUDGET_REMAINING = Gauge(
     _BUDGET_LABELS,
     multiprocess_mode="max",
 )
+
+# Webhooks to apps.
+WEBHOOK_ATTEMPTS = Counter(
+    "qgw_webhook_attempts_total",
+    "Webhook delivery attempts by result (delivered, retry, failed, stopped, blocked)",
+    ["event", "result"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "qgw_webhook_attempt_duration_seconds",
+    "From connecting to the receiver's answer",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_DELIVERY_ATTEMPTS = Histogram(
+    "qgw_webhook_attempts_per_delivery",
+    "Attempts an event took until delivered, failed or stopped",
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 10, 15),
+)
+WEBHOOK_DELIVERY_DELAY = Histogram(
+    "qgw_webhook_delivery_delay_seconds",
+    "From the event (the task's change) to the receiver's 2xx",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600, 86400),
+)
+WEBHOOK_BACKLOG = Gauge(
+    "qgw_webhook_backlog",
+    "Webhook events waiting for an attempt (read from Postgres at scrape time)",
+    multiprocess_mode="max",
+)

@@ -16,6 +16,7 @@ from service.ratelimit import RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.upstream.client import QingboClient, build_http_client
+from service.webhooks.delivery import WebhookSender
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -48,6 +49,8 @@ async def open_resources(
             base_url=settings.qingbo_base_url,
             api_key=settings.qingbo_api_key.get_secret_value(),
         )
+        webhooks = WebhookSender(settings)
+        stack.push_async_callback(webhooks.aclose)
         events = None
         if listen_for_task_events:
             events = TaskEvents(settings.database_url)
@@ -68,5 +71,6 @@ async def open_resources(
                 prefix=f"{settings.arq_queue_name}:rpm",
                 on_error=settings.rate_limit_on_redis_error,
             ),
+            webhooks=webhooks,
             events=events,
         )

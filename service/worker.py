@@ -15,8 +15,13 @@ from fastapi import FastAPI
 
 from service import health
 from service.config import Settings, get_settings
+from service.deps import Resources
 from service.resources import open_resources, redis_settings
 from service.tasks import jobs
+from service.tasks.events import TaskEvents
+from service.tasks.queue import enqueue_delivery
+
+WEBHOOK_CHANNEL = "qgw_webhook_events"
 
 EVERY_SECOND = set(range(60))
 
@@ -52,11 +57,29 @@ async def _serve_ops(stack: AsyncExitStack, settings: Settings, resources: Any) 
     stack.push_async_callback(stop)
 
 
+async def _listen_for_webhook_events(stack: AsyncExitStack, res: Resources) -> None:
+    """Enqueue an event's first attempt as soon as its transaction commits (NOTIFY); every
+    worker hears it, and the job id makes one job of it. The sweeper cron is the backstop."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def notified(event_id: str) -> None:
+        task = asyncio.create_task(
+            enqueue_delivery(res.redis, res.settings.arq_queue_name, event_id, 0)
+        )
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    listener = TaskEvents(res.settings.database_url, channel=WEBHOOK_CHANNEL, on_notify=notified)
+    await listener.start()
+    stack.push_async_callback(listener.close)
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     stack = AsyncExitStack()
     ctx["stack"] = stack
     settings: Settings = ctx["settings"]
-    ctx["resources"] = await stack.enter_async_context(open_resources(settings))
+    ctx["resources"] = resources = await stack.enter_async_context(open_resources(settings))
+    await _listen_for_webhook_events(stack, resources)
     if settings.worker_http_port:
         await _serve_ops(stack, settings, ctx["resources"])
 
@@ -83,6 +106,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             job(jobs.dispatch_pending_tasks),
             job(jobs.submit_task),
             job(jobs.refresh_task),
+            job(jobs.deliver_webhook),
         ],
         "cron_jobs": [
             cron(
@@ -92,6 +116,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 keep_result=0,
             ),
             cron(jobs.poll_due_tasks, name="cron:poll", second=EVERY_SECOND, keep_result=0),
+            cron(jobs.sweep_webhooks, name="cron:webhooks", second=EVERY_SECOND, keep_result=0),
             cron(
                 jobs.reconcile_tasks, name="cron:reconcile", second=reconcile_seconds, keep_result=0
             ),

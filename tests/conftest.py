@@ -160,6 +160,12 @@ def settings(database_url: str, redis_url: str, simulator_url: str, api_port: in
         upstream_retry_max_seconds=0.2,
         upstream_pause_seconds=30,
         upstream_max_submits_per_second=1000,
+        webhook_allow_networks="127.0.0.0/8",
+        webhook_retry_schedule="0.3,0.3,0.3,0.3",
+        webhook_retry_jitter=0.1,
+        webhook_timeout_seconds=2,
+        webhook_lease_seconds=3,
+        webhook_progress_interval_seconds=0,
         upstream_submit_burst=1000,
         poll_initial_seconds=0.2,
         poll_max_seconds=0.5,
@@ -254,7 +260,8 @@ async def clean_state(res: Resources) -> None:
     """Each test starts with no tasks or budgets, submissions unpaused, an empty queue."""
     async with res.pool.acquire() as conn:
         await conn.execute(
-            "DELETE FROM budget_ledger; DELETE FROM budget_periods; DELETE FROM budgets; "
+            "DELETE FROM webhook_events; DELETE FROM budget_ledger; DELETE FROM budget_periods; "
+            "DELETE FROM budgets; "
             "DELETE FROM idempotency_keys; DELETE FROM tasks; "
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
             "submit_tokens = NULL"

@@ -108,6 +108,7 @@ def upgrade() -> None:
             level int;
             pct int;
             cap int;
+            crossing jsonb;
         BEGIN
             crossings := '[]'::jsonb;
             -- Only a team with a cap serialises its admissions (on its row): the count
@@ -176,11 +177,25 @@ def upgrade() -> None:
                 IF level IS NOT NULL AND level > p.alerted_percent THEN
                     UPDATE budget_periods SET alerted_percent = level
                      WHERE budget_id = b.id AND starts_at = starts;
-                    crossings := crossings || jsonb_build_object(
+                    crossing := jsonb_build_object(
                         'budget_id', b.id, 'scope', b.scope, 'window', b.period,
                         'percent', level, 'limit_micros', b.limit_micros,
                         'spent_micros', p.spent_micros, 'reserved_micros', p.reserved_micros,
                         'resets_at', p.ends_at);
+                    crossings := crossings || crossing;
+                    -- The team's signed alert webhook, in the outbox of migration 0004.
+                    INSERT INTO webhook_events (id, team_id, event, url, payload)
+                    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), p_team,
+                           'budget.threshold', alert_url,
+                           jsonb_build_object(
+                               'event', 'budget.threshold', 'team_id', p_team,
+                               'team', name, 'scope', b.scope, 'window', b.period,
+                               'percent', level,
+                               'limit_usd', trim_scale(b.limit_micros / 1000000.0)::text,
+                               'spent_usd', trim_scale(p.spent_micros / 1000000.0)::text,
+                               'reserved_usd', trim_scale(p.reserved_micros / 1000000.0)::text,
+                               'resets_at', p.ends_at, 'task_id', p_id)
+                      FROM teams WHERE id = p_team AND alert_url IS NOT NULL;
                 END IF;
             END LOOP;
         END

@@ -183,6 +183,20 @@ async def scope_standing(
     )
 
 
+async def all_standing(
+    conn: asyncpg.Connection, *, now: datetime, timezone: str
+) -> list[asyncpg.Record]:
+    """Every live budget in its current window, with its team's name (metrics)."""
+    return await conn.fetch(
+        _STANDING.replace(
+            "FROM budgets b", "FROM budgets b LEFT JOIN teams t ON t.id = b.team_id"
+        ).replace("SELECT b.id,", "SELECT t.name AS team_name, b.id,")
+        + " WHERE b.limit_micros IS NOT NULL",
+        now,
+        timezone,
+    )
+
+
 async def by_model(
     conn: asyncpg.Connection, periods: list[tuple[int, datetime]]
 ) -> list[asyncpg.Record]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -23,8 +23,19 @@ CHANNEL = "qgw_task_events"
 
 
 class TaskEvents:
-    def __init__(self, dsn: str) -> None:
+    """Listens on `channel`; wakes subscribers of the payload (a task id), and hands every
+    payload to `on_notify` when given (the worker uses that for webhook events)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        channel: str = CHANNEL,
+        on_notify: Callable[[str], None] | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._channel = channel
+        self._on_notify = on_notify
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -62,9 +73,11 @@ class TaskEvents:
                 if not waiters:
                     del self._waiters[task_id]
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, task_id: str) -> None:
-        for event in self._waiters.get(task_id, ()):
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for event in self._waiters.get(payload, ()):
             event.set()
+        if self._on_notify is not None:
+            self._on_notify(payload)
 
     def _wake_everyone(self) -> None:
         for events in self._waiters.values():
@@ -79,7 +92,7 @@ class TaskEvents:
                 conn = await asyncpg.connect(self._dsn)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._notified)
+                await conn.add_listener(self._channel, self._notified)
                 self._connected.set()
                 delay = 0.5
                 self._wake_everyone()  # changes may have been missed while disconnected

@@ -44,6 +44,7 @@ from service.upstream.errors import (
     UpstreamRejected,
     UpstreamRetryable,
 )
+from service.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ async def finish(
 ) -> asyncpg.Record | None:
     """The one way into a terminal status (inside the caller's transaction); once per task.
 
-    The budget settles in the same transaction: completed turns the task's reservations
-    into spend, anything else releases them, so no crash can leave one without the other.
+    The budget settles and the webhook event is written in the same transaction: completed
+    turns the task's reservations into spend, anything else releases them, so no crash can
+    leave one without the other or lose the event.
     """
     row = await repository.finish_task(
         conn,
@@ -94,6 +96,7 @@ async def finish(
     )
     if row is not None:
         await budgets.settle_task(conn, task_id=task_id, completed=status == "completed")
+        await outbox.task_event(conn, row, status)
         if status == "completed":
             COST_CHARGED.labels(row["team_name"], row["model"]).inc(
                 row["cost_micros"] / MICROS_PER_USD
@@ -404,15 +407,20 @@ async def refresh_from_upstream(
             )
         return "timed_out"
     changed = view.status != row["status"] or view.progress != row["progress"]
-    await repository.record_progress(
-        conn,
-        task_id,
-        status=view.status,
-        progress=view.progress,
-        start_time=view.start_time,
-        next_poll_in=next_poll_delay(settings, 0 if changed else row["poll_count"] + 1),
-        changed=changed,
-    )
+    async with conn.transaction():
+        await repository.record_progress(
+            conn,
+            task_id,
+            status=view.status,
+            progress=view.progress,
+            start_time=view.start_time,
+            next_poll_in=next_poll_delay(settings, 0 if changed else row["poll_count"] + 1),
+            changed=changed,
+        )
+        if changed and view.status == "processing":
+            await outbox.progress_event(
+                conn, task_id, interval_seconds=settings.webhook_progress_interval_seconds
+            )
     return view.status
 
 

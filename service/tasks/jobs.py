@@ -6,6 +6,8 @@ from typing import Any
 
 from service.deps import Resources
 from service.tasks import execution
+from service.tasks.queue import enqueue_delivery
+from service.webhooks import repository as webhooks
 
 
 def _res(ctx: dict[str, Any]) -> Resources:
@@ -33,3 +35,24 @@ async def poll_due_tasks(ctx: dict[str, Any]) -> int:
 
 async def reconcile_tasks(ctx: dict[str, Any]) -> dict[str, int]:
     return await execution.reconcile(_res(ctx))
+
+
+async def deliver_webhook(ctx: dict[str, Any], event_id: str) -> str:
+    res = _res(ctx)
+    outcome, delay, attempt = await res.webhooks.deliver(res.pool, event_id)
+    if delay is not None:
+        await enqueue_delivery(
+            res.redis, res.settings.arq_queue_name, event_id, attempt, defer_by=delay
+        )
+    return outcome
+
+
+async def sweep_webhooks(ctx: dict[str, Any]) -> int:
+    """Enqueue every due event no worker holds: after a lost notification, a flushed Redis
+    or a worker that died mid-attempt (its lease ran out)."""
+    res = _res(ctx)
+    async with res.pool.acquire() as conn:
+        due = await webhooks.due(conn, limit=1000)
+    for row in due:
+        await enqueue_delivery(res.redis, res.settings.arq_queue_name, row["id"], row["attempts"])
+    return len(due)

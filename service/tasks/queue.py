@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 DISPATCH_JOB = "dispatch_pending_tasks"
 SUBMIT_JOB = "submit_task"
 REFRESH_JOB = "refresh_task"
+DELIVER_JOB = "deliver_webhook"
 
 
 async def kick_dispatch(redis: ArqRedis, queue: str) -> None:
@@ -42,6 +43,20 @@ async def enqueue_refresh(
         else f"refresh:{task_id}:cb:{uuid.uuid4().hex}"
     )
     await redis.enqueue_job(REFRESH_JOB, task_id, _job_id=job_id, _queue_name=queue)
+
+
+async def enqueue_delivery(
+    redis: ArqRedis, queue: str, event_id: str, attempt: int | str, *, defer_by: float | None = None
+) -> None:
+    """One job per (event, attempt number): listeners in many workers enqueue it once.
+    (A manual re-send passes its own tag instead of a number.)"""
+    await redis.enqueue_job(
+        DELIVER_JOB,
+        event_id,
+        _job_id=f"webhook:{event_id}:{attempt}",
+        _queue_name=queue,
+        _defer_by=defer_by,
+    )
 
 
 class DispatchKicker:

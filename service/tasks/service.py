@@ -34,6 +34,8 @@ from service.tasks.execution import finish, refresh_from_upstream
 from service.tasks.schemas import decode_cursor, encode_cursor
 from service.teams.service import Caller
 from service.upstream.errors import UpstreamError, UpstreamRejected
+from service.webhooks import outbox
+from service.webhooks.ssrf import BlockedDestination
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,20 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def check_callback_url(res: Resources, url: str | None) -> None:
+    """The SSRF policy's submit-time check; the address dialled is checked again later."""
+    if url is None:
+        return
+    try:
+        res.webhooks.policy.check_url(url)
+    except BlockedDestination as exc:
+        raise InvalidRequest(
+            f"callback_url: {exc}; webhooks go to http(s) services on the network, never to "
+            "loopback, link-local or metadata addresses",
+            param="callback_url",
+        ) from None
+
+
 async def submit_task(
     res: Resources,
     conn: asyncpg.Connection,
@@ -89,6 +105,7 @@ async def submit_task(
         )
     task = normalize(body)
     check_admissible(caller, task)
+    check_callback_url(res, task.callback_url)
     cost = res.prices.price_micros(
         task.model.id, task.upstream["resolution"], task.upstream["duration"]
     )
@@ -118,23 +135,26 @@ async def submit_task(
         timezone=res.settings.budget_timezone,
         alert_percents=res.settings.alert_percents,
     )
+    announce_queued = task.callback_url is not None and "queued" in task.callback_events
     try:
-        if idempotency_key is None:
+        if idempotency_key is None and not announce_queued:
             row = await admit()  # one statement: atomic without BEGIN/COMMIT round trips
         else:
             async with conn.transaction():
                 row = await admit()
-                bound = await repository.claim_idempotency_key(
-                    conn,
-                    team_id=caller.team_id,
-                    key=idempotency_key,
-                    request_hash=digest,
-                    task_id=row["id"],
-                    ttl_seconds=res.settings.idempotency_ttl_seconds,
-                )
-                if bound is not None:
-                    _check_same_body(bound, digest)
-                    raise _Replay(bound["task_id"])
+                if idempotency_key is not None:
+                    bound = await repository.claim_idempotency_key(
+                        conn,
+                        team_id=caller.team_id,
+                        key=idempotency_key,
+                        request_hash=digest,
+                        task_id=row["id"],
+                        ttl_seconds=res.settings.idempotency_ttl_seconds,
+                    )
+                    if bound is not None:
+                        _check_same_body(bound, digest)
+                        raise _Replay(bound["task_id"])
+                await outbox.task_event(conn, row, "queued")
     except _Replay as replay:
         found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
         assert found is not None

@@ -1,0 +1,1 @@
+"""Webhooks to apps: the outbox, signing, delivery with retries, SSRF policy, the log."""

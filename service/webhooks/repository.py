@@ -1,0 +1,212 @@
+"""SQL for the webhook outbox and its attempt log. Callers own transactions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+_EVENT_COLUMNS = """
+    e.id, e.task_id, e.event, e.url, e.status, e.attempts, e.next_attempt_at,
+    e.last_status_code, e.last_error, e.delivered_at, e.created_at
+"""
+
+
+async def insert_event(
+    conn: asyncpg.Connection,
+    *,
+    event_id: str,
+    team_id: UUID,
+    task_id: str | None,
+    event: str,
+    url: str,
+    payload: dict[str, Any],
+) -> None:
+    await conn.execute(
+        "INSERT INTO webhook_events (id, team_id, task_id, event, url, payload) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        event_id,
+        team_id,
+        task_id,
+        event,
+        url,
+        payload,
+    )
+
+
+async def mark_progress_event(
+    conn: asyncpg.Connection, task_id: str, *, interval_seconds: float
+) -> asyncpg.Record | None:
+    """The task, if a throttled 'processing' event of it is due now (and note that it is)."""
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET webhook_progress_at = now()
+        WHERE id = $1 AND status = 'processing' AND callback_url IS NOT NULL
+          AND 'processing' = ANY(callback_events)
+          AND (webhook_progress_at IS NULL
+               OR webhook_progress_at <= now() - make_interval(secs => $2))
+        RETURNING *
+        """,
+        task_id,
+        interval_seconds,
+    )
+
+
+async def claim(
+    conn: asyncpg.Connection, event_id: str, *, lease_seconds: float
+) -> asyncpg.Record | None:
+    """Take a due event for one attempt (a lease, so a dead worker's attempt comes back)."""
+    return await conn.fetchrow(
+        """
+        UPDATE webhook_events e SET attempts = e.attempts + 1,
+               leased_until = now() + make_interval(secs => $2), updated_at = now()
+        FROM teams t
+        WHERE e.id = $1 AND t.id = e.team_id AND e.status = 'pending'
+          AND e.next_attempt_at <= clock_timestamp() + interval '0.5 seconds'
+          AND (e.leased_until IS NULL OR e.leased_until < now())
+        RETURNING e.id, e.team_id, e.task_id, e.event, e.url, e.payload, e.attempts, e.created_at,
+                  t.webhook_secret, t.previous_webhook_secret, t.previous_secret_expires_at
+        """,
+        event_id,
+        lease_seconds,
+    )
+
+
+async def record_attempt(
+    conn: asyncpg.Connection,
+    *,
+    event_id: str,
+    attempt: int,
+    started_at: datetime,
+    latency_ms: int,
+    status_code: int | None,
+    response_excerpt: str | None,
+    error: str | None,
+    status: str,
+    next_attempt_at: datetime | None,
+) -> None:
+    """Log one attempt and move the event: 'pending' again (retry), or its final status."""
+    await conn.execute(
+        """
+        INSERT INTO webhook_attempts (event_id, attempt, started_at, latency_ms, status_code,
+                                      response_excerpt, error)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """,
+        event_id,
+        attempt,
+        started_at,
+        latency_ms,
+        status_code,
+        response_excerpt,
+        error,
+    )
+    await conn.execute(
+        """
+        UPDATE webhook_events SET status = $2, next_attempt_at = coalesce($3, next_attempt_at),
+               leased_until = NULL, last_status_code = $4, last_error = $5,
+               delivered_at = CASE WHEN $2 = 'delivered' THEN now() END, updated_at = now()
+        WHERE id = $1
+        """,
+        event_id,
+        status,
+        next_attempt_at,
+        status_code,
+        error,
+    )
+
+
+async def stop_other_events(conn: asyncpg.Connection, *, task_id: str, url: str) -> None:
+    """The receiver answered 410 Gone: nothing more goes to this callback of the task."""
+    await conn.execute(
+        "UPDATE webhook_events SET status = 'stopped', updated_at = now() "
+        "WHERE task_id = $1 AND url = $2 AND status = 'pending'",
+        task_id,
+        url,
+    )
+
+
+async def due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT id, attempts FROM webhook_events
+        WHERE status = 'pending' AND next_attempt_at <= now()
+          AND (leased_until IS NULL OR leased_until < now())
+        ORDER BY next_attempt_at LIMIT $1
+        """,
+        limit,
+    )
+
+
+async def backlog(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM webhook_events WHERE status = 'pending'"))
+
+
+async def list_for_task(
+    conn: asyncpg.Connection, *, task_id: str, team_id: UUID
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""
+        SELECT {_EVENT_COLUMNS},
+               coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'attempt', a.attempt, 'started_at', a.started_at,
+                            'latency_ms', a.latency_ms, 'status_code', a.status_code,
+                            'response_excerpt', a.response_excerpt, 'error', a.error)
+                          ORDER BY a.attempt, a.id)
+                         FROM webhook_attempts a WHERE a.event_id = e.id), '[]') AS attempt_log
+        FROM webhook_events e
+        WHERE e.task_id = $1 AND e.team_id = $2
+        ORDER BY e.created_at, e.id
+        """,
+        task_id,
+        team_id,
+    )
+
+
+async def redeliver(
+    conn: asyncpg.Connection, *, event_id: str, task_id: str, team_id: UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""
+        UPDATE webhook_events e SET status = 'pending', next_attempt_at = now(),
+               leased_until = NULL, updated_at = now()
+        WHERE e.id = $1 AND e.task_id = $2 AND e.team_id = $3
+        RETURNING {_EVENT_COLUMNS}, '[]'::jsonb AS attempt_log
+        """,
+        event_id,
+        task_id,
+        team_id,
+    )
+
+
+async def redeliver_failed(
+    conn: asyncpg.Connection, *, team_id: UUID, since: datetime
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        UPDATE webhook_events SET status = 'pending', next_attempt_at = now(),
+               leased_until = NULL, updated_at = now()
+        WHERE team_id = $1 AND status = 'failed' AND created_at >= $2
+        RETURNING id, attempts
+        """,
+        team_id,
+        since,
+    )
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection, *, team_id: UUID, new_secret: str, grace_seconds: int
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE teams SET previous_webhook_secret = webhook_secret,
+               previous_secret_expires_at = now() + make_interval(secs => $3),
+               webhook_secret = $2, updated_at = now()
+        WHERE id = $1
+        RETURNING id, webhook_secret, previous_secret_expires_at
+        """,
+        team_id,
+        new_secret,
+        grace_seconds,
+    )
