@@ -72,6 +72,11 @@ class WebhookSender:
             trust_env=False,
         )
 
+    @property
+    def lease_seconds(self) -> float:
+        # Longer than any attempt can take, so no live attempt is ever handed to another.
+        return max(self.settings.webhook_lease_seconds, self.settings.webhook_timeout_seconds + 5)
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -131,9 +136,7 @@ class WebhookSender:
         """One attempt at the event: its result, for a retry the delay until the next, and
         how many attempts the event has had."""
         async with pool.acquire() as conn:
-            event = await repository.claim(
-                conn, event_id, lease_seconds=self.settings.webhook_lease_seconds
-            )
+            event = await repository.claim(conn, event_id, lease_seconds=self.lease_seconds)
         if event is None:
             return "skipped", None, 0
         body = orjson.dumps(event["payload"])

@@ -1,0 +1,86 @@
+"""A real HTTP webhook receiver on loopback, scripted per request, for the delivery tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    answered: int
+
+
+@dataclass
+class Receiver:
+    """Answers each request with the next scripted status (then `default`); "hang" holds
+    the request open until `release` is set."""
+
+    url: str = ""
+    script: list[int | str] = field(default_factory=list)
+    default: int = 200
+    received: list[Received] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_answer(self) -> int | str:
+        with self.lock:
+            return self.script.pop(0) if self.script else self.default
+
+    def ids(self) -> list[str]:
+        return [r.headers["webhook-id"] for r in self.received]
+
+    def events(self) -> list[str]:
+        import json
+
+        return [json.loads(r.body)["event"] for r in self.received]
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            answer = receiver.next_answer()
+            if answer == "hang":
+                receiver.release.wait(timeout=30)
+                answer = 200
+            status = int(answer)
+            with receiver.lock:
+                receiver.received.append(
+                    Received(dict(self.headers.items()), body, time.time(), status)
+                )
+            self.send_response(status)
+            if status in (429, 503):
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(f"answer {status}".encode())
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def running_receiver(**kwargs: Any) -> Iterator[Receiver]:
+    receiver = Receiver(**kwargs)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+    server.daemon_threads = True
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/qingbo"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.release.set()
+        server.shutdown()
+        server.server_close()
