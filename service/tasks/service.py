@@ -35,7 +35,7 @@ from service.tasks.schemas import decode_cursor, encode_cursor
 from service.teams.service import Caller
 from service.upstream.errors import UpstreamError, UpstreamRejected
 from service.webhooks import outbox
-from service.webhooks.ssrf import BlockedDestination
+from service.webhooks.ssrf import require_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -75,20 +75,6 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def check_callback_url(res: Resources, url: str | None) -> None:
-    """The SSRF policy's submit-time check; the address dialled is checked again later."""
-    if url is None:
-        return
-    try:
-        res.webhooks.policy.check_url(url)
-    except BlockedDestination as exc:
-        raise InvalidRequest(
-            f"callback_url: {exc}; webhooks go to http(s) services on the network, never to "
-            "loopback, link-local or metadata addresses",
-            param="callback_url",
-        ) from None
-
-
 async def submit_task(
     res: Resources,
     conn: asyncpg.Connection,
@@ -105,7 +91,7 @@ async def submit_task(
         )
     task = normalize(body)
     check_admissible(caller, task)
-    check_callback_url(res, task.callback_url)
+    require_allowed(res.webhooks.policy, task.callback_url, param="callback_url")
     cost = res.prices.price_micros(
         task.model.id, task.upstream["resolution"], task.upstream["duration"]
     )

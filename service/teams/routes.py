@@ -12,6 +12,7 @@ from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
 from service.teams import repository, service
 from service.teams.schemas import IssuedKey, KeyCreate, Team, TeamCreate, TeamList, TeamPatch
+from service.webhooks.ssrf import require_allowed
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -25,6 +26,7 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
 )
 async def create_team(body: TeamCreate, res: AppResources) -> Any:
     """Create a team with optional limits; the answer carries its webhook secret."""
+    require_allowed(res.webhooks.policy, body.alert_url, param="alert_url")
     async with res.pool.acquire() as conn:
         return dict(await service.create_team(conn, body=body))
 
@@ -59,6 +61,7 @@ async def get_team(team_id: UUID, res: AppResources) -> Any:
 )
 async def patch_team(team_id: UUID, body: TeamPatch, res: AppResources) -> Any:
     """Change a team's name or limits; fields left out stay as they are, null clears a limit."""
+    require_allowed(res.webhooks.policy, body.alert_url, param="alert_url")
     async with res.pool.acquire() as conn:
         return dict(await service.patch_team(conn, team_id=team_id, body=body))
 

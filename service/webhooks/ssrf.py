@@ -23,6 +23,8 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from service.errors import InvalidRequest
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -93,17 +95,18 @@ class DestinationPolicy:
 
     def check_url(self, url: str) -> tuple[str, str, int]:
         """The URL's scheme, host and port; a literal address is checked now."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BlockedDestination("must be an absolute http(s) URL")
         try:
+            parts = urlsplit(url)
+            host = parts.hostname
             port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            raise BlockedDestination("the port is not a number between 0 and 65535") from None
-        literal = literal_address(parts.hostname)
+        except ValueError as exc:
+            raise BlockedDestination(f"not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise BlockedDestination("must be an absolute http(s) URL")
+        literal = literal_address(host)
         if literal is not None:
             self.check_address(literal)
-        return parts.scheme, parts.hostname, port
+        return parts.scheme, host, port
 
     async def resolve(self, host: str, port: int) -> IPAddress:
         """Resolve `host` and check every address it has; the first one, to dial."""
@@ -122,6 +125,20 @@ class DestinationPolicy:
         for address in addresses:  # every one: the resolver may rotate them
             self.check_address(address)
         return addresses[0]
+
+
+def require_allowed(policy: DestinationPolicy, url: str | None, *, param: str) -> None:
+    """The submit-time check as a 400 naming the field; the dialled address is checked later."""
+    if url is None:
+        return
+    try:
+        policy.check_url(url)
+    except BlockedDestination as exc:
+        raise InvalidRequest(
+            f"{param}: {exc}; webhooks go to http(s) services on the network, never to "
+            "loopback, link-local or metadata addresses",
+            param=param,
+        ) from None
 
 
 def literal_address(host: str) -> IPAddress | None:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from service.webhooks.ssrf import BlockedDestination, DestinationPolicy
-from tests.factories import make_team, task_body
+from tests.factories import ADMIN, make_team, task_body
 
 DEFAULT = DestinationPolicy()
 
@@ -89,3 +89,18 @@ async def test_the_api_refuses_a_blocked_callback_and_stores_nothing(
     assert answer.json()["error"]["param"] == "callback_url"
     listed = await client.get("/v1/tasks", headers=team.headers)
     assert listed.json()["data"] == []
+
+
+async def test_a_blocked_alert_url_is_refused(client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/admin/teams",
+        json={"name": "alerts-to-metadata", "alert_url": "http://[::ffff:169.254.169.254]/"},
+        headers=ADMIN,
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "alert_url"
+
+
+@pytest.mark.parametrize("url", ["http://[::1/hook", "http://host:99999/", "http://a[b/"])
+def test_malformed_urls_are_refused_not_crashed_on(url: str) -> None:
+    with pytest.raises(BlockedDestination):
+        DEFAULT.check_url(url)
