@@ -98,6 +98,10 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
         "QGW_ADMIN_TOKEN": admin_token,
         "QGW_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "QGW_POLL_INITIAL_SECONDS": os.environ.get("QGW_POLL_INITIAL_SECONDS", "1"),
+        # Webhook receivers on this machine are the point of a dev stack.
+        "QGW_WEBHOOK_ALLOW_NETWORKS": os.environ.get(
+            "QGW_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8,::1/128"
+        ),
     }
     cmd = [sys.executable, "-m", "service"]
     signal.signal(signal.SIGTERM, _raise_interrupt)
