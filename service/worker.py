@@ -126,6 +126,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "redis_settings": redis_settings(settings),
         "queue_name": settings.arq_queue_name,
         "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_delay_seconds,
         "job_timeout": job_timeout,
         "keep_result": 0,
         # Let an in-flight submit finish on SIGTERM rather than cut it into an ambiguous one.

@@ -1,0 +1,239 @@
+"""Benchmark webhook delivery: from a task's terminal state to the receiver's answer.
+
+One worker process (`qingbo-gateway worker`) delivers to a real HTTP receiver on loopback.
+1,000 tasks are finished through the gateway's own terminal transition (`finish()`, which
+writes the outbox event in the same transaction), and the receiver notes when each
+webhook-id arrives:
+
+- latency: 1,000 tasks finished at a steady 100/s; p50/p99 of (receiver got it - event
+  committed), both clocks this machine's;
+- throughput: 1,000 tasks finished at once; deliveries/s until the last one arrived,
+  against the floor: the same receiver driven by plain httpx POSTs from another process
+  at the worker's concurrency (QGW_WORKER_MAX_JOBS), measured in the same run.
+
+    .venv/bin/python bench/webhooks.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.stack import database, redis_url  # noqa: E402
+from service.catalog.rules import normalize  # noqa: E402
+from service.catalog.schemas import TaskRequest  # noqa: E402
+from service.db import create_pool, migrate  # noqa: E402
+from service.tasks.execution import finish  # noqa: E402
+from service.teams.service import new_webhook_secret  # noqa: E402
+
+MAX_JOBS = 50
+REQUEST = normalize(
+    TaskRequest(model="minimax-hailuo-2.3", prompt="[推进] a lighthouse at dawn, waves below")
+).upstream
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 512  # the default of 5 resets connections under 50 concurrent
+    daemon_threads = True
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver.lock:
+                    receiver.arrived.setdefault(
+                        self.headers.get("webhook-id", secrets.token_hex(8)), time.time()
+                    )
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrived)
+
+
+async def make_tasks(pool: asyncpg.Pool, team_id: Any, url: str, n: int) -> list[str]:
+    ids = [f"task-bench-{secrets.token_hex(8)}" for _ in range(n)]
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO tasks (id, team_id, model, action, request, cost_micros, callback_url,"
+            " callback_events) VALUES ($1, $2, 'minimax-hailuo-2.3', 'generate', $4, 1,"
+            " $3, ARRAY['completed'])",
+            [(task_id, team_id, url, REQUEST) for task_id in ids],
+        )
+    return ids
+
+
+async def finish_all(pool: asyncpg.Pool, ids: list[str], per_second: float | None) -> None:
+    async def one(task_id: str) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await finish(conn, task_id, status="completed", from_states=("pending",))
+
+    if per_second is None:
+        await asyncio.gather(*(one(t) for t in ids))
+        return
+    start = time.perf_counter()
+    for i, task_id in enumerate(ids):
+        await asyncio.sleep(max(0.0, start + i / per_second - time.perf_counter()))
+        await one(task_id)
+
+
+async def wait_for(receiver: Receiver, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while receiver.count() < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {receiver.count()} of {n} webhooks arrived")
+        await asyncio.sleep(0.05)
+
+
+async def event_times(pool: asyncpg.Pool, ids: list[str]) -> dict[str, float]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, created_at FROM webhook_events WHERE task_id = ANY($1::text[])", ids
+        )
+    return {r["id"]: r["created_at"].timestamp() for r in rows}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def floor_rate(url: str, n: int) -> float:
+    """Plain httpx POSTs of a same-sized body at the worker's concurrency."""
+    body = b"{" + b'"x": "' + b"y" * 1500 + b'"}'
+    semaphore = asyncio.Semaphore(MAX_JOBS)
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=MAX_JOBS)) as http:
+
+        async def post(i: int) -> None:
+            async with semaphore:
+                await http.post(url, content=body, headers={"webhook-id": f"floor-{i}"})
+
+        start = time.perf_counter()
+        await asyncio.gather(*(post(i) for i in range(n)))
+        return n / (time.perf_counter() - start)
+
+
+async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
+    receiver = Receiver()
+    env = {
+        **os.environ,
+        "QGW_DATABASE_URL": db_url,
+        "QGW_REDIS_URL": r_url,
+        "QGW_ARQ_QUEUE_NAME": f"qgw-bench:{secrets.token_hex(3)}",
+        "QGW_LOG_LEVEL": "WARNING",
+        "QGW_WORKER_HTTP_PORT": "0",
+        "QGW_WORKER_MAX_JOBS": str(MAX_JOBS),
+        "QGW_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+        "QGW_QINGBO_BASE_URL": "http://127.0.0.1:9",  # never called: no task is dispatched
+        "QGW_UPSTREAM_MAX_IN_FLIGHT": "1",
+    }
+    pool = await create_pool(db_url, min_size=4, max_size=20)
+    worker = subprocess.Popen(  # noqa: ASYNC220 (started once, before anything is timed)
+        [sys.executable, "-m", "service", "worker"], env=env, cwd=ROOT
+    )
+    try:
+        async with pool.acquire() as conn:
+            # Nothing may dispatch the bench's tasks: pause submissions for the run.
+            await conn.execute("UPDATE upstream_state SET paused_until = now() + interval '1h'")
+            team_id = await conn.fetchval(
+                "INSERT INTO teams (name, webhook_secret) VALUES ('bench', $1) RETURNING id",
+                new_webhook_secret(),
+            )
+        # One canary delivery: the worker is up and listening before anything is timed.
+        await finish_all(pool, await make_tasks(pool, team_id, receiver.url, 1), None)
+        await wait_for(receiver, 1)
+        n = args.tasks
+        paced = await make_tasks(pool, team_id, receiver.url, n)
+        await finish_all(pool, paced, per_second=args.rate)
+        await wait_for(receiver, n + 1)
+        created = await event_times(pool, paced)
+        latencies = [(receiver.arrived[i] - t) * 1000 for i, t in created.items()]
+
+        burst = await make_tasks(pool, team_id, receiver.url, n)
+        before = receiver.count()
+        started = time.time()
+        await finish_all(pool, burst, per_second=None)
+        await wait_for(receiver, before + n)
+        burst_events = await event_times(pool, burst)
+        last = max(receiver.arrived[i] for i in burst_events)
+        rate = n / (last - started)
+        # The floor sends from its own process, as the worker does (not under our GIL).
+        out = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--floor",
+            receiver.url,
+            "--tasks",
+            str(n),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        floor = float((await out.communicate())[0])
+    finally:
+        worker.terminate()
+        worker.wait()
+        await pool.close()
+        receiver.server.shutdown()
+
+    print(f"\nwebhooks: one worker process (max_jobs {MAX_JOBS}), receiver on loopback")
+    print(
+        f"latency, terminal state -> receiver, {n} tasks at {args.rate:.0f}/s: "
+        f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
+        f"max {max(latencies):.1f} ms"
+    )
+    print(
+        f"throughput, {n} tasks finished at once: {rate:.0f} deliveries/s; floor (plain httpx "
+        f"POSTs, same concurrency): {floor:.0f}/s; ratio {rate / floor:.2f}"
+    )
+    print(f"measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0, help="tasks finished per second")
+    parser.add_argument("--floor", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.floor:
+        print(asyncio.run(floor_rate(args.floor, args.tasks)))
+        return
+    _, db_url = database()
+    r_url = redis_url()
+    migrate(db_url)
+    asyncio.run(run(args, db_url, r_url))
+
+
+if __name__ == "__main__":
+    main()
