@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     worker_http_port: int = Field(9100, ge=0, le=65535)
     # POST /v1/tasks/sync waits at most this long (its ?timeout= is capped here).
     sync_max_wait_seconds: float = Field(60.0, gt=0, le=600)
+    # Idle GET /v1/tasks/{id}/events streams get a ": ping" comment this often.
+    sse_keepalive_seconds: float = Field(15.0, gt=0)
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
     max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     db_pool_min_size: int = Field(2, ge=1)

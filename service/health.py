@@ -20,6 +20,7 @@ from service.metrics import (
     BUDGET_RESERVED,
     BUDGET_SPENT,
     QUEUE_JOBS,
+    TASK_EVENT_WAITERS,
     TASKS_BY_STAGE,
     WEBHOOK_BACKLOG,
 )
@@ -120,4 +121,6 @@ async def refresh_state_gauges(res: Resources, *, max_age: float = 2.0) -> None:
 async def metrics(res: AppResources) -> Response:
     """Prometheus text exposition."""
     await refresh_state_gauges(res)
+    if res.events is not None:
+        TASK_EVENT_WAITERS.set(res.events.waiting)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

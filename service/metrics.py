@@ -141,3 +141,8 @@ WEBHOOK_BACKLOG = Gauge(
     "Webhook events waiting for an attempt (read from Postgres at scrape time)",
     multiprocess_mode="max",
 )
+TASK_EVENT_WAITERS = Gauge(
+    "qgw_task_event_waiters",
+    "Sync waiters and event streams this API process holds (sum across processes)",
+    multiprocess_mode="livesum",
+)

@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 import redis
+import uvicorn
 
 from service.app import create_app
 from service.config import Settings
@@ -236,6 +237,23 @@ async def client(app_resources: tuple[Any, Resources]) -> AsyncIterator[httpx.As
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+async def live_url(app_resources: tuple[Any, Resources]) -> AsyncIterator[str]:
+    """The in-process app behind a real uvicorn socket: for streaming and disconnects, which
+    httpx's ASGI transport cannot show, while the test can still look inside the process."""
+    app, _ = app_resources
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for this)
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await serving
 
 
 @pytest.fixture

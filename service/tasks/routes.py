@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from sse_starlette.sse import EventSourceResponse
 
 from service.budgets.schemas import Estimate
 from service.catalog.schemas import Status, TaskRequest
@@ -82,20 +86,72 @@ async def submit_task_sync(
     timeout: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait")] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
 ) -> Any:
-    """Qingbo's synchronous mode: the finished task, or the task so far and a poll_url."""
+    """Qingbo's synchronous mode: the finished task, or the task so far and a poll_url.
+    A caller that hangs up stops only its wait; the task goes on."""
     limit = res.settings.sync_max_wait_seconds
-    admission = await service.submit_and_wait(
-        res,
-        caller=caller,
-        body=body,
-        idempotency_key=idempotency_key,
-        wait_seconds=limit if timeout is None else min(timeout, limit),
-    )
+    async with _watch_disconnect(request) as gone:
+        admission = await service.submit_and_wait(
+            res,
+            caller=caller,
+            body=body,
+            idempotency_key=idempotency_key,
+            wait_seconds=limit if timeout is None else min(timeout, limit),
+            gone=gone,
+        )
     row = admission.row
     task = render_task(row)
     if row["dispatch_state"] != "done":
         task["poll_url"] = str(request.url_for("get_task", task_id=row["id"]))
     return _json(task, admission.headers)
+
+
+@contextlib.asynccontextmanager
+async def _watch_disconnect(request: Request) -> AsyncIterator[asyncio.Event]:
+    """An event set when the client hangs up (the body has been read by then)."""
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield gone
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+@router.get(
+    "/v1/tasks/{task_id}/events",
+    summary="Stream the task's changes (server-sent events)",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "`event: <status>`, `id: <version>`, `data: <the task as JSON>`; "
+            "ends after the terminal event; `: ping` comments keep idle streams open",
+        },
+        **error_responses(InvalidRequest, Unauthorized, NotFound),
+    },
+)
+async def task_events(
+    task_id: TaskId,
+    caller: CurrentCaller,
+    res: AppResources,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> Any:
+    """The task now, then each status or progress change, until the terminal event. Send
+    `Last-Event-ID` on reconnect to skip what was already seen without missing anything."""
+    async with res.pool.acquire() as conn:
+        await service.get_task(conn, caller=caller, task_id=task_id)  # 404 before streaming
+    return EventSourceResponse(
+        service.task_events(res, caller=caller, task_id=task_id, last_event_id=last_event_id),
+        ping=res.settings.sse_keepalive_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -31,7 +31,7 @@ from service.errors import (
 from service.metrics import TASKS_ADMITTED, TASKS_REJECTED
 from service.tasks import repository
 from service.tasks.execution import finish, refresh_from_upstream
-from service.tasks.schemas import decode_cursor, encode_cursor
+from service.tasks.schemas import decode_cursor, encode_cursor, render_task
 from service.teams.service import Caller
 from service.upstream.errors import UpstreamError, UpstreamRejected
 from service.webhooks import outbox
@@ -291,8 +291,10 @@ async def submit_and_wait(
     body: TaskRequest,
     idempotency_key: str | None,
     wait_seconds: float,
+    gone: asyncio.Event | None = None,
 ) -> Admission:
-    """Admit like submit_task, then hold until the task is terminal or the wait is over.
+    """Admit like submit_task, then hold until the task is terminal, the wait is over or
+    the caller has gone (`gone`; the task itself goes on).
 
     No connection is held while waiting, and nothing polls: the task's change
     notification wakes the waiter, which then re-reads the row.
@@ -314,6 +316,59 @@ async def submit_and_wait(
             remaining = deadline - loop.time()
             if row["dispatch_state"] == "done" or remaining <= 0:
                 return Admission(row, admission.headers)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
+            if not await _wait_for_change(changed, gone, remaining):
+                return Admission(row, admission.headers)
+
+
+async def _wait_for_change(
+    changed: asyncio.Event, gone: asyncio.Event | None, timeout: float
+) -> bool:
+    """Wait for a change notification; False if the caller went away first."""
+    waits = [asyncio.ensure_future(changed.wait())]
+    if gone is not None:
+        waits.append(asyncio.ensure_future(gone.wait()))
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+    return gone is None or not gone.is_set()
+
+
+_STATUS_RANK = {"queued": 0, "processing": 1}
+
+
+def event_version(row: Any) -> int:
+    """Orders a task's observable states: status first, then progress (never goes back)."""
+    return _STATUS_RANK.get(row["status"], 2) * 1000 + int(row["progress"])
+
+
+async def task_events(
+    res: Resources, *, caller: Caller, task_id: str, last_event_id: str | None
+) -> AsyncIterator[dict[str, str]]:
+    """Server-sent events of the task's status and progress, ending after the terminal one.
+
+    Each event carries the whole task; its id is the state's version, so a client that
+    reconnects with Last-Event-ID gets the current state if it moved on, and never an old
+    one. Woken by the same notifications as the sync waiters; no connection is held.
+    """
+    seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+    assert res.events is not None, "event streams need the API's task event listener"
+    with res.events.subscribe(task_id) as changed:
+        while True:
+            changed.clear()
+            async with res.pool.acquire() as conn:
+                row = await repository.get_task(conn, task_id, team_id=caller.team_id)
+            if row is None:
+                return
+            version = event_version(row)
+            if version > seen:
+                seen = version
+                yield {
+                    "event": row["status"],
+                    "id": str(version),
+                    "data": orjson.dumps(render_task(row)).decode(),
+                }
+            if row["dispatch_state"] == "done":
+                return
+            await changed.wait()

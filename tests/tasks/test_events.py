@@ -1,0 +1,147 @@
+"""GET /v1/tasks/{id}/events (server-sent events) and waiters that hang up, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from service.deps import Resources
+from tests.factories import make_team, submit, task_body, wait_for, wait_terminal
+
+pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
+
+
+async def read_events(
+    url: str, team: Any, task_id: str, *, last_event_id: str | None = None, limit: int = 100
+) -> list[Any]:
+    headers = dict(team.headers)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    events = []
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        aconnect_sse(http, "GET", f"{url}/v1/tasks/{task_id}/events", headers=headers) as sse,
+    ):
+        assert sse.response.headers["content-type"].startswith("text/event-stream")
+        async for event in sse.aiter_sse():
+            events.append(event)
+            if len(events) >= limit:
+                break
+    return events
+
+
+async def test_stream_follows_the_task_to_its_end(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any, live_url: str
+) -> None:
+    await sim.put("/_sim/config", json={"queue_seconds": 0.3, "processing_seconds": 1.5})
+    team = await make_team(client)
+    task = await submit(client, team)
+    start_worker()
+    events = await read_events(live_url, team, task["task_id"])  # returns: the stream ended
+    assert events[0].event == "queued" and events[-1].event == "completed"
+    assert "processing" in [e.event for e in events]
+    ids = [int(e.id) for e in events]
+    assert ids == sorted(set(ids))  # strictly increasing: nothing repeated
+    final = json.loads(events[-1].data)
+    assert final == (await client.get(f"/v1/tasks/{task['task_id']}", headers=team.headers)).json()
+
+
+async def test_resume_after_the_end_was_reached_while_no_one_listened(
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any, live_url: str
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    (first,) = await read_events(live_url, team, task["task_id"], limit=1)  # then hang up
+    assert first.event == "queued"
+    start_worker()
+    await wait_terminal(client, team, task["task_id"])
+    rest = await read_events(live_url, team, task["task_id"], last_event_id=first.id)
+    assert [e.event for e in rest] == ["completed"]  # the missed end, once
+
+
+async def test_resume_with_the_current_id_waits_for_the_next_change(
+    client: httpx.AsyncClient, db: asyncpg.Connection, live_url: str
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    (first,) = await read_events(live_url, team, task["task_id"], limit=1)
+    reading = asyncio.create_task(
+        read_events(live_url, team, task["task_id"], last_event_id=first.id, limit=1)
+    )
+    await asyncio.sleep(0)  # let it connect; a change before or after it must not be lost
+    await db.execute(
+        "UPDATE tasks SET status = 'processing', progress = 40 WHERE id = $1", task["task_id"]
+    )
+    (moved,) = await asyncio.wait_for(reading, timeout=10)
+    assert moved.event == "processing" and json.loads(moved.data)["progress"] == 40
+
+
+async def test_idle_streams_get_keep_alive_comments(
+    client: httpx.AsyncClient, res: Resources, live_url: str
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    original = res.settings
+    res.settings = original.model_copy(update={"sse_keepalive_seconds": 0.2})
+    try:
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            http.stream(
+                "GET", f"{live_url}/v1/tasks/{task['task_id']}/events", headers=team.headers
+            ) as response,
+        ):
+            lines = []
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line.startswith(":"):
+                    break
+        assert "event: queued" in lines and lines[-1].startswith(": ping")
+    finally:
+        res.settings = original
+
+
+async def test_hanging_up_leaks_nothing_and_cancels_nothing(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, live_url: str
+) -> None:
+    assert res.events is not None
+    team = await make_team(client)
+    task = await submit(client, team)
+
+    async def released() -> bool:
+        return res.events is not None and res.events.waiting == 0
+
+    await read_events(live_url, team, task["task_id"], limit=1)  # stream, then hang up
+    await wait_for(released, timeout=10)
+
+    async with httpx.AsyncClient(timeout=30) as http:  # a sync waiter that hangs up
+        waiting = asyncio.create_task(
+            http.post(f"{live_url}/v1/tasks/sync", json=task_body(), headers=team.headers)
+        )
+
+        async def holding() -> bool:
+            admitted = await db.fetchval("SELECT count(*) FROM tasks")
+            return admitted == 2 and res.events is not None and res.events.waiting == 1
+
+        await wait_for(holding, timeout=10)
+        waiting.cancel()
+
+    await wait_for(released, timeout=10)
+    statuses = await db.fetch("SELECT status FROM tasks")
+    assert [r["status"] for r in statuses] == ["queued", "queued"]  # neither was cancelled
+
+
+async def test_another_teams_task_is_404_and_no_key_is_401(
+    client: httpx.AsyncClient, live_url: str
+) -> None:
+    owner, stranger = await make_team(client), await make_team(client)
+    task = await submit(client, owner)
+    async with httpx.AsyncClient() as http:
+        url = f"{live_url}/v1/tasks/{task['task_id']}/events"
+        assert (await http.get(url, headers=stranger.headers)).status_code == 404
+        assert (await http.get(url)).status_code == 401
