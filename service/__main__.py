@@ -124,12 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="prove every budget window equals the sum of its ledger entries (exit 1 if not)",
     )
     admin.set_defaults(func=cmd_admin)
+
+    from service.cli import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> Any:
     args = build_parser().parse_args(argv)
-    _configure_logging(get_settings())
+    if not getattr(args, "client", False):  # the human CLI prints, it does not log JSON
+        _configure_logging(get_settings())
     return args.func(args)
 
 

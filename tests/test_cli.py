@@ -1,0 +1,95 @@
+"""The human CLI as a user runs it: a child process against the real API and worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories import ADMIN, TeamKey, make_team, submit
+
+pytestmark = pytest.mark.usefixtures("api_server")
+
+
+def cli(api_server: str, team: TeamKey, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QGW_GATEWAY_URL": api_server, "QGW_API_KEY": team.key, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_generate_waits_with_progress_and_downloads(
+    client: httpx.AsyncClient,
+    sim: httpx.AsyncClient,
+    start_worker: Any,
+    api_server: str,
+    tmp_path: Path,
+) -> None:
+    team = await make_team(client)
+    start_worker()
+    target = tmp_path / "out.mp4"
+    done = cli(
+        api_server,
+        team,
+        "generate",
+        "--prompt",
+        "a paper boat on a river",
+        "--camera",
+        "dolly-in",
+        "--download",
+        str(target),
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("task task-") and "queued" in lines[0] and "cost 0.3" in lines[0]
+    assert any(line.startswith("video: http") for line in lines)
+    assert lines[-1].startswith(f"saved {target}")
+    assert target.stat().st_size > 0
+    assert done.stderr == ""
+
+
+async def test_budget_refusal_is_one_line_naming_the_budget(
+    client: httpx.AsyncClient, api_server: str
+) -> None:
+    team = await make_team(client)
+    await client.put(
+        f"/admin/teams/{team.team['id']}/budgets",
+        json={"budgets": [{"window": "month", "limit_usd": "0.10"}]},
+        headers=ADMIN,
+    )
+    refused = cli(api_server, team, "generate", "--prompt", "too expensive", "--wait")
+    assert refused.returncode == 1 and refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: team month budget exceeded: limit 0.10 USD")
+    assert "resets at" in line and "(budget_exceeded, HTTP 402)" in line
+
+
+async def test_tasks_and_usage_commands(client: httpx.AsyncClient, api_server: str) -> None:
+    team = await make_team(client, max_concurrent_tasks=5)
+    await client.put(
+        f"/admin/teams/{team.team['id']}/budgets",
+        json={"budgets": [{"window": "day", "limit_usd": "25.00"}]},
+        headers=ADMIN,
+    )
+    task = await submit(client, team)
+    listed = cli(api_server, team, "tasks", "list")
+    assert listed.returncode == 0 and task["task_id"] in listed.stdout
+    shown = cli(api_server, team, "tasks", "show", task["task_id"])
+    assert shown.returncode == 0 and f'"task_id": "{task["task_id"]}"' in shown.stdout
+    cancelled = cli(api_server, team, "tasks", "cancel", task["task_id"])
+    assert cancelled.stdout.strip() == f"task {task['task_id']} cancelled"
+    usage = cli(api_server, team, "usage")
+    assert usage.returncode == 0
+    assert "25.00" in usage.stdout and "active tasks: 0 of 5" in usage.stdout
+    missing = cli(api_server, team, "tasks", "show", "task-nope")
+    assert missing.returncode == 1 and "not found (not_found, HTTP 404)" in missing.stderr
