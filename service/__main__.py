@@ -19,6 +19,8 @@ def _configure_logging(settings: Settings) -> None:
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    if args.workers > 1:
+        _multiprocess_metrics_dir()
     uvicorn.run(
         "service.app:app_factory",
         factory=True,
@@ -33,6 +35,22 @@ def cmd_api(args: argparse.Namespace) -> None:
         log_config=None,
         proxy_headers=True,
     )
+
+
+def _multiprocess_metrics_dir() -> None:
+    """N uvicorn processes answer on one port, so any of them may get the scrape: they
+    share metric samples through files (prometheus-client multiprocess mode)."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="qgw-metrics-"))
+    if path.exists():
+        shutil.rmtree(path)  # samples of an earlier run would add up with this one's
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

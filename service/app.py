@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import health
@@ -103,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_resources(settings, listen_for_task_events=True) as resources:
             app.state.resources = resources
             yield
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # drop this process's live gauges
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     app = FastAPI(
         title="Qingbo Gateway",

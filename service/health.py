@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.budgets import repository as budgets
-from service.catalog.models import MICROS_PER_USD
 from service.db import current_revision, schema_status
-from service.deps import AppResources, Resources
-from service.metrics import (
-    BUDGET_LIMIT,
-    BUDGET_REMAINING,
-    BUDGET_RESERVED,
-    BUDGET_SPENT,
-    QUEUE_JOBS,
-    TASK_EVENT_WAITERS,
-    TASKS_BY_STAGE,
-    WEBHOOK_BACKLOG,
-)
-from service.tasks import repository
-from service.webhooks import repository as webhooks
+from service.deps import AppResources
+from service.metrics import TASK_EVENT_WAITERS
+from service.state_metrics import STATE, scrape_registry
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger(__name__)
@@ -73,45 +60,6 @@ _STAGES = ("pending", "claimed", "submitting", "submitted")
 _state_read_at = 0.0
 
 
-async def refresh_state_gauges(res: Resources, *, max_age: float = 2.0) -> None:
-    """Backlog gauges from Postgres and Redis, at most every `max_age` seconds per process."""
-    global _state_read_at
-    now = time.monotonic()
-    if now - _state_read_at < max_age:
-        return
-    _state_read_at = now
-    try:
-        async with res.pool.acquire() as conn:
-            stages = await repository.count_by_stage(conn)
-        for stage in _STAGES:
-            TASKS_BY_STAGE.labels(stage).set(stages.get(stage, 0))
-        queue = res.settings.arq_queue_name
-        total = await res.redis.zcard(queue)
-        ready = await res.redis.zcount(queue, "-inf", int(time.time() * 1000))
-        QUEUE_JOBS.labels("ready").set(ready)
-        QUEUE_JOBS.labels("deferred").set(total - ready)
-        async with res.pool.acquire() as conn:
-            WEBHOOK_BACKLOG.set(await webhooks.backlog(conn))
-            standing = await budgets.all_standing(
-                conn, now=res.clock(), timezone=res.settings.budget_timezone
-            )
-        for gauge in (BUDGET_LIMIT, BUDGET_SPENT, BUDGET_RESERVED, BUDGET_REMAINING):
-            gauge.clear()  # a removed budget disappears from the scrape
-        for row in standing:
-            labels = (row["team_name"] or "", row["key_name"] or "", row["scope"], row["period"])
-            limit, spent, reserved = (
-                row["limit_micros"],
-                row["spent_micros"],
-                row["reserved_micros"],
-            )
-            BUDGET_LIMIT.labels(*labels).set(limit / MICROS_PER_USD)
-            BUDGET_SPENT.labels(*labels).set(spent / MICROS_PER_USD)
-            BUDGET_RESERVED.labels(*labels).set(reserved / MICROS_PER_USD)
-            BUDGET_REMAINING.labels(*labels).set(max(0, limit - spent - reserved) / MICROS_PER_USD)
-    except Exception as exc:  # a scrape must still answer when a store is down
-        logger.warning("backlog gauges not refreshed", extra={"error": type(exc).__name__})
-
-
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
@@ -119,8 +67,9 @@ async def refresh_state_gauges(res: Resources, *, max_age: float = 2.0) -> None:
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
 )
 async def metrics(res: AppResources) -> Response:
-    """Prometheus text exposition."""
-    await refresh_state_gauges(res)
+    """Prometheus text exposition: this process's counters and histograms (all processes'
+    under `api --workers N`, see service/metrics.py) and the shared state read now."""
+    await STATE.refresh(res)
     if res.events is not None:
         TASK_EVENT_WAITERS.set(res.events.waiting)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,13 @@
 """Prometheus metrics: one `qgw_` prefix, base units, bounded labels.
 
 Never a task id, key or prompt as a label.
+
+Processes: each worker and each API container serves its own /metrics (Prometheus sums
+counters across targets). `api --workers N` runs N uvicorn processes behind one port, so
+there the counters and histograms use prometheus-client's multiprocess mode (samples in
+files under PROMETHEUS_MULTIPROC_DIR, merged by whichever process answers the scrape).
+Gauges of shared state (backlog, budgets, queue, pause) are not stored at all: every
+scrape reads them from Postgres and Redis (service/state_metrics.py).
 """
 
 from __future__ import annotations
@@ -48,7 +55,6 @@ CALLBACKS_RECEIVED = Counter(
     "qgw_upstream_callbacks_total", "Callbacks received from Qingbo", ["outcome"]
 )
 DISPATCH_CLAIMED = Counter("qgw_dispatch_claimed_total", "Tasks claimed for submission")
-UPSTREAM_PAUSED = Gauge("qgw_upstream_paused", "1 while submissions to Qingbo are paused")
 
 _TASK_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 TASK_QUEUE_WAIT = Histogram(
@@ -69,14 +75,6 @@ TASK_END_TO_END = Histogram(
     ["model", "status"],
     buckets=_TASK_BUCKETS,
 )
-# Read from Postgres/Redis at scrape time: every replica reports the same truth (use max()).
-TASKS_BY_STAGE = Gauge(
-    "qgw_tasks_in_stage", "Non-terminal tasks by dispatch stage", ["stage"], multiprocess_mode="max"
-)
-QUEUE_JOBS = Gauge(
-    "qgw_queue_jobs", "arq jobs in the Redis queue", ["state"], multiprocess_mode="max"
-)
-
 # Money.
 COST_CHARGED = Counter(
     "qgw_cost_charged_usd_total",
@@ -93,28 +91,6 @@ RATE_LIMIT_ERRORS = Counter(
     "Rate-limit checks that could not reach Redis, by what was done",
     ["action"],
 )
-# Per budget window, read from Postgres at scrape time (team empty: company-wide; key: the
-# key's name, empty unless scope="key").
-_BUDGET_LABELS = ["team", "key", "scope", "window"]
-BUDGET_LIMIT = Gauge(
-    "qgw_budget_limit_usd", "Budget limit", _BUDGET_LABELS, multiprocess_mode="max"
-)
-BUDGET_SPENT = Gauge(
-    "qgw_budget_spent_usd", "Spent in the current window", _BUDGET_LABELS, multiprocess_mode="max"
-)
-BUDGET_RESERVED = Gauge(
-    "qgw_budget_reserved_usd",
-    "Reserved by unfinished tasks in the current window",
-    _BUDGET_LABELS,
-    multiprocess_mode="max",
-)
-BUDGET_REMAINING = Gauge(
-    "qgw_budget_remaining_usd",
-    "Limit minus spent and reserved in the current window",
-    _BUDGET_LABELS,
-    multiprocess_mode="max",
-)
-
 # Webhooks to apps.
 WEBHOOK_ATTEMPTS = Counter(
     "qgw_webhook_attempts_total",
@@ -135,11 +111,6 @@ WEBHOOK_DELIVERY_DELAY = Histogram(
     "qgw_webhook_delivery_delay_seconds",
     "From the event (the task's change) to the receiver's 2xx",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600, 86400),
-)
-WEBHOOK_BACKLOG = Gauge(
-    "qgw_webhook_backlog",
-    "Webhook events waiting for an attempt (read from Postgres at scrape time)",
-    multiprocess_mode="max",
 )
 TASK_EVENT_WAITERS = Gauge(
     "qgw_task_event_waiters",

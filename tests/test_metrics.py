@@ -1,4 +1,4 @@
-"""Scrape-time backlog gauges and task timing histograms."""
+"""Scrape-time state gauges, task timing histograms, and multiprocess scraping."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import httpx
 from prometheus_client import REGISTRY
 
 from service.deps import Resources
-from service.health import refresh_state_gauges
-from tests.factories import make_team, submit
+from service.state_metrics import STATE, scrape_registry
+from tests.factories import ADMIN, make_team, submit
 
 
 def sample(name: str, **labels: str) -> float:
@@ -21,10 +21,11 @@ async def test_backlog_gauges_come_from_postgres_and_redis(
     tasks = [await submit(client, team) for _ in range(3)]
     await client.post(f"/v1/tasks/{tasks[0]['task_id']}/cancel", headers=team.headers)
     await res.redis.enqueue_job("dispatch_pending_tasks", _queue_name=res.settings.arq_queue_name)
-    await refresh_state_gauges(res, max_age=0)
-    assert sample("qgw_tasks_in_stage", stage="pending") == 2
-    assert sample("qgw_tasks_in_stage", stage="submitted") == 0
-    assert sample("qgw_queue_jobs", state="ready") >= 1
+    await STATE.refresh(res, max_age=0)
+    registry = scrape_registry()
+    assert registry.get_sample_value("qgw_tasks_in_stage", {"stage": "pending"}) == 2
+    assert registry.get_sample_value("qgw_tasks_in_stage", {"stage": "submitted"}) == 0
+    assert (registry.get_sample_value("qgw_queue_jobs", {"state": "ready"}) or 0) >= 1
     scrape = (await client.get("/metrics")).text
     assert 'qgw_tasks_in_stage{stage="pending"}' in scrape
 
@@ -36,3 +37,19 @@ async def test_finishing_a_task_observes_its_end_to_end_time(client: httpx.Async
     before = sample("qgw_task_end_to_end_seconds_count", **labels)
     await client.post(f"/v1/tasks/{task['task_id']}/cancel", headers=team.headers)
     assert sample("qgw_task_end_to_end_seconds_count", **labels) == before + 1
+
+
+async def test_a_removed_budget_leaves_the_scrape(
+    client: httpx.AsyncClient, res: Resources
+) -> None:
+    team = await make_team(client)
+    path = f"/admin/teams/{team.team['id']}/budgets"
+    await client.put(
+        path, json={"budgets": [{"window": "day", "limit_usd": "7.50"}]}, headers=ADMIN
+    )
+    labels = {"team": team.team["name"], "key": "", "scope": "team", "window": "day"}
+    await STATE.refresh(res, max_age=0)
+    assert scrape_registry().get_sample_value("qgw_budget_limit_usd", labels) == 7.5
+    await client.put(path, json={"budgets": []}, headers=ADMIN)
+    await STATE.refresh(res, max_age=0)
+    assert scrape_registry().get_sample_value("qgw_budget_limit_usd", labels) is None

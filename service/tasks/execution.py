@@ -30,7 +30,6 @@ from service.metrics import (
     TASK_UPSTREAM_RUN,
     TASKS_TERMINAL,
     UPSTREAM_AMBIGUOUS,
-    UPSTREAM_PAUSED,
     UPSTREAM_PAUSES,
     UPSTREAM_SUBMIT_RETRIES,
 )
@@ -175,7 +174,6 @@ async def dispatch_pending(res: Resources) -> int:
     and enqueue their submits."""
     async with res.pool.acquire() as conn, conn.transaction():
         paused_until = await repository.upstream_paused_until(conn)
-        UPSTREAM_PAUSED.set(1 if paused_until else 0)
         if paused_until is not None:
             return 0
         claimed = await repository.claim_pending(
@@ -281,7 +279,6 @@ async def _submit_failed(
                 refund_attempt=True,
             )
         UPSTREAM_PAUSES.labels(reason).inc()
-        UPSTREAM_PAUSED.set(1)
         logger.error(
             "Qingbo refused the account: submissions paused",
             extra={

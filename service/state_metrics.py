@@ -1,0 +1,144 @@
+"""Gauges of shared state (backlog, budgets, queue, pause), read from Postgres and Redis
+when scraped, so that every API replica and worker reports the same truth.
+
+They are not kept in prometheus-client's process-local (or multiprocess) storage: each
+scrape reads a fresh snapshot (cached `max_age` seconds per process) and a collector
+yields it, so a removed budget disappears and nothing stale survives in another process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.budgets import repository as budgets
+from service.catalog.models import MICROS_PER_USD
+from service.deps import Resources
+from service.tasks import repository as tasks
+from service.webhooks import repository as webhooks
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("pending", "claimed", "submitting", "submitted")
+BUDGET_LABELS = ["team", "key", "scope", "window"]
+
+
+@dataclass
+class Snapshot:
+    stages: dict[str, int] = field(default_factory=dict)
+    queue_ready: int = 0
+    queue_deferred: int = 0
+    upstream_paused: int = 0
+    webhook_backlog: int = 0
+    # (team, key, scope, window) -> (limit, spent, reserved) in micro-dollars
+    budgets: dict[tuple[str, str, str, str], tuple[int, int, int]] = field(default_factory=dict)
+
+
+class StateCollector(Collector):
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self._read_at = -1e9
+
+    async def refresh(self, res: Resources, *, max_age: float = 2.0) -> None:
+        now = time.monotonic()
+        if now - self._read_at < max_age:
+            return
+        self._read_at = now
+        try:
+            self.snapshot = await read_snapshot(res)
+        except Exception as exc:  # a scrape must still answer when a store is down
+            logger.warning("state gauges not refreshed", extra={"error": type(exc).__name__})
+            self.snapshot = None
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        if snap is None:
+            return
+        stage = GaugeMetricFamily(
+            "qgw_tasks_in_stage", "Non-terminal tasks by dispatch stage", labels=["stage"]
+        )
+        for name in STAGES:
+            stage.add_metric([name], snap.stages.get(name, 0))
+        yield stage
+        queue = GaugeMetricFamily("qgw_queue_jobs", "arq jobs in the Redis queue", labels=["state"])
+        queue.add_metric(["ready"], snap.queue_ready)
+        queue.add_metric(["deferred"], snap.queue_deferred)
+        yield queue
+        yield GaugeMetricFamily(
+            "qgw_upstream_paused", "1 while submissions to Qingbo are paused", snap.upstream_paused
+        )
+        yield GaugeMetricFamily(
+            "qgw_webhook_backlog", "Webhook events waiting for an attempt", snap.webhook_backlog
+        )
+        families = {
+            "limit": GaugeMetricFamily(
+                "qgw_budget_limit_usd", "Budget limit", labels=BUDGET_LABELS
+            ),
+            "spent": GaugeMetricFamily(
+                "qgw_budget_spent_usd", "Spent in the current window", labels=BUDGET_LABELS
+            ),
+            "reserved": GaugeMetricFamily(
+                "qgw_budget_reserved_usd",
+                "Reserved by unfinished tasks in the current window",
+                labels=BUDGET_LABELS,
+            ),
+            "remaining": GaugeMetricFamily(
+                "qgw_budget_remaining_usd",
+                "Limit minus spent and reserved in the current window",
+                labels=BUDGET_LABELS,
+            ),
+        }
+        for labels, (limit, spent, reserved) in sorted(snap.budgets.items()):
+            values = {
+                "limit": limit,
+                "spent": spent,
+                "reserved": reserved,
+                "remaining": max(0, limit - spent - reserved),
+            }
+            for name, family in families.items():
+                family.add_metric(list(labels), values[name] / MICROS_PER_USD)
+        yield from families.values()
+
+
+async def read_snapshot(res: Resources) -> Snapshot:
+    snap = Snapshot()
+    async with res.pool.acquire() as conn:
+        snap.stages = await tasks.count_by_stage(conn)
+        snap.upstream_paused = 1 if await tasks.upstream_paused_until(conn) else 0
+        snap.webhook_backlog = await webhooks.backlog(conn)
+        standing = await budgets.all_standing(
+            conn, now=res.clock(), timezone=res.settings.budget_timezone
+        )
+    for row in standing:
+        key = (row["team_name"] or "", row["key_name"] or "", row["scope"], row["period"])
+        snap.budgets[key] = (row["limit_micros"], row["spent_micros"], row["reserved_micros"])
+    queue = res.settings.arq_queue_name
+    total = await res.redis.zcard(queue)
+    snap.queue_ready = await res.redis.zcount(queue, "-inf", int(time.time() * 1000))
+    snap.queue_deferred = total - snap.queue_ready
+    return snap
+
+
+STATE = StateCollector()
+_registry: CollectorRegistry | None = None
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What /metrics exposes: this process's metrics (all processes' in multiprocess mode,
+    see service/metrics.py) and the shared-state snapshot."""
+    global _registry
+    if _registry is None:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            _registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(_registry)  # type: ignore[no-untyped-call]
+        else:
+            _registry = REGISTRY
+        _registry.register(STATE)
+    return _registry
