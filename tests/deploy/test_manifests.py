@@ -137,7 +137,7 @@ async def test_dashboard_queries_only_exported_metrics(client: httpx.AsyncClient
     dashboard = json.loads((DEPLOY / "grafana/dashboards/qingbo-gateway.json").read_text("utf-8"))
     used = set()
     for panel in dashboard["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):
             used |= _metric_names(target["expr"])
     for variable in dashboard["templating"]["list"]:
         used |= _metric_names(variable["definition"])
