@@ -5,6 +5,9 @@ under the same uvicorn settings and the same load in the same run. Load comes fr
 (Debian package `wrk`) in its own process. Prints p50/p99 and requests/s of both and the
 ratios against the goals: throughput >= 0.7x the floor's, p50 at concurrency 1 <= 2x.
 
+"no-metrics" is a second gateway process with QGW_HTTP_METRICS=false (no per-request
+HTTP metrics): the ratio of "gateway" to it is what the metrics cost.
+
 "limits" is the same gateway admitting against three budgets (company, team, key) and two
 rate limits (team and key RPM, in Redis); goal: its latency within 1.5x of "gateway"'s
 (no budgets, no limits). The company budget is set before each "limits" run and removed
@@ -117,10 +120,15 @@ def main() -> None:
         "QGW_ARQ_QUEUE_NAME": f"qgw-bench:{secrets.token_hex(3)}",
         "QGW_LOG_LEVEL": "WARNING",
     }
-    gw_port, floor_port = free_port(), free_port()
+    gw_port, floor_port, bare_port = free_port(), free_port(), free_port()
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "service", "api", "--port", str(gw_port)], env=env, cwd=ROOT
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "service", "api", "--port", str(bare_port)],
+            env={**env, "QGW_HTTP_METRICS": "false"},
+            cwd=ROOT,
         ),
         subprocess.Popen(
             [sys.executable, str(ROOT / "bench/floor_app.py"), "--port", str(floor_port)], env=env
@@ -128,23 +136,27 @@ def main() -> None:
     ]
     try:
         gw, floor = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{floor_port}"
+        bare = f"http://127.0.0.1:{bare_port}"
         wait_until_healthy(f"{gw}/healthz")
+        wait_until_healthy(f"{bare}/healthz")
         wait_until_healthy(f"{floor}/docs")
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         team = httpx.post(f"{gw}/admin/teams", json={"name": "bench"}, headers=admin).json()
         issued = httpx.post(f"{gw}/admin/teams/{team['id']}/keys", json={}, headers=admin)
-        keys = {"floor": issued.json()["key"], "gateway": issued.json()["key"]}
+        key = issued.json()["key"]
+        keys = {"floor": key, "gateway": key, "no-metrics": key}
         keys["limits"] = limited_key(gw, admin)
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
         targets = {
             "floor": f"{floor}/floor",
             "gateway": f"{gw}/v1/tasks",
+            "no-metrics": f"{bare}/v1/tasks",
             "limits": f"{gw}/v1/tasks",
         }
         for _ in range(args.rounds):  # alternate, so drift hits every side alike
             for connections in (1, 16):
                 for name, url in targets.items():
-                    if name != "floor":
+                    if name in ("gateway", "limits"):
                         set_company_budget(gw, admin, on=name == "limits")
                     measured = run_wrk(url, keys[name], connections, args.seconds)
                     runs.setdefault((name, connections), []).append(measured)
@@ -161,9 +173,9 @@ def main() -> None:
         f"\nPOST /v1/tasks vs floor, one uvicorn process each, wrk, {args.seconds}s per run, "
         f"median of {args.rounds} alternating rounds"
     )
-    print(f"{'server':8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(f"{'server':10} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for (name, conc), r in results.items():
-        row = f"{name:8} {conc:>4} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
+        row = f"{name:10} {conc:>4} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
         print(f"{row} {r['errors']:>6.0f}")
     for conc in (1, 16):
         g, f = results["gateway", conc], results["floor", conc]
@@ -176,6 +188,12 @@ def main() -> None:
     print(f"goal p50 at c=1 <= 2.0x: {'met' if p50_ratio <= 2 else 'MISSED'} ({p50_ratio:.2f}x)")
     verdict = "met" if rps_ratio >= 0.7 else "MISSED"
     print(f"goal throughput at c=16 >= 0.7x: {verdict} ({rps_ratio:.2f}x)")
+    for conc in (1, 16):
+        g, bare_r = results["gateway", conc], results["no-metrics", conc]
+        print(
+            f"metrics cost at c={conc}: throughput with/without {g['rps'] / bare_r['rps']:.2f}x, "
+            f"p50 {g['p50'] / bare_r['p50']:.2f}x"
+        )
     for conc in (1, 16):
         lim, g = results["limits", conc], results["gateway", conc]
         ratio, p99 = lim["p50"] / g["p50"], lim["p99"] / g["p99"]

@@ -41,9 +41,10 @@ class EdgeMiddleware:
     raw path: ids stay out of labels).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: bool = True) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,10 +85,11 @@ class EdgeMiddleware:
                 await error_response(too_large)(scope, receive, edge_send)
         finally:
             request_id_var.reset(token)
-            template = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(template, method, str(status)).inc()
-            HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started_at)
+            if self.metrics:
+                template = getattr(scope.get("route"), "path", None) or "unmatched"
+                method = scope["method"]
+                HTTP_REQUESTS.labels(template, method, str(status)).inc()
+                HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started_at)
 
 
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int:
@@ -125,7 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (budget_routes, webhook_routes):
         app.include_router(module.router)
         app.include_router(module.admin)
-    app.add_middleware(EdgeMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        EdgeMiddleware, max_bytes=settings.max_request_bytes, metrics=settings.http_metrics
+    )
     return app
 
 

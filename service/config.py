@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(2, ge=1)
     db_pool_max_size: int = Field(20, ge=1)
     log_level: str = "INFO"
+    # Per-request HTTP metrics (requests by route and status, latency); off only to
+    # measure what they cost (bench/submit.py).
+    http_metrics: bool = True
 
     # Budgets: day/week/month windows are calendar windows in this zone (weeks start Monday).
     budget_timezone: str = "UTC"
