@@ -117,3 +117,18 @@ TASK_EVENT_WAITERS = Gauge(
     "Sync waiters and event streams this API process holds (sum across processes)",
     multiprocess_mode="livesum",
 )
+
+# arq jobs, counted by the worker that runs them.
+JOBS = Counter("qgw_jobs_total", "arq jobs run, by function and outcome", ["function", "outcome"])
+JOB_DURATION = Histogram(
+    "qgw_job_duration_seconds",
+    "arq job run time by function",
+    ["function"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+JOBS_IN_PROGRESS = Gauge(
+    "qgw_jobs_in_progress",
+    "arq jobs running now in this worker, by function",
+    ["function"],
+    multiprocess_mode="livesum",
+)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import functools
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -16,6 +18,7 @@ from fastapi import FastAPI
 from service import health
 from service.config import Settings, get_settings
 from service.deps import Resources
+from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.resources import open_resources, redis_settings
 from service.tasks import jobs
 from service.tasks.events import TaskEvents
@@ -90,6 +93,33 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
         await stack.aclose()
 
 
+def instrumented(
+    coroutine: Callable[..., Awaitable[Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """Count, time and track a job function: qgw_jobs_total{function,outcome},
+    qgw_job_duration_seconds{function}, qgw_jobs_in_progress{function}."""
+    name = coroutine.__name__
+
+    @functools.wraps(coroutine)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        outcome = "error"
+        JOBS_IN_PROGRESS.labels(name).inc()
+        try:
+            result = await coroutine(*args, **kwargs)
+            outcome = "ok"
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # arq's job timeout, or shutdown
+            raise
+        finally:
+            JOBS_IN_PROGRESS.labels(name).dec()
+            JOBS.labels(name, outcome).inc()
+            JOB_DURATION.labels(name).observe(time.perf_counter() - started)
+
+    return run
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     job_timeout = (
         int(settings.upstream_timeout_seconds + settings.upstream_connect_timeout_seconds) + 10
@@ -98,7 +128,13 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     # keep_result=0: no result is stored, so a job id dedupes only while the job is queued
     # or running, and a later poll or attempt can always be enqueued again.
     def job(coroutine: Any) -> Any:
-        return func(coroutine, timeout=job_timeout, keep_result=0, max_tries=3)
+        return func(
+            instrumented(coroutine),
+            name=coroutine.__name__,
+            timeout=job_timeout,
+            keep_result=0,
+            max_tries=3,
+        )
 
     reconcile_seconds = set(range(0, 60, settings.reconcile_every_seconds))
     return {
@@ -110,15 +146,23 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         ],
         "cron_jobs": [
             cron(
-                jobs.dispatch_pending_tasks,
+                instrumented(jobs.dispatch_pending_tasks),
                 name="cron:dispatch",
                 second=EVERY_SECOND,
                 keep_result=0,
             ),
-            cron(jobs.poll_due_tasks, name="cron:poll", second=EVERY_SECOND, keep_result=0),
+            cron(
+                instrumented(jobs.poll_due_tasks),
+                name="cron:poll",
+                second=EVERY_SECOND,
+                keep_result=0,
+            ),
             cron(jobs.sweep_webhooks, name="cron:webhooks", second=EVERY_SECOND, keep_result=0),
             cron(
-                jobs.reconcile_tasks, name="cron:reconcile", second=reconcile_seconds, keep_result=0
+                instrumented(jobs.reconcile_tasks),
+                name="cron:reconcile",
+                second=reconcile_seconds,
+                keep_result=0,
             ),
         ],
         "on_startup": _startup,

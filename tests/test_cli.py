@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -93,3 +94,24 @@ async def test_tasks_and_usage_commands(client: httpx.AsyncClient, api_server: s
     assert "25.00" in usage.stdout and "active tasks: 0 of 5" in usage.stdout
     missing = cli(api_server, team, "tasks", "show", "task-nope")
     assert missing.returncode == 1 and "not found (not_found, HTTP 404)" in missing.stderr
+
+
+PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAAB"
+PNG_1X1 += "JRU5ErkJggg=="
+
+
+async def test_generate_sends_a_local_image_as_base64(
+    client: httpx.AsyncClient, api_server: str, tmp_path: Path
+) -> None:
+    team = await make_team(client)
+    image = tmp_path / "first-frame.png"
+    image.write_bytes(base64.b64decode(PNG_1X1))
+    sent = cli(api_server, team, "generate", "--prompt", "it moves", "--image", str(image))
+    assert sent.returncode == 0, sent.stderr
+    task_id = sent.stdout.split()[1]
+    task = (await client.get(f"/v1/tasks/{task_id}", headers=team.headers)).json()
+    assert task["action"] == "image2video" and len(task["image_urls"]) == 1
+    missing = cli(api_server, team, "generate", "--prompt", "x", "--image", "nope.png")
+    assert (
+        missing.returncode == 1 and "neither an http(s) URL nor a readable file" in missing.stderr
+    )

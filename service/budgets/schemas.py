@@ -41,16 +41,19 @@ class ModelSpend(BaseModel):
     reserved_usd: str
 
 
-class BudgetStanding(BaseModel):
+class _BudgetFigures(BaseModel):
     scope: Scope
     window: Window
     limit_usd: str
     spent_usd: str
     reserved_usd: str
     remaining_usd: str
+    resets_at: datetime | None = Field(description="Null for the 'total' window")
+
+
+class BudgetStanding(_BudgetFigures):
     used_percent: int = Field(description="(spent + reserved) / limit, rounded down")
     starts_at: datetime | None = Field(description="Null for the 'total' window")
-    resets_at: datetime | None = Field(description="Null for the 'total' window")
     key_id: UUID | None = None
     key_name: str | None = None
     by_model: list[ModelSpend] = []
@@ -67,14 +70,7 @@ class Usage(BaseModel):
     active_tasks: int = Field(description="Tasks queued or processing now")
 
 
-class BudgetCheck(BaseModel):
-    scope: Scope
-    window: Window
-    limit_usd: str
-    spent_usd: str
-    reserved_usd: str
-    remaining_usd: str
-    resets_at: datetime | None
+class BudgetCheck(_BudgetFigures):
     fits: bool
 
 

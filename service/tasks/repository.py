@@ -12,42 +12,6 @@ IN_FLIGHT_STATES = ("claimed", "submitting", "submitted")
 DISPATCH_LOCK_KEY = 0x51_47_57_01  # pg advisory lock: one dispatcher decides at a time
 
 
-async def insert_task(
-    conn: asyncpg.Connection,
-    *,
-    task_id: str,
-    team_id: UUID,
-    api_key_id: UUID,
-    model: str,
-    action: str,
-    request: dict[str, Any],
-    cost_micros: int,
-    priority: int,
-    callback_url: str | None,
-    callback_events: list[str],
-) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO tasks (id, team_id, api_key_id, model, action, request, cost_micros,
-                           priority, callback_url, callback_events)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-        RETURNING *
-        """,
-        task_id,
-        team_id,
-        api_key_id,
-        model,
-        action,
-        request,
-        cost_micros,
-        priority,
-        callback_url,
-        callback_events,
-    )
-    assert row is not None
-    return row
-
-
 async def find_idempotency_key(
     conn: asyncpg.Connection, *, team_id: UUID, key: str
 ) -> asyncpg.Record | None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from service.admin_cli import print_ledger_report
 from service.budgets.service import verify_ledger
 from service.catalog.models import format_usd
 from service.deps import Resources
@@ -412,3 +413,18 @@ async def test_concurrent_admissions_in_one_process_never_overshoot(
         "JOIN budgets b ON b.id = p.budget_id WHERE b.scope = 'company'"
     ) == (20 * price)
     await assert_ledger_balances(db)
+
+
+async def test_verify_ledger_names_every_mismatch(
+    client: httpx.AsyncClient, db: asyncpg.Connection, price: int, capsys: Any
+) -> None:
+    team = await make_team(client)
+    await put_budgets(client, f"/teams/{team.team['id']}/budgets", day=10 * price)
+    await submit(client, team)
+    assert print_ledger_report(await verify_ledger(db)) == 0
+    assert capsys.readouterr().out.startswith("OK: 1 budget windows checked")
+    await db.execute("UPDATE budget_periods SET spent_micros = spent_micros + 1")  # tampering
+    assert print_ledger_report(await verify_ledger(db)) == 1
+    report = capsys.readouterr().out.splitlines()
+    assert report[0].startswith("MISMATCH budget ") and "spent 1 vs ledger 0" in report[0]
+    assert report[-1].startswith("FAILED: 1 budget windows checked")
