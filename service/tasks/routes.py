@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sse_starlette.sse import EventSourceResponse
 
 from service.budgets.schemas import Estimate
+from service.catalog.models import STATUSES
 from service.catalog.schemas import Status, TaskRequest
 from service.deps import AppResources, CurrentCaller, TeamCtx
 from service.errors import (
@@ -130,7 +131,19 @@ async def _watch_disconnect(request: Request) -> AsyncIterator[asyncio.Event]:
     response_class=EventSourceResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["event", "id", "data"],
+                        "properties": {
+                            "event": {"type": "string", "enum": list(STATUSES)},
+                            "id": {"type": "string", "description": "the state's version"},
+                            "data": {"type": "string", "description": "the task as JSON"},
+                        },
+                    }
+                }
+            },
             "description": "`event: <status>`, `id: <version>`, `data: <the task as JSON>`; "
             "ends after the terminal event; `: ping` comments keep idle streams open",
         },

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.deps import Resources
+from service.state_metrics import STATE, scrape_registry
 from service.tasks import execution
 from tests.factories import claim, make_team, submit, wait_for
 
@@ -164,7 +165,8 @@ async def test_account_errors_pause_submissions_instead_of_failing_tasks(
     assert (await row(db, first["task_id"]))["dispatch_attempts"] == 0  # the pause costs no attempt
     await db.execute("UPDATE tasks SET dispatch_state = 'pending' WHERE dispatch_state = 'claimed'")
     assert await execution.dispatch_pending(res) == 0  # paused: nothing goes out
-    assert metric("qgw_upstream_paused") == 1
+    await STATE.refresh(res, max_age=0)
+    assert scrape_registry().get_sample_value("qgw_upstream_paused") == 1
 
     await db.execute("UPDATE upstream_state SET paused_until = now()")
     await sim.put("/_sim/config", json={"submit_status": None})
