@@ -58,10 +58,11 @@ class _Replay(Exception):
         self.task_id = task_id
 
 
-def check_admissible(caller: Caller, task: NormalizedTask) -> None:
+def check_admissible(caller: Caller, task: NormalizedTask, *, count: bool = True) -> None:
     """Rules that depend on the team, checked before any money is reserved."""
     if caller.allowed_models is not None and task.model.id not in caller.allowed_models:
-        TASKS_REJECTED.labels("model_not_allowed").inc()
+        if count:  # an estimate is not a refused submission
+            TASKS_REJECTED.labels("model_not_allowed").inc()
         raise ModelNotAllowed(
             f"model: team {caller.team_name!r} may not use {task.model.id}", param="model"
         )
@@ -164,7 +165,7 @@ async def estimate_task(
     res: Resources, conn: asyncpg.Connection, *, caller: Caller, body: TaskRequest
 ) -> dict[str, Any]:
     task = normalize(body)
-    check_admissible(caller, task)
+    check_admissible(caller, task, count=False)
     resolution, duration = task.upstream["resolution"], task.upstream["duration"]
     cost = res.prices.price_micros(task.model.id, resolution, duration)
     fits, checks = await check_fit(
