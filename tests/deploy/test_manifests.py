@@ -149,3 +149,9 @@ async def test_dashboard_queries_only_exported_metrics(client: httpx.AsyncClient
             name = match.group(1)
             exported |= {name, f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     assert used and used <= exported, used - exported
+
+
+def test_the_operator_rules_are_the_alert_rules() -> None:
+    (rule,) = [d for d in K8S_DOCS if d["kind"] == "PrometheusRule"]
+    alerts = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text("utf-8"))
+    assert rule["spec"]["groups"] == alerts["groups"]
