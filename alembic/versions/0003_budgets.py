@@ -109,6 +109,8 @@ def upgrade() -> None:
             pct int;
             cap int;
             crossing jsonb;
+            reserved_in bigint[] := '{}';
+            reserved_from timestamptz[] := '{}';
         BEGIN
             crossings := '[]'::jsonb;
             -- Only a team with a cap serialises its admissions (on its row): the count
@@ -161,9 +163,8 @@ def upgrade() -> None:
                             'reserved_micros', p.reserved_micros, 'cost_micros', p_cost,
                             'resets_at', p.ends_at)::text;
                 END IF;
-                INSERT INTO budget_ledger (budget_id, starts_at, task_id, model, kind,
-                                           amount_micros)
-                VALUES (b.id, starts, p_id, p_model, 'reserve', p_cost);
+                reserved_in := reserved_in || b.id;
+                reserved_from := reserved_from || starts;
 
                 level := NULL;
                 IF b.limit_micros > 0 THEN
@@ -198,6 +199,12 @@ def upgrade() -> None:
                       FROM teams WHERE id = p_team AND alert_url IS NOT NULL;
                 END IF;
             END LOOP;
+            IF cardinality(reserved_in) > 0 THEN  -- the ledger, in one statement
+                INSERT INTO budget_ledger (budget_id, starts_at, task_id, model, kind,
+                                           amount_micros)
+                SELECT r.id, r.starts_at, p_id, p_model, 'reserve', p_cost
+                  FROM unnest(reserved_in, reserved_from) AS r(id, starts_at);
+            END IF;
         END
         $$;
 
