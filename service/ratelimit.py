@@ -102,15 +102,34 @@ class RateLimiter:
         self._script: Any = redis.register_script(_SCRIPT)
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._runner: asyncio.Task[None] | None = None
+        self._busy = False
 
     async def _call(self, keys: list[str], args: list[Any]) -> Any:
+        if not self._busy and not self._queue:  # nothing out: go at once, no hop
+            self._busy = True
+            try:
+                return await self._script(keys=keys, args=args)
+            finally:
+                self._busy = False
+                self._start()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((keys, args, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="rate-limit-pipeline")
+        if not self._busy:
+            self._start()
         return await asyncio.shield(future)
 
+    def _start(self) -> None:
+        if self._queue and (self._runner is None or self._runner.done()):
+            self._runner = asyncio.create_task(self._run(), name="rate-limit-pipeline")
+
     async def _run(self) -> None:
+        self._busy = True
+        try:
+            await self._drain()
+        finally:
+            self._busy = False
+
+    async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             try:

@@ -34,22 +34,48 @@ class Window:
 
 
 class AdmissionBatcher:
-    """Runs one batch at a time on `pool` (its own: see resources.py)."""
+    """One admission statement out at a time per process: inline on the caller's
+    connection when none is out, else queued for the next batch on `pool` (its own, see
+    resources.py, so a request holding a pooled connection never waits for another)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._queue: list[tuple[Admit, Window, asyncio.Future[asyncpg.Record]]] = []
         self._runner: asyncio.Task[None] | None = None
+        self._busy = False  # an inline admission is out
 
-    async def admit(self, item: Admit, window: Window) -> asyncpg.Record:
-        """The task's row (see repository.admit_tasks), admitted with whatever else came."""
+    async def admit(self, item: Admit, window: Window, conn: asyncpg.Connection) -> asyncpg.Record:
+        """The task's row (see repository.admit_tasks), admitted with whatever else came.
+
+        When no batch is out, it goes at once on the caller's own connection `conn` (no
+        hop); admissions arriving meanwhile queue and go together after it.
+        """
+        if not self._busy and not self._queue:
+            self._busy = True
+            try:
+                (row,) = await self._admit_on(conn, [item], window)
+                return row
+            finally:
+                self._busy = False
+                self._start()
         future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
         self._queue.append((item, window, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="admission-batcher")
+        if not self._busy:
+            self._start()
         return await asyncio.shield(future)  # a caller that leaves does not stop its batch
 
+    def _start(self) -> None:
+        if self._queue and (self._runner is None or self._runner.done()):
+            self._runner = asyncio.create_task(self._run(), name="admission-batcher")
+
     async def _run(self) -> None:
+        self._busy = True
+        try:
+            await self._drain()
+        finally:
+            self._busy = False
+
+    async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
@@ -67,16 +93,21 @@ class AdmissionBatcher:
                     raise
 
     async def _admit(self, items: list[Admit], window: Window) -> list[asyncpg.Record]:
+        async with self._pool.acquire() as conn:
+            return await self._admit_on(conn, items, window)
+
+    async def _admit_on(
+        self, conn: asyncpg.Connection, items: list[Admit], window: Window
+    ) -> list[asyncpg.Record]:
         for attempt in range(DEADLOCK_RETRIES):
             try:
-                async with self._pool.acquire() as conn:
-                    return await repository.admit_tasks(
-                        conn,
-                        items,
-                        now=window.now,
-                        timezone=window.timezone,
-                        alert_percents=window.alert_percents,
-                    )
+                return await repository.admit_tasks(
+                    conn,
+                    items,
+                    now=window.now,
+                    timezone=window.timezone,
+                    alert_percents=window.alert_percents,
+                )
             except asyncpg.DeadlockDetectedError:
                 # Only window rows created at the same instant by two batches can cross.
                 if attempt == DEADLOCK_RETRIES - 1:

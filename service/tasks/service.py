@@ -126,7 +126,7 @@ async def submit_task(
     announce_queued = task.callback_url is not None and "queued" in task.callback_events
     if idempotency_key is None and not announce_queued:
         # The common case: grouped with concurrent admissions into one statement and commit.
-        row = _admitted(await res.admissions.admit(item, window), caller)
+        row = _admitted(await res.admissions.admit(item, window, conn), caller)
     else:
         try:
             async with conn.transaction():
