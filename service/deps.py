@@ -12,7 +12,6 @@ from arq.connections import ArqRedis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.budgets.admission import AdmissionBatcher
 from service.catalog.models import PriceTable
 from service.config import Settings
 from service.ratelimit import RateLimiter
@@ -33,7 +32,6 @@ class Resources:
     kicker: DispatchKicker
     limiter: RateLimiter
     webhooks: WebhookSender
-    admissions: AdmissionBatcher
     events: TaskEvents | None = None  # API processes only
     # What "now" is for budget windows; tests move it to cross window boundaries.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

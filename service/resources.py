@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from service.budgets.admission import AdmissionBatcher
 from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
@@ -36,12 +35,6 @@ async def open_resources(
             max_size=settings.db_pool_max_size,
         )
         stack.push_async_callback(pool.close)
-        # Its own connection: a request holding a pooled one never waits on the batcher
-        # for another (which could exhaust the pool).
-        admission_pool = await create_db_pool(settings.database_url, min_size=1, max_size=1)
-        stack.push_async_callback(admission_pool.close)
-        admissions = AdmissionBatcher(admission_pool)
-        stack.push_async_callback(admissions.close)
         redis = await create_pool(
             redis_settings(settings), default_queue_name=settings.arq_queue_name
         )
@@ -79,6 +72,5 @@ async def open_resources(
                 on_error=settings.rate_limit_on_redis_error,
             ),
             webhooks=webhooks,
-            admissions=admissions,
             events=events,
         )

@@ -4,7 +4,7 @@ Revision ID: 0004_webhooks
 Revises: 0003_budgets
 Create Date: 2026-11-24
 
-`qgw_admit_tasks` (0003) writes budget-threshold events here when a team has an alert
+`qgw_admit_task` (0003) writes budget-threshold events here when a team has an alert
 URL: PL/pgSQL binds table names when it runs, so it needs this table only by then.
 """
 

@@ -1,12 +1,11 @@
 """SQL for budgets, their periods and the ledger. Callers own transactions.
 
-The money moves happen in the SQL functions of migration 0003 (`qgw_admit_tasks`,
+The money moves happen in the SQL functions of migration 0003 (`qgw_admit_task`,
 `qgw_settle_task`): one statement each, row locks in one fixed order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -14,53 +13,49 @@ from uuid import UUID
 import asyncpg
 
 
-@dataclass(frozen=True)
-class Admit:
-    """One task to admit: its row's values and its price."""
-
-    task_id: str
-    team_id: UUID
-    api_key_id: UUID
-    model: str
-    action: str
-    request: dict[str, Any]
-    cost_micros: int
-    priority: int
-    callback_url: str | None
-    callback_events: list[str]
-
-
-async def admit_tasks(
+async def admit_task(
     conn: asyncpg.Connection,
-    items: list[Admit],
     *,
+    task_id: str,
+    team_id: UUID,
+    api_key_id: UUID,
+    model: str,
+    action: str,
+    request: dict[str, Any],
+    cost_micros: int,
+    priority: int,
+    callback_url: str | None,
+    callback_events: list[str],
     now: datetime,
     timezone: str,
     alert_percents: list[int],
-) -> list[asyncpg.Record]:
-    """Admit a batch in one statement; a row per item, in order: the task's columns plus
-    `crossings` (JSON list) when admitted, or `refusal` (SQLSTATE QB402 budget, QB429
-    concurrency) and `detail` (JSON naming the budget) with nothing stored for it."""
-    return await conn.fetch(
+) -> asyncpg.Record:
+    """Reserve and insert in one statement; the row is the task plus `crossings` (JSON list).
+
+    Raises asyncpg errors with SQLSTATE QB402 (a budget; DETAIL is JSON) or QB429
+    (the team's concurrency limit); nothing is stored then.
+    """
+    row = await conn.fetchrow(
         """
-        SELECT r.idx, r.refusal, r.detail, r.crossings, (r.task).*
-        FROM qgw_admit_tasks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) r
-        ORDER BY r.idx
+        SELECT (a.task).*, a.crossings
+        FROM qgw_admit_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) a
         """,
-        [i.task_id for i in items],
-        [i.team_id for i in items],
-        [i.api_key_id for i in items],
-        [i.model for i in items],
-        [i.action for i in items],
-        [i.request for i in items],
-        [i.cost_micros for i in items],
-        [i.priority for i in items],
-        [i.callback_url for i in items],
-        [i.callback_events for i in items],
+        task_id,
+        team_id,
+        api_key_id,
+        model,
+        action,
+        request,
+        cost_micros,
+        priority,
+        callback_url,
+        callback_events,
         now,
         timezone,
         alert_percents,
     )
+    assert row is not None
+    return row
 
 
 async def settle_task(conn: asyncpg.Connection, *, task_id: str, completed: bool) -> None:

@@ -61,20 +61,21 @@ def budget_exceeded(detail: dict[str, Any]) -> BudgetExceeded:
 
 
 def admission_error(
-    sqlstate: str, detail: str | None, *, max_concurrent: int | None
-) -> ServiceError:
-    """The caller-facing error for an admission the database refused."""
-    if sqlstate == BUDGET_SQLSTATE:
-        parsed = json.loads(detail or "{}")
-        if parsed.get("resets_at"):
-            parsed["resets_at"] = _iso(datetime.fromisoformat(parsed["resets_at"]))
-        return budget_exceeded(parsed)
-    assert sqlstate == CONCURRENCY_SQLSTATE, sqlstate
-    return ConcurrencyLimited(
-        f"the team already has {max_concurrent} tasks queued or processing "
-        "(max_concurrent_tasks); retry when one finishes",
-        headers={"Retry-After": "5"},
-    )
+    exc: asyncpg.PostgresError, *, max_concurrent: int | None
+) -> ServiceError | None:
+    """The caller-facing error for an admission the database refused (None: not a refusal)."""
+    if exc.sqlstate == BUDGET_SQLSTATE:
+        detail = json.loads(exc.detail or "{}")
+        if detail.get("resets_at"):
+            detail["resets_at"] = _iso(datetime.fromisoformat(detail["resets_at"]))
+        return budget_exceeded(detail)
+    if exc.sqlstate == CONCURRENCY_SQLSTATE:
+        return ConcurrencyLimited(
+            f"the team already has {max_concurrent} tasks queued or processing "
+            "(max_concurrent_tasks); retry when one finishes",
+            headers={"Retry-After": "5"},
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import asyncpg
 import orjson
 
 from service.budgets import repository as budgets
-from service.budgets.admission import Window
-from service.budgets.repository import Admit
 from service.budgets.service import admission_error, announce_crossings, check_fit
 from service.catalog.models import format_usd
 from service.catalog.rules import NormalizedTask, normalize
@@ -106,7 +105,9 @@ async def submit_task(
         )
         if bound is not None:
             return Admission(await _replay(conn, caller, bound, digest), headers)
-    item = Admit(
+    admit = partial(
+        budgets.admit_task,
+        conn,
         task_id=new_task_id(),
         team_id=caller.team_id,
         api_key_id=caller.key_id,
@@ -117,27 +118,17 @@ async def submit_task(
         priority=task.priority,
         callback_url=task.callback_url,
         callback_events=task.callback_events,
-    )
-    window = Window(
         now=res.clock(),
         timezone=res.settings.budget_timezone,
         alert_percents=res.settings.alert_percents,
     )
     announce_queued = task.callback_url is not None and "queued" in task.callback_events
-    if idempotency_key is None and not announce_queued:
-        # The common case: grouped with concurrent admissions into one statement and commit.
-        row = _admitted(await res.admissions.admit(item, window, conn), caller)
-    else:
-        try:
+    try:
+        if idempotency_key is None and not announce_queued:
+            row = await admit()  # one statement: atomic without BEGIN/COMMIT round trips
+        else:
             async with conn.transaction():
-                (row,) = await budgets.admit_tasks(
-                    conn,
-                    [item],
-                    now=window.now,
-                    timezone=window.timezone,
-                    alert_percents=window.alert_percents,
-                )
-                row = _admitted(row, caller)
+                row = await admit()
                 if idempotency_key is not None:
                     bound = await repository.claim_idempotency_key(
                         conn,
@@ -151,10 +142,16 @@ async def submit_task(
                         _check_same_body(bound, digest)
                         raise _Replay(bound["task_id"])
                 await outbox.task_event(conn, row, "queued")
-        except _Replay as replay:
-            found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
-            assert found is not None
-            return Admission(found, headers)
+    except _Replay as replay:
+        found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
+        assert found is not None
+        return Admission(found, headers)
+    except asyncpg.PostgresError as exc:
+        error = admission_error(exc, max_concurrent=caller.max_concurrent_tasks)
+        if error is None:
+            raise
+        TASKS_REJECTED.labels(error.code).inc()
+        raise error from None
     TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.upstream["resolution"]).inc()
     if row["crossings"]:
         await announce_crossings(
@@ -187,17 +184,6 @@ async def estimate_task(
         "fits": fits,
         "budgets": checks,
     }
-
-
-def _admitted(row: asyncpg.Record, caller: Caller) -> asyncpg.Record:
-    """The admitted task's row, or the refusal it carries raised as the caller's error."""
-    if row["refusal"] is None:
-        return row
-    error = admission_error(
-        row["refusal"], row["detail"], max_concurrent=caller.max_concurrent_tasks
-    )
-    TASKS_REJECTED.labels(error.code).inc()
-    raise error
 
 
 def _check_same_body(bound: asyncpg.Record, digest: bytes) -> None:
