@@ -109,7 +109,7 @@ async def replace_budgets(
 
 
 _STANDING = """
-    SELECT b.id, b.scope, b.team_id, b.api_key_id, k.name AS key_name, k.prefix AS key_prefix,
+    SELECT b.id, b.scope, b.team_id, t.name AS team_name, b.api_key_id, k.name AS key_name,
            b.period, b.limit_micros,
            coalesce(p.spent_micros, 0) AS spent_micros,
            coalesce(p.reserved_micros, 0) AS reserved_micros,
@@ -118,6 +118,7 @@ _STANDING = """
     CROSS JOIN LATERAL (SELECT qgw_period_start(b.period, $1, $2) AS starts_at) s
     LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.starts_at = s.starts_at
     LEFT JOIN api_keys k ON k.id = b.api_key_id
+    LEFT JOIN teams t ON t.id = b.team_id
 """
 _ORDER = """
     ORDER BY array_position(ARRAY['company', 'team', 'key'], b.scope), k.created_at, k.id,
@@ -187,14 +188,7 @@ async def all_standing(
     conn: asyncpg.Connection, *, now: datetime, timezone: str
 ) -> list[asyncpg.Record]:
     """Every live budget in its current window, with its team's name (metrics)."""
-    return await conn.fetch(
-        _STANDING.replace(
-            "FROM budgets b", "FROM budgets b LEFT JOIN teams t ON t.id = b.team_id"
-        ).replace("SELECT b.id,", "SELECT t.name AS team_name, b.id,")
-        + " WHERE b.limit_micros IS NOT NULL",
-        now,
-        timezone,
-    )
+    return await conn.fetch(_STANDING + " WHERE b.limit_micros IS NOT NULL", now, timezone)
 
 
 async def by_model(

@@ -78,51 +78,25 @@ def admission_error(
     return None
 
 
-@dataclass(frozen=True)
-class Crossing:
-    team_name: str
-    scope: str
-    window: str
-    percent: int
-    limit_micros: int
-    spent_micros: int
-    reserved_micros: int
-    resets_at: str | None
-
-
-async def announce_crossings(
-    conn: asyncpg.Connection, *, team_id: UUID, team_name: str, crossings: list[dict[str, Any]]
-) -> list[Crossing]:
-    """Metric and log event for each budget threshold this admission crossed."""
-    out = []
+def announce_crossings(team_name: str, crossings: list[dict[str, Any]]) -> None:
+    """Metric and log event for each budget threshold an admission crossed (the alert
+    webhook was written by the admission itself, see migration 0003)."""
     for c in crossings:
-        crossing = Crossing(
-            team_name=team_name,
-            scope=c["scope"],
-            window=c["window"],
-            percent=c["percent"],
-            limit_micros=c["limit_micros"],
-            spent_micros=c["spent_micros"],
-            reserved_micros=c["reserved_micros"],
-            resets_at=c.get("resets_at"),
-        )
-        team_label = "" if crossing.scope == "company" else team_name
+        team_label = "" if c["scope"] == "company" else team_name
         BUDGET_THRESHOLD_CROSSINGS.labels(
-            team_label, crossing.scope, crossing.window, str(crossing.percent)
+            team_label, c["scope"], c["window"], str(c["percent"])
         ).inc()
         logger.warning(
             "budget threshold crossed",
             extra={
                 "team": team_name,
-                "scope": crossing.scope,
-                "window": crossing.window,
-                "percent": crossing.percent,
-                "limit_usd": format_usd(crossing.limit_micros),
-                "committed_usd": format_usd(crossing.spent_micros + crossing.reserved_micros),
+                "scope": c["scope"],
+                "window": c["window"],
+                "percent": c["percent"],
+                "limit_usd": format_usd(c["limit_micros"]),
+                "committed_usd": format_usd(c["spent_micros"] + c["reserved_micros"]),
             },
         )
-        out.append(crossing)
-    return out
 
 
 async def set_budgets(

@@ -154,9 +154,7 @@ async def submit_task(
         raise error from None
     TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.upstream["resolution"]).inc()
     if row["crossings"]:
-        await announce_crossings(
-            conn, team_id=caller.team_id, team_name=caller.team_name, crossings=row["crossings"]
-        )
+        announce_crossings(caller.team_name, row["crossings"])
     res.kicker.kick()
     return Admission(row, headers)
 

@@ -74,7 +74,7 @@ async def test_resume_with_the_current_id_waits_for_the_next_change(
     reading = asyncio.create_task(
         read_events(live_url, team, task["task_id"], last_event_id=first.id, limit=1)
     )
-    await asyncio.sleep(0)  # let it connect; a change before or after it must not be lost
+    # Whether the change lands before or after the stream connects, it must not be lost.
     await db.execute(
         "UPDATE tasks SET status = 'processing', progress = 40 WHERE id = $1", task["task_id"]
     )
