@@ -96,7 +96,8 @@ async def submit_task(
     cost = res.prices.price_micros(
         task.model.id, task.upstream["resolution"], task.upstream["duration"]
     )
-    digest = request_hash(body)
+    # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
+    digest = request_hash(body) if idempotency_key is not None else b""
     quota = await res.limiter.check(caller)
     headers = quota.headers()
     if idempotency_key is not None:
