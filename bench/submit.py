@@ -48,18 +48,16 @@ def set_company_budget(gw: str, admin: dict[str, str], on: bool) -> None:
     answer.raise_for_status()
 
 
-def limited_key(gw: str, admin: dict[str, str]) -> str:
-    """A team and key under a day budget each and a (never reached) RPM limit each."""
-    huge = 1_000_000
-    team = httpx.post(
-        f"{gw}/admin/teams", json={"name": "bench-limits", "rpm_limit": huge}, headers=admin
-    ).json()
-    issued = httpx.post(
-        f"{gw}/admin/teams/{team['id']}/keys", json={"rpm_limit": huge}, headers=admin
-    ).json()
+def limited_key(gw: str, admin: dict[str, str], *, budgets: bool, rpm: bool) -> str:
+    """A team and key under a day budget each and/or a (never reached) RPM limit each."""
+    limit = {"rpm_limit": 1_000_000} if rpm else {}
+    name = f"bench-{'budgets' if budgets else ''}{'rpm' if rpm else ''}"
+    team = httpx.post(f"{gw}/admin/teams", json={"name": name, **limit}, headers=admin).json()
+    issued = httpx.post(f"{gw}/admin/teams/{team['id']}/keys", json=limit, headers=admin).json()
     day = {"budgets": [{"window": "day", "limit_usd": "999999999"}]}
     for path in (f"/admin/teams/{team['id']}/budgets", f"/admin/keys/{issued['id']}/budgets"):
-        httpx.put(f"{gw}{path}", json=day, headers=admin).raise_for_status()
+        if budgets:
+            httpx.put(f"{gw}{path}", json=day, headers=admin).raise_for_status()
     return str(issued["key"])
 
 
@@ -105,6 +103,11 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating runs per setting; the median is kept"
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help='also run "budgets" (three budgets, no rate limits) and "rpm" (two rate limits)',
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -145,7 +148,7 @@ def main() -> None:
         issued = httpx.post(f"{gw}/admin/teams/{team['id']}/keys", json={}, headers=admin)
         key = issued.json()["key"]
         keys = {"floor": key, "gateway": key, "no-metrics": key}
-        keys["limits"] = limited_key(gw, admin)
+        keys["limits"] = limited_key(gw, admin, budgets=True, rpm=True)
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
         targets = {
             "floor": f"{floor}/floor",
@@ -153,11 +156,15 @@ def main() -> None:
             "no-metrics": f"{bare}/v1/tasks",
             "limits": f"{gw}/v1/tasks",
         }
+        if args.breakdown:
+            keys["budgets"] = limited_key(gw, admin, budgets=True, rpm=False)
+            keys["rpm"] = limited_key(gw, admin, budgets=False, rpm=True)
+            targets |= {"budgets": f"{gw}/v1/tasks", "rpm": f"{gw}/v1/tasks"}
         for _ in range(args.rounds):  # alternate, so drift hits every side alike
             for connections in (1, 16):
                 for name, url in targets.items():
-                    if name in ("gateway", "limits"):
-                        set_company_budget(gw, admin, on=name == "limits")
+                    if name in ("gateway", "limits", "budgets", "rpm"):
+                        set_company_budget(gw, admin, on=name in ("limits", "budgets"))
                     measured = run_wrk(url, keys[name], connections, args.seconds)
                     runs.setdefault((name, connections), []).append(measured)
         results = {
@@ -202,6 +209,13 @@ def main() -> None:
             f"{'met' if ratio <= 1.5 else 'MISSED'} ({ratio:.2f}x; p99 {p99:.2f}x, "
             f"throughput {lim['rps'] / g['rps']:.2f}x)"
         )
+    for part in ("budgets", "rpm"):
+        for conc in (1, 16) if (part, 1) in results else ():
+            lim, g = results[part, conc], results["gateway", conc]
+            print(
+                f"{part} alone at c={conc}: p50 {lim['p50'] / g['p50']:.2f}x, "
+                f"p99 {lim['p99'] / g['p99']:.2f}x, throughput {lim['rps'] / g['rps']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

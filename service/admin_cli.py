@@ -38,9 +38,16 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 def print_ledger_report(report: LedgerReport) -> int:
     for row in report.period_mismatches:
         print(
-            f"MISMATCH budget {row['budget_id']} window {row['starts_at']}: "
+            f"MISMATCH budget {row['budget_id']} window {row['starts_at']} "
+            f"shard {row['shard']}: "
             f"spent {row['spent_micros']} vs ledger {row['ledger_spent']}, "
             f"reserved {row['reserved_micros']} vs ledger {row['ledger_reserved']} (micro-USD)"
+        )
+    for row in report.overdrawn_shards:
+        print(
+            f"OVERDRAWN budget {row['budget_id']} window {row['starts_at']} "
+            f"shard {row['shard']}: spent {row['spent_micros']} + reserved "
+            f"{row['reserved_micros']} > allowance {row['allowance_micros']} (micro-USD)"
         )
     for row in report.task_mismatches:
         print(
@@ -51,7 +58,7 @@ def print_ledger_report(report: LedgerReport) -> int:
     verdict = "OK" if report.ok else "FAILED"
     print(
         f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "
-        f"{len(report.period_mismatches)} window and {len(report.task_mismatches)} task "
-        "mismatches"
+        f"{len(report.period_mismatches)} shard and {len(report.task_mismatches)} task "
+        f"mismatches, {len(report.overdrawn_shards)} overdrawn shards"
     )
     return 0 if report.ok else 1

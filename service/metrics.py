@@ -86,6 +86,11 @@ BUDGET_THRESHOLD_CROSSINGS = Counter(
     "Budget windows whose spent + reserved crossed an alert level (team empty: company)",
     ["team", "scope", "window", "percent"],
 )
+BUDGET_EXCLUSIVE_ADMISSIONS = Counter(
+    "qgw_budget_exclusive_admissions_total",
+    "Admissions run again locking whole budget windows: a budget shard had no room (near a "
+    "limit or alert level, a new window, a changed limit)",
+)
 RATE_LIMIT_ERRORS = Counter(
     "qgw_rate_limit_backend_errors_total",
     "Rate-limit checks that could not reach Redis, by what was done",

@@ -14,14 +14,16 @@ are served locally and cost nothing upstream.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from service.errors import RateLimited, UpstreamUnavailable
 from service.metrics import RATE_LIMIT_ERRORS, TASKS_REJECTED
@@ -93,13 +95,18 @@ class Decision:
 class RateLimiter:
     """Checks arriving while a round trip is out go together in the next one (a pipeline
     of script calls, each still atomic on its own): one round trip per burst, not per
-    request, so a busy API process spends little on it. Nothing waits on a timer."""
+    request, so a busy API process spends little on it. Nothing waits on a timer.
+
+    Scripts run by EVALSHA; a Redis that has not seen the script (restarted, flushed)
+    answers NOSCRIPT, and only then is it loaded and the call repeated (a NOSCRIPT call
+    ran nothing). redis-py's registered scripts would instead ask SCRIPT EXISTS before
+    every pipeline: a second round trip per burst."""
 
     def __init__(self, redis: Redis, *, prefix: str, on_error: str) -> None:
         self._redis = redis
         self._prefix = prefix
         self._on_error = on_error
-        self._script: Any = redis.register_script(_SCRIPT)
+        self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis's name)
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._runner: asyncio.Task[None] | None = None
         self._busy = False
@@ -108,10 +115,13 @@ class RateLimiter:
         if not self._busy and not self._queue:  # nothing out: go at once, no hop
             self._busy = True
             try:
-                return await self._script(keys=keys, args=args)
+                result = (await self._eval([(keys, args)]))[0]
             finally:
                 self._busy = False
                 self._start()
+            if isinstance(result, Exception):
+                raise result
+            return result
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((keys, args, future))
         if not self._busy:
@@ -133,16 +143,13 @@ class RateLimiter:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                if len(batch) == 1:
-                    keys, args, _ = batch[0]
-                    results = [await self._script(keys=keys, args=args)]
-                else:
-                    pipe = self._redis.pipeline(transaction=False)
-                    for keys, args, _ in batch:
-                        await self._script(keys=keys, args=args, client=pipe)  # queues it
-                    results = await pipe.execute()
+                results = await self._eval([(keys, args) for keys, args, _ in batch])
                 for (_, _, future), result in zip(batch, results, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
                         future.set_result(result)
             except BaseException as exc:  # no caller may be left waiting
                 for _, _, future in batch:
@@ -152,6 +159,30 @@ class RateLimiter:
                         )
                 if not isinstance(exc, Exception):
                     raise
+
+    async def _eval(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the script once per call; an answer is a result or that call's error."""
+        results = await self._evalsha(calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            await cast(Awaitable[str], self._redis.script_load(_SCRIPT))
+            again = await self._evalsha([calls[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if len(calls) == 1:  # no pipeline object for a lone call
+            keys, args = calls[0]
+            try:
+                call = self._redis.evalsha(self._sha, len(keys), *keys, *args)
+                return [await cast(Awaitable[Any], call)]
+            except NoScriptError as exc:
+                return [exc]
+        pipe = self._redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self._sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def check(self, caller: Caller) -> Decision:
         """Admit one submission under the caller's key and team limits, or raise 429."""

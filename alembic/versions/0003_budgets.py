@@ -19,78 +19,8 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
-    run_script(
-        """
-        ALTER TABLE teams ADD COLUMN alert_url text;
-        -- A team's unfinished tasks, counted under its row lock when it has a cap.
-        CREATE INDEX tasks_team_unfinished ON tasks (team_id) WHERE dispatch_state <> 'done';
-        ALTER TABLE api_keys ADD COLUMN rpm_limit integer CHECK (rpm_limit > 0);
-        -- The submissions-per-second token bucket shared by every dispatcher.
-        ALTER TABLE upstream_state ADD COLUMN submit_tokens double precision,
-                                   ADD COLUMN tokens_at timestamptz;
-
-        -- One row per (scope, subject, period). limit_micros NULL: removed by the admin,
-        -- kept so that reservations made under it still settle against their own rows.
-        CREATE TABLE budgets (
-            id bigserial PRIMARY KEY,
-            scope text NOT NULL CHECK (scope IN ('company', 'team', 'key')),
-            team_id uuid REFERENCES teams (id) ON DELETE CASCADE,
-            api_key_id uuid REFERENCES api_keys (id) ON DELETE CASCADE,
-            period text NOT NULL CHECK (period IN ('day', 'week', 'month', 'total')),
-            limit_micros bigint CHECK (limit_micros >= 0),
-            created_at timestamptz NOT NULL DEFAULT now(),
-            updated_at timestamptz NOT NULL DEFAULT now(),
-            CHECK ((scope = 'company') = (team_id IS NULL)),
-            CHECK ((scope = 'key') = (api_key_id IS NOT NULL))
-        );
-        CREATE UNIQUE INDEX budgets_subject ON budgets (
-            scope,
-            coalesce(team_id, '00000000-0000-0000-0000-000000000000'::uuid),
-            coalesce(api_key_id, '00000000-0000-0000-0000-000000000000'::uuid),
-            period);
-        CREATE INDEX budgets_team ON budgets (team_id) WHERE limit_micros IS NOT NULL;
-
-        -- A budget's money in one calendar window ('-infinity' starts the 'total' window).
-        CREATE TABLE budget_periods (
-            budget_id bigint NOT NULL REFERENCES budgets (id) ON DELETE CASCADE,
-            starts_at timestamptz NOT NULL,
-            ends_at timestamptz,
-            spent_micros bigint NOT NULL DEFAULT 0 CHECK (spent_micros >= 0),
-            reserved_micros bigint NOT NULL DEFAULT 0 CHECK (reserved_micros >= 0),
-            alerted_percent smallint NOT NULL DEFAULT 0,
-            PRIMARY KEY (budget_id, starts_at)
-        );
-
-        -- Append-only: every reserve, settle and release, per budget period and task.
-        CREATE TABLE budget_ledger (
-            id bigserial PRIMARY KEY,
-            budget_id bigint NOT NULL,
-            starts_at timestamptz NOT NULL,
-            task_id text NOT NULL REFERENCES tasks (id),
-            model text NOT NULL,
-            kind text NOT NULL CHECK (kind IN ('reserve', 'settle', 'release')),
-            amount_micros bigint NOT NULL CHECK (amount_micros > 0),
-            created_at timestamptz NOT NULL DEFAULT now(),
-            FOREIGN KEY (budget_id, starts_at)
-                REFERENCES budget_periods (budget_id, starts_at) ON DELETE CASCADE
-        );
-        CREATE INDEX budget_ledger_task ON budget_ledger (task_id);
-        CREATE INDEX budget_ledger_period ON budget_ledger (budget_id, starts_at);
-
-        CREATE FUNCTION qgw_period_start(period text, at timestamptz, tz text)
-        RETURNS timestamptz LANGUAGE sql STABLE AS $$
-            SELECT CASE WHEN period = 'total' THEN '-infinity'::timestamptz
-                        ELSE date_trunc(period, at, tz) END
-        $$;
-
-        CREATE FUNCTION qgw_period_end(period text, starts timestamptz, tz text)
-        RETURNS timestamptz LANGUAGE sql STABLE AS $$
-            SELECT CASE WHEN period = 'total' THEN NULL
-                        ELSE ((starts AT TIME ZONE tz) + ('1 ' || period)::interval)
-                             AT TIME ZONE tz END
-        $$;
-
+# The money-moving functions as this revision made them (0005 puts them back on downgrade).
+ADMIT_TASK = """
         -- Admit one task: concurrency slot, a reservation in every budget that covers it,
         -- the ledger, the task row. Raises QB429 (concurrency) or QB402 (budget, DETAIL is
         -- JSON naming it); either rolls back everything. Returns the task and the budget
@@ -208,6 +138,9 @@ def upgrade() -> None:
         END
         $$;
 
+"""
+
+SETTLE_TASK = """
         -- Settle a task that just became terminal (same transaction): completed turns each
         -- reservation into spend in the window it was reserved in; anything else releases
         -- it. Call once per task (finish() guarantees it).
@@ -234,7 +167,84 @@ def upgrade() -> None:
             END LOOP;
         END
         $$;
+"""
+
+
+def upgrade() -> None:
+    run_script(
         """
+        ALTER TABLE teams ADD COLUMN alert_url text;
+        -- A team's unfinished tasks, counted under its row lock when it has a cap.
+        CREATE INDEX tasks_team_unfinished ON tasks (team_id) WHERE dispatch_state <> 'done';
+        ALTER TABLE api_keys ADD COLUMN rpm_limit integer CHECK (rpm_limit > 0);
+        -- The submissions-per-second token bucket shared by every dispatcher.
+        ALTER TABLE upstream_state ADD COLUMN submit_tokens double precision,
+                                   ADD COLUMN tokens_at timestamptz;
+
+        -- One row per (scope, subject, period). limit_micros NULL: removed by the admin,
+        -- kept so that reservations made under it still settle against their own rows.
+        CREATE TABLE budgets (
+            id bigserial PRIMARY KEY,
+            scope text NOT NULL CHECK (scope IN ('company', 'team', 'key')),
+            team_id uuid REFERENCES teams (id) ON DELETE CASCADE,
+            api_key_id uuid REFERENCES api_keys (id) ON DELETE CASCADE,
+            period text NOT NULL CHECK (period IN ('day', 'week', 'month', 'total')),
+            limit_micros bigint CHECK (limit_micros >= 0),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            CHECK ((scope = 'company') = (team_id IS NULL)),
+            CHECK ((scope = 'key') = (api_key_id IS NOT NULL))
+        );
+        CREATE UNIQUE INDEX budgets_subject ON budgets (
+            scope,
+            coalesce(team_id, '00000000-0000-0000-0000-000000000000'::uuid),
+            coalesce(api_key_id, '00000000-0000-0000-0000-000000000000'::uuid),
+            period);
+        CREATE INDEX budgets_team ON budgets (team_id) WHERE limit_micros IS NOT NULL;
+
+        -- A budget's money in one calendar window ('-infinity' starts the 'total' window).
+        CREATE TABLE budget_periods (
+            budget_id bigint NOT NULL REFERENCES budgets (id) ON DELETE CASCADE,
+            starts_at timestamptz NOT NULL,
+            ends_at timestamptz,
+            spent_micros bigint NOT NULL DEFAULT 0 CHECK (spent_micros >= 0),
+            reserved_micros bigint NOT NULL DEFAULT 0 CHECK (reserved_micros >= 0),
+            alerted_percent smallint NOT NULL DEFAULT 0,
+            PRIMARY KEY (budget_id, starts_at)
+        );
+
+        -- Append-only: every reserve, settle and release, per budget period and task.
+        CREATE TABLE budget_ledger (
+            id bigserial PRIMARY KEY,
+            budget_id bigint NOT NULL,
+            starts_at timestamptz NOT NULL,
+            task_id text NOT NULL REFERENCES tasks (id),
+            model text NOT NULL,
+            kind text NOT NULL CHECK (kind IN ('reserve', 'settle', 'release')),
+            amount_micros bigint NOT NULL CHECK (amount_micros > 0),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            FOREIGN KEY (budget_id, starts_at)
+                REFERENCES budget_periods (budget_id, starts_at) ON DELETE CASCADE
+        );
+        CREATE INDEX budget_ledger_task ON budget_ledger (task_id);
+        CREATE INDEX budget_ledger_period ON budget_ledger (budget_id, starts_at);
+
+        CREATE FUNCTION qgw_period_start(period text, at timestamptz, tz text)
+        RETURNS timestamptz LANGUAGE sql STABLE AS $$
+            SELECT CASE WHEN period = 'total' THEN '-infinity'::timestamptz
+                        ELSE date_trunc(period, at, tz) END
+        $$;
+
+        CREATE FUNCTION qgw_period_end(period text, starts timestamptz, tz text)
+        RETURNS timestamptz LANGUAGE sql STABLE AS $$
+            SELECT CASE WHEN period = 'total' THEN NULL
+                        ELSE ((starts AT TIME ZONE tz) + ('1 ' || period)::interval)
+                             AT TIME ZONE tz END
+        $$;
+
+        """
+        + ADMIT_TASK
+        + SETTLE_TASK
     )
 
 

@@ -1,7 +1,8 @@
 """SQL for budgets, their periods and the ledger. Callers own transactions.
 
-The money moves happen in the SQL functions of migration 0003 (`qgw_admit_task`,
-`qgw_settle_task`): one statement each, row locks in one fixed order.
+The money moves happen in the SQL functions of migrations 0003 and 0005
+(`qgw_admit_task`, `qgw_settle_task`): one statement each, row locks in one fixed order.
+A window's spent and reserved are the sums over its shards (`budget_shards`, 0005).
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ async def admit_task(
     now: datetime,
     timezone: str,
     alert_percents: list[int],
+    exclusive: bool = False,
 ) -> asyncpg.Record:
     """Reserve and insert in one statement; the row is the task plus `crossings` (JSON list).
 
     Raises asyncpg errors with SQLSTATE QB402 (a budget; DETAIL is JSON) or QB429
-    (the team's concurrency limit); nothing is stored then.
+    (the team's concurrency limit); nothing is stored then. Without `exclusive` it may
+    also raise QBX01: a budget shard had no room; run it again with `exclusive`
+    (migration 0005 says why).
     """
     row = await conn.fetchrow(
         """
         SELECT (a.task).*, a.crossings
-        FROM qgw_admit_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) a
+        FROM qgw_admit_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) a
         """,
         task_id,
         team_id,
@@ -53,6 +57,7 @@ async def admit_task(
         now,
         timezone,
         alert_percents,
+        exclusive,
     )
     assert row is not None
     return row
@@ -116,7 +121,11 @@ _STANDING = """
            s.starts_at, qgw_period_end(b.period, s.starts_at, $2) AS resets_at
     FROM budgets b
     CROSS JOIN LATERAL (SELECT qgw_period_start(b.period, $1, $2) AS starts_at) s
-    LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.starts_at = s.starts_at
+    LEFT JOIN LATERAL (
+        SELECT sum(spent_micros)::bigint AS spent_micros,
+               sum(reserved_micros)::bigint AS reserved_micros
+        FROM budget_shards WHERE budget_id = b.id AND starts_at = s.starts_at
+    ) p ON true
     LEFT JOIN api_keys k ON k.id = b.api_key_id
     LEFT JOIN teams t ON t.id = b.team_id
 """
@@ -214,22 +223,33 @@ async def by_model(
 
 
 async def ledger_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Budget periods whose spent or reserved differ from the sum of their ledger entries."""
+    """Budget shards whose spent or reserved differ from the sum of their ledger entries."""
     return await conn.fetch(
         """
-        SELECT p.budget_id, p.starts_at, p.spent_micros, p.reserved_micros,
+        SELECT p.budget_id, p.starts_at, p.shard, p.spent_micros, p.reserved_micros,
                coalesce(l.settled, 0) AS ledger_spent, coalesce(l.outstanding, 0) AS ledger_reserved
-        FROM budget_periods p
+        FROM budget_shards p
         LEFT JOIN (
-            SELECT budget_id, starts_at,
+            SELECT budget_id, starts_at, shard,
                    sum(amount_micros) FILTER (WHERE kind = 'settle') AS settled,
                    sum(CASE kind WHEN 'reserve' THEN amount_micros ELSE -amount_micros END)
                        AS outstanding
-            FROM budget_ledger GROUP BY budget_id, starts_at
-        ) l USING (budget_id, starts_at)
+            FROM budget_ledger GROUP BY budget_id, starts_at, shard
+        ) l USING (budget_id, starts_at, shard)
         WHERE p.spent_micros <> coalesce(l.settled, 0)
            OR p.reserved_micros <> coalesce(l.outstanding, 0)
-        ORDER BY p.budget_id, p.starts_at
+        ORDER BY p.budget_id, p.starts_at, p.shard
+        """
+    )
+
+
+async def overdrawn_shards(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Shards holding more than their allowance (the escrow promise of migration 0005)."""
+    return await conn.fetch(
+        """
+        SELECT budget_id, starts_at, shard, spent_micros, reserved_micros, allowance_micros
+        FROM budget_shards WHERE spent_micros + reserved_micros > allowance_micros
+        ORDER BY budget_id, starts_at, shard
         """
     )
 

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 BUDGET_SQLSTATE = "QB402"
 CONCURRENCY_SQLSTATE = "QB429"
+# A budget shard had no room for a fast admission: run it again exclusively (0005).
+SHARD_FULL_SQLSTATE = "QBX01"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -251,17 +253,20 @@ class LedgerReport:
     periods_checked: int
     period_mismatches: list[asyncpg.Record]
     task_mismatches: list[asyncpg.Record]
+    overdrawn_shards: list[asyncpg.Record]
 
     @property
     def ok(self) -> bool:
-        return not (self.period_mismatches or self.task_mismatches)
+        return not (self.period_mismatches or self.task_mismatches or self.overdrawn_shards)
 
 
 async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
-    """Prove every budget period equals the sum of its ledger entries (one snapshot)."""
+    """Prove every budget shard equals the sum of its ledger entries, every task's entries
+    match its state and price, and no shard holds more than its allowance (one snapshot)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         return LedgerReport(
             periods_checked=await conn.fetchval("SELECT count(*) FROM budget_periods"),
             period_mismatches=await repository.ledger_mismatches(conn),
             task_mismatches=await repository.task_mismatches(conn),
+            overdrawn_shards=await repository.overdrawn_shards(conn),
         )

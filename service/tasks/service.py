@@ -15,7 +15,12 @@ import asyncpg
 import orjson
 
 from service.budgets import repository as budgets
-from service.budgets.service import admission_error, announce_crossings, check_fit
+from service.budgets.service import (
+    SHARD_FULL_SQLSTATE,
+    admission_error,
+    announce_crossings,
+    check_fit,
+)
 from service.catalog.models import format_usd
 from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import TaskRequest
@@ -28,7 +33,7 @@ from service.errors import (
     NotFound,
     UpstreamUnavailable,
 )
-from service.metrics import TASKS_ADMITTED, TASKS_REJECTED
+from service.metrics import BUDGET_EXCLUSIVE_ADMISSIONS, TASKS_ADMITTED, TASKS_REJECTED
 from service.tasks import repository
 from service.tasks.execution import finish, refresh_from_upstream
 from service.tasks.schemas import decode_cursor, encode_cursor, render_task
@@ -124,25 +129,37 @@ async def submit_task(
         alert_percents=res.settings.alert_percents,
     )
     announce_queued = task.callback_url is not None and "queued" in task.callback_events
-    try:
+
+    async def attempt(exclusive: bool) -> asyncpg.Record:
         if idempotency_key is None and not announce_queued:
-            row = await admit()  # one statement: atomic without BEGIN/COMMIT round trips
-        else:
-            async with conn.transaction():
-                row = await admit()
-                if idempotency_key is not None:
-                    bound = await repository.claim_idempotency_key(
-                        conn,
-                        team_id=caller.team_id,
-                        key=idempotency_key,
-                        request_hash=digest,
-                        task_id=row["id"],
-                        ttl_seconds=res.settings.idempotency_ttl_seconds,
-                    )
-                    if bound is not None:
-                        _check_same_body(bound, digest)
-                        raise _Replay(bound["task_id"])
-                await outbox.task_event(conn, row, "queued")
+            # One statement: atomic without BEGIN/COMMIT round trips.
+            return await admit(exclusive=exclusive)
+        async with conn.transaction():
+            row = await admit(exclusive=exclusive)
+            if idempotency_key is not None:
+                bound = await repository.claim_idempotency_key(
+                    conn,
+                    team_id=caller.team_id,
+                    key=idempotency_key,
+                    request_hash=digest,
+                    task_id=row["id"],
+                    ttl_seconds=res.settings.idempotency_ttl_seconds,
+                )
+                if bound is not None:
+                    _check_same_body(bound, digest)
+                    raise _Replay(bound["task_id"])
+            await outbox.task_event(conn, row, "queued")
+            return row
+
+    try:
+        try:
+            row = await attempt(exclusive=False)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != SHARD_FULL_SQLSTATE:
+                raise
+            # A budget shard had no room: nothing was stored; decide on whole windows.
+            BUDGET_EXCLUSIVE_ADMISSIONS.inc()
+            row = await attempt(exclusive=True)
     except _Replay as replay:
         found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
         assert found is not None

@@ -240,8 +240,9 @@ async def test_windows_roll_over_and_settle_where_reserved(
     assert standing["day"]["reserved_usd"] == format_usd(price)
     assert standing["total"]["spent_usd"] == format_usd(price)
     march = await db.fetch(
-        "SELECT p.spent_micros, p.reserved_micros FROM budget_periods p "
-        "JOIN budgets b ON b.id = p.budget_id WHERE b.period = 'day' AND p.starts_at = $1",
+        "SELECT sum(p.spent_micros) AS spent_micros, sum(p.reserved_micros) AS reserved_micros "
+        "FROM budget_shards p JOIN budgets b ON b.id = p.budget_id "
+        "WHERE b.period = 'day' AND p.starts_at = $1 GROUP BY b.id",
         datetime(2026, 3, 31, tzinfo=UTC),
     )
     assert [(r["spent_micros"], r["reserved_micros"]) for r in march] == [(price, 0)]
@@ -409,7 +410,7 @@ async def test_concurrent_admissions_in_one_process_never_overshoot(
     codes = [a.status_code for a in answers]
     assert codes.count(200) == 20 and codes.count(402) == 40
     assert await db.fetchval(
-        "SELECT sum(reserved_micros) FROM budget_periods p "
+        "SELECT sum(reserved_micros) FROM budget_shards p "
         "JOIN budgets b ON b.id = p.budget_id WHERE b.scope = 'company'"
     ) == (20 * price)
     await assert_ledger_balances(db)
@@ -423,8 +424,57 @@ async def test_verify_ledger_names_every_mismatch(
     await submit(client, team)
     assert print_ledger_report(await verify_ledger(db)) == 0
     assert capsys.readouterr().out.startswith("OK: 1 budget windows checked")
-    await db.execute("UPDATE budget_periods SET spent_micros = spent_micros + 1")  # tampering
+    await db.execute(  # tampering with one shard
+        "UPDATE budget_shards SET spent_micros = spent_micros + 1 WHERE shard = 3"
+    )
     assert print_ledger_report(await verify_ledger(db)) == 1
     report = capsys.readouterr().out.splitlines()
-    assert report[0].startswith("MISMATCH budget ") and "spent 1 vs ledger 0" in report[0]
+    assert report[0].startswith("MISMATCH budget ") and "shard 3: spent 1 vs ledger 0" in report[0]
     assert report[-1].startswith("FAILED: 1 budget windows checked")
+
+
+def exclusive_admissions() -> float:
+    return REGISTRY.get_sample_value("qgw_budget_exclusive_admissions_total") or 0.0
+
+
+async def test_admissions_spread_over_shards_and_lock_whole_windows_only_when_needed(
+    client: httpx.AsyncClient, db: asyncpg.Connection, price: int
+) -> None:
+    team = await make_team(client)
+    await put_budgets(client, f"/teams/{team.team['id']}/budgets", day=1000 * price)
+    before = exclusive_admissions()
+    for _ in range(40):
+        await submit(client, team)
+    # Only the window's first admission (it creates the shards) locked the whole window;
+    # the other 39 each took one shard: room for 499 prices (short of the 50 % alert)
+    # was shared out in eighths, and 39 cannot empty an eighth.
+    assert exclusive_admissions() - before == 1
+    shards = await db.fetch(
+        "SELECT shard, reserved_micros, allowance_micros, limit_micros FROM budget_shards"
+    )
+    assert len(shards) == 8 and sum(s["reserved_micros"] for s in shards) == 40 * price
+    assert sum(1 for s in shards if s["reserved_micros"]) > 1
+    assert sum(s["allowance_micros"] for s in shards) == 500 * price - 1
+    assert {s["limit_micros"] for s in shards} == {1000 * price}
+    await assert_ledger_balances(db)
+
+
+async def test_a_changed_limit_applies_to_the_next_admission(
+    client: httpx.AsyncClient, db: asyncpg.Connection, price: int
+) -> None:
+    """Shards hold allowances made for the old limit; the new one still applies at once."""
+    team = await make_team(client)
+    path = f"/teams/{team.team['id']}/budgets"
+    await put_budgets(client, path, day=100 * price)
+    await submit(client, team)
+    await put_budgets(client, path, day=2 * price)  # lowered below the shared-out room
+    assert (await try_submit(client, team)).status_code == 200
+    refused = await try_submit(client, team)
+    assert refused.status_code == 402
+    assert refused.json()["error"]["budget"]["limit_usd"] == format_usd(2 * price)
+    await put_budgets(client, path, day=3 * price)  # raised
+    assert [(await try_submit(client, team)).status_code for _ in range(2)] == [200, 402]
+    allowances = await db.fetch("SELECT allowance_micros, limit_micros FROM budget_shards")
+    assert {a["limit_micros"] for a in allowances} == {3 * price}
+    assert sum(a["allowance_micros"] for a in allowances) == 3 * price
+    await assert_ledger_balances(db)

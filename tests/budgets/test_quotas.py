@@ -65,6 +65,24 @@ async def test_concurrent_submissions_never_pass_the_rpm(client: httpx.AsyncClie
     assert sorted(a.status_code for a in answers) == [200] * 7 + [429] * 23
 
 
+async def test_a_redis_that_lost_the_script_loads_it_again(
+    client: httpx.AsyncClient, res: Resources
+) -> None:
+    """After a Redis restart or SCRIPT FLUSH the limits still count exactly, whether the
+    NOSCRIPT answer comes to a lone check or inside a pipelined burst."""
+    team = await make_team(client, rpm_limit=6)
+    assert (await try_submit(client, team)).status_code == 200
+    await res.redis.script_flush()
+    answers = await asyncio.gather(*(try_submit(client, team) for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [200] * 4
+    await res.redis.script_flush()
+    burst = [(["qgw-test:noscript"], [60_000, f"m{i}", 2]) for i in range(3)]
+    results = await res.limiter._eval(burst)  # a pipeline of three, all NOSCRIPT at first
+    assert [r[0] for r in results] == [1, 1, 0]  # admitted, admitted, refused: counted once
+    after = [(await try_submit(client, team)).status_code for _ in range(2)]
+    assert after == [200, 429]  # the team's log held all five admissions across the flushes
+
+
 @pytest.fixture
 async def dead_redis() -> AsyncIterator[Redis]:
     """A Redis client pointing at a port where nothing listens."""

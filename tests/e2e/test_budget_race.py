@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.catalog.models import format_usd
 from service.config import Settings
@@ -54,13 +55,16 @@ async def fire(urls: list[str], team: TeamKey, count: int, **body: Any) -> list[
 
 
 async def committed_never_exceeds_limits(pool: asyncpg.Pool, stop: asyncio.Event) -> int:
-    """Sample every budget window until stopped; how many samples were taken."""
+    """Sample every budget window (all its shards in one snapshot) until stopped; how many
+    samples were taken. No shard may hold more than its allowance either."""
     samples = 0
     while not stop.is_set():
         async with pool.acquire() as conn:
             over = await conn.fetchval(
-                "SELECT count(*) FROM budget_periods p JOIN budgets b ON b.id = p.budget_id "
-                "WHERE p.spent_micros + p.reserved_micros > b.limit_micros"
+                "SELECT count(*) FROM (SELECT budget_id, sum(spent_micros + reserved_micros) "
+                "AS used, bool_or(spent_micros + reserved_micros > allowance_micros) AS overdrawn "
+                "FROM budget_shards GROUP BY budget_id, starts_at) p "
+                "JOIN budgets b ON b.id = p.budget_id WHERE p.used > b.limit_micros OR p.overdrawn"
             )
         assert over == 0
         samples += 1
@@ -82,10 +86,27 @@ def verify_ledger_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
 async def period_totals(db: asyncpg.Connection, team_id: str) -> tuple[int, int]:
     row = await db.fetchrow(
         "SELECT sum(p.spent_micros)::bigint AS spent, sum(p.reserved_micros)::bigint AS reserved "
-        "FROM budget_periods p JOIN budgets b ON b.id = p.budget_id WHERE b.team_id = $1",
+        "FROM budget_shards p JOIN budgets b ON b.id = p.budget_id WHERE b.team_id = $1",
         team_id,
     )
     return row["spent"] or 0, row["reserved"] or 0
+
+
+async def threshold_crossings(urls: list[str], team_name: str) -> dict[str, float]:
+    """qgw_budget_threshold_crossings_total of the team, summed over the API processes."""
+    counted: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for url in urls:
+            text = (await http.get(f"{url}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if (
+                        sample.name == "qgw_budget_threshold_crossings_total"
+                        and sample.labels.get("team") == team_name
+                    ):
+                        percent = sample.labels["percent"]
+                        counted[percent] = counted.get(percent, 0.0) + sample.value
+    return counted
 
 
 async def test_200_concurrent_submissions_on_two_processes_admit_exactly_n(
@@ -117,6 +138,9 @@ async def test_200_concurrent_submissions_on_two_processes_admit_exactly_n(
     }
     assert await db.fetchval("SELECT count(*) FROM tasks") == fits
     assert await period_totals(db, team.team["id"]) == (0, fits * price)
+    # 50 % and 80 % were crossed under the race, each announced exactly once (by one of
+    # the processes); 100 % was not reached (the limit is one price short of 38 tasks).
+    assert await threshold_crossings(api_pair, team.team["name"]) == {"50": 1.0, "80": 1.0}
 
     start_worker()
     start_worker()
