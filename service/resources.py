@@ -59,6 +59,12 @@ async def open_resources(
         kicker = DispatchKicker(redis, settings.arq_queue_name)
         kicker.start()
         stack.push_async_callback(kicker.close)
+        limiter = RateLimiter(
+            redis,
+            prefix=f"{settings.arq_queue_name}:rpm",
+            on_error=settings.rate_limit_on_redis_error,
+        )
+        stack.push_async_callback(limiter.aclose)
         yield Resources(
             settings=settings,
             pool=pool,
@@ -66,11 +72,7 @@ async def open_resources(
             qingbo=qingbo,
             prices=prices,
             kicker=kicker,
-            limiter=RateLimiter(
-                redis,
-                prefix=f"{settings.arq_queue_name}:rpm",
-                on_error=settings.rate_limit_on_redis_error,
-            ),
+            limiter=limiter,
             webhooks=webhooks,
             events=events,
         )

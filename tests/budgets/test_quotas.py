@@ -15,7 +15,7 @@ from service.catalog.schemas import TaskRequest
 from service.deps import Resources
 from service.dev import free_port
 from service.errors import ConcurrencyLimited, UpstreamUnavailable
-from service.ratelimit import RateLimiter
+from service.ratelimit import CLIENT_NAME, RateLimiter
 from service.tasks import execution
 from service.tasks.service import submit_task
 from service.teams.service import authenticate
@@ -81,6 +81,22 @@ async def test_a_redis_that_lost_the_script_loads_it_again(
     assert [r[0] for r in results] == [1, 1, 0]  # admitted, admitted, refused: counted once
     after = [(await try_submit(client, team)).status_code for _ in range(2)]
     assert after == [200, 429]  # the team's log held all five admissions across the flushes
+
+
+async def test_a_dropped_rate_limit_connection_is_opened_again(
+    client: httpx.AsyncClient, res: Resources
+) -> None:
+    """Redis closing the limiter's own connection (restart, timeout, CLIENT KILL) costs no
+    check: the next one reconnects, and the count is still exact."""
+    team = await make_team(client, rpm_limit=3)
+    assert (await try_submit(client, team)).status_code == 200
+    clients = await res.redis.client_list()
+    ours = [c["id"] for c in clients if c.get("name") == CLIENT_NAME]
+    assert len(ours) == 1
+    await res.redis.client_kill_filter(_id=ours[0])
+    answers = [await try_submit(client, team) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].headers["RateLimit"].split(";")[1] == "r=1"
 
 
 @pytest.fixture
