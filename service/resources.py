@@ -61,7 +61,7 @@ async def open_resources(
         stack.push_async_callback(kicker.close)
         limiter = RateLimiter(
             redis,
-            prefix=f"{settings.arq_queue_name}:rpm",
+            prefix=f"{settings.arq_queue_name}:rpm-log",  # lists (zsets were under :rpm)
             on_error=settings.rate_limit_on_redis_error,
         )
         stack.push_async_callback(limiter.aclose)

@@ -76,7 +76,7 @@ async def test_a_redis_that_lost_the_script_loads_it_again(
     answers = await asyncio.gather(*(try_submit(client, team) for _ in range(4)))
     assert sorted(a.status_code for a in answers) == [200] * 4
     await res.redis.script_flush()
-    burst = [(["qgw-test:noscript"], [60_000, f"m{i}", 2]) for i in range(3)]
+    burst = [(["qgw-test:noscript"], [60_000, 2]) for _ in range(3)]
     results = await res.limiter._eval(burst)  # a pipeline of three, all NOSCRIPT at first
     assert [r[0] for r in results] == [1, 1, 0]  # admitted, admitted, refused: counted once
     after = [(await try_submit(client, team)).status_code for _ in range(2)]
@@ -91,9 +91,10 @@ async def test_a_dropped_rate_limit_connection_is_opened_again(
     team = await make_team(client, rpm_limit=3)
     assert (await try_submit(client, team)).status_code == 200
     clients = await res.redis.client_list()
-    ours = [c["id"] for c in clients if c.get("name") == CLIENT_NAME]
-    assert len(ours) == 1
-    await res.redis.client_kill_filter(_id=ours[0])
+    limiters = [c["id"] for c in clients if c.get("name") == CLIENT_NAME]
+    assert limiters  # this process's, and an API process's if one runs
+    for client_id in limiters:
+        await res.redis.client_kill_filter(_id=client_id)
     answers = [await try_submit(client, team) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[0].headers["RateLimit"].split(";")[1] == "r=1"
