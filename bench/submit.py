@@ -12,8 +12,14 @@ HTTP metrics): the ratio of "gateway" to it is what the metrics cost.
 rate limits (team and key RPM, in Redis); goal: its latency within 1.5x of "gateway"'s
 (no budgets, no limits). The company budget is set before each "limits" run and removed
 before each "gateway" run, so the two alternate in one process over the same database.
+With --breakdown, "budgets" (the three budgets alone) and "rpm" (the two rate limits
+alone) show what each half costs.
 
-    .venv/bin/python bench/submit.py [--seconds 10]
+Runs alternate in rounds; the table shows each setting's median run, and every ratio is
+the median over rounds of the ratio within a round (the two sides run a minute apart at
+most, so the machine's drift cancels out of the pair).
+
+    .venv/bin/python bench/submit.py [--seconds 10] [--rounds 3] [--breakdown]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,11 +157,11 @@ def main() -> None:
         keys = {"floor": key, "gateway": key, "no-metrics": key}
         keys["limits"] = limited_key(gw, admin, budgets=True, rpm=True)
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
-        targets = {
+        targets = {  # each comparison's two sides run one after the other
             "floor": f"{floor}/floor",
             "gateway": f"{gw}/v1/tasks",
-            "no-metrics": f"{bare}/v1/tasks",
             "limits": f"{gw}/v1/tasks",
+            "no-metrics": f"{bare}/v1/tasks",
         }
         if args.breakdown:
             keys["budgets"] = limited_key(gw, admin, budgets=True, rpm=False)
@@ -167,6 +174,12 @@ def main() -> None:
                         set_company_budget(gw, admin, on=name in ("limits", "budgets"))
                     measured = run_wrk(url, keys[name], connections, args.seconds)
                     runs.setdefault((name, connections), []).append(measured)
+                    print(
+                        f"  {name:10} c={connections:<3} {measured['rps']:7.0f} req/s  "
+                        f"p50 {measured['p50']:6.2f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         results = {
             setting: sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
             for setting, measured in runs.items()
@@ -178,43 +191,51 @@ def main() -> None:
 
     print(
         f"\nPOST /v1/tasks vs floor, one uvicorn process each, wrk, {args.seconds}s per run, "
-        f"median of {args.rounds} alternating rounds"
+        f"median of {args.rounds} alternating rounds (each run's figures on stderr)"
     )
     print(f"{'server':10} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for (name, conc), r in results.items():
         row = f"{name:10} {conc:>4} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
         print(f"{row} {r['errors']:>6.0f}")
+
+    def ratio(a: str, b: str, conc: int, metric: str) -> float:
+        """Median over rounds of a/b: each round's runs are minutes apart, not the whole
+        benchmark, so drift on the machine cancels out of the pair."""
+        pairs = zip(runs[a, conc], runs[b, conc], strict=True)
+        return statistics.median(x[metric] / y[metric] for x, y in pairs)
+
+    print("ratios: median over rounds of the ratio within each round")
     for conc in (1, 16):
-        g, f = results["gateway", conc], results["floor", conc]
         print(
-            f"c={conc:<3} throughput ratio {g['rps'] / f['rps']:.2f} (goal >= 0.70)   "
-            f"p50 ratio {g['p50'] / f['p50']:.2f}   p99 ratio {g['p99'] / f['p99']:.2f}"
+            f"c={conc:<3} gateway/floor throughput {ratio('gateway', 'floor', conc, 'rps'):.2f} "
+            f"(goal >= 0.70)   p50 {ratio('gateway', 'floor', conc, 'p50'):.2f}   "
+            f"p99 {ratio('gateway', 'floor', conc, 'p99'):.2f}"
         )
-    p50_ratio = results["gateway", 1]["p50"] / results["floor", 1]["p50"]
-    rps_ratio = results["gateway", 16]["rps"] / results["floor", 16]["rps"]
+    p50_ratio = ratio("gateway", "floor", 1, "p50")
+    rps_ratio = ratio("gateway", "floor", 16, "rps")
     print(f"goal p50 at c=1 <= 2.0x: {'met' if p50_ratio <= 2 else 'MISSED'} ({p50_ratio:.2f}x)")
     verdict = "met" if rps_ratio >= 0.7 else "MISSED"
     print(f"goal throughput at c=16 >= 0.7x: {verdict} ({rps_ratio:.2f}x)")
     for conc in (1, 16):
-        g, bare_r = results["gateway", conc], results["no-metrics", conc]
         print(
-            f"metrics cost at c={conc}: throughput with/without {g['rps'] / bare_r['rps']:.2f}x, "
-            f"p50 {g['p50'] / bare_r['p50']:.2f}x"
+            f"metrics cost at c={conc}: throughput with/without "
+            f"{ratio('gateway', 'no-metrics', conc, 'rps'):.2f}x, "
+            f"p50 {ratio('gateway', 'no-metrics', conc, 'p50'):.2f}x"
         )
     for conc in (1, 16):
-        lim, g = results["limits", conc], results["gateway", conc]
-        ratio, p99 = lim["p50"] / g["p50"], lim["p99"] / g["p99"]
+        p50 = ratio("limits", "gateway", conc, "p50")
         print(
             f"goal budgets+limits p50 at c={conc} <= 1.5x of without: "
-            f"{'met' if ratio <= 1.5 else 'MISSED'} ({ratio:.2f}x; p99 {p99:.2f}x, "
-            f"throughput {lim['rps'] / g['rps']:.2f}x)"
+            f"{'met' if p50 <= 1.5 else 'MISSED'} ({p50:.2f}x; "
+            f"p99 {ratio('limits', 'gateway', conc, 'p99'):.2f}x, "
+            f"throughput {ratio('limits', 'gateway', conc, 'rps'):.2f}x)"
         )
     for part in ("budgets", "rpm"):
-        for conc in (1, 16) if (part, 1) in results else ():
-            lim, g = results[part, conc], results["gateway", conc]
+        for conc in (1, 16) if (part, 1) in runs else ():
             print(
-                f"{part} alone at c={conc}: p50 {lim['p50'] / g['p50']:.2f}x, "
-                f"p99 {lim['p99'] / g['p99']:.2f}x, throughput {lim['rps'] / g['rps']:.2f}x"
+                f"{part} alone at c={conc}: p50 {ratio(part, 'gateway', conc, 'p50'):.2f}x, "
+                f"p99 {ratio(part, 'gateway', conc, 'p99'):.2f}x, "
+                f"throughput {ratio(part, 'gateway', conc, 'rps'):.2f}x"
             )
 
 

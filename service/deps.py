@@ -14,10 +14,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.catalog.models import PriceTable
 from service.config import Settings
-from service.ratelimit import RateLimiter
+from service.ratelimit import EarlyCheck, RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
-from service.teams.service import Caller, authenticate, authenticate_admin
+from service.teams.service import Caller, authenticate, authenticate_admin, hash_key
 from service.upstream.client import QingboClient
 from service.webhooks.delivery import WebhookSender
 
@@ -57,11 +57,14 @@ Credentials = HTTPAuthorizationCredentials | None
 
 @dataclass
 class TeamRequest:
-    """What a team's request works with: the shared resources, its connection, its caller."""
+    """What a team's request works with: the shared resources, its connection, its caller
+    (and for a submission, its rate-limit check begun early and the key's hash)."""
 
     res: Resources
     conn: asyncpg.Connection
     caller: Caller
+    early_check: EarlyCheck | None = None
+    key_hash: bytes | None = None
 
 
 async def team_request(
@@ -76,6 +79,26 @@ async def team_request(
 
 
 TeamCtx = Annotated[TeamRequest, Depends(team_request)]
+
+
+async def submission_request(
+    request: Request, credentials: Annotated[Credentials, Depends(api_key_scheme)]
+) -> AsyncIterator[TeamRequest]:
+    """team_request for submissions: the rate-limit check starts before authentication
+    (on the limits of the key's last submission) so the two round trips overlap."""
+    res: Resources = request.app.state.resources
+    token = credentials.credentials if credentials else None
+    key_hash = hash_key(token) if token else None
+    early = res.limiter.start_early(key_hash) if key_hash else None
+    try:
+        async with res.pool.acquire() as conn:
+            caller = await authenticate(conn, token=token)
+            yield TeamRequest(res, conn, caller, early_check=early, key_hash=key_hash)
+    finally:
+        res.limiter.abandon(early)  # unless the submission's check used it
+
+
+SubmissionCtx = Annotated[TeamRequest, Depends(submission_request)]
 
 
 async def team_caller(

@@ -22,8 +22,10 @@ import asyncio
 import hashlib
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
@@ -39,10 +41,12 @@ logger = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 CLIENT_NAME = "qgw-rate-limits"  # in Redis's CLIENT LIST
+KNOWN_KEYS = 10_000  # keys whose limits are remembered for early checks
 
 # KEYS: one list per limit. ARGV: window ms, then one limit per key.
-# Answers {admitted (1/0), index of the limit that refused (1-based) or 0,
-#          then per limit: remaining after this request, ms until its oldest entry expires}.
+# Answers {admitted (1/0), index of the limit that refused (1-based) or 0, the time it
+#          recorded (ms), then per limit: remaining after this request, ms until its
+#          oldest entry expires}.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,7 +64,7 @@ local refused = 0
 for i, key in ipairs(KEYS) do
   if counts[i] >= tonumber(ARGV[i + 1]) then refused = i break end
 end
-local out = {refused == 0 and 1 or 0, refused}
+local out = {refused == 0 and 1 or 0, refused, now}
 for i, key in ipairs(KEYS) do
   local used = counts[i]
   if refused == 0 then
@@ -76,6 +80,52 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+
+# Takes back one admission recorded at ARGV[1] (ms) under each of KEYS: the newest entry
+# with that time (entries are bare times, so any one of them is the same).
+_UNDO_SCRIPT = """
+for _, key in ipairs(KEYS) do redis.call('LREM', key, -1, ARGV[1]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class _Script:
+    source: str
+    sha: str  # Redis's name for it
+
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+
+
+CHECK = _Script.of(_SCRIPT)
+UNDO = _Script.of(_UNDO_SCRIPT)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits a submission is checked against: per key and per team (None: none)."""
+
+    key_id: UUID
+    team_id: UUID
+    key_rpm: int | None
+    team_rpm: int | None
+
+    @classmethod
+    def of(cls, caller: Caller) -> Limits:
+        return cls(caller.key_id, caller.team_id, caller.key_rpm_limit, caller.rpm_limit)
+
+
+@dataclass
+class EarlyCheck:
+    """A check started before authentication answered, on the limits the same key had
+    at its last submission; `RateLimiter.check` uses it or takes it back."""
+
+    limits: Limits
+    keys: list[str]
+    task: asyncio.Task[Any]
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +153,9 @@ class Decision:
         }
 
 
+_Call = tuple[_Script, list[str], list[Any]]
+
+
 class RateLimiter:
     """Checks arriving while a round trip is out go together in the next one (a pipeline
     of script calls, each still atomic on its own): one round trip per burst, not per
@@ -126,16 +179,20 @@ class RateLimiter:
         )
         self._prefix = prefix
         self._on_error = on_error
-        self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis's name)
-        self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[_Call, asyncio.Future[Any]]] = []
         self._runner: asyncio.Task[None] | None = None
         self._busy = False
+        # Token hash -> the limits of the key's last submission, to start its next check
+        # while authentication runs (most recent last; bounded).
+        self._known: OrderedDict[bytes, Limits] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
 
-    async def _call(self, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        call = (script, keys, args)
         if not self._busy and not self._queue:  # nothing out: go at once, no hop
             self._busy = True
             try:
-                result = (await self._eval([(keys, args)]))[0]
+                result = (await self._eval([call]))[0]
             finally:
                 self._busy = False
                 self._start()
@@ -143,7 +200,7 @@ class RateLimiter:
                 raise result
             return result
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((keys, args, future))
+        self._queue.append((call, future))
         if not self._busy:
             self._start()
         return await asyncio.shield(future)
@@ -163,8 +220,8 @@ class RateLimiter:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                results = await self._eval([(keys, args) for keys, args, _ in batch])
-                for (_, _, future), result in zip(batch, results, strict=True):
+                results = await self._eval([call for call, _ in batch])
+                for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
                     if isinstance(result, Exception):
@@ -172,7 +229,7 @@ class RateLimiter:
                     else:
                         future.set_result(result)
             except BaseException as exc:  # no caller may be left waiting
-                for _, _, future in batch:
+                for _, future in batch:
                     if not future.done():
                         future.set_exception(
                             exc if isinstance(exc, Exception) else RedisError("cancelled")
@@ -180,22 +237,23 @@ class RateLimiter:
                 if not isinstance(exc, Exception):
                     raise
 
-    async def _eval(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run the script once per call; an answer is a result or that call's error."""
+    async def _eval(self, calls: list[_Call]) -> list[Any]:
+        """Run each call's script; an answer is a result or that call's error."""
         results = await self._evalsha(calls)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            loaded = await self._round_trip([("SCRIPT", "LOAD", _SCRIPT)])
-            if isinstance(loaded[0], Exception):
-                raise loaded[0]
+            scripts = {calls[i][0] for i in missing}
+            for loaded in await self._round_trip([("SCRIPT", "LOAD", s.source) for s in scripts]):
+                if isinstance(loaded, Exception):
+                    raise loaded
             again = await self._evalsha([calls[i] for i in missing])
             for i, result in zip(missing, again, strict=True):
                 results[i] = result
         return results
 
-    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    async def _evalsha(self, calls: list[_Call]) -> list[Any]:
         return await self._round_trip(
-            [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args in calls]
+            [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
         )
 
     async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -232,30 +290,81 @@ class RateLimiter:
     async def aclose(self) -> None:
         await self._connection.disconnect()
 
-    async def check(self, caller: Caller) -> Decision:
-        """Admit one submission under the caller's key and team limits, or raise 429."""
-        limits = []
-        if caller.key_rpm_limit is not None:
-            limits.append(("key", f"{self._prefix}:key:{caller.key_id}", caller.key_rpm_limit))
-        if caller.rpm_limit is not None:
-            limits.append(("team", f"{self._prefix}:team:{caller.team_id}", caller.rpm_limit))
-        if not limits:
+    def _entries(self, limits: Limits) -> list[tuple[str, str, int]]:
+        """(name, Redis key, N) of each limit that applies, key first."""
+        entries = []
+        if limits.key_rpm is not None:
+            entries.append(("key", f"{self._prefix}:key:{limits.key_id}", limits.key_rpm))
+        if limits.team_rpm is not None:
+            entries.append(("team", f"{self._prefix}:team:{limits.team_id}", limits.team_rpm))
+        return entries
+
+    def _start_check(self, entries: list[tuple[str, str, int]]) -> Any:
+        return self._call(
+            CHECK, [key for _, key, _ in entries], [WINDOW_MS, *(n for _, _, n in entries)]
+        )
+
+    def start_early(self, key_hash: bytes) -> EarlyCheck | None:
+        """Start the check of a submission before its key is authenticated, if the key
+        submitted before under limits: the Redis round trip then overlaps the database's.
+        Hand the result to `check` (or `abandon` it): either uses it or takes it back."""
+        limits = self._known.get(key_hash)
+        entries = self._entries(limits) if limits is not None else []
+        if limits is None or not entries:
+            return None
+        task = asyncio.create_task(self._start_check(entries), name="rate-limit-early")
+        return EarlyCheck(limits, [key for _, key, _ in entries], task)
+
+    def abandon(self, early: EarlyCheck | None) -> None:
+        """The submission ended before `check` (bad key, bad body): take its check back."""
+        if early is not None and not early.settled:
+            early.settled = True
+            undo = asyncio.create_task(self._take_back(early), name="rate-limit-undo")
+            self._background.add(undo)
+            undo.add_done_callback(self._background.discard)
+
+    async def _take_back(self, early: EarlyCheck) -> None:
+        try:
+            raw = await early.task
+            if int(raw[0]):  # it was recorded
+                await self._call(UNDO, early.keys, [int(raw[2])])
+        except (RedisError, OSError) as exc:  # then it counts, as a failed check would
+            logger.warning("rate limit check not taken back", extra={"error": type(exc).__name__})
+
+    async def check(
+        self, caller: Caller, *, early: EarlyCheck | None = None, key_hash: bytes | None = None
+    ) -> Decision:
+        """Admit one submission under the caller's key and team limits, or raise 429.
+
+        `early`: the check `start_early` began for this submission; it stands if it was
+        made under the caller's current limits, else it is taken back and made again.
+        `key_hash`: remember the caller's limits for the key's next `start_early`."""
+        limits = Limits.of(caller)
+        if key_hash is not None:
+            self._known[key_hash] = limits
+            self._known.move_to_end(key_hash)
+            if len(self._known) > KNOWN_KEYS:
+                self._known.popitem(last=False)
+        entries = self._entries(limits)
+        if early is not None and not early.settled:
+            early.settled = True
+            if early.limits != limits:  # changed since the key's last submission
+                await self._take_back(early)
+                early = None
+        if not entries:
             return Decision()
         try:
-            raw = await self._call(
-                [key for _, key, _ in limits],
-                [WINDOW_MS, *(limit for _, _, limit in limits)],
-            )
+            raw = await (early.task if early is not None else self._start_check(entries))
         except (RedisError, OSError) as exc:
             return self._unavailable(exc)
         quotas = [
             Quota(
                 name=name,
                 limit=limit,
-                remaining=max(0, int(raw[2 + 2 * i])),
-                reset_seconds=max(1, math.ceil(int(raw[3 + 2 * i]) / 1000)),
+                remaining=max(0, int(raw[3 + 2 * i])),
+                reset_seconds=max(1, math.ceil(int(raw[4 + 2 * i]) / 1000)),
             )
-            for i, (name, _, limit) in enumerate(limits)
+            for i, (name, _, limit) in enumerate(entries)
         ]
         decision = Decision(quotas)
         if not int(raw[0]):

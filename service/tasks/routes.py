@@ -14,7 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 from service.budgets.schemas import Estimate
 from service.catalog.models import STATUSES
 from service.catalog.schemas import Status, TaskRequest
-from service.deps import AppResources, CurrentCaller, TeamCtx
+from service.deps import AppResources, CurrentCaller, SubmissionCtx, TeamCtx
 from service.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
@@ -63,12 +63,18 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 )
 async def submit_task(
     body: TaskRequest,
-    ctx: TeamCtx,
+    ctx: SubmissionCtx,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
 ) -> Any:
     """Submit a video task: Qingbo's body and answer; the price is reserved before it is queued."""
     admission = await service.submit_task(
-        ctx.res, ctx.conn, caller=ctx.caller, body=body, idempotency_key=idempotency_key
+        ctx.res,
+        ctx.conn,
+        caller=ctx.caller,
+        body=body,
+        idempotency_key=idempotency_key,
+        early_check=ctx.early_check,
+        key_hash=ctx.key_hash,
     )
     return _json(render_task(admission.row), admission.headers)
 

@@ -34,6 +34,7 @@ from service.errors import (
     UpstreamUnavailable,
 )
 from service.metrics import BUDGET_EXCLUSIVE_ADMISSIONS, TASKS_ADMITTED, TASKS_REJECTED
+from service.ratelimit import EarlyCheck
 from service.tasks import repository
 from service.tasks.execution import finish, refresh_from_upstream
 from service.tasks.schemas import decode_cursor, encode_cursor, render_task
@@ -88,8 +89,11 @@ async def submit_task(
     caller: Caller,
     body: TaskRequest,
     idempotency_key: str | None,
+    early_check: EarlyCheck | None = None,
+    key_hash: bytes | None = None,
 ) -> Admission:
-    """Validate, price, rate-limit and admit a task (budgets reserved in the same statement)."""
+    """Validate, price, rate-limit and admit a task (budgets reserved in the same statement).
+    A bad request takes back `early_check` (see deps.submission_request) and counts nothing."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidRequest(
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
@@ -103,7 +107,7 @@ async def submit_task(
     )
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
-    quota = await res.limiter.check(caller)
+    quota = await res.limiter.check(caller, early=early_check, key_hash=key_hash)
     headers = quota.headers()
     if idempotency_key is not None:
         bound = await repository.find_idempotency_key(

@@ -15,11 +15,11 @@ from service.catalog.schemas import TaskRequest
 from service.deps import Resources
 from service.dev import free_port
 from service.errors import ConcurrencyLimited, UpstreamUnavailable
-from service.ratelimit import CLIENT_NAME, RateLimiter
+from service.ratelimit import CHECK, CLIENT_NAME, RateLimiter
 from service.tasks import execution
 from service.tasks.service import submit_task
 from service.teams.service import authenticate
-from tests.factories import ADMIN, TeamKey, make_team, submit, task_body
+from tests.factories import ADMIN, TeamKey, make_team, submit, task_body, wait_for
 
 
 async def try_submit(client: httpx.AsyncClient, team: TeamKey) -> httpx.Response:
@@ -76,7 +76,7 @@ async def test_a_redis_that_lost_the_script_loads_it_again(
     answers = await asyncio.gather(*(try_submit(client, team) for _ in range(4)))
     assert sorted(a.status_code for a in answers) == [200] * 4
     await res.redis.script_flush()
-    burst = [(["qgw-test:noscript"], [60_000, 2]) for _ in range(3)]
+    burst = [(CHECK, ["qgw-test:noscript"], [60_000, 2]) for _ in range(3)]
     results = await res.limiter._eval(burst)  # a pipeline of three, all NOSCRIPT at first
     assert [r[0] for r in results] == [1, 1, 0]  # admitted, admitted, refused: counted once
     after = [(await try_submit(client, team)).status_code for _ in range(2)]
@@ -168,3 +168,46 @@ async def test_submissions_per_second_cap_spreads_dispatch(
     await db.execute("UPDATE upstream_state SET submit_tokens = NULL")
     assert await execution.dispatch_pending(slow) == 4  # the burst
     assert await execution.dispatch_pending(slow) == 0  # then 0.5 per second
+
+
+async def log_length(res: Resources, scope: str, subject: str) -> int:
+    return int(await res.redis.llen(f"{res.limiter._prefix}:{scope}:{subject}"))
+
+
+async def test_early_checks_stand_only_under_the_callers_current_limits(
+    client: httpx.AsyncClient, res: Resources
+) -> None:
+    """A key's second submission is checked while it authenticates, on the limits of its
+    first; when an admin changed them in between, that check is taken back and redone."""
+    team = await make_team(client, rpm_limit=5)
+    assert [(await try_submit(client, team)).status_code for _ in range(2)] == [200, 200]
+    patched = await client.patch(
+        f"/admin/teams/{team.team['id']}", json={"rpm_limit": 2}, headers=ADMIN
+    )
+    assert patched.status_code == 200
+    refused = await try_submit(client, team)  # checked early under 5, which admitted it
+    assert refused.status_code == 429 and "team rate limit of 2" in refused.text
+    assert await log_length(res, "team", team.team["id"]) == 2  # the early entry taken back
+
+
+async def test_refused_requests_do_not_count_though_checked_early(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    """A bad body or a revoked key ends the submission after its check began: the check
+    is taken back, so only admitted submissions fill the log."""
+    team = await make_team(client, rpm_limit=2)
+    assert (await try_submit(client, team)).status_code == 200
+    bad = await client.post("/v1/tasks", json=task_body(duration=7), headers=team.headers)
+    assert bad.status_code == 400
+    not_json = await client.post("/v1/tasks", content=b"{", headers=team.headers)
+    assert not_json.status_code == 400
+
+    async def back_to_one() -> bool:
+        return await log_length(res, "team", team.team["id"]) == 1
+
+    await wait_for(back_to_one)
+    key_id = await db.fetchval("SELECT id FROM api_keys WHERE team_id = $1", team.team["id"])
+    revoked = await client.delete(f"/admin/keys/{key_id}", headers=ADMIN)
+    assert revoked.status_code == 204
+    assert (await try_submit(client, team)).status_code == 401
+    await wait_for(back_to_one)
