@@ -49,7 +49,7 @@ async def scratch_database(database_url: str) -> AsyncIterator[str]:
 async def test_budget_shards_migration_keeps_every_micro_dollar_both_ways(
     scratch_database: str,
 ) -> None:
-    """0005 moves each window's money into shard 0 of eight and back on downgrade; pods of
+    """0005 moves each window's money into shard 0 of sixteen and back on downgrade; pods of
     the previous version keep admitting exactly (their 13-argument call) meanwhile."""
     url = scratch_database
     await asyncio.to_thread(migrate, url, "0004_webhooks")
@@ -80,7 +80,7 @@ async def test_budget_shards_migration_keeps_every_micro_dollar_both_ways(
             "SELECT shard, spent_micros, reserved_micros FROM budget_shards ORDER BY shard"
         )
         assert [tuple(s) for s in shards] == [(0, 3_000_000, 6_000_000)] + [
-            (i, 0, 0) for i in range(1, 8)
+            (i, 0, 0) for i in range(1, 16)
         ]
         assert (await verify_ledger(conn)).ok
         # The previous version's call admits exactly; the current one refuses the fourth.

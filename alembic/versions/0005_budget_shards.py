@@ -8,7 +8,7 @@ Create Date: 2026-11-24
 Before: every admission under a budget updated that budget window's one row, so all of
 them queued on its row lock until each committed (measured: 16 clients admitting under
 three shared budgets, 1,700/s; without budgets 7,000/s). Now a window's money lives in
-8 shard rows. Each shard has an *allowance*; an admission picks one shard at random and
+16 shard rows. Each shard has an *allowance*; an admission picks one shard at random and
 reserves there with one conditional UPDATE (`spent + reserved + price <= allowance`),
 so concurrent admissions mostly touch different rows.
 
@@ -55,7 +55,7 @@ DECLARE
     b record;
     per budget_periods;
     starts timestamptz;
-    pick smallint := floor(random() * 8);
+    pick smallint := floor(random() * 16);
     spent bigint;
     reserved bigint;
     level int;
@@ -107,7 +107,7 @@ BEGIN
                 VALUES (b.id, starts, qgw_period_end(b.period, starts, p_tz))
                 ON CONFLICT DO NOTHING;
                 INSERT INTO budget_shards (budget_id, starts_at, shard)
-                SELECT b.id, starts, s FROM generate_series(0, 7) s
+                SELECT b.id, starts, s FROM generate_series(0, 15) s
                 ON CONFLICT DO NOTHING;
             END IF;
             PERFORM 1 FROM budget_shards WHERE budget_id = b.id AND starts_at = starts
@@ -278,7 +278,7 @@ def upgrade() -> None:
                CASE WHEN s = 0 THEN p.spent_micros ELSE 0 END,
                CASE WHEN s = 0 THEN p.reserved_micros ELSE 0 END,
                CASE WHEN s = 0 THEN p.spent_micros + p.reserved_micros ELSE 0 END
-          FROM budget_periods p CROSS JOIN generate_series(0, 7) AS s;
+          FROM budget_periods p CROSS JOIN generate_series(0, 15) AS s;
         ALTER TABLE budget_periods DROP COLUMN spent_micros, DROP COLUMN reserved_micros;
 
         ALTER TABLE budget_ledger ADD COLUMN shard smallint NOT NULL DEFAULT 0;

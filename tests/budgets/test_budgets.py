@@ -447,12 +447,12 @@ async def test_admissions_spread_over_shards_and_lock_whole_windows_only_when_ne
         await submit(client, team)
     # Only the window's first admission (it creates the shards) locked the whole window;
     # the other 39 each took one shard: room for 499 prices (short of the 50 % alert)
-    # was shared out in eighths, and 39 cannot empty an eighth.
+    # was shared out in sixteenths, and 39 cannot empty a sixteenth (31 prices).
     assert exclusive_admissions() - before == 1
     shards = await db.fetch(
         "SELECT shard, reserved_micros, allowance_micros, limit_micros FROM budget_shards"
     )
-    assert len(shards) == 8 and sum(s["reserved_micros"] for s in shards) == 40 * price
+    assert len(shards) == 16 and sum(s["reserved_micros"] for s in shards) == 40 * price
     assert sum(1 for s in shards if s["reserved_micros"]) > 1
     assert sum(s["allowance_micros"] for s in shards) == 500 * price - 1
     assert {s["limit_micros"] for s in shards} == {1000 * price}
