@@ -55,10 +55,20 @@ def print_ledger_report(report: LedgerReport) -> int:
             f"{row['budget_id']}: reserved {row['reserved']}, settled {row['settled']}, "
             f"outstanding {row['outstanding']}"
         )
+    for row in report.orphan_entries:
+        missing = " and ".join(
+            what for what, gone in (("shard", row["no_shard"]), ("task", row["no_task"])) if gone
+        )
+        print(
+            f"ORPHAN ledger entry {row['id']} ({row['kind']} {row['amount_micros']} micro-USD, "
+            f"task {row['task_id']}, budget {row['budget_id']} window {row['starts_at']} "
+            f"shard {row['shard']}): no such {missing}"
+        )
     verdict = "OK" if report.ok else "FAILED"
     print(
         f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "
         f"{len(report.period_mismatches)} shard and {len(report.task_mismatches)} task "
-        f"mismatches, {len(report.overdrawn_shards)} overdrawn shards"
+        f"mismatches, {len(report.overdrawn_shards)} overdrawn shards, "
+        f"{len(report.orphan_entries)} orphan entries"
     )
     return 0 if report.ok else 1

@@ -46,11 +46,21 @@ async def scratch_database(database_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
+async def ledger_foreign_keys(conn: asyncpg.Connection) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_constraint "
+            "WHERE conrelid = 'budget_ledger'::regclass AND contype = 'f'"
+        )
+    )
+
+
 async def test_budget_shards_migration_keeps_every_micro_dollar_both_ways(
     scratch_database: str,
 ) -> None:
     """0005 moves each window's money into shard 0 of sixteen and back on downgrade; pods of
-    the previous version keep admitting exactly (their 13-argument call) meanwhile."""
+    the previous version keep admitting exactly (their 13-argument call) meanwhile. 0006
+    drops the ledger's foreign keys, and its downgrade puts them back over the same data."""
     url = scratch_database
     await asyncio.to_thread(migrate, url, "0004_webhooks")
     conn = await asyncpg.connect(url)
@@ -89,6 +99,9 @@ async def test_budget_shards_migration_keeps_every_micro_dollar_both_ways(
             await conn.fetchval(ADMIT.replace("EXTRA", ", true"), "task-4", team, key, 1_000_000)
         assert refused.value.sqlstate == "QB402"
         assert (await verify_ledger(conn)).ok
+        assert await ledger_foreign_keys(conn) == 0  # 0006: verify-ledger checks them
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0005_budget_shards")
+        assert await ledger_foreign_keys(conn) == 2  # the entries satisfy them again
 
         await asyncio.to_thread(command.downgrade, alembic_config(url), "0004_webhooks")
         money = await conn.fetchrow("SELECT spent_micros, reserved_micros FROM budget_periods")

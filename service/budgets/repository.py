@@ -254,6 +254,22 @@ async def overdrawn_shards(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+async def orphan_entries(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Ledger entries whose budget shard or task does not exist (the ledger has no foreign
+    keys: migration 0006 says why)."""
+    return await conn.fetch(
+        """
+        SELECT l.id, l.budget_id, l.starts_at, l.shard, l.task_id, l.kind, l.amount_micros,
+               s.budget_id IS NULL AS no_shard, t.id IS NULL AS no_task
+        FROM budget_ledger l
+        LEFT JOIN budget_shards s USING (budget_id, starts_at, shard)
+        LEFT JOIN tasks t ON t.id = l.task_id
+        WHERE s.budget_id IS NULL OR t.id IS NULL
+        ORDER BY l.id
+        """
+    )
+
+
 async def task_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Tasks whose ledger entries disagree with their state and price.
 

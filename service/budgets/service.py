@@ -254,19 +254,27 @@ class LedgerReport:
     period_mismatches: list[asyncpg.Record]
     task_mismatches: list[asyncpg.Record]
     overdrawn_shards: list[asyncpg.Record]
+    orphan_entries: list[asyncpg.Record]
 
     @property
     def ok(self) -> bool:
-        return not (self.period_mismatches or self.task_mismatches or self.overdrawn_shards)
+        return not (
+            self.period_mismatches
+            or self.task_mismatches
+            or self.overdrawn_shards
+            or self.orphan_entries
+        )
 
 
 async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
     """Prove every budget shard equals the sum of its ledger entries, every task's entries
-    match its state and price, and no shard holds more than its allowance (one snapshot)."""
+    match its state and price, every entry's shard and task exist, and no shard holds more
+    than its allowance (one snapshot)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         return LedgerReport(
             periods_checked=await conn.fetchval("SELECT count(*) FROM budget_periods"),
             period_mismatches=await repository.ledger_mismatches(conn),
             task_mismatches=await repository.task_mismatches(conn),
             overdrawn_shards=await repository.overdrawn_shards(conn),
+            orphan_entries=await repository.orphan_entries(conn),
         )

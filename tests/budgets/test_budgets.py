@@ -431,6 +431,21 @@ async def test_verify_ledger_names_every_mismatch(
     report = capsys.readouterr().out.splitlines()
     assert report[0].startswith("MISMATCH budget ") and "shard 3: spent 1 vs ledger 0" in report[0]
     assert report[-1].startswith("FAILED: 1 budget windows checked")
+    await db.execute("UPDATE budget_shards SET spent_micros = spent_micros - 1 WHERE shard = 3")
+    assert print_ledger_report(await verify_ledger(db)) == 0
+    capsys.readouterr()
+    # An entry for a task and a shard that do not exist (the ledger has no foreign keys).
+    await db.execute(
+        "INSERT INTO budget_ledger (budget_id, starts_at, shard, task_id, model, kind, "
+        "amount_micros) SELECT budget_id, starts_at, 99, 'task_gone', 'm', 'release', 1 "
+        "FROM budget_shards LIMIT 1"
+    )
+    assert print_ledger_report(await verify_ledger(db)) == 1
+    report = capsys.readouterr().out.splitlines()
+    assert len(report) == 2, report
+    assert report[0].startswith("ORPHAN ledger entry") and "task task_gone" in report[0]
+    assert report[0].endswith("shard 99): no such shard and task")
+    assert report[1].startswith("FAILED") and report[1].endswith(", 1 orphan entries")
 
 
 def exclusive_admissions() -> float:
