@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 WINDOW_MS = 60_000
 CLIENT_NAME = "qgw-rate-limits"  # in Redis's CLIENT LIST
 KNOWN_KEYS = 10_000  # keys whose limits are remembered for early checks
+LANES = 8  # Redis connections (round trips out at once) per API process
 
 # KEYS: one list per limit. ARGV: window ms, then one limit per key.
 # Answers {admitted (1/0), index of the limit that refused (1-based) or 0, the time it
@@ -156,110 +157,18 @@ class Decision:
 _Call = tuple[_Script, list[str], list[Any]]
 
 
-class RateLimiter:
-    """Checks arriving while a round trip is out go together in the next one (a pipeline
-    of script calls, each still atomic on its own): one round trip per burst, not per
-    request, so a busy API process spends little on it. Nothing waits on a timer.
+class _Lane:
+    """One Redis connection of the limiter's own, with at most one round trip out on it."""
 
-    At most one round trip is out at a time, so the limiter has one Redis connection of
-    its own (same address and options as `redis`) and talks on it directly: redis-py's
-    client and pipeline layers (pool, locks, retries) cost more per check than the round
-    trip itself (measured: 174 vs 122 us per call). A connection that fails is opened again
-    and the round trip repeated once; any other failure drops it for the next check.
+    def __init__(self, connection: AbstractConnection) -> None:
+        self.connection = connection
+        self.busy = False
+        self.runner: asyncio.Task[None] | None = None  # draining the queue, if any
 
-    Scripts run by EVALSHA; a Redis that has not seen the script (restarted, flushed)
-    answers NOSCRIPT, and only then is it loaded and the call repeated (a NOSCRIPT call
-    ran nothing). redis-py's registered scripts would instead ask SCRIPT EXISTS before
-    every pipeline: a second round trip per burst."""
-
-    def __init__(self, redis: Redis, *, prefix: str, on_error: str) -> None:
-        pool = redis.connection_pool
-        self._connection: AbstractConnection = pool.connection_class(
-            **{**pool.connection_kwargs, "client_name": CLIENT_NAME}
-        )
-        self._prefix = prefix
-        self._on_error = on_error
-        self._queue: list[tuple[_Call, asyncio.Future[Any]]] = []
-        self._runner: asyncio.Task[None] | None = None
-        self._busy = False
-        # Token hash -> the limits of the key's last submission, to start its next check
-        # while authentication runs (most recent last; bounded).
-        self._known: OrderedDict[bytes, Limits] = OrderedDict()
-        self._background: set[asyncio.Task[None]] = set()
-
-    async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
-        call = (script, keys, args)
-        if not self._busy and not self._queue:  # nothing out: go at once, no hop
-            self._busy = True
-            try:
-                result = (await self._eval([call]))[0]
-            finally:
-                self._busy = False
-                self._start()
-            if isinstance(result, Exception):
-                raise result
-            return result
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((call, future))
-        if not self._busy:
-            self._start()
-        return await asyncio.shield(future)
-
-    def _start(self) -> None:
-        if self._queue and (self._runner is None or self._runner.done()):
-            self._runner = asyncio.create_task(self._run(), name="rate-limit-pipeline")
-
-    async def _run(self) -> None:
-        self._busy = True
-        try:
-            await self._drain()
-        finally:
-            self._busy = False
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await self._eval([call for call, _ in batch])
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-            except BaseException as exc:  # no caller may be left waiting
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            exc if isinstance(exc, Exception) else RedisError("cancelled")
-                        )
-                if not isinstance(exc, Exception):
-                    raise
-
-    async def _eval(self, calls: list[_Call]) -> list[Any]:
-        """Run each call's script; an answer is a result or that call's error."""
-        results = await self._evalsha(calls)
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:
-            scripts = {calls[i][0] for i in missing}
-            for loaded in await self._round_trip([("SCRIPT", "LOAD", s.source) for s in scripts]):
-                if isinstance(loaded, Exception):
-                    raise loaded
-            again = await self._evalsha([calls[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _evalsha(self, calls: list[_Call]) -> list[Any]:
-        return await self._round_trip(
-            [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
-        )
-
-    async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send the commands in one write and read every answer (an error reply is
-        that command's answer). Only one round trip is ever out (see _call)."""
-        conn = self._connection
+        that command's answer)."""
+        conn = self.connection
         packed = conn.pack_commands(commands)
         for attempt in (1, 2):
             try:
@@ -287,8 +196,121 @@ class RateLimiter:
                 raise
         raise AssertionError("unreachable")
 
+
+class RateLimiter:
+    """A check goes to Redis at once on an idle lane (one of LANES connections of the
+    limiter's own, each with at most one round trip out). When every lane is out, checks
+    wait together and the next lane back takes them all in one round trip (a pipeline of
+    script calls, each still atomic on its own). So a busy API process sends a few round
+    trips per burst, not one per request, and no check waits behind more than one.
+    Nothing waits on a timer. Measured with 16 concurrent submissions under two limits
+    (median over 6 paired rounds of the p50 ratio to no limits): one lane, so every check
+    waited for the round trip already out, 1.42x; two lanes 1.42x; eight 1.19x.
+
+    The lanes talk on their connections directly: redis-py's client and pipeline layers
+    (pool, locks, retries) cost more per check than the round trip itself (measured: 174
+    vs 122 us per call). A connection that fails is opened again and the round trip
+    repeated once; any other failure drops it for the next check.
+
+    Scripts run by EVALSHA; a Redis that has not seen the script (restarted, flushed)
+    answers NOSCRIPT, and only then is it loaded and the call repeated (a NOSCRIPT call
+    ran nothing). redis-py's registered scripts would instead ask SCRIPT EXISTS before
+    every pipeline: a second round trip per burst."""
+
+    def __init__(self, redis: Redis, *, prefix: str, on_error: str) -> None:
+        pool = redis.connection_pool
+        self._lanes = [
+            _Lane(pool.connection_class(**{**pool.connection_kwargs, "client_name": CLIENT_NAME}))
+            for _ in range(LANES)
+        ]
+        self._prefix = prefix
+        self._on_error = on_error
+        self._queue: list[tuple[_Call, asyncio.Future[Any]]] = []
+        # Token hash -> the limits of the key's last submission, to start its next check
+        # while authentication runs (most recent last; bounded).
+        self._known: OrderedDict[bytes, Limits] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _idle_lane(self) -> _Lane | None:
+        return next((lane for lane in self._lanes if not lane.busy), None)
+
+    async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        call = (script, keys, args)
+        lane = None if self._queue else self._idle_lane()
+        if lane is not None:  # go at once, no hop
+            lane.busy = True
+            try:
+                result = (await self._eval([call], lane))[0]
+            finally:
+                lane.busy = False
+                self._start()
+            if isinstance(result, Exception):
+                raise result
+            return result
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((call, future))
+        self._start()
+        return await asyncio.shield(future)
+
+    def _start(self) -> None:
+        """Put an idle lane to draining the queue, if anything waits."""
+        lane = self._idle_lane() if self._queue else None
+        if lane is not None:
+            lane.busy = True
+            lane.runner = asyncio.create_task(self._run(lane), name="rate-limit-pipeline")
+
+    async def _run(self, lane: _Lane) -> None:
+        try:
+            await self._drain(lane)
+        finally:
+            lane.busy = False
+
+    async def _drain(self, lane: _Lane) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._eval([call for call, _ in batch], lane)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+            except BaseException as exc:  # no caller may be left waiting
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            exc if isinstance(exc, Exception) else RedisError("cancelled")
+                        )
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _eval(self, calls: list[_Call], lane: _Lane | None = None) -> list[Any]:
+        """Run each call's script on `lane` (the first if none; the caller owns it); an
+        answer is a result or that call's error."""
+        lane = lane or self._lanes[0]
+        results = await self._evalsha(calls, lane)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            scripts = {calls[i][0] for i in missing}
+            load = [("SCRIPT", "LOAD", s.source) for s in scripts]
+            for loaded in await lane.round_trip(load):
+                if isinstance(loaded, Exception):
+                    raise loaded
+            again = await self._evalsha([calls[i] for i in missing], lane)
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _evalsha(self, calls: list[_Call], lane: _Lane) -> list[Any]:
+        return await lane.round_trip(
+            [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+        )
+
     async def aclose(self) -> None:
-        await self._connection.disconnect()
+        for lane in self._lanes:
+            await lane.connection.disconnect()
 
     def _entries(self, limits: Limits) -> list[tuple[str, str, int]]:
         """(name, Redis key, N) of each limit that applies, key first."""
