@@ -17,7 +17,7 @@ from service.config import Settings
 from service.ratelimit import EarlyCheck, RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
-from service.teams.service import Caller, authenticate, authenticate_admin, hash_key
+from service.teams.service import Caller, authenticate, authenticate_admin, token_hash
 from service.upstream.client import QingboClient
 from service.webhooks.delivery import WebhookSender
 
@@ -88,11 +88,11 @@ async def submission_request(
     (on the limits of the key's last submission) so the two round trips overlap."""
     res: Resources = request.app.state.resources
     token = credentials.credentials if credentials else None
-    key_hash = hash_key(token) if token else None
+    key_hash = token_hash(token)
     early = res.limiter.start_early(key_hash) if key_hash else None
     try:
         async with res.pool.acquire() as conn:
-            caller = await authenticate(conn, token=token)
+            caller = await authenticate(conn, token=token, key_hash=key_hash)
             yield TeamRequest(res, conn, caller, early_check=early, key_hash=key_hash)
     finally:
         res.limiter.abandon(early)  # unless the submission's check used it

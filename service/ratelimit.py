@@ -286,10 +286,9 @@ class RateLimiter:
                 if not isinstance(exc, Exception):
                     raise
 
-    async def _eval(self, calls: list[_Call], lane: _Lane | None = None) -> list[Any]:
-        """Run each call's script on `lane` (the first if none; the caller owns it); an
-        answer is a result or that call's error."""
-        lane = lane or self._lanes[0]
+    async def _eval(self, calls: list[_Call], lane: _Lane) -> list[Any]:
+        """Run each call's script on `lane` (the caller owns it); an answer is a result or
+        that call's error."""
         results = await self._evalsha(calls, lane)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:

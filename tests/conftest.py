@@ -243,14 +243,19 @@ async def client(app_resources: tuple[Any, Resources]) -> AsyncIterator[httpx.As
 async def live_url(app_resources: tuple[Any, Resources]) -> AsyncIterator[str]:
     """The in-process app behind a real uvicorn socket: for streaming and disconnects, which
     httpx's ASGI transport cannot show, while the test can still look inside the process."""
+    from tests.factories import wait_for  # factories imports this module
+
     app, _ = app_resources
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
     )
     serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for this)
-        await asyncio.sleep(0.01)
+
+    async def started() -> bool:  # uvicorn offers no event for this
+        return bool(server.started)
+
+    await wait_for(started, timeout=10.0, interval=0.01)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await serving

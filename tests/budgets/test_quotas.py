@@ -77,7 +77,8 @@ async def test_a_redis_that_lost_the_script_loads_it_again(
     assert sorted(a.status_code for a in answers) == [200] * 4
     await res.redis.script_flush()
     burst = [(CHECK, ["qgw-test:noscript"], [60_000, 2]) for _ in range(3)]
-    results = await res.limiter._eval(burst)  # a pipeline of three, all NOSCRIPT at first
+    lane = res.limiter._lanes[0]  # idle: no submission is out
+    results = await res.limiter._eval(burst, lane)  # a pipeline of three, all NOSCRIPT at first
     assert [r[0] for r in results] == [1, 1, 0]  # admitted, admitted, refused: counted once
     after = [(await try_submit(client, team)).status_code for _ in range(2)]
     assert after == [200, 429]  # the team's log held all five admissions across the flushes
