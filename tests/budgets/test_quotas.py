@@ -69,16 +69,17 @@ async def test_a_redis_that_lost_the_script_loads_it_again(
     client: httpx.AsyncClient, res: Resources
 ) -> None:
     """After a Redis restart or SCRIPT FLUSH the limits still count exactly, whether the
-    NOSCRIPT answer comes to a lone check or inside a pipelined burst."""
+    NOSCRIPT answer comes to a lone check or to several out at once."""
     team = await make_team(client, rpm_limit=6)
     assert (await try_submit(client, team)).status_code == 200
     await res.redis.script_flush()
     answers = await asyncio.gather(*(try_submit(client, team) for _ in range(4)))
     assert sorted(a.status_code for a in answers) == [200] * 4
     await res.redis.script_flush()
-    burst = [(CHECK, ["qgw-test:noscript"], [60_000, 2]) for _ in range(3)]
-    lane = res.limiter._lanes[0]  # idle: no submission is out
-    results = await res.limiter._eval(burst, lane)  # a pipeline of three, all NOSCRIPT at first
+    call = (CHECK, ["qgw-test:noscript"], [60_000, 2])
+    sent = [res.limiter._send(call) for _ in range(3)]  # three out at once, all NOSCRIPT
+    assert all(s is not None for s in sent)  # the connection is open: written at once
+    results = await asyncio.gather(*(res.limiter._answer(call, s) for s in sent))
     assert [r[0] for r in results] == [1, 1, 0]  # admitted, admitted, refused: counted once
     after = [(await try_submit(client, team)).status_code for _ in range(2)]
     assert after == [200, 429]  # the team's log held all five admissions across the flushes
@@ -135,6 +136,29 @@ async def test_redis_unreachable_follows_the_configured_policy(
     # The rate limit is off, but the concurrency limit (Postgres) still holds.
     with pytest.raises(ConcurrencyLimited):
         await submit_task(cut_off, db, caller=caller, body=body, idempotency_key=None)
+
+
+async def test_a_redis_that_stops_answering_counts_as_unreachable(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    """A Redis that keeps the connection but answers nothing (paused, hung, a network
+    black hole) must not hold submissions: after `stall_seconds` the check is dropped,
+    one more try (a new connection, its handshake also bounded) meets the same, and the
+    policy decides; once Redis answers again, so do the checks."""
+    team = await make_team(client, rpm_limit=5)
+    limiter = RateLimiter(res.redis, prefix="qgw-test:stall", on_error="deny", stall_seconds=0.2)
+    caller = await authenticate(db, token=team.key)
+    try:
+        assert (await limiter.check(caller)).quotas[0].remaining == 4
+        await res.redis.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamUnavailable):
+            await limiter.check(caller)
+        assert asyncio.get_running_loop().time() - started < 1.5  # not held by the pause
+        await res.redis.ping()  # answered once the pause is over
+        assert (await limiter.check(caller)).quotas[0].remaining in (2, 3)
+    finally:
+        await limiter.aclose()
 
 
 async def test_a_team_with_1000_queued_tasks_does_not_delay_another_teams_first(
