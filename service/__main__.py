@@ -74,10 +74,17 @@ def cmd_simulator(args: argparse.Namespace) -> None:
 
     import uvicorn
 
+    from service.catalog.models import load_price_table
     from service.simulator.app import create_simulator_app
 
+    settings = get_settings()
     api_key = args.api_key or os.environ.get("QGW_SIM_API_KEY") or None
-    app = create_simulator_app(api_key=api_key, base_url=f"http://{args.host}:{args.port}")
+    app = create_simulator_app(
+        api_key=api_key,
+        base_url=f"http://{args.host}:{args.port}",
+        api_version=args.api_version or settings.qingbo_api_version,
+        prices=load_price_table(settings.price_table),
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
@@ -122,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8100)
     sim.add_argument("--api-key", default=None, help="accept only this key (else any)")
+    sim.add_argument(
+        "--api-version",
+        choices=["2026-04", "2026-09"],
+        default=None,
+        help="the generation of Qingbo's API to follow (default: QGW_QINGBO_API_VERSION)",
+    )
     sim.set_defaults(func=cmd_simulator)
 
     dev = sub.add_parser("dev", help="the whole stack on this machine, nothing installed needed")

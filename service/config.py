@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.catalog.generations import Generation, generation
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QGW_", extra="ignore")
@@ -20,6 +22,9 @@ class Settings(BaseSettings):
     arq_queue_name: str = "qgw:queue"
 
     qingbo_base_url: str = "https://www.qingbo.dev"
+    # The generation of Qingbo's API the upstream speaks (README "Qingbo versions"): the
+    # vendor's current one, or the April 2026 Hailuo page. The simulator follows it too.
+    qingbo_api_version: Literal["2026-04", "2026-09"] = "2026-09"
     qingbo_api_key: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
     # Where Qingbo can reach /internal/qingbo/callback; unset means polling only.
@@ -38,6 +43,8 @@ class Settings(BaseSettings):
     upstream_retry_max_seconds: float = Field(120.0, gt=0)
     upstream_pause_seconds: float = Field(60.0, gt=0)
     # What to do when a submit call may or may not have reached Qingbo (see README).
+    # Applies only where no upstream Idempotency-Key can settle it: the 2026-04 generation,
+    # or a task first sent longer ago than Qingbo keeps keys (24 h).
     ambiguous_submit_policy: Literal["fail", "resubmit"] = "fail"
 
     # Tracking: adaptive polling next to Qingbo's callbacks.
@@ -136,6 +143,10 @@ class Settings(BaseSettings):
     @property
     def alert_percents(self) -> list[int]:
         return sorted({int(p) for p in self.budget_alert_percents.split(",") if p})
+
+    @property
+    def generation(self) -> Generation:
+        return generation(self.qingbo_api_version)
 
     @property
     def callbacks_enabled(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
@@ -65,6 +65,9 @@ class TeamRequest:
     caller: Caller
     early_check: EarlyCheck | None = None
     key_hash: bytes | None = None
+    # Gives the connection back before the request ends (a submission about to wait);
+    # `conn` must not be used after it.
+    release: Callable[[], Awaitable[None]] | None = None
 
 
 async def team_request(
@@ -90,12 +93,21 @@ async def submission_request(
     token = credentials.credentials if credentials else None
     key_hash = token_hash(token)
     early = res.limiter.start_early(key_hash) if key_hash else None
+    conn: asyncpg.Connection | None = await res.pool.acquire()
+
+    async def release() -> None:
+        nonlocal conn
+        if conn is not None:
+            held, conn = conn, None
+            await res.pool.release(held)
+
     try:
-        async with res.pool.acquire() as conn:
-            caller = await authenticate(conn, token=token, key_hash=key_hash)
-            yield TeamRequest(res, conn, caller, early_check=early, key_hash=key_hash)
+        assert conn is not None
+        caller = await authenticate(conn, token=token, key_hash=key_hash)
+        yield TeamRequest(res, conn, caller, early_check=early, key_hash=key_hash, release=release)
     finally:
         res.limiter.abandon(early)  # unless the submission's check used it
+        await release()
 
 
 SubmissionCtx = Annotated[TeamRequest, Depends(submission_request)]

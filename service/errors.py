@@ -46,6 +46,13 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class PriceNotConfigured(InvalidRequest):
+    """A model the catalog knows but the price table does not price: refused before
+    anything is stored or sent (Qingbo answers its own unpriced models the same way)."""
+
+    code = "price_not_configured"
+
+
 class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"

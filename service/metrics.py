@@ -81,6 +81,11 @@ COST_CHARGED = Counter(
     "USD charged for completed tasks (settled budget spend)",
     ["team", "model"],
 )
+COST_DRIFT = Counter(
+    "qgw_upstream_cost_drift_usd_total",
+    "USD by which Qingbo's reported cost differed from the price table's estimate",
+    ["model", "direction"],
+)
 BUDGET_THRESHOLD_CROSSINGS = Counter(
     "qgw_budget_threshold_crossings_total",
     "Budget windows whose spent + reserved crossed an alert level (team empty: company)",

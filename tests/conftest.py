@@ -31,6 +31,8 @@ from service.dev import free_port, wait_until_healthy
 
 ADMIN_TOKEN = "test-admin-token"
 SIM_KEY = "sim-test-key"
+# The generation of Qingbo's API the whole suite runs against (scripts/test runs both).
+UPSTREAM_VERSION = os.environ.get("QGW_TEST_QINGBO_API_VERSION", "2026-09")
 
 
 def _pg_answers(url: str) -> bool:
@@ -130,7 +132,7 @@ def logs_dir() -> Path:
 def simulator_url(logs_dir: Path) -> Iterator[str]:
     port = free_port()
     proc = Process(
-        ["simulator", "--port", str(port), "--api-key", SIM_KEY],
+        ["simulator", "--port", str(port), "--api-key", SIM_KEY, "--api-version", UPSTREAM_VERSION],
         dict(os.environ),
         logs_dir / "simulator.log",
     ).start()
@@ -153,6 +155,7 @@ def settings(database_url: str, redis_url: str, simulator_url: str, api_port: in
         arq_queue_name=f"qgw-test:{secrets.token_hex(4)}",
         qingbo_base_url=simulator_url,
         qingbo_api_key=SIM_KEY,
+        qingbo_api_version=UPSTREAM_VERSION,
         admin_token=ADMIN_TOKEN,
         public_base_url=f"http://127.0.0.1:{api_port}",
         upstream_timeout_seconds=2.0,

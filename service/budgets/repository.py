@@ -1,8 +1,10 @@
 """SQL for budgets, their periods and the ledger. Callers own transactions.
 
-The money moves happen in the SQL functions of migrations 0003 and 0005
+The money moves happen in the SQL functions of migrations 0005 and 0007
 (`qgw_admit_task`, `qgw_settle_task`): one statement each, row locks in one fixed order.
 A window's spent and reserved are the sums over its shards (`budget_shards`, 0005).
+Ledger kinds: reserve, then settle or release of the same amount; a completed task whose
+charge differs from its reservation also gets an overcharge or undercharge (0007).
 """
 
 from __future__ import annotations
@@ -63,8 +65,23 @@ async def admit_task(
     return row
 
 
-async def settle_task(conn: asyncpg.Connection, *, task_id: str, completed: bool) -> None:
-    await conn.execute("SELECT qgw_settle_task($1, $2)", task_id, completed)
+async def settle_task(
+    conn: asyncpg.Connection, *, task_id: str, completed: bool, charged_micros: int | None
+) -> None:
+    """Turn the task's reservations into spend at `charged_micros` (None: at the reserved
+    amount), or release them."""
+    await conn.execute("SELECT qgw_settle_task($1, $2, $3)", task_id, completed, charged_micros)
+
+
+# Ledger sums: spent moves with settle and the charge drift, reserved with reserve/settle/release.
+_SPENT = (
+    "coalesce(sum(CASE kind WHEN 'settle' THEN amount_micros WHEN 'overcharge' THEN amount_micros"
+    " WHEN 'undercharge' THEN -amount_micros END), 0)"
+)
+_RESERVED = (
+    "sum(CASE kind WHEN 'reserve' THEN amount_micros WHEN 'settle' THEN -amount_micros"
+    " WHEN 'release' THEN -amount_micros ELSE 0 END)"
+)
 
 
 async def team_exists(conn: asyncpg.Connection, team_id: UUID) -> bool:
@@ -205,12 +222,9 @@ async def by_model(
 ) -> list[asyncpg.Record]:
     """Spent and reserved per model in the given (budget id, window start) periods."""
     return await conn.fetch(
-        """
-        SELECT l.budget_id, l.model,
-               coalesce(sum(l.amount_micros) FILTER (WHERE l.kind = 'settle'), 0)::bigint
-                   AS spent_micros,
-               sum(CASE l.kind WHEN 'reserve' THEN l.amount_micros ELSE -l.amount_micros END)
-                   ::bigint AS reserved_micros
+        f"""
+        SELECT l.budget_id, l.model, {_SPENT}::bigint AS spent_micros,
+               {_RESERVED}::bigint AS reserved_micros
         FROM budget_ledger l
         JOIN unnest($1::bigint[], $2::timestamptz[]) AS q(budget_id, starts_at)
           ON q.budget_id = l.budget_id AND q.starts_at = l.starts_at
@@ -225,15 +239,12 @@ async def by_model(
 async def ledger_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Budget shards whose spent or reserved differ from the sum of their ledger entries."""
     return await conn.fetch(
-        """
+        f"""
         SELECT p.budget_id, p.starts_at, p.shard, p.spent_micros, p.reserved_micros,
                coalesce(l.settled, 0) AS ledger_spent, coalesce(l.outstanding, 0) AS ledger_reserved
         FROM budget_shards p
         LEFT JOIN (
-            SELECT budget_id, starts_at, shard,
-                   sum(amount_micros) FILTER (WHERE kind = 'settle') AS settled,
-                   sum(CASE kind WHEN 'reserve' THEN amount_micros ELSE -amount_micros END)
-                       AS outstanding
+            SELECT budget_id, starts_at, shard, {_SPENT} AS settled, {_RESERVED} AS outstanding
             FROM budget_ledger GROUP BY budget_id, starts_at, shard
         ) l USING (budget_id, starts_at, shard)
         WHERE p.spent_micros <> coalesce(l.settled, 0)
@@ -244,11 +255,15 @@ async def ledger_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def overdrawn_shards(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Shards holding more than their allowance (the escrow promise of migration 0005)."""
+    """Shards holding more than their allowance (the escrow promise of migration 0005).
+
+    A shard whose allowance was taken back (limit NULL: after an overcharge, 0007) makes
+    no promise until the next admission shares out again."""
     return await conn.fetch(
         """
         SELECT budget_id, starts_at, shard, spent_micros, reserved_micros, allowance_micros
-        FROM budget_shards WHERE spent_micros + reserved_micros > allowance_micros
+        FROM budget_shards
+        WHERE spent_micros + reserved_micros > allowance_micros AND limit_micros IS NOT NULL
         ORDER BY budget_id, starts_at, shard
         """
     )
@@ -274,23 +289,23 @@ async def task_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Tasks whose ledger entries disagree with their state and price.
 
     Live tasks hold exactly their price in each budget they reserved against; terminal
-    ones hold nothing; completed ones settled exactly their price; others settled nothing.
+    ones hold nothing; completed ones spent exactly what they were charged (the estimate,
+    or Qingbo's reported cost); others spent nothing.
     """
     return await conn.fetch(
-        """
+        f"""
         SELECT t.id, t.status, t.cost_micros, l.budget_id, l.outstanding, l.settled, l.reserved
         FROM tasks t
         JOIN (
             SELECT task_id, budget_id,
                    sum(amount_micros) FILTER (WHERE kind = 'reserve') AS reserved,
-                   coalesce(sum(amount_micros) FILTER (WHERE kind = 'settle'), 0) AS settled,
-                   sum(CASE kind WHEN 'reserve' THEN amount_micros ELSE -amount_micros END)
-                       AS outstanding
+                   {_SPENT} AS settled, {_RESERVED} AS outstanding
             FROM budget_ledger GROUP BY task_id, budget_id
         ) l ON l.task_id = t.id
         WHERE l.reserved <> t.cost_micros
            OR l.outstanding <> CASE WHEN t.dispatch_state = 'done' THEN 0 ELSE t.cost_micros END
-           OR l.settled <> CASE WHEN t.status = 'completed' THEN t.cost_micros ELSE 0 END
+           OR l.settled <> CASE WHEN t.status = 'completed'
+                                THEN coalesce(t.charged_micros, t.cost_micros) ELSE 0 END
         ORDER BY t.id, l.budget_id
         """
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from importlib import resources
@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 MICROS_PER_USD = 1_000_000
+
+# Qingbo's quota unit (2026-09 `pre_consumed_cost`, `cost`): 500,000 quota = 1 USD, so one
+# quota is exactly two micro-dollars.
+MICROS_PER_QUOTA = 2
 
 STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -45,54 +49,23 @@ CAMERA_TAGS: tuple[CameraTag, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    family: str
-    description: str
-    resolutions: tuple[str, ...]
-    durations: tuple[int, ...]
-    # Durations allowed at a resolution, where narrower than `durations`.
-    durations_by_resolution: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    default_resolution: str = "768p"
-    default_duration: int = 6
-    max_images: int = 4
-    max_prompt_chars: int = 2000
-
-    def durations_at(self, resolution: str) -> tuple[int, ...]:
-        return self.durations_by_resolution.get(resolution, self.durations)
-
-
-MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        id="minimax-hailuo-2.3",
-        family="hailuo",
-        description="MiniMax Hailuo 2.3: text-to-video and image-to-video",
-        resolutions=("768p", "1080p"),
-        durations=(6, 10),
-        durations_by_resolution={"1080p": (6,)},
-    ),
-    ModelSpec(
-        id="minimax-hailuo-2.3-fast",
-        family="hailuo",
-        description="MiniMax Hailuo 2.3 fast: cheaper accelerated tier",
-        resolutions=("768p", "1080p"),
-        durations=(6, 10),
-        durations_by_resolution={"1080p": (6,)},
-    ),
-)
-
-
 class PriceTableError(ValueError):
     pass
 
 
 @dataclass(frozen=True)
 class PriceTable:
-    """Micro-dollars per second of output video, by model and resolution."""
+    """Micro-dollars per second of output video, by model and resolution.
+
+    A model missing from the table is *unpriced*: the gateway refuses it before anything
+    is stored or sent (`price_not_configured`), as Qingbo does for its own unpriced models.
+    """
 
     per_second_micros: dict[str, dict[str, int]]
     currency: str = "USD"
+
+    def is_priced(self, model: str) -> bool:
+        return model in self.per_second_micros
 
     def price_micros(self, model: str, resolution: str, duration: int) -> int:
         return self.per_second_micros[model][resolution] * duration
@@ -109,20 +82,26 @@ def _usd_to_micros(text: str, where: str) -> int:
     return int(micros)
 
 
-def parse_price_table(raw: dict[str, Any], models: tuple[ModelSpec, ...] = MODELS) -> PriceTable:
+def parse_price_table(raw: dict[str, Any]) -> PriceTable:
+    """Every listed model must be one the catalog knows, priced at each of its resolutions
+    (in every generation that offers it); models left out are unpriced."""
+    from service.catalog.generations import resolutions_of  # the catalog's data
+
     entries = raw.get("models")
     if not isinstance(entries, dict):
         raise PriceTableError("price table: 'models' must be an object")
     table: dict[str, dict[str, int]] = {}
-    for spec in models:
-        by_res = entries.get(spec.id)
+    for model_id, by_res in entries.items():
+        resolutions = resolutions_of(model_id)
+        if not resolutions:
+            raise PriceTableError(f"price table: unknown model {model_id!r}")
         if not isinstance(by_res, dict):
-            raise PriceTableError(f"price table: no prices for model {spec.id}")
-        table[spec.id] = {}
-        for res in spec.resolutions:
+            raise PriceTableError(f"price table: prices of {model_id} must be an object")
+        table[model_id] = {}
+        for res in resolutions:
             if res not in by_res:
-                raise PriceTableError(f"price table: no {res} price for model {spec.id}")
-            table[spec.id][res] = _usd_to_micros(str(by_res[res]), f"{spec.id}.{res}")
+                raise PriceTableError(f"price table: no {res} price for model {model_id}")
+            table[model_id][res] = _usd_to_micros(str(by_res[res]), f"{model_id}.{res}")
     return PriceTable(per_second_micros=table, currency=str(raw.get("currency", "USD")))
 
 
@@ -135,7 +114,6 @@ def load_price_table(path: Path | None = None) -> PriceTable:
     return parse_price_table(json.loads(text))
 
 
-MODELS_BY_ID = {m.id: m for m in MODELS}
 CAMERA_TAGS_BY_NAME: dict[str, CameraTag] = {}
 for _tag in CAMERA_TAGS:
     CAMERA_TAGS_BY_NAME[_tag.tag] = _tag
@@ -153,3 +131,14 @@ def format_usd(micros: int) -> str:
 
 def parse_usd(text: str) -> int:
     return _usd_to_micros(text, "amount")
+
+
+def quota_to_micros(quota: int) -> int:
+    return quota * MICROS_PER_QUOTA
+
+
+def micros_to_quota(micros: int) -> int:
+    """Micro-dollars as whole quota, rounded up (an odd micro-dollar is half a quota: only a
+    price table with odd micro-dollar prices can give one, and a reservation must not be
+    understated)."""
+    return -(-micros // MICROS_PER_QUOTA)

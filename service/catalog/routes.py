@@ -1,4 +1,4 @@
-"""GET /v1/models: the catalog, with rules, prices and camera tags."""
+"""GET /v1/models: the catalog, with rules, prices and camera tags, for both generations."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.catalog.models import (
-    ACTIONS,
-    ASPECT_RATIOS,
-    CAMERA_TAGS,
-    MODELS,
-    format_usd,
-)
+from service.catalog.generations import GENERATIONS, Generation, ModelSpec
+from service.catalog.models import CAMERA_TAGS, PriceTable, format_usd
 from service.deps import TeamCtx
 from service.errors import Unauthorized
 from service.openapi import error_responses
@@ -20,48 +15,68 @@ from service.openapi import error_responses
 router = APIRouter(tags=["catalog"])
 
 
+def _pricing(spec: ModelSpec, prices: PriceTable) -> dict[str, Any] | None:
+    if not prices.is_priced(spec.id):
+        return None
+    per_second = prices.per_second_micros[spec.id]
+    return {
+        "currency": prices.currency,
+        "unit": "second",
+        "per_second_usd": {res: format_usd(per_second[res]) for res in spec.resolutions},
+        "per_task_usd": {
+            f"{res}_{d}s": format_usd(per_second[res] * d)
+            for res in spec.resolutions
+            for d in spec.durations_at(res)
+        },
+    }
+
+
+def model_entry(spec: ModelSpec, gen: Generation, prices: PriceTable) -> dict[str, Any]:
+    """One model's rules as `gen` applies them, and its price (null: unpriced)."""
+    return {
+        "id": spec.id,
+        "family": spec.family,
+        "description": spec.description,
+        "accepted_fields": sorted(gen.accepted_fields(spec)),
+        "resolutions": list(spec.resolutions),
+        "durations": list(spec.durations),
+        "durations_by_resolution": {res: list(spec.durations_at(res)) for res in spec.resolutions},
+        "aspect_ratios": list(spec.aspect_ratios),
+        "max_prompt_chars": spec.max_prompt_chars,
+        "max_images": spec.max_images,
+        "image_form": gen.image_form,
+        "image_formats": ["jpg", "png", "webp"],
+        "first_frame_required": spec.first_frame_required,
+        "first_frame_only_resolutions": list(spec.first_frame_only),
+        "last_frame": spec.last_frame,
+        "seed": spec.seed,
+        "camera_tags": spec.camera_tags,
+        "defaults": {
+            "resolution": spec.default_resolution,
+            "duration": spec.default_duration,
+            "watermark": False,
+            "prompt_optimizer": True,
+            "fast_pretreatment": False,
+        },
+        "priced": prices.is_priced(spec.id),
+        "pricing": _pricing(spec, prices),
+    }
+
+
 @router.get("/v1/models", summary="List models", responses=error_responses(Unauthorized))
 async def list_models(ctx: TeamCtx) -> dict[str, Any]:
-    """The model catalog: models, request rules, per-second prices and camera tags."""
-    prices = ctx.res.prices
-    data = []
-    for spec in MODELS:
-        per_second = prices.per_second_micros[spec.id]
-        data.append(
-            {
-                "id": spec.id,
-                "family": spec.family,
-                "description": spec.description,
-                "actions": list(ACTIONS),
-                "resolutions": list(spec.resolutions),
-                "durations": list(spec.durations),
-                "durations_by_resolution": {
-                    res: list(spec.durations_at(res)) for res in spec.resolutions
-                },
-                "aspect_ratios": list(ASPECT_RATIOS),
-                "max_prompt_chars": spec.max_prompt_chars,
-                "max_images": spec.max_images,
-                "image_formats": ["jpg", "png", "webp"],
-                "defaults": {
-                    "action": "generate",
-                    "resolution": spec.default_resolution,
-                    "duration": spec.default_duration,
-                    "aspect_ratio": "16:9",
-                    "watermark": False,
-                    "prompt_optimizer": True,
-                    "fast_pretreatment": False,
-                },
-                "pricing": {
-                    "currency": prices.currency,
-                    "unit": "second",
-                    "per_second_usd": {res: format_usd(per_second[res]) for res in per_second},
-                    "per_task_usd": {
-                        f"{res}_{d}s": format_usd(per_second[res] * d)
-                        for res in spec.resolutions
-                        for d in spec.durations_at(res)
-                    },
-                },
-            }
-        )
-    tags = [{"tag": t.tag, "gloss": t.gloss, "effect": t.effect} for t in CAMERA_TAGS]
-    return {"object": "list", "data": data, "camera_movement_tags": tags}
+    """The models the live upstream offers (`data`), and what each generation offers, with
+    their rules, per-second prices (null where unpriced) and the camera tags."""
+    prices, live = ctx.res.prices, ctx.res.settings.generation
+    return {
+        "object": "list",
+        "upstream_api_version": live.version,
+        "data": [model_entry(spec, live, prices) for spec in live.models],
+        "generations": {
+            version: [model_entry(spec, gen, prices) for spec in gen.models]
+            for version, gen in GENERATIONS.items()
+        },
+        "camera_movement_tags": [
+            {"tag": t.tag, "gloss": t.gloss, "effect": t.effect} for t in CAMERA_TAGS
+        ],
+    }

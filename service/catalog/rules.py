@@ -11,13 +11,12 @@ from urllib.parse import urlsplit
 
 import filetype
 
+from service.catalog.generations import Generation, ModelSpec
 from service.catalog.models import (
     CAMERA_TAGS,
     CAMERA_TAGS_BY_NAME,
     IMAGE_MIME_TYPES,
-    MODELS_BY_ID,
     TERMINAL_STATUSES,
-    ModelSpec,
 )
 from service.catalog.schemas import TaskRequest
 from service.errors import InvalidRequest
@@ -30,87 +29,206 @@ _KNOWN_TAGS = ", ".join(t.tag for t in CAMERA_TAGS)
 
 @dataclass(frozen=True)
 class NormalizedTask:
-    """A validated request: `upstream` is the exact body sent to Qingbo (minus the callback)."""
+    """A validated request.
+
+    `request` is the canonical, generation-neutral form stored with the task (what the app
+    asked for, defaults filled in); `upstream` is the exact body the configured generation
+    is sent (minus the callback), made again from `request` at submission.
+    """
 
     model: ModelSpec
+    request: dict[str, Any]
     upstream: dict[str, Any]
-    prompt_camera_tags: list[str]
     callback_url: str | None
     callback_events: list[str]
     priority: int
 
 
-def normalize(req: TaskRequest) -> NormalizedTask:
-    model = MODELS_BY_ID.get(req.model)
-    if model is None:
-        raise InvalidRequest(
-            f"model: unknown model {req.model!r}; available: {', '.join(MODELS_BY_ID)}",
-            param="model",
-        )
+def normalize(req: TaskRequest, gen: Generation) -> NormalizedTask:
+    """Check `req` (either generation's form) and translate it for `gen`; a refusal names
+    the field and changes nothing."""
+    spec = gen.model(req.model)
     if not req.prompt.strip():
         raise InvalidRequest("prompt: must not be blank", param="prompt")
-    if len(req.prompt) > model.max_prompt_chars:
-        raise InvalidRequest(f"prompt: at most {model.max_prompt_chars} characters", param="prompt")
-    if req.resolution not in model.resolutions:
+    if req.image_urls and (req.first_frame_image or req.last_frame_image):
         raise InvalidRequest(
-            f"resolution: {model.id} supports {', '.join(model.resolutions)}", param="resolution"
+            "image_urls: send either image_urls or first_frame_image/last_frame_image, not both",
+            param="image_urls",
         )
-    duration = model.default_duration if req.duration is None else req.duration
-    if duration not in model.durations:
-        allowed = " or ".join(str(d) for d in model.durations)
-        raise InvalidRequest(f"duration: must be {allowed} seconds", param="duration")
-    if duration not in model.durations_at(req.resolution):
-        allowed = " or ".join(str(d) for d in model.durations_at(req.resolution))
+    if req.last_frame_image and not req.first_frame_image:
         raise InvalidRequest(
-            f"duration: {req.resolution} allows only {allowed} seconds", param="duration"
+            "last_frame_image: needs a first_frame_image", param="last_frame_image"
         )
-
-    action = req.action or "generate"
-    if req.image_urls:
-        if len(req.image_urls) > model.max_images:
-            raise InvalidRequest(
-                f"image_urls: at most {model.max_images} images", param="image_urls"
-            )
-        for index, image in enumerate(req.image_urls):
-            check_image(image, param=f"image_urls[{index}]")
-        action = "image2video"  # Qingbo routes by media fields
-    elif action == "image2video":
-        raise InvalidRequest("image_urls: required for image2video", param="image_urls")
-
-    prompt_tags = prompt_camera_tags(req.prompt)
-    camera_tags = [
-        canonical_camera_tag(tag, param=f"camera_movement_tags[{i}]")
-        for i, tag in enumerate(req.camera_movement_tags or [])
-    ]
-    if req.callback_url is not None:
-        check_http_url(req.callback_url, param="callback_url")
-    events: list[str] | None = (
-        list(dict.fromkeys(req.callback_events)) if req.callback_events is not None else None
-    )
-
-    upstream: dict[str, Any] = {
-        "model": model.id,
-        "action": action,
+    request: dict[str, Any] = {
+        "model": spec.id,
+        "action": "generate",
         "prompt": req.prompt,
         "aspect_ratio": req.aspect_ratio,
-        "resolution": req.resolution,
-        "duration": duration,
+        "resolution": req.resolution or spec.default_resolution,
+        "duration": spec.default_duration if req.duration is None else req.duration,
         "watermark": req.watermark,
         "prompt_optimizer": req.prompt_optimizer,
         "fast_pretreatment": req.fast_pretreatment,
     }
-    if req.image_urls:
-        upstream["image_urls"] = list(req.image_urls)
-    if camera_tags:
-        upstream["camera_movement_tags"] = camera_tags
+    for name in ("image_urls", "first_frame_image", "last_frame_image", "seed"):
+        value = getattr(req, name)
+        if value is not None:
+            request[name] = value
+    images = _frames(request)
+    for param, image in images:
+        check_image(image, param=param)
+    if images:
+        request["action"] = "image2video"  # Qingbo routes by media fields
+    elif req.action == "image2video":
+        raise InvalidRequest(
+            "image_urls: image2video needs an image (image_urls or first_frame_image)",
+            param="image_urls",
+        )
+    prompt_camera_tags(req.prompt)  # a mistyped in-prompt tag is an error in any generation
+    if req.camera_movement_tags:
+        request["camera_movement_tags"] = [
+            canonical_camera_tag(tag, param=f"camera_movement_tags[{i}]")
+            for i, tag in enumerate(req.camera_movement_tags)
+        ]
+    if req.callback_url is not None:
+        check_http_url(req.callback_url, param="callback_url")
+    events: list[str] = (
+        list(dict.fromkeys(req.callback_events))
+        if req.callback_events is not None
+        else list(TERMINAL_STATUSES)
+    )
     return NormalizedTask(
-        model=model,
-        upstream=upstream,
-        prompt_camera_tags=prompt_tags,
+        model=spec,
+        request=request,
+        upstream=upstream_body(request, gen),
         callback_url=req.callback_url,
-        callback_events=events if events is not None else list(TERMINAL_STATUSES),
+        callback_events=events,
         priority=req.priority,
     )
+
+
+def upstream_body(request: dict[str, Any], gen: Generation) -> dict[str, Any]:
+    """The exact body `gen` is sent for a canonical request, or InvalidRequest naming the
+    field that generation cannot honour. Driven by the generation's data, no version checks."""
+    spec = gen.model(request["model"])
+    resolution, duration = request["resolution"], request["duration"]
+    frames = _frames(request)
+    _check_resolution_and_duration(spec, resolution, duration, has_first_frame=bool(frames))
+    body: dict[str, Any] = {
+        "model": spec.id,
+        "action": request["action"] if "image2video" in _actions(gen) else "generate",
+        "prompt": _prompt_with_tags(request, spec),
+        "resolution": resolution,
+        "duration": duration,
+        "watermark": request["watermark"],
+        "prompt_optimizer": request["prompt_optimizer"],
+        "fast_pretreatment": request["fast_pretreatment"],
+    }
+    aspect = request.get("aspect_ratio")
+    if spec.aspect_ratios:
+        body["aspect_ratio"] = aspect or spec.aspect_ratios[0]
+    elif aspect not in (None, "16:9"):  # 16:9 was the old default: nothing is lost
+        raise InvalidRequest(
+            f"aspect_ratio: the current Qingbo API ({gen.version}) cannot honour {aspect}: its "
+            "Hailuo models take no aspect_ratio and render 16:9",
+            param="aspect_ratio",
+        )
+    body.update(_image_fields(request, frames, spec, gen))
+    listed = request.get("camera_movement_tags")
+    if listed and spec.camera_tags == "field":
+        body["camera_movement_tags"] = listed
+    if request.get("seed") is not None:
+        if not spec.seed:
+            raise InvalidRequest(
+                f"seed: {spec.id} takes no seed on the configured Qingbo API ({gen.version})",
+                param="seed",
+            )
+        body["seed"] = request["seed"]
+    return body
+
+
+def _actions(gen: Generation) -> tuple[str, ...]:
+    return ("generate", "image2video") if gen.image_form == "image_urls" else ("generate",)
+
+
+def _frames(request: dict[str, Any]) -> list[tuple[str, str]]:
+    if request.get("image_urls"):
+        return [(f"image_urls[{i}]", u) for i, u in enumerate(request["image_urls"])]
+    named = [(n, request.get(n)) for n in ("first_frame_image", "last_frame_image")]
+    return [(n, v) for n, v in named if v]
+
+
+def _check_resolution_and_duration(
+    spec: ModelSpec, resolution: str, duration: int, *, has_first_frame: bool
+) -> None:
+    if resolution not in spec.resolutions:
+        raise InvalidRequest(
+            f"resolution: {spec.id} supports {', '.join(spec.resolutions)}", param="resolution"
+        )
+    if resolution in spec.first_frame_only and not has_first_frame:
+        raise InvalidRequest(
+            f"resolution: {resolution} on {spec.id} needs a first frame (first_frame_image)",
+            param="resolution",
+        )
+    if duration not in spec.durations:
+        allowed = " or ".join(str(d) for d in spec.durations)
+        raise InvalidRequest(f"duration: must be {allowed} seconds", param="duration")
+    if duration not in spec.durations_at(resolution):
+        allowed = " or ".join(str(d) for d in spec.durations_at(resolution))
+        raise InvalidRequest(
+            f"duration: {resolution} allows only {allowed} seconds", param="duration"
+        )
+
+
+def _image_fields(
+    request: dict[str, Any], frames: list[tuple[str, str]], spec: ModelSpec, gen: Generation
+) -> dict[str, Any]:
+    if len(frames) > spec.max_images:
+        param = frames[0][0].partition("[")[0] if len(frames) > 2 else frames[-1][0]
+        raise InvalidRequest(
+            f"{param}: {spec.id} takes at most {spec.max_images} image"
+            f"{'s' if spec.max_images > 1 else ''} on the configured Qingbo API ({gen.version})"
+            + ("; only minimax-hailuo-02 takes a last frame" if gen.image_form == "frames" else ""),
+            param=param,
+        )
+    if gen.image_form == "image_urls":
+        if request.get("last_frame_image"):
+            raise InvalidRequest(
+                f"last_frame_image: the configured Qingbo API ({gen.version}) has no last frame",
+                param="last_frame_image",
+            )
+        return {"image_urls": [image for _, image in frames]} if frames else {}
+    if spec.first_frame_required and not frames:
+        raise InvalidRequest(
+            f"first_frame_image: required by {spec.id} on the configured Qingbo API "
+            f"({gen.version}): it is image-to-video only",
+            param="first_frame_image",
+        )
+    fields = {}
+    for name, (_, image) in zip(("first_frame_image", "last_frame_image"), frames, strict=False):
+        fields[name] = image
+    return fields
+
+
+def _prompt_with_tags(request: dict[str, Any], spec: ModelSpec) -> str:
+    """The prompt as `spec` takes it: listed camera tags go to their own field where the
+    model has one, else they are written at the prompt's start, in order, once each."""
+    prompt: str = request["prompt"]
+    listed: list[str] = request.get("camera_movement_tags") or []
+    in_prompt = prompt_camera_tags(prompt, strict=False)
+    if spec.camera_tags == "none" and (listed or in_prompt):
+        param = "camera_movement_tags" if listed else "prompt"
+        raise InvalidRequest(f"{param}: {spec.id} takes no camera-movement tags", param=param)
+    if spec.camera_tags == "prompt":
+        missing = [tag for tag in dict.fromkeys(listed) if tag not in in_prompt]
+        if missing:
+            prompt = "".join(missing) + " " + prompt
+    if len(prompt) > spec.max_prompt_chars:
+        where = " once camera_movement_tags are written into it" if listed else ""
+        raise InvalidRequest(
+            f"prompt: at most {spec.max_prompt_chars} characters{where}", param="prompt"
+        )
+    return prompt
 
 
 def prompt_camera_tags(prompt: str, *, strict: bool = True) -> list[str]:

@@ -11,8 +11,13 @@ from service.types import SafeText, Storable
 Status = Literal["queued", "processing", "completed", "failed", "cancelled"]
 
 
+Image = Annotated[SafeText, Field(min_length=1)]
+
+
 class TaskRequest(BaseModel):
-    """A Qingbo `POST /v1/tasks` body (Hailuo series)."""
+    """A Qingbo `POST /v1/tasks` body (Hailuo series), in either generation's form: the
+    gateway accepts the union and sends the configured upstream what its generation takes
+    (see README "Qingbo versions")."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -32,16 +37,40 @@ class TaskRequest(BaseModel):
 
     model: Annotated[str, Field(min_length=1, max_length=100, description="Model id"), Storable]
     action: Literal["generate", "image2video"] | None = Field(
-        None, description="Defaults to generate; image_urls present means image2video"
+        None, description="Defaults to generate; an image present means image2video"
     )
-    prompt: Annotated[str, Field(min_length=1, max_length=2000), Storable]
-    aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9"
-    resolution: Literal["768p", "1080p"] = Field(
-        "768p", description="768p or 1080p (768P/1080P accepted)"
+    prompt: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=2000,
+            description="At most 2000 characters, counted upstream after camera_movement_tags "
+            "are written into it (2026-09)",
+        ),
+        Storable,
+    ]
+    aspect_ratio: Literal["16:9", "9:16", "1:1"] | None = Field(
+        None, description="2026-04 form; default 16:9. The 2026-09 upstream takes 16:9 only"
     )
-    duration: StrictInt | None = Field(None, description="Seconds: 6 or 10 (10 only at 768p)")
-    image_urls: Annotated[list[SafeText], Field(min_length=1, max_length=4)] | None = Field(
-        None, description="Reference image(s) for image2video: http(s) URL or Base64 JPG/PNG/WEBP"
+    resolution: Literal["512p", "768p", "1080p"] | None = Field(
+        None, description="768p (default) or 1080p; 512p on minimax-hailuo-02 (upper case too)"
+    )
+    duration: StrictInt | None = Field(
+        None, description="Seconds: 6 or 10 (minimax-hailuo-02: 5 or 10); 10 only below 1080p"
+    )
+    image_urls: Annotated[list[Image], Field(min_length=1, max_length=4)] | None = Field(
+        None,
+        description="2026-04 form: reference image(s), http(s) URL or Base64 JPG/PNG/WEBP; "
+        "the first becomes first_frame_image (the second last_frame_image, on 02) upstream",
+    )
+    first_frame_image: Image | None = Field(
+        None, description="2026-09 form: the opening frame (URL or Base64); not with image_urls"
+    )
+    last_frame_image: Image | None = Field(
+        None, description="2026-09 form: the closing frame, minimax-hailuo-02 only"
+    )
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = Field(
+        None, description="2026-09: minimax-hailuo-2.3 and 2.3-fast only"
     )
     callback_url: Annotated[str, Field(min_length=1, max_length=2048), Storable] | None = None
     callback_events: Annotated[list[Status], Field(max_length=5)] | None = None

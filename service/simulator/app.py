@@ -1,7 +1,9 @@
-"""The Qingbo simulator: same endpoints, validation, shapes and lifecycle as qingbo-api.md.
+"""The Qingbo simulator: the endpoints, validation, shapes and lifecycle of both generations
+of Qingbo's API (qingbo-api.md), switchable at run time.
 
 Tasks progress with wall time (queued, then processing with rising progress, then
-completed or failed); callbacks are real HTTP POSTs. `/_sim/*` lets tests steer it.
+completed or failed); callbacks are real HTTP POSTs; result links serve small real MP4s.
+`/_sim/*` lets tests steer it and see exactly what it was sent.
 """
 
 from __future__ import annotations
@@ -9,129 +11,98 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import httpx
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError
 
+from service.catalog.generations import Generation, generation
+from service.catalog.models import PriceTable, load_price_table
 from service.catalog.rules import normalize
 from service.catalog.schemas import TaskRequest
 from service.errors import ServiceError, validation_error
+from service.simulator.state import (
+    IDEMPOTENCY_WINDOW_SECONDS,
+    TERMINAL,
+    SimConfig,
+    SimConfigPatch,
+    SimTask,
+    billed_quota,
+    mp4_bytes,
+    render,
+    submit_answer,
+)
 
 logger = logging.getLogger(__name__)
-
-TERMINAL = ("completed", "failed", "cancelled")
-
-
-class SimConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    queue_seconds: float = Field(2.0, ge=0)
-    processing_seconds: float = Field(8.0, ge=0)
-    fail_rate: float = Field(0.0, ge=0, le=1)
-    http_429_rate: float = Field(0.0, ge=0, le=1)
-    http_5xx_rate: float = Field(0.0, ge=0, le=1)
-    latency_ms: int = Field(0, ge=0)
-    send_callbacks: bool = True
-    # Beyond the design's knobs: answer every submit with this HTTP status (400/401/402/...).
-    submit_status: int | None = Field(None, ge=400, le=599)
-
-
-class SimConfigPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    queue_seconds: float | None = Field(None, ge=0)
-    processing_seconds: float | None = Field(None, ge=0)
-    fail_rate: float | None = Field(None, ge=0, le=1)
-    http_429_rate: float | None = Field(None, ge=0, le=1)
-    http_5xx_rate: float | None = Field(None, ge=0, le=1)
-    latency_ms: int | None = Field(None, ge=0)
-    send_callbacks: bool | None = None
-    submit_status: int | None = Field(None, ge=400, le=599)
-
-
-@dataclass
-class SimTask:
-    task_id: str
-    request: dict[str, Any]
-    received_at: float
-    queue_seconds: float
-    processing_seconds: float
-    will_fail: bool
-    cancelled_at: float | None = None
-    callbacks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def status_at(self, now: float) -> tuple[str, int]:
-        if self.cancelled_at is not None:
-            return "cancelled", 0
-        elapsed = now - self.received_at
-        if elapsed < self.queue_seconds:
-            return "queued", 0
-        if elapsed < self.queue_seconds + self.processing_seconds:
-            done = (elapsed - self.queue_seconds) / max(self.processing_seconds, 1e-9)
-            return "processing", min(99, int(done * 100))
-        return ("failed" if self.will_fail else "completed"), 100
-
-    def finished_at(self) -> float:
-        return self.received_at + self.queue_seconds + self.processing_seconds
+_PREFER_WAIT = re.compile(r"wait\s*=\s*(\d+)")
 
 
 def _error(
-    status: int, message: str, code: str, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    code: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "code": code}}, status_code=status, headers=headers
-    )
+    error: dict[str, Any] = {"message": message, "code": code}
+    if param is not None:
+        error["param"] = param
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 class Simulator:
-    def __init__(self, *, api_key: str | None = None, base_url: str = "") -> None:
+    def __init__(
+        self, *, api_key: str | None, base_url: str, api_version: str, prices: PriceTable
+    ) -> None:
         self.api_key = api_key
         self.base_url = base_url
-        self.config = SimConfig()
+        self.default_version = api_version
+        self.prices = prices
+        self.config = SimConfig(api_version=api_version)
         self.tasks: dict[str, SimTask] = {}
+        self.keys: dict[str, str] = {}  # Idempotency-Key -> task id
         self.http: httpx.AsyncClient | None = None
 
-    def render(self, task: SimTask, now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
-        status, progress = task.status_at(now)
-        body: dict[str, Any] = {
-            "task_id": task.task_id,
-            "model": task.request.get("model"),
-            "action": task.request.get("action", "generate"),
-            "status": status,
-            "created_at": int(task.received_at * 1000),
-            "progress": progress,
-        }
-        if status in ("processing", "completed", "failed"):
-            body["start_time"] = int(task.received_at + task.queue_seconds)
-        if status == "completed":
-            done = int(task.finished_at())
-            body["completed_at"] = done
-            body["result"] = {
-                "images": [],
-                "videos": [
-                    {
-                        "url": f"{self.base_url}/_sim/videos/{task.task_id}.mp4",
-                        "expires_at": done + 86400,
-                    }
-                ],
-            }
-        elif status == "failed":
-            body["completed_at"] = int(task.finished_at())
-            body["error"] = {
-                "message": "generation failed (simulated)",
-                "code": "generation_failed",
-            }
-        elif status == "cancelled" and task.cancelled_at is not None:
-            body["completed_at"] = int(task.cancelled_at)
-        return body
+    @property
+    def gen(self) -> Generation:
+        return generation(self.config.api_version)
+
+    def render(self, task: SimTask) -> dict[str, Any]:
+        return render(task, version=self.config.api_version, base_url=self.base_url)
+
+    def validate(self, raw: Any) -> TaskRequest | JSONResponse:
+        """Refuse what this generation does not take, as it does: 2026-09 names an undeclared
+        field with `capability_violation` (never billed); rules are `invalid_request`."""
+        gen = self.gen
+        if not isinstance(raw, dict):
+            return _error(400, "body: must be a JSON object", "invalid_request")
+        current = gen.idempotency_keys  # the 2026-09 documents capability_violation
+        try:
+            spec = gen.model(str(raw.get("model", "")))
+        except ServiceError as err:
+            return _error(400, err.message, "invalid_request", param="model")
+        accepted = gen.accepted_fields(spec)
+        for name, value in raw.items():
+            if name == "extra" and current and value in ({}, None):
+                continue
+            if name not in accepted or (current and name == "action" and value != "generate"):
+                code = "capability_violation" if current else "invalid_request"
+                return _error(400, f"{name}: not accepted by {spec.id}", code, param=name)
+        try:
+            req = TaskRequest.model_validate({k: v for k, v in raw.items() if k != "extra"})
+            normalize(req, gen)
+        except ValidationError as exc:
+            invalid = validation_error(RequestValidationError(exc.errors()))
+            return _error(400, invalid.message, "invalid_request", param=invalid.param)
+        except ServiceError as refused:
+            return _error(400, refused.message, "invalid_request", param=refused.param)
+        return req
 
     def schedule_callbacks(self, task: SimTask) -> None:
         url = task.request.get("callback_url")
@@ -146,9 +117,9 @@ class Simulator:
         expected_terminal = "failed" if task.will_fail else "completed"
         for event, at in moments.items():
             if event in events and event in ("processing", expected_terminal):
-                task.callbacks.append(asyncio.create_task(self._callback_at(task, url, event, at)))
+                task.callbacks.append(asyncio.create_task(self._callback_at(task, url, at)))
 
-    async def _callback_at(self, task: SimTask, url: str, event: str, at: float) -> None:
+    async def _callback_at(self, task: SimTask, url: str, at: float) -> None:
         await asyncio.sleep(max(0.0, at - time.time()))
         if task.cancelled_at is not None or not self.config.send_callbacks:
             return
@@ -161,9 +132,49 @@ class Simulator:
         except httpx.HTTPError as exc:
             logger.warning("simulator callback failed: %s", type(exc).__name__)
 
+    def create(self, raw: dict[str, Any], req: TaskRequest, key: str | None) -> SimTask:
+        asked = normalize(req, self.gen).request
+        price = self.prices.price_micros(req.model, asked["resolution"], asked["duration"])
+        task = SimTask(
+            task_id=f"task-sim{int(time.time())}{secrets.token_hex(6)}",
+            request=raw,
+            received_at=time.time(),
+            queue_seconds=self.config.queue_seconds,
+            processing_seconds=self.config.processing_seconds,
+            will_fail=random.random() < self.config.fail_rate,
+            quota=billed_quota(price, self.config.bill_factor),
+            idempotency_key=key,
+        )
+        self.tasks[task.task_id] = task
+        if key is not None:
+            self.keys[key] = task.task_id
+        self.schedule_callbacks(task)
+        return task
 
-def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> FastAPI:
-    sim = Simulator(api_key=api_key, base_url=base_url)
+    def replay(self, key: str | None) -> SimTask | None:
+        """The task an Idempotency-Key already made within Qingbo's 24 h window."""
+        if key is None or not self.gen.idempotency_keys or key not in self.keys:
+            return None
+        task = self.tasks[self.keys[key]]
+        if time.time() - task.received_at > IDEMPOTENCY_WINDOW_SECONDS:
+            return None
+        task.submissions += 1
+        return task
+
+
+def create_simulator_app(
+    *,
+    api_key: str | None = None,
+    base_url: str = "",
+    api_version: str = "2026-09",
+    prices: PriceTable | None = None,
+) -> FastAPI:
+    sim = Simulator(
+        api_key=api_key,
+        base_url=base_url,
+        api_version=api_version,
+        prices=prices or load_price_table(),
+    )
 
     async def lifespan(app: FastAPI) -> Any:
         sim.http = httpx.AsyncClient(timeout=5)
@@ -181,13 +192,13 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
         err = validation_error(exc)
         return _error(400, err.message, "invalid_request")
 
-    async def gate(authorization: str | None) -> JSONResponse | None:
-        """Auth, injected latency and injected failures, as Qingbo would show them."""
+    def authorized(authorization: str | None) -> JSONResponse | None:
         token = (authorization or "").removeprefix("Bearer ").strip()
         if not token or (sim.api_key and not secrets.compare_digest(token, sim.api_key)):
             return _error(401, "invalid API key", "unauthorized")
-        if sim.config.latency_ms:
-            await asyncio.sleep(sim.config.latency_ms / 1000)
+        return None
+
+    def injected_failure() -> JSONResponse | None:
         roll = random.random()
         if roll < sim.config.http_429_rate:
             return _error(429, "rate limit exceeded", "rate_limited", {"Retry-After": "1"})
@@ -195,44 +206,71 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
             return _error(500, "internal server error", "internal_error")
         return None
 
-    @app.post("/v1/tasks")
-    async def create_task(
-        body: TaskRequest, request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> Any:
-        denied = await gate(authorization)
+    async def gate(authorization: str | None) -> JSONResponse | None:
+        """Auth, injected latency and injected failures, as Qingbo would show them."""
+        denied = authorized(authorization)
+        if denied is not None:
+            return denied
+        if sim.config.latency_ms:
+            await asyncio.sleep(sim.config.latency_ms / 1000)
+        return injected_failure()
+
+    async def submit(request: Request, authorization: str | None, key: str | None) -> Any:
+        """Create (or, for a known Idempotency-Key, find) a task; None-free answer or error."""
+        denied = authorized(authorization) or injected_failure()
         if denied is not None:
             return denied
         if sim.config.submit_status is not None:
             status = sim.config.submit_status
             codes = {400: "invalid_request", 401: "unauthorized", 402: "insufficient_balance"}
             return _error(status, f"simulated HTTP {status}", codes.get(status, "error"))
-        if body.priority != 0 or "priority" in body.model_fields_set:
-            return _error(400, "priority: unknown field", "invalid_request")
         try:
-            normalize(body)
-        except ServiceError as err:
-            return _error(400, err.message, "invalid_request")
-        task = SimTask(
-            task_id=f"task-sim{int(time.time())}{secrets.token_hex(6)}",
-            request=await request.json(),
-            received_at=time.time(),
-            queue_seconds=sim.config.queue_seconds,
-            processing_seconds=sim.config.processing_seconds,
-            will_fail=random.random() < sim.config.fail_rate,
-        )
-        sim.tasks[task.task_id] = task
-        sim.schedule_callbacks(task)
+            raw = await request.json()
+        except ValueError:
+            return _error(400, "body: not valid JSON", "invalid_request")
+        task = sim.replay(key)
+        if task is None:
+            req = sim.validate(raw)
+            if isinstance(req, JSONResponse):
+                return req
+            if not sim.prices.is_priced(req.model):
+                return _error(500, f"no price configured for {req.model}", "price_not_configured")
+            task = sim.create(raw, req, key if sim.gen.idempotency_keys else None)
+        if sim.config.latency_ms:  # after creating: a timeout now leaves the outcome unknown
+            await asyncio.sleep(sim.config.latency_ms / 1000)
+        return task
+
+    @app.post("/v1/tasks")
+    async def create_task(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        prefer: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        task = await submit(request, authorization, idempotency_key)
+        if not isinstance(task, SimTask):
+            return task
+        match = _PREFER_WAIT.search(prefer or "") if sim.gen.prefer_wait else None
+        if match is None:
+            return submit_answer(task, version=sim.config.api_version)
+        await _wait(task, min(60.0, float(match.group(1))))
         answer = sim.render(task)
-        return {
-            k: answer[k] for k in ("task_id", "model", "action", "status", "created_at", "progress")
-        }
+        if answer["status"] not in TERMINAL:
+            answer["pre_consumed_cost"] = task.quota
+        return JSONResponse(answer, headers={"Preference-Applied": f"wait={match.group(1)}"})
+
+    async def _wait(task: SimTask, seconds: float) -> None:
+        await asyncio.sleep(min(seconds, max(0.0, task.finished_at() - time.time() + 0.01)))
 
     async def lookup(task_id: str, authorization: str | None) -> SimTask | JSONResponse:
         denied = await gate(authorization)
         if denied is not None:
             return denied
         task = sim.tasks.get(task_id)
-        return task if task is not None else _error(404, "task not found", "not_found")
+        if task is not None:
+            return task
+        code = "task_not_found" if sim.gen.idempotency_keys else "not_found"
+        return _error(404, "task not found", code)
 
     @app.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
@@ -248,29 +286,35 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
             return task
         status, _ = task.status_at(time.time())
         if status != "queued":
-            return _error(
-                409, f"only queued tasks can be cancelled (task is {status})", "not_cancellable"
-            )
+            refusal = sim.gen.not_cancellable_status
+            code = "task_not_cancellable" if refusal == 400 else "not_cancellable"
+            return _error(refusal, f"only queued tasks can be cancelled (task is {status})", code)
         task.cancelled_at = time.time()
         url = task.request.get("callback_url")
         events = task.request.get("callback_events") or list(TERMINAL)
         if url and "cancelled" in events and sim.config.send_callbacks:
             task.callbacks.append(asyncio.create_task(sim.send_callback(task, url)))
+        if sim.gen.idempotency_keys:
+            return {
+                "task_id": task.task_id,
+                "status": "cancelled",
+                "refunded": True,
+                "refunded_quota": task.quota,
+            }
         return sim.render(task)
 
     @app.post("/v1/tasks/sync")
     async def sync_task(
-        body: TaskRequest,
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
         timeout: Annotated[float, Query(ge=0, le=600)] = 60,
     ) -> Any:
-        created = await create_task(body, request, authorization)
-        if isinstance(created, Response):
-            return created
-        task = sim.tasks[created["task_id"]]
-        wait = min(timeout, max(0.0, task.finished_at() - time.time() + 0.01))
-        await asyncio.sleep(wait)
+        if sim.gen.prefer_wait:  # 2026-09 removed this page for Prefer: wait
+            return _error(404, "not found", "not_found")
+        task = await submit(request, authorization, None)
+        if not isinstance(task, SimTask):
+            return task
+        await _wait(task, timeout)
         answer = sim.render(task)
         if answer["status"] not in TERMINAL:
             answer["poll_url"] = f"{sim.base_url}/v1/tasks/{task.task_id}"
@@ -278,8 +322,14 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
 
     @app.get("/_sim/videos/{name}")
     async def video(name: str) -> Response:
-        # A tiny stand-in MP4 (an ftyp box), enough for download paths to be exercised.
-        return Response(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom", media_type="video/mp4")
+        task = sim.tasks.get(name.removesuffix(".mp4"))
+        if task is None or task.status_at(time.time())[0] != "completed":
+            return _error(404, "no such file", "not_found")
+        if time.time() > task.finished_at() + sim.config.result_ttl():
+            return _error(404, "the file has expired and was deleted", "not_found")
+        if random.random() < sim.config.download_fail_rate:
+            return _error(503, "storage unavailable (simulated)", "upstream_unavailable")
+        return Response(mp4_bytes(task.task_id), media_type="video/mp4")
 
     @app.get("/_sim/config")
     async def get_config() -> SimConfig:
@@ -293,6 +343,7 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
 
     @app.get("/_sim/tasks")
     async def list_tasks() -> dict[str, Any]:
+        """Every task created, once, with the exact body and how many POSTs carried its key."""
         now = time.time()
         return {
             "tasks": [
@@ -301,6 +352,9 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
                     "status": t.status_at(now)[0],
                     "request": t.request,
                     "received_at": int(t.received_at * 1000),
+                    "idempotency_key": t.idempotency_key,
+                    "submissions": t.submissions,
+                    "cost": t.quota,
                 }
                 for t in sim.tasks.values()
             ]
@@ -312,7 +366,8 @@ def create_simulator_app(*, api_key: str | None = None, base_url: str = "") -> F
             for cb in task.callbacks:
                 cb.cancel()
         sim.tasks.clear()
-        sim.config = SimConfig()
+        sim.keys.clear()
+        sim.config = SimConfig(api_version=sim.default_version)
         return {"ok": True}
 
     return app

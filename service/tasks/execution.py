@@ -11,18 +11,27 @@ import hashlib
 import logging
 import random
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from service.budgets import repository as budgets
-from service.catalog.models import MICROS_PER_USD, STATUSES, TERMINAL_STATUSES
+from service.catalog.generations import generation
+from service.catalog.models import (
+    MICROS_PER_USD,
+    STATUSES,
+    TERMINAL_STATUSES,
+    format_usd,
+    quota_to_micros,
+)
+from service.catalog.rules import upstream_body
 from service.config import Settings
 from service.deps import Resources
+from service.errors import InvalidRequest
 from service.metrics import (
     COST_CHARGED,
+    COST_DRIFT,
     DISPATCH_CLAIMED,
     RECONCILER_REPAIRS,
     TASK_END_TO_END,
@@ -43,27 +52,19 @@ from service.upstream.errors import (
     UpstreamRejected,
     UpstreamRetryable,
 )
+from service.upstream.parse import UpstreamView, parse_upstream_task
 from service.webhooks import outbox
 
 logger = logging.getLogger(__name__)
+
+# Qingbo remembers an Idempotency-Key for 24 h (task/submit.mdx); an hour's margin.
+UPSTREAM_KEY_WINDOW = timedelta(hours=23)
 
 AMBIGUOUS_MESSAGE = (
     "the submission to Qingbo got no answer after it was sent, so it may or may not have "
     "been created there; the gateway did not resend it to avoid a second paid task. "
     "Submit again if you still need the video."
 )
-
-# Qingbo documents five statuses; map the spellings other vendors use, defensively.
-_STATUS_ALIASES = {
-    "pending": "queued",
-    "submitted": "queued",
-    "running": "processing",
-    "in_progress": "processing",
-    "succeeded": "completed",
-    "success": "completed",
-    "error": "failed",
-    "canceled": "cancelled",
-}
 
 
 async def finish(
@@ -76,13 +77,16 @@ async def finish(
     error: dict[str, Any] | None = None,
     start_time: datetime | None = None,
     completed_at: datetime | None = None,
+    upstream: UpstreamView | None = None,
 ) -> asyncpg.Record | None:
     """The one way into a terminal status (inside the caller's transaction); once per task.
 
     The budget settles and the webhook event is written in the same transaction: completed
-    turns the task's reservations into spend, anything else releases them, so no crash can
+    turns the task's reservations into spend at what Qingbo charged (its reported `cost`,
+    where it reports one; else the estimate), anything else releases them, so no crash can
     leave one without the other or lose the event.
     """
+    reported = upstream.cost_quota if upstream is not None else None
     row = await repository.finish_task(
         conn,
         task_id,
@@ -92,14 +96,23 @@ async def finish(
         error=error,
         start_time=start_time,
         completed_at=completed_at,
+        reported_cost_micros=quota_to_micros(reported) if reported is not None else None,
+        billing_status=upstream.billing_status if upstream is not None else None,
     )
     if row is not None:
-        await budgets.settle_task(conn, task_id=task_id, completed=status == "completed")
+        completed = status == "completed"
+        await budgets.settle_task(
+            conn,
+            task_id=task_id,
+            completed=completed,
+            charged_micros=row["charged_micros"] if completed else None,
+        )
         await outbox.task_event(conn, row, status)
-        if status == "completed":
+        if completed:
             COST_CHARGED.labels(row["team_name"], row["model"]).inc(
-                row["cost_micros"] / MICROS_PER_USD
+                row["charged_micros"] / MICROS_PER_USD
             )
+            _count_drift(row)
         TASKS_TERMINAL.labels(row["team_name"], row["model"], status).inc()
         ended = (
             row["completed_at"] if row["completed_at"] > row["created_at"] else datetime.now(UTC)
@@ -115,6 +128,25 @@ async def finish(
     return row
 
 
+def _count_drift(row: Any) -> None:
+    """Qingbo charged other than the price table's estimate: count and log it (the budget
+    has already settled at the charge)."""
+    drift = row["charged_micros"] - row["cost_micros"]
+    if drift == 0:
+        return
+    direction = "over" if drift > 0 else "under"
+    COST_DRIFT.labels(row["model"], direction).inc(abs(drift) / MICROS_PER_USD)
+    logger.warning(
+        "Qingbo charged other than the estimate",
+        extra={
+            "task_id": row["id"],
+            "model": row["model"],
+            "estimated_usd": format_usd(row["cost_micros"]),
+            "charged_usd": format_usd(row["charged_micros"]),
+        },
+    )
+
+
 def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None = None) -> float:
     """Exponential backoff with jitter; Qingbo's Retry-After wins when it asks for longer."""
     ceiling = min(
@@ -125,45 +157,6 @@ def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None 
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.upstream_retry_max_seconds))
     return delay
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """Qingbo sends Unix seconds on some pages and milliseconds on others: accept both."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        return None
-    seconds = value / 1000 if value > 100_000_000_000 else value
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-@dataclass(frozen=True)
-class UpstreamView:
-    status: str
-    progress: int
-    result: dict[str, Any] | None
-    error: dict[str, Any] | None
-    start_time: datetime | None
-    completed_at: datetime | None
-
-
-def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
-    raw_status = str(answer.get("status", "")).lower()
-    status = _STATUS_ALIASES.get(raw_status, raw_status)
-    if status not in STATUSES:
-        raise UpstreamRetryable(f"Qingbo answered an unknown status {raw_status!r}")
-    progress = answer.get("progress")
-    progress = min(100, max(0, int(progress))) if isinstance(progress, int | float) else 0
-    error = answer.get("error")
-    if error is not None and not isinstance(error, dict):
-        error = {"message": str(error), "code": "upstream_error"}
-    result = answer.get("result")
-    return UpstreamView(
-        status=status,
-        progress=progress,
-        result=result if isinstance(result, dict) else None,
-        error=error,
-        start_time=_parse_time(answer.get("start_time")),
-        completed_at=_parse_time(answer.get("completed_at")),
-    )
 
 
 # --- dispatch -----------------------------------------------------------------------
@@ -203,9 +196,16 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def idempotency_key_for(task_id: str) -> str:
+    """The upstream Idempotency-Key of a task: the same on every attempt, so a repeat after
+    an unknown outcome is the task Qingbo created first, billed once."""
+    return f"qgw-{task_id}"
+
+
 async def submit(res: Resources, task_id: str, attempt: int) -> str:
     """Submit one claimed task to Qingbo; returns what happened (for logs and tests)."""
     settings = res.settings
+    gen = settings.generation
     token = secrets.token_urlsafe(32) if settings.callbacks_enabled else None
     async with res.pool.acquire() as conn:
         async with conn.transaction():
@@ -214,6 +214,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
                 task_id,
                 attempt=attempt,
                 callback_token_hash=hash_token(token) if token else None,
+                api_version=gen.version,
             )
         if row is None:
             state = await repository.dispatch_state(conn, task_id)
@@ -223,15 +224,29 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
                 and state["dispatch_attempts"] == attempt
             ):
                 # This job ran before and died inside the call: the outcome is unknown.
-                return await resolve_ambiguous(res, conn, task_id, attempt)
+                return await resolve_ambiguous(res, conn, dict(state) | {"id": task_id})
             return "skipped"
+        try:
+            # Made for the generation the upstream speaks now (it may have changed since
+            # the task was admitted).
+            body = upstream_body(row["request"], gen)
+        except InvalidRequest as exc:
+            async with conn.transaction():
+                await finish(
+                    conn,
+                    task_id,
+                    status="failed",
+                    from_states=("submitting",),
+                    error={"message": exc.message, "code": "invalid_request"},
+                )
+            return "failed"
 
-    body = dict(row["request"])
     if token:
         body["callback_url"] = callback_url_for(settings, task_id, token)
         body["callback_events"] = list(STATUSES)
+    key = idempotency_key_for(task_id) if gen.idempotency_keys else None
     try:
-        answer = await res.qingbo.create_task(body)
+        answer = await res.qingbo.create_task(body, idempotency_key=key)
         upstream_id = answer.get("task_id")
         if not isinstance(upstream_id, str) or not upstream_id:
             raise UpstreamAmbiguous("Qingbo answered without a task_id")
@@ -249,6 +264,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
             status="processing" if view.status == "processing" else "queued",
             progress=view.progress,
             next_poll_in=settings.poll_initial_seconds,
+            pre_consumed_quota=view.pre_consumed_quota,
         )
     if recorded is None:
         logger.error("submitted task changed state meanwhile", extra={"task_id": task_id})
@@ -263,7 +279,10 @@ async def _submit_failed(
 ) -> str:
     settings = res.settings
     if isinstance(exc, UpstreamAmbiguous):
-        return await resolve_ambiguous(res, conn, task_id, attempt)
+        state = await repository.dispatch_state(conn, task_id)
+        if state is None:
+            return "skipped"
+        return await resolve_ambiguous(res, conn, dict(state) | {"id": task_id})
     if isinstance(exc, UpstreamAccountBlocked):
         reason = "balance_exhausted" if exc.status == 402 else "unauthorized"
         async with conn.transaction():
@@ -310,15 +329,40 @@ async def _submit_failed(
     return "failed"
 
 
-async def resolve_ambiguous(
-    res: Resources, conn: asyncpg.Connection, task_id: str, attempt: int
-) -> str:
-    """The one case with no safe answer: apply the configured, documented policy."""
-    policy = res.settings.ambiguous_submit_policy
+def idempotent_resubmit(settings: Settings, task: Any) -> bool:
+    """Whether an unknown outcome can be settled by sending again with the same key: the
+    task went out to a generation that honours keys, and Qingbo still remembers its key
+    (24 h from the first send; a margin keeps clear of the edge)."""
+    version = task["upstream_api_version"]
+    if version is None or not generation(version).idempotency_keys:
+        return False
+    sent = task["first_sent_at"]
+    return sent is None or datetime.now(UTC) - sent < UPSTREAM_KEY_WINDOW
+
+
+async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any) -> str:
+    """A submission whose outcome is unknown (read timeout, reset, 504, a worker killed
+    inside the call, an answer never recorded). Against 2026-09 it is sent again with the
+    same Idempotency-Key: Qingbo answers with the task it made, if it made one, and bills
+    once. Otherwise the configured, documented policy decides."""
+    task_id, attempt = task["id"], task["dispatch_attempts"]
+    settings = res.settings
+    if idempotent_resubmit(settings, task):
+        policy = "idempotent_resubmit"
+    else:
+        policy = settings.ambiguous_submit_policy
     UPSTREAM_AMBIGUOUS.labels(policy).inc()
     logger.warning("ambiguous submission", extra={"task_id": task_id, "policy": policy})
     async with conn.transaction():
-        if policy == "resubmit":
+        if policy == "idempotent_resubmit" and attempt < settings.upstream_max_submit_attempts:
+            await repository.return_to_pending(
+                conn,
+                task_id,
+                from_state="submitting",
+                attempt=attempt,
+                delay_seconds=backoff_seconds(settings, attempt),
+            )
+        elif policy == "resubmit":
             await repository.return_to_pending(
                 conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=0
             )
@@ -330,7 +374,7 @@ async def resolve_ambiguous(
                 from_states=("submitting",),
                 error={"message": AMBIGUOUS_MESSAGE, "code": "upstream_ambiguous"},
             )
-    await kick_dispatch(res.redis, res.settings.arq_queue_name)
+    await kick_dispatch(res.redis, settings.arq_queue_name)
     return f"ambiguous_{policy}"
 
 
@@ -386,6 +430,7 @@ async def refresh_from_upstream(
                 error=view.error if view.status == "failed" else None,
                 start_time=view.start_time,
                 completed_at=view.completed_at,
+                upstream=view,
             )
         return view.status
 
@@ -448,7 +493,7 @@ async def reconcile(res: Resources) -> dict[str, int]:
         for row in await repository.stale_submissions(
             conn, lease_seconds=settings.submit_lease_seconds
         ):
-            await resolve_ambiguous(res, conn, row["id"], row["dispatch_attempts"])
+            await resolve_ambiguous(res, conn, row)
             repairs["stale_submit"] += 1
     for kind, count in repairs.items():
         if count:

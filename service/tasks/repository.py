@@ -8,6 +8,8 @@ from uuid import UUID
 
 import asyncpg
 
+from service.catalog.models import MICROS_PER_QUOTA
+
 IN_FLIGHT_STATES = ("claimed", "submitting", "submitted")
 DISPATCH_LOCK_KEY = 0x51_47_57_01  # pg advisory lock: one dispatcher decides at a time
 
@@ -106,8 +108,13 @@ async def finish_task(
     error: dict[str, Any] | None = None,
     start_time: datetime | None = None,
     completed_at: datetime | None = None,
+    reported_cost_micros: int | None = None,
+    billing_status: str | None = None,
 ) -> asyncpg.Record | None:
-    """Move a task to a terminal status once; None if it was not in one of `from_states`."""
+    """Move a task to a terminal status once; None if it was not in one of `from_states`.
+
+    `charged_micros` becomes what the task cost: for a completed one Qingbo's reported cost
+    where it reported one, else the estimate; nothing for any other ending."""
     return await conn.fetchrow(
         """
         UPDATE tasks SET
@@ -116,9 +123,15 @@ async def finish_task(
             result = coalesce($4, result), error = $5,
             start_time = coalesce($6, start_time),
             completed_at = coalesce($7, now()),
+            charged_micros = CASE WHEN $2 = 'completed' THEN coalesce($8, cost_micros)
+                                  ELSE 0 END,
+            upstream_cost_quota = coalesce($9, upstream_cost_quota),
+            upstream_billing_status = coalesce($10, upstream_billing_status),
             next_poll_at = NULL, updated_at = now()
         WHERE id = $1 AND dispatch_state = ANY($3::text[])
-        RETURNING *, (SELECT name FROM teams WHERE teams.id = tasks.team_id) AS team_name
+        RETURNING *, (SELECT name FROM teams WHERE teams.id = tasks.team_id) AS team_name,
+                  (SELECT api_version FROM teams WHERE teams.id = tasks.team_id)
+                      AS team_api_version
         """,
         task_id,
         status,
@@ -127,6 +140,9 @@ async def finish_task(
         error,
         start_time,
         completed_at,
+        reported_cost_micros,
+        None if reported_cost_micros is None else reported_cost_micros // MICROS_PER_QUOTA,
+        billing_status,
     )
 
 
@@ -203,25 +219,35 @@ async def claim_pending(
 
 
 async def start_submit(
-    conn: asyncpg.Connection, task_id: str, *, attempt: int, callback_token_hash: bytes | None
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    attempt: int,
+    callback_token_hash: bytes | None,
+    api_version: str,
 ) -> asyncpg.Record | None:
-    """Record the intent to call Qingbo (claimed -> submitting); None if not ours to submit."""
+    """Record the intent to call Qingbo (claimed -> submitting), and when it was first sent
+    and in which generation; None if not ours to submit."""
     return await conn.fetchrow(
         """
         UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now(),
-               callback_token_hash = $3, updated_at = now()
+               callback_token_hash = $3, first_sent_at = coalesce(first_sent_at, now()),
+               upstream_api_version = $4, updated_at = now()
         WHERE id = $1 AND dispatch_state = 'claimed' AND dispatch_attempts = $2
         RETURNING id, team_id, model, request, dispatch_attempts
         """,
         task_id,
         attempt,
         callback_token_hash,
+        api_version,
     )
 
 
 async def dispatch_state(conn: asyncpg.Connection, task_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id
+        "SELECT dispatch_state, dispatch_attempts, upstream_api_version, first_sent_at "
+        "FROM tasks WHERE id = $1",
+        task_id,
     )
 
 
@@ -234,12 +260,14 @@ async def record_submitted(
     status: str,
     progress: int,
     next_poll_in: float,
+    pre_consumed_quota: int | None,
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """
         UPDATE tasks SET dispatch_state = 'submitted', upstream_task_id = $3,
                status = $4, progress = $5, submitted_at = now(), poll_count = 0,
-               next_poll_at = now() + make_interval(secs => $6), updated_at = now()
+               next_poll_at = now() + make_interval(secs => $6),
+               upstream_pre_consumed_quota = $7, updated_at = now()
         WHERE id = $1 AND dispatch_state = 'submitting' AND dispatch_attempts = $2
         RETURNING id, model, extract(epoch FROM submitted_at - created_at) AS queue_wait
         """,
@@ -249,6 +277,7 @@ async def record_submitted(
         status,
         progress,
         next_poll_in,
+        pre_consumed_quota,
     )
 
 
@@ -367,7 +396,7 @@ async def stale_submissions(
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
-        SELECT id, dispatch_attempts FROM tasks
+        SELECT id, dispatch_attempts, upstream_api_version, first_sent_at FROM tasks
         WHERE dispatch_state = 'submitting'
           AND submit_started_at < now() - make_interval(secs => $1)
         """,

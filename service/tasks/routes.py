@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,9 +13,10 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sse_starlette.sse import EventSourceResponse
 
 from service.budgets.schemas import Estimate
+from service.catalog.generations import ApiVersion
 from service.catalog.models import STATUSES
 from service.catalog.schemas import Status, TaskRequest
-from service.deps import AppResources, CurrentCaller, SubmissionCtx, TeamCtx
+from service.deps import AppResources, CurrentCaller, Resources, SubmissionCtx, TeamCtx
 from service.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
@@ -31,11 +33,44 @@ from service.errors import (
 )
 from service.openapi import error_responses
 from service.tasks import service
-from service.tasks.schemas import SyncTaskObject, TaskList, TaskObject, render_task
+from service.tasks.render import render_cancelled, render_task
+from service.tasks.schemas import (
+    SyncTaskObject,
+    SyncTaskObjectCurrent,
+    TaskAnswer,
+    TaskList,
+)
+from service.teams.service import Caller
 from service.types import Storable
 
 router = APIRouter(tags=["tasks"])
 TaskId = Annotated[str, Path(max_length=100), Storable]
+QingboVersion = Annotated[
+    ApiVersion | None,
+    Header(
+        alias="Qingbo-Version",
+        description="Answer shape for this call (else the team's api_version): 2026-04 or 2026-09",
+    ),
+]
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([^,;\s]*)", re.IGNORECASE)
+
+
+def _version(caller: Caller, requested: str | None) -> str:
+    return requested or caller.api_version
+
+
+def _base_url(res: Resources, request: Request) -> str:
+    return res.settings.public_base_url or str(request.base_url)
+
+
+def prefer_wait(value: str | None, limit: float) -> float | None:
+    """Seconds asked for by `Prefer: wait=N` (RFC 7240), capped at `limit`; None if absent."""
+    match = _PREFER_WAIT.search(value or "")
+    if match is None:
+        return None
+    if not match.group(1).isdigit():
+        raise InvalidRequest("Prefer: wait takes whole seconds, e.g. wait=30", param="Prefer")
+    return min(float(match.group(1)), limit)
 
 
 def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -57,18 +92,29 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 
 @router.post(
     "/v1/tasks",
-    response_model=TaskObject,
+    response_model=TaskAnswer,
     summary="Submit a task",
     responses=error_responses(*SUBMIT_ERRORS),
 )
 async def submit_task(
     body: TaskRequest,
     ctx: SubmissionCtx,
+    request: Request,
+    qingbo_version: QingboVersion = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
+    prefer: Annotated[
+        str | None,
+        Header(description="`wait=N`: hold up to N seconds for the terminal task"),
+        Storable,
+    ] = None,
 ) -> Any:
-    """Submit a video task: Qingbo's body and answer; the price is reserved before it is queued."""
+    """Submit a video task: Qingbo's body and answer; the price is reserved before it is
+    queued. With `Prefer: wait=N` (N capped by QGW_SYNC_MAX_WAIT_SECONDS) the answer is the
+    terminal task if it ends in time, else the task as it is then."""
+    res = ctx.res
+    wait = prefer_wait(prefer, res.settings.sync_max_wait_seconds)
     admission = await service.submit_task(
-        ctx.res,
+        res,
         ctx.conn,
         caller=ctx.caller,
         body=body,
@@ -76,12 +122,27 @@ async def submit_task(
         early_check=ctx.early_check,
         key_hash=ctx.key_hash,
     )
-    return _json(render_task(admission.row), admission.headers)
+    row, headers = admission.row, admission.headers
+    if wait is not None:
+        assert ctx.release is not None
+        await ctx.release()  # no connection is held while waiting
+        async with _watch_disconnect(request) as gone:
+            row = await service.wait_for_outcome(
+                res, caller=ctx.caller, task_id=row["id"], wait_seconds=wait, gone=gone
+            )
+        headers = {**headers, "Preference-Applied": f"wait={int(wait)}"}
+    task = render_task(
+        row,
+        version=_version(ctx.caller, qingbo_version),
+        base_url=_base_url(res, request),
+        submit_answer=True,
+    )
+    return _json(task, headers)
 
 
 @router.post(
     "/v1/tasks/sync",
-    response_model=SyncTaskObject,
+    response_model=SyncTaskObject | SyncTaskObjectCurrent,
     summary="Submit a task and wait",
     responses=error_responses(*SUBMIT_ERRORS),
 )
@@ -92,9 +153,10 @@ async def submit_task_sync(
     request: Request,
     timeout: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait")] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
+    qingbo_version: QingboVersion = None,
 ) -> Any:
-    """Qingbo's synchronous mode: the finished task, or the task so far and a poll_url.
-    A caller that hangs up stops only its wait; the task goes on."""
+    """Qingbo's synchronous mode (2026-04): the finished task, or the task so far and a
+    poll_url. A caller that hangs up stops only its wait; the task goes on."""
     limit = res.settings.sync_max_wait_seconds
     async with _watch_disconnect(request) as gone:
         admission = await service.submit_and_wait(
@@ -106,7 +168,12 @@ async def submit_task_sync(
             gone=gone,
         )
     row = admission.row
-    task = render_task(row)
+    task = render_task(
+        row,
+        version=_version(caller, qingbo_version),
+        base_url=_base_url(res, request),
+        submit_answer=True,
+    )
     if row["dispatch_state"] != "done":
         task["poll_url"] = str(request.url_for("get_task", task_id=row["id"]))
     return _json(task, admission.headers)
@@ -160,14 +227,23 @@ async def task_events(
     task_id: TaskId,
     caller: CurrentCaller,
     res: AppResources,
+    request: Request,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    qingbo_version: QingboVersion = None,
 ) -> Any:
     """The task now, then each status or progress change, until the terminal event. Send
     `Last-Event-ID` on reconnect to skip what was already seen without missing anything."""
     async with res.pool.acquire() as conn:
         await service.get_task(conn, caller=caller, task_id=task_id)  # 404 before streaming
     return EventSourceResponse(
-        service.task_events(res, caller=caller, task_id=task_id, last_event_id=last_event_id),
+        service.task_events(
+            res,
+            caller=caller,
+            task_id=task_id,
+            last_event_id=last_event_id,
+            version=_version(caller, qingbo_version),
+            base_url=_base_url(res, request),
+        ),
         ping=res.settings.sse_keepalive_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -187,13 +263,17 @@ async def estimate_task(body: TaskRequest, ctx: TeamCtx) -> Any:
 
 @router.get(
     "/v1/tasks/{task_id}",
-    response_model=TaskObject,
+    response_model=TaskAnswer,
     summary="Get a task",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def get_task(task_id: TaskId, ctx: TeamCtx) -> Any:
-    """The task in Qingbo's shape, plus the gateway's fields."""
-    return _json(render_task(await service.get_task(ctx.conn, caller=ctx.caller, task_id=task_id)))
+async def get_task(
+    task_id: TaskId, ctx: TeamCtx, request: Request, qingbo_version: QingboVersion = None
+) -> Any:
+    """The task in Qingbo's shape (the answer version asked for), plus the gateway's fields."""
+    row = await service.get_task(ctx.conn, caller=ctx.caller, task_id=task_id)
+    version = _version(ctx.caller, qingbo_version)
+    return _json(render_task(row, version=version, base_url=_base_url(ctx.res, request)))
 
 
 @router.get(
@@ -204,6 +284,8 @@ async def get_task(task_id: TaskId, ctx: TeamCtx) -> Any:
 )
 async def list_tasks(
     ctx: TeamCtx,
+    request: Request,
+    qingbo_version: QingboVersion = None,
     status: Status | None = None,
     model: Annotated[str | None, Query(max_length=100), Storable] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -213,20 +295,23 @@ async def list_tasks(
     rows, next_cursor = await service.list_tasks(
         ctx.conn, caller=ctx.caller, status=status, model=model, limit=limit, cursor=cursor
     )
-    return _json(
-        {"object": "list", "data": [render_task(r) for r in rows], "next_cursor": next_cursor}
-    )
+    version, base_url = _version(ctx.caller, qingbo_version), _base_url(ctx.res, request)
+    data = [render_task(r, version=version, base_url=base_url) for r in rows]
+    return _json({"object": "list", "data": data, "next_cursor": next_cursor})
 
 
 @router.post(
     "/v1/tasks/{task_id}/cancel",
-    response_model=TaskObject,
+    response_model=TaskAnswer,
     summary="Cancel a task",
     responses=error_responses(
         InvalidRequest, Unauthorized, NotFound, NotCancellable, UpstreamUnavailable
     ),
 )
-async def cancel_task(task_id: TaskId, ctx: TeamCtx) -> Any:
+async def cancel_task(
+    task_id: TaskId, ctx: TeamCtx, request: Request, qingbo_version: QingboVersion = None
+) -> Any:
     """Cancel a queued task (at Qingbo too, if it was sent); its reservation is released."""
     row = await service.cancel_task(ctx.res, ctx.conn, caller=ctx.caller, task_id=task_id)
-    return _json(render_task(row))
+    version = _version(ctx.caller, qingbo_version)
+    return _json(render_cancelled(row, version=version, base_url=_base_url(ctx.res, request)))

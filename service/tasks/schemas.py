@@ -1,4 +1,5 @@
-"""The task object as callers see it: Qingbo's fields plus the gateway's."""
+"""The task object as callers see it, per answer version (rendering lives in render.py):
+Qingbo's fields plus the gateway's."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.catalog.models import format_usd
-from service.catalog.rules import prompt_camera_tags
 from service.catalog.schemas import Status
 
 
 class Video(BaseModel):
     url: str
-    expires_at: int | None = None
+    expires_at: int | None = Field(None, description="Unix seconds")
 
 
 class TaskResult(BaseModel):
@@ -23,13 +22,88 @@ class TaskResult(BaseModel):
     videos: list[Video] = []
 
 
+class VideoCurrent(BaseModel):
+    url: list[str] = Field(description="Always a list, even for one")
+    expires_at: int | None = Field(None, description="Unix seconds")
+
+
+class TaskResultCurrent(BaseModel):
+    images: list[Any] = []
+    videos: list[VideoCurrent] = []
+
+
+class TaskUrls(BaseModel):
+    get: str
+    cancel: str
+
+
 class TaskError(BaseModel):
     message: str
     code: str | None = None
 
 
-class TaskObject(BaseModel):
-    """Qingbo's task fields, plus the gateway's (cost, team, upstream id, normalised request)."""
+class GatewayFields(BaseModel):
+    """The gateway's fields, the same in every answer version."""
+
+    cost_usd: str = Field(
+        description="What the task costs in USD (decimal string): what was charged once it is "
+        "terminal (Qingbo's reported cost where it reports one; 0 when refunded), the "
+        "reservation before that"
+    )
+    estimated_cost_usd: str = Field(description="The price table's price, reserved at admission")
+    team_id: str
+    upstream_task_id: str | None
+    prompt: str
+    aspect_ratio: str | None
+    resolution: str
+    duration: int
+    image_urls: list[str] | None = Field(
+        None, description="URLs as given; Base64 images are summarised, not echoed"
+    )
+    first_frame_image: str | None = None
+    last_frame_image: str | None = None
+    seed: int | None = None
+    camera_movement_tags: list[str] | None = None
+    prompt_camera_tags: list[str]
+    watermark: bool
+    prompt_optimizer: bool
+    fast_pretreatment: bool
+    priority: int
+    callback_url: str | None
+    callback_events: list[Status]
+
+
+class TaskObjectCurrent(GatewayFields):
+    """`Qingbo-Version: 2026-09`: the vendor's current task shape, plus the gateway's fields."""
+
+    task_id: str
+    model: str
+    action: str = Field(description="Always generate: the mode follows the media fields")
+    status: Status
+    progress: int | str = Field(
+        description='A percentage string: "" while queued, "45%", "100%" when terminal; the '
+        "integer 0 on a submit answer still queued"
+    )
+    created_at: int = Field(description="Unix seconds")
+    start_time: int | None = Field(None, description="Unix seconds")
+    completed_at: int | None = Field(None, description="Unix seconds")
+    result: TaskResultCurrent | None = None
+    error: TaskError | None = None
+    urls: TaskUrls
+    pre_consumed_cost: int | None = Field(
+        None, description="Submit answers: the quota reserved (500,000 = 1 USD)"
+    )
+    cost: int | None = Field(
+        None, description="Terminal tasks: the quota charged (0 after a refund)"
+    )
+    billing_status: str | None = Field(None, description="Terminal tasks: settled or refunded")
+    refunded: bool | None = Field(None, description="Cancel answers")
+    refunded_quota: int | None = Field(None, description="Cancel answers")
+
+
+class TaskObject(GatewayFields):
+    """`Qingbo-Version: 2026-04` (the default): Qingbo's task fields as of April 2026, plus
+    the gateway's (cost, team, upstream id, normalised request)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -79,24 +153,9 @@ class TaskObject(BaseModel):
     completed_at: int | None = Field(None, description="Unix milliseconds")
     result: TaskResult | None = None
     error: TaskError | None = None
-    cost_usd: str = Field(description="The task's price in USD, a decimal string")
-    team_id: str
-    upstream_task_id: str | None
-    prompt: str
-    aspect_ratio: str
-    resolution: str
-    duration: int
-    image_urls: list[str] | None = Field(
-        None, description="URLs as given; Base64 images are summarised, not echoed"
-    )
-    camera_movement_tags: list[str] | None = None
-    prompt_camera_tags: list[str]
-    watermark: bool
-    prompt_optimizer: bool
-    fast_pretreatment: bool
-    priority: int
-    callback_url: str | None
-    callback_events: list[Status]
+
+
+TaskAnswer = TaskObject | TaskObjectCurrent
 
 
 class SyncTaskObject(TaskObject):
@@ -105,55 +164,16 @@ class SyncTaskObject(TaskObject):
     )
 
 
+class SyncTaskObjectCurrent(TaskObjectCurrent):
+    poll_url: str | None = Field(
+        None, description="Present when the task was not finished in time: GET it to poll"
+    )
+
+
 class TaskList(BaseModel):
     object: str = "list"
-    data: list[TaskObject]
+    data: list[TaskObject] | list[TaskObjectCurrent]
     next_cursor: str | None
-
-
-def unix_ms(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
-
-
-def _summarise_image(value: str) -> str:
-    if value.startswith(("http://", "https://")):
-        return value
-    size = len(value) * 3 // 4
-    return f"base64 image, about {size} bytes"
-
-
-def render_task(row: Any) -> dict[str, Any]:
-    """A task row as the API answers it (also the webhook payload's body)."""
-    request = row["request"]
-    images = request.get("image_urls")
-    return {
-        "task_id": row["id"],
-        "model": row["model"],
-        "action": row["action"],
-        "status": row["status"],
-        "progress": row["progress"],
-        "created_at": unix_ms(row["created_at"]),
-        "start_time": unix_ms(row["start_time"]),
-        "completed_at": unix_ms(row["completed_at"]),
-        "result": row["result"],
-        "error": row["error"],
-        "cost_usd": format_usd(row["cost_micros"]),
-        "team_id": str(row["team_id"]),
-        "upstream_task_id": row["upstream_task_id"],
-        "prompt": request["prompt"],
-        "aspect_ratio": request["aspect_ratio"],
-        "resolution": request["resolution"],
-        "duration": request["duration"],
-        "image_urls": [_summarise_image(i) for i in images] if images else None,
-        "camera_movement_tags": request.get("camera_movement_tags"),
-        "prompt_camera_tags": prompt_camera_tags(request["prompt"], strict=False),
-        "watermark": request["watermark"],
-        "prompt_optimizer": request["prompt_optimizer"],
-        "fast_pretreatment": request["fast_pretreatment"],
-        "priority": row["priority"],
-        "callback_url": row["callback_url"],
-        "callback_events": list(row["callback_events"]),
-    }
 
 
 def encode_cursor(created_at: datetime, task_id: str) -> str:

@@ -21,7 +21,7 @@ from service.budgets.service import (
     announce_crossings,
     check_fit,
 )
-from service.catalog.models import format_usd
+from service.catalog.models import PriceTable, format_usd
 from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import TaskRequest
 from service.deps import Resources
@@ -31,13 +31,15 @@ from service.errors import (
     ModelNotAllowed,
     NotCancellable,
     NotFound,
+    PriceNotConfigured,
     UpstreamUnavailable,
 )
 from service.metrics import BUDGET_EXCLUSIVE_ADMISSIONS, TASKS_ADMITTED, TASKS_REJECTED
 from service.ratelimit import EarlyCheck
 from service.tasks import repository
 from service.tasks.execution import finish, refresh_from_upstream
-from service.tasks.schemas import decode_cursor, encode_cursor, render_task
+from service.tasks.render import render_task
+from service.tasks.schemas import decode_cursor, encode_cursor
 from service.teams.service import Caller
 from service.upstream.errors import UpstreamError, UpstreamRejected
 from service.webhooks import outbox
@@ -74,6 +76,17 @@ def check_admissible(caller: Caller, task: NormalizedTask, *, count: bool = True
         )
 
 
+def price_of(prices: PriceTable, task: NormalizedTask) -> int:
+    """The task's price in micro-dollars; an unpriced model is refused before anything is
+    stored, reserved or sent."""
+    if not prices.is_priced(task.model.id):
+        raise PriceNotConfigured(
+            f"model: {task.model.id} has no price configured (set QGW_PRICE_TABLE to price it)",
+            param="model",
+        )
+    return prices.price_micros(task.model.id, task.request["resolution"], task.request["duration"])
+
+
 @dataclass
 class Admission:
     """A submission's answer: the task, and the rate-limit state to tell the caller."""
@@ -99,12 +112,10 @@ async def submit_task(
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
             param="Idempotency-Key",
         )
-    task = normalize(body)
+    task = normalize(body, res.settings.generation)
     check_admissible(caller, task)
     require_allowed(res.webhooks.policy, task.callback_url, param="callback_url")
-    cost = res.prices.price_micros(
-        task.model.id, task.upstream["resolution"], task.upstream["duration"]
-    )
+    cost = price_of(res.prices, task)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
     quota = await res.limiter.check(caller, early=early_check, key_hash=key_hash)
@@ -122,8 +133,8 @@ async def submit_task(
         team_id=caller.team_id,
         api_key_id=caller.key_id,
         model=task.model.id,
-        action=task.upstream["action"],
-        request=task.upstream,
+        action=task.request["action"],
+        request=task.request,
         cost_micros=cost,
         priority=task.priority,
         callback_url=task.callback_url,
@@ -152,7 +163,7 @@ async def submit_task(
                 if bound is not None:
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
-            await outbox.task_event(conn, row, "queued")
+            await outbox.task_event(conn, row, "queued", version=caller.api_version)
             return row
 
     try:
@@ -174,7 +185,7 @@ async def submit_task(
             raise
         TASKS_REJECTED.labels(error.code).inc()
         raise error from None
-    TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.upstream["resolution"]).inc()
+    TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.request["resolution"]).inc()
     if row["crossings"]:
         announce_crossings(caller.team_name, row["crossings"])
     res.kicker.kick()
@@ -184,10 +195,10 @@ async def submit_task(
 async def estimate_task(
     res: Resources, conn: asyncpg.Connection, *, caller: Caller, body: TaskRequest
 ) -> dict[str, Any]:
-    task = normalize(body)
+    task = normalize(body, res.settings.generation)
     check_admissible(caller, task, count=False)
-    resolution, duration = task.upstream["resolution"], task.upstream["duration"]
-    cost = res.prices.price_micros(task.model.id, resolution, duration)
+    resolution, duration = task.request["resolution"], task.request["duration"]
+    cost = price_of(res.prices, task)
     fits, checks = await check_fit(
         conn,
         team_id=caller.team_id,
@@ -314,31 +325,45 @@ async def submit_and_wait(
     wait_seconds: float,
     gone: asyncio.Event | None = None,
 ) -> Admission:
-    """Admit like submit_task, then hold until the task is terminal, the wait is over or
-    the caller has gone (`gone`; the task itself goes on).
-
-    No connection is held while waiting, and nothing polls: the task's change
-    notification wakes the waiter, which then re-reads the row.
-    """
+    """Admit like submit_task, then wait_for_outcome (the connection is given back first)."""
     async with res.pool.acquire() as conn:
         admission = await submit_task(
             res, conn, caller=caller, body=body, idempotency_key=idempotency_key
         )
-    row = admission.row
-    assert res.events is not None, "sync waits need the API's task event listener"
+    row = await wait_for_outcome(
+        res, caller=caller, task_id=admission.row["id"], wait_seconds=wait_seconds, gone=gone
+    )
+    return Admission(row, admission.headers)
+
+
+async def wait_for_outcome(
+    res: Resources,
+    *,
+    caller: Caller,
+    task_id: str,
+    wait_seconds: float,
+    gone: asyncio.Event | None = None,
+) -> asyncpg.Record:
+    """The task once terminal, or as it is when the wait is over or the caller has gone
+    (`gone`; the task itself goes on): `/v1/tasks/sync` and `Prefer: wait` alike.
+
+    No connection is held while waiting, and nothing polls: the task's change
+    notification wakes the waiter, which then re-reads the row.
+    """
+    assert res.events is not None, "waits need the API's task event listener"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
-    with res.events.subscribe(row["id"]) as changed:
+    with res.events.subscribe(task_id) as changed:
         while True:
             changed.clear()
             async with res.pool.acquire() as conn:
-                row = await repository.get_task(conn, row["id"], team_id=caller.team_id)
+                row = await repository.get_task(conn, task_id, team_id=caller.team_id)
             assert row is not None
             remaining = deadline - loop.time()
             if row["dispatch_state"] == "done" or remaining <= 0:
-                return Admission(row, admission.headers)
+                return row
             if not await _wait_for_change(changed, gone, remaining):
-                return Admission(row, admission.headers)
+                return row
 
 
 async def _wait_for_change(
@@ -365,7 +390,13 @@ def event_version(row: Any) -> int:
 
 
 async def task_events(
-    res: Resources, *, caller: Caller, task_id: str, last_event_id: str | None
+    res: Resources,
+    *,
+    caller: Caller,
+    task_id: str,
+    last_event_id: str | None,
+    version: str,
+    base_url: str | None,
 ) -> AsyncIterator[dict[str, str]]:
     """Server-sent events of the task's status and progress, ending after the terminal one.
 
@@ -382,13 +413,15 @@ async def task_events(
                 row = await repository.get_task(conn, task_id, team_id=caller.team_id)
             if row is None:
                 return
-            version = event_version(row)
-            if version > seen:
-                seen = version
+            state = event_version(row)
+            if state > seen:
+                seen = state
                 yield {
                     "event": row["status"],
-                    "id": str(version),
-                    "data": orjson.dumps(render_task(row)).decode(),
+                    "id": str(state),
+                    "data": orjson.dumps(
+                        render_task(row, version=version, base_url=base_url)
+                    ).decode(),
                 }
             if row["dispatch_state"] == "done":
                 return

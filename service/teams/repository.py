@@ -8,8 +8,8 @@ from uuid import UUID
 import asyncpg
 
 _TEAM_COLUMNS = (
-    "id, name, rpm_limit, max_concurrent_tasks, allowed_models, alert_url, webhook_secret, "
-    "created_at"
+    "id, name, rpm_limit, max_concurrent_tasks, allowed_models, alert_url, api_version, "
+    "webhook_secret, created_at"
 )
 
 
@@ -21,14 +21,15 @@ async def insert_team(
     max_concurrent_tasks: int | None,
     allowed_models: list[str] | None,
     alert_url: str | None,
+    api_version: str,
     webhook_secret: str,
 ) -> asyncpg.Record | None:
     """The new team, or None when the name is taken."""
     return await conn.fetchrow(
         f"""
         INSERT INTO teams (name, rpm_limit, max_concurrent_tasks, allowed_models, alert_url,
-                           webhook_secret)
-        VALUES ($1, $2, $3, $4, $5, $6)
+                           api_version, webhook_secret)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (name) DO NOTHING
         RETURNING {_TEAM_COLUMNS}
         """,
@@ -37,6 +38,7 @@ async def insert_team(
         max_concurrent_tasks,
         allowed_models,
         alert_url,
+        api_version,
         webhook_secret,
     )
 
@@ -52,7 +54,14 @@ async def get_team(conn: asyncpg.Connection, team_id: UUID) -> asyncpg.Record | 
 async def update_team(
     conn: asyncpg.Connection, team_id: UUID, changes: dict[str, Any]
 ) -> asyncpg.Record | None:
-    allowed = {"name", "rpm_limit", "max_concurrent_tasks", "allowed_models", "alert_url"}
+    allowed = {
+        "name",
+        "rpm_limit",
+        "max_concurrent_tasks",
+        "allowed_models",
+        "alert_url",
+        "api_version",
+    }
     columns = [c for c in changes if c in allowed]
     if not columns:
         return await get_team(conn, team_id)
@@ -102,7 +111,8 @@ async def find_active_key(conn: asyncpg.Connection, key_hash: bytes) -> asyncpg.
     return await conn.fetchrow(
         """
         SELECT k.id AS key_id, k.team_id, t.name AS team_name, t.rpm_limit,
-               t.max_concurrent_tasks, t.allowed_models, k.rpm_limit AS key_rpm_limit
+               t.max_concurrent_tasks, t.allowed_models, t.api_version,
+               k.rpm_limit AS key_rpm_limit
         FROM api_keys k JOIN teams t ON t.id = k.team_id
         WHERE k.key_hash = $1 AND k.revoked_at IS NULL
         """,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from service.catalog.generations import ApiVersion
 from service.types import SafeText, Storable
 
 AlertUrl = Annotated[
@@ -28,6 +29,11 @@ class TeamCreate(BaseModel):
     alert_url: AlertUrl | None = Field(
         None, description="Receives signed budget-threshold webhooks (see README)"
     )
+    api_version: ApiVersion = Field(
+        "2026-04",
+        description="Answer shape of the team's task answers, events and webhooks "
+        "(a Qingbo-Version header overrides it per call)",
+    )
 
 
 class TeamPatch(BaseModel):
@@ -40,6 +46,7 @@ class TeamPatch(BaseModel):
     max_concurrent_tasks: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
     allowed_models: Annotated[list[SafeText], Field(max_length=100)] | None = None
     alert_url: AlertUrl | None = None
+    api_version: ApiVersion | None = None
 
 
 class Team(BaseModel):
@@ -49,6 +56,7 @@ class Team(BaseModel):
     max_concurrent_tasks: int | None
     allowed_models: list[str] | None
     alert_url: str | None
+    api_version: ApiVersion
     webhook_secret: str
     created_at: datetime
 

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from service.catalog.models import MODELS_BY_ID
+from service.catalog.generations import all_model_ids
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
 from service.teams.schemas import TeamCreate, TeamPatch
@@ -31,6 +31,8 @@ class Caller:
     max_concurrent_tasks: int | None
     allowed_models: list[str] | None
     key_rpm_limit: int | None = None
+    # The answer shape the team's apps were written for, unless a call says otherwise.
+    api_version: str = "2026-04"
 
 
 def hash_key(key: str) -> bytes:
@@ -46,7 +48,7 @@ def _check_models(models: list[str] | None) -> list[str] | None:
     if models is None:
         return None
     for i, model in enumerate(models):
-        if model not in MODELS_BY_ID:
+        if model not in all_model_ids():
             raise InvalidRequest(
                 f"allowed_models[{i}]: unknown model {model!r}", param=f"allowed_models[{i}]"
             )
@@ -61,6 +63,7 @@ async def create_team(conn: asyncpg.Connection, *, body: TeamCreate) -> asyncpg.
         max_concurrent_tasks=body.max_concurrent_tasks,
         allowed_models=_check_models(body.allowed_models),
         alert_url=body.alert_url,
+        api_version=body.api_version,
         webhook_secret=new_webhook_secret(),
     )
     if row is None:
@@ -77,8 +80,9 @@ async def get_team(conn: asyncpg.Connection, *, team_id: UUID) -> asyncpg.Record
 
 async def patch_team(conn: asyncpg.Connection, *, team_id: UUID, body: TeamPatch) -> asyncpg.Record:
     changes: dict[str, Any] = {f: getattr(body, f) for f in body.model_fields_set}
-    if "name" in changes and changes["name"] is None:
-        raise InvalidRequest("name: must not be null", param="name")
+    for required in ("name", "api_version"):
+        if required in changes and changes[required] is None:
+            raise InvalidRequest(f"{required}: must not be null", param=required)
     if "allowed_models" in changes:
         changes["allowed_models"] = _check_models(changes["allowed_models"])
     try:
@@ -138,6 +142,7 @@ async def authenticate(
         max_concurrent_tasks=row["max_concurrent_tasks"],
         allowed_models=row["allowed_models"],
         key_rpm_limit=row["key_rpm_limit"],
+        api_version=row["api_version"],
     )
 
 

@@ -16,6 +16,9 @@ from service.upstream.errors import (
     UpstreamRetryable,
 )
 
+# Error codes that are final whatever the HTTP status says (task-system.mdx).
+PERMANENT_CODES = frozenset({"price_not_configured"})
+
 # Failures that happen before a byte of the request left: safe to repeat.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)
 
@@ -44,6 +47,9 @@ def classify(response: httpx.Response) -> UpstreamError | None:
     if status < 400:
         return None
     message, code = _error_of(response)
+    if code in PERMANENT_CODES:
+        # 2026-09 answers an unpriced model with HTTP 500: permanent, never billed.
+        return UpstreamRejected(message, status=status, code=code)
     if status in (401, 402):
         return UpstreamAccountBlocked(message, status=status, code=code)
     if status == 429 or status >= 500:
@@ -67,8 +73,14 @@ class QingboClient:
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"}
 
-    async def create_task(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("submit", "POST", "/v1/tasks", body, ambiguous_on_read=True)
+    async def create_task(
+        self, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Submit; with `idempotency_key` (2026-09) a repeat within 24 h is the same task."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return await self._call(
+            "submit", "POST", "/v1/tasks", body, ambiguous_on_read=True, headers=headers
+        )
 
     async def get_task(self, upstream_task_id: str) -> dict[str, Any]:
         return await self._call("status", "GET", f"/v1/tasks/{upstream_task_id}")
@@ -84,13 +96,17 @@ class QingboClient:
         body: dict[str, Any] | None = None,
         *,
         ambiguous_on_read: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         outcome = "error"
         try:
             try:
                 response = await self._http.request(
-                    method, self._base_url + path, json=body, headers=self._headers
+                    method,
+                    self._base_url + path,
+                    json=body,
+                    headers={**self._headers, **headers} if headers else self._headers,
                 )
             except _NOT_SENT as exc:
                 outcome = "unreachable"

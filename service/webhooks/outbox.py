@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from service.tasks.schemas import render_task
+from service.tasks.render import render_task
 from service.webhooks import repository
 
 
@@ -15,10 +15,14 @@ def new_event_id() -> str:
     return "msg_" + uuid.uuid4().hex
 
 
-async def task_event(conn: asyncpg.Connection, task: Any, event: str) -> str | None:
+async def task_event(
+    conn: asyncpg.Connection, task: Any, event: str, *, version: str | None = None
+) -> str | None:
     """Queue `event` for the task's callback_url if it subscribed to it; the event id.
 
-    The body is the task exactly as GET /v1/tasks/{id} shows it now, plus "event".
+    The body is the task exactly as GET /v1/tasks/{id} shows it now, plus "event", in the
+    team's answer version (`version`, else the row's `team_api_version`), as Stripe renders
+    events in the account's version. Its `urls` are paths on the gateway.
     """
     if not task["callback_url"] or event not in task["callback_events"]:
         return None
@@ -30,7 +34,10 @@ async def task_event(conn: asyncpg.Connection, task: Any, event: str) -> str | N
         task_id=task["id"],
         event=event,
         url=task["callback_url"],
-        payload={**render_task(task), "event": event},
+        payload={
+            **render_task(task, version=version or task["team_api_version"]),
+            "event": event,
+        },
     )
     return event_id
 

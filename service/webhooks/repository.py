@@ -47,7 +47,8 @@ async def mark_progress_event(
           AND 'processing' = ANY(callback_events)
           AND (webhook_progress_at IS NULL
                OR webhook_progress_at <= now() - make_interval(secs => $2))
-        RETURNING *
+        RETURNING *, (SELECT api_version FROM teams WHERE teams.id = tasks.team_id)
+                         AS team_api_version
         """,
         task_id,
         interval_seconds,

@@ -1,0 +1,175 @@
+"""The simulator's state: its controls, its tasks, and how each generation of Qingbo's API
+shows them (qingbo-api.md; for 2026-09 the vendor's task/status.mdx and cancel.mdx)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.catalog.generations import ApiVersion
+from service.catalog.models import MICROS_PER_QUOTA
+
+TERMINAL = ("completed", "failed", "cancelled")
+# How long a result link works, as each generation documents it.
+RESULT_TTL_SECONDS = {"2026-04": 24 * 3600, "2026-09": 7 * 24 * 3600}
+# Qingbo remembers an Idempotency-Key this long (task/submit.mdx).
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+
+
+class SimConfigPatch(BaseModel):
+    """`PUT /_sim/config`: a partial update of the controls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue_seconds: float | None = Field(None, ge=0)
+    processing_seconds: float | None = Field(None, ge=0)
+    fail_rate: float | None = Field(None, ge=0, le=1)
+    http_429_rate: float | None = Field(None, ge=0, le=1)
+    http_5xx_rate: float | None = Field(None, ge=0, le=1)
+    # Submits: the task is created first, then the answer waits this long (so a caller's
+    # read timeout leaves it unknown whether the task exists, as with the real service).
+    latency_ms: int | None = Field(None, ge=0)
+    send_callbacks: bool | None = None
+    # Beyond the design's knobs: answer every submit with this HTTP status (400/401/402/...).
+    submit_status: int | None = Field(None, ge=400, le=599)
+    api_version: ApiVersion | None = None
+    # Qingbo bills this multiple of the price table (2026-09 reports it as `cost`).
+    bill_factor: float | None = Field(None, ge=0, le=100)
+    # Result links answer 404 after this long (null: as the generation documents it).
+    result_ttl_seconds: float | None = Field(None, ge=0)
+    download_fail_rate: float | None = Field(None, ge=0, le=1)
+
+
+class SimConfig(SimConfigPatch):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    queue_seconds: float = Field(2.0, ge=0)
+    processing_seconds: float = Field(8.0, ge=0)
+    fail_rate: float = Field(0.0, ge=0, le=1)
+    http_429_rate: float = Field(0.0, ge=0, le=1)
+    http_5xx_rate: float = Field(0.0, ge=0, le=1)
+    latency_ms: int = Field(0, ge=0)
+    send_callbacks: bool = True
+    api_version: ApiVersion = "2026-09"
+    bill_factor: float = Field(1.0, ge=0, le=100)
+    download_fail_rate: float = Field(0.0, ge=0, le=1)
+
+    def result_ttl(self) -> float:
+        if self.result_ttl_seconds is not None:
+            return self.result_ttl_seconds
+        return RESULT_TTL_SECONDS[self.api_version]
+
+
+def billed_quota(price_micros: int, bill_factor: float) -> int:
+    """What the simulated Qingbo charges, in quota: the price times the factor, rounded."""
+    quota = Decimal(price_micros) * Decimal(str(bill_factor)) / MICROS_PER_QUOTA
+    return int(quota.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@dataclass
+class SimTask:
+    task_id: str
+    request: dict[str, Any]
+    received_at: float
+    queue_seconds: float
+    processing_seconds: float
+    will_fail: bool
+    quota: int
+    idempotency_key: str | None = None
+    submissions: int = 1
+    cancelled_at: float | None = None
+    callbacks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def status_at(self, now: float) -> tuple[str, int]:
+        if self.cancelled_at is not None:
+            return "cancelled", 0
+        elapsed = now - self.received_at
+        if elapsed < self.queue_seconds:
+            return "queued", 0
+        if elapsed < self.queue_seconds + self.processing_seconds:
+            done = (elapsed - self.queue_seconds) / max(self.processing_seconds, 1e-9)
+            return "processing", min(99, int(done * 100))
+        return ("failed" if self.will_fail else "completed"), 100
+
+    def finished_at(self) -> float:
+        return self.received_at + self.queue_seconds + self.processing_seconds
+
+    def ended_at(self) -> float:
+        return self.cancelled_at if self.cancelled_at is not None else self.finished_at()
+
+
+def render(
+    task: SimTask, *, version: str, base_url: str, now: float | None = None
+) -> dict[str, Any]:
+    """GET /v1/tasks/{id} as `version` answers it."""
+    now = time.time() if now is None else now
+    status, progress = task.status_at(now)
+    current = version != "2026-04"
+    created = task.received_at if current else int(task.received_at * 1000)
+    body: dict[str, Any] = {
+        "task_id": task.task_id,
+        "model": task.request.get("model"),
+        "action": task.request.get("action", "generate"),
+        "status": status,
+        "created_at": int(created),
+        "progress": _progress(status, progress) if current else progress,
+    }
+    if status in ("processing", "completed", "failed"):
+        body["start_time"] = int(task.received_at + task.queue_seconds)
+    if status in TERMINAL:
+        body["completed_at"] = int(task.ended_at())
+    if status == "completed":
+        url = f"{base_url}/_sim/videos/{task.task_id}.mp4"
+        expires = int(task.finished_at() + RESULT_TTL_SECONDS[version])
+        body["result"] = {
+            "images": [],
+            "videos": [{"url": [url] if current else url, "expires_at": expires}],
+        }
+    elif status == "failed":
+        body["error"] = {
+            "message": "generation failed (simulated)",
+            "code": "task_failed" if current else "generation_failed",
+        }
+    if current:
+        path = f"{base_url}/v1/tasks/{task.task_id}"
+        body["urls"] = {"get": path, "cancel": f"{path}/cancel"}
+        if status in TERMINAL:
+            body["cost"] = task.quota if status == "completed" else 0
+            body["billing_status"] = "settled"
+    return body
+
+
+def _progress(status: str, progress: int) -> str:
+    if status in TERMINAL:
+        return "100%"
+    return "" if status == "queued" else f"{progress}%"
+
+
+def submit_answer(task: SimTask, *, version: str) -> dict[str, Any]:
+    """The answer to POST /v1/tasks (integer progress 0; 2026-09 adds pre_consumed_cost)."""
+    current = version != "2026-04"
+    answer: dict[str, Any] = {
+        "task_id": task.task_id,
+        "model": task.request.get("model"),
+        "action": task.request.get("action", "generate"),
+        "status": "queued",
+        "created_at": int(task.received_at) if current else int(task.received_at * 1000),
+        "progress": 0,
+    }
+    if current:
+        answer["pre_consumed_cost"] = task.quota
+    return answer
+
+
+def mp4_bytes(task_id: str) -> bytes:
+    """A small valid MP4 (ftyp, free and an empty mdat box), different for every task."""
+    ftyp = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+    payload = task_id.encode()
+    free = (8 + len(payload)).to_bytes(4, "big") + b"free" + payload
+    mdat = b"\x00\x00\x00\x08mdat"
+    return ftyp + free + mdat

@@ -1,0 +1,116 @@
+"""Reading Qingbo's task answers in every shape it has used (qingbo-api.md, "Three shapes
+seen over time"): progress as an integer or a percentage string, video urls as a string or
+a list, timestamps in seconds or milliseconds, and the 2026-09 billing fields."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from service.catalog.models import STATUSES
+from service.upstream.errors import UpstreamRetryable
+
+# Qingbo documents five statuses; map the spellings other vendors use, defensively.
+_STATUS_ALIASES = {
+    "pending": "queued",
+    "submitted": "queued",
+    "running": "processing",
+    "in_progress": "processing",
+    "succeeded": "completed",
+    "success": "completed",
+    "error": "failed",
+    "canceled": "cancelled",
+}
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
+# Later than this as seconds means milliseconds (year 5138 in seconds; 1973 in ms).
+_MS_THRESHOLD = 100_000_000_000
+
+
+@dataclass(frozen=True)
+class UpstreamView:
+    status: str
+    progress: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    start_time: datetime | None
+    completed_at: datetime | None
+    # 2026-09 billing, in quota (500,000 = 1 USD); None where Qingbo did not say.
+    pre_consumed_quota: int | None = None
+    cost_quota: int | None = None
+    billing_status: str | None = None
+
+
+def parse_progress(value: Any) -> int:
+    """0-100 from an integer, a float, `"45%"`, `"45"` or `""`; anything else is 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, str):
+        match = _PERCENT.match(value)
+        value = float(match.group(1)) if match else 0
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return min(100, max(0, int(value)))
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Unix seconds or milliseconds (Qingbo's pages show both)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return None
+    if not math.isfinite(value):
+        return None
+    seconds = value / 1000 if value > _MS_THRESHOLD else value
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def parse_quota(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value) if value >= 0 and value == int(value) else None
+
+
+def normalize_result(result: Any) -> dict[str, Any] | None:
+    """The result with each video's `url` as a list and `expires_at` in seconds."""
+    if not isinstance(result, dict):
+        return None
+    videos = []
+    for item in result.get("videos") or []:
+        if not isinstance(item, dict):
+            continue
+        urls = item.get("url")
+        if isinstance(urls, str):
+            urls = [urls]
+        url_list = [u for u in urls or [] if isinstance(u, str)]
+        expires = parse_time(item.get("expires_at"))
+        videos.append(
+            {"url": url_list, "expires_at": int(expires.timestamp()) if expires else None}
+        )
+    images = result.get("images")
+    return {"images": images if isinstance(images, list) else [], "videos": videos}
+
+
+def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
+    raw_status = str(answer.get("status", "")).lower()
+    status = _STATUS_ALIASES.get(raw_status, raw_status)
+    if status not in STATUSES:
+        raise UpstreamRetryable(f"Qingbo answered an unknown status {raw_status!r}")
+    error = answer.get("error")
+    if error is not None and not isinstance(error, dict):
+        error = {"message": str(error), "code": "upstream_error"}
+    billing = answer.get("billing_status")
+    return UpstreamView(
+        status=status,
+        progress=parse_progress(answer.get("progress")),
+        result=normalize_result(answer.get("result")),
+        error=error,
+        start_time=parse_time(answer.get("start_time")),
+        completed_at=parse_time(answer.get("completed_at")),
+        pre_consumed_quota=parse_quota(answer.get("pre_consumed_cost")),
+        cost_quota=parse_quota(answer.get("cost")),
+        billing_status=billing if isinstance(billing, str) else None,
+    )
