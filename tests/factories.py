@@ -39,12 +39,21 @@ async def make_team(client: httpx.AsyncClient, **overrides: Any) -> TeamKey:
     return TeamKey(team=team.json(), key=key.json()["key"])
 
 
+FIRST_FRAME = "https://img.example/first-frame.png"
+_IMAGE_FIELDS = ("image_urls", "first_frame_image", "last_frame_image")
+
+
 def task_body(**overrides: Any) -> dict[str, Any]:
-    return {
+    """A body valid against both upstream generations: 2.3-fast is image-to-video only on
+    2026-09, so it gets a reference image unless the test gives images itself."""
+    body = {
         "model": "minimax-hailuo-2.3",
         "prompt": f"a fox in the snow {secrets.token_hex(3)}",
         **overrides,
     }
+    if body["model"] == "minimax-hailuo-2.3-fast" and not any(f in body for f in _IMAGE_FIELDS):
+        body["image_urls"] = [FIRST_FRAME]
+    return body
 
 
 async def submit(client: httpx.AsyncClient, team: TeamKey, **overrides: Any) -> dict[str, Any]:

@@ -74,7 +74,8 @@ def _gateway_fields(row: Any) -> dict[str, Any]:
         "team_id": str(row["team_id"]),
         "upstream_task_id": row["upstream_task_id"],
         "prompt": request["prompt"],
-        "aspect_ratio": request.get("aspect_ratio"),
+        # 16:9 was the 2026-04 default, and 2026-09's Hailuo takes no other (assumed).
+        "aspect_ratio": request.get("aspect_ratio") or "16:9",
         "resolution": request["resolution"],
         "duration": request["duration"],
         "image_urls": [_summarise_image(i) for i in images] if images else None,

@@ -54,7 +54,7 @@ class GatewayFields(BaseModel):
     team_id: str
     upstream_task_id: str | None
     prompt: str
-    aspect_ratio: str | None
+    aspect_ratio: str
     resolution: str
     duration: int
     image_urls: list[str] | None = Field(

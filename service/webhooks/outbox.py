@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from service.tasks.render import render_task
+from service.tasks.render import DEFAULT_VERSION, render_task
 from service.webhooks import repository
 
 
@@ -35,7 +35,7 @@ async def task_event(
         event=event,
         url=task["callback_url"],
         payload={
-            **render_task(task, version=version or task["team_api_version"]),
+            **render_task(task, version=version or task.get("team_api_version") or DEFAULT_VERSION),
             "event": event,
         },
     )

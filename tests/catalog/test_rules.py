@@ -1,5 +1,6 @@
-"""Every catalog rule, good and bad values, through the real API: errors name the field and
-rule in Qingbo's envelope, and a rejected request stores nothing."""
+"""Every catalog rule, good and bad values, through the real API, against each upstream
+generation: errors name the field and rule in Qingbo's envelope, and a rejected request
+stores nothing. Cases marked with a generation hold for that one only."""
 
 from __future__ import annotations
 
@@ -51,18 +52,25 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "cost_usd": "0.3111",
         },
     ),
-    ("fast model", {"model": "minimax-hailuo-2.3-fast"}, {"cost_usd": "0.1581"}),
+    (
+        "fast model",
+        {"model": "minimax-hailuo-2.3-fast", "image_urls": ["https://e.com/a.png"]},
+        {"cost_usd": "0.1581"},
+    ),
     ("10 s at 768p", {"duration": 10}, {"duration": 10, "cost_usd": "0.5185"}),
     ("1080p at 6 s", {"resolution": "1080p", "duration": 6}, {"cost_usd": "0.459"}),
     ("1080P upper case", {"resolution": "1080P"}, {"resolution": "1080p"}),
     ("768P upper case", {"resolution": "768P"}, {"resolution": "768p"}),
     (
         "fast 1080p",
-        {"model": "minimax-hailuo-2.3-fast", "resolution": "1080p"},
-        {"cost_usd": "0.2703"},
+        {
+            "model": "minimax-hailuo-2.3-fast",
+            "resolution": "1080p",
+            "first_frame_image": "https://e.com/a.png",
+        },
+        {"cost_usd": "0.2703", "first_frame_image": "https://e.com/a.png"},
     ),
-    ("9:16", {"aspect_ratio": "9:16"}, {"aspect_ratio": "9:16"}),
-    ("1:1", {"aspect_ratio": "1:1"}, {"aspect_ratio": "1:1"}),
+    ("16:9 is kept", {"aspect_ratio": "16:9"}, {"aspect_ratio": "16:9"}),
     ("2000-char prompt", {"prompt": "a" * 2000}, {}),
     (
         "image URL routes to image2video",
@@ -108,17 +116,47 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     ("no events", {"callback_events": []}, {"callback_events": []}),
 ]
+# Only where the upstream can honour them.
+GOOD_APRIL: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "text-only fast model",
+        {"model": "minimax-hailuo-2.3-fast", "image_urls": None},
+        {"cost_usd": "0.1581"},
+    ),
+    ("9:16", {"aspect_ratio": "9:16"}, {"aspect_ratio": "9:16"}),
+    ("1:1", {"aspect_ratio": "1:1"}, {"aspect_ratio": "1:1"}),
+    ("four reference images", {"image_urls": ["https://e.com/a"] * 4}, {"action": "image2video"}),
+]
+GOOD_CURRENT: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("seed", {"seed": 42}, {"seed": 42}),
+    (
+        "first frame as image_urls",
+        {"image_urls": ["https://e.com/a.png"], "seed": 7},
+        {"action": "image2video", "image_urls": ["https://e.com/a.png"]},
+    ),
+]
+GOOD_CASES = (
+    [(*g, v) for g in GOOD for v in ("2026-04", "2026-09")]
+    + [(*g, "2026-04") for g in GOOD_APRIL]
+    + [(*g, "2026-09") for g in GOOD_CURRENT]
+)
 
 
-@pytest.mark.parametrize(("name", "fields", "expected"), GOOD, ids=[g[0] for g in GOOD])
+@pytest.mark.parametrize(
+    ("name", "fields", "expected", "version"),
+    GOOD_CASES,
+    ids=[f"{g[3]}-{g[0]}" for g in GOOD_CASES],
+)
 async def test_valid_requests_are_admitted(
-    client: httpx.AsyncClient,
+    client_for: Any,
     team: TeamKey,
     name: str,
     fields: dict[str, Any],
     expected: dict[str, Any],
+    version: str,
 ) -> None:
-    answer = await client.post("/v1/tasks", json=task_body(**fields), headers=team.headers)
+    async with client_for(version) as client:
+        answer = await client.post("/v1/tasks", json=task_body(**fields), headers=team.headers)
     assert answer.status_code == 200, answer.text
     task = answer.json()
     assert task["status"] == "queued" and task["task_id"].startswith("task-")
@@ -145,10 +183,16 @@ BAD: list[tuple[str, Any, str, str]] = [
         "image2video without image",
         task_body(action="image2video"),
         "image_urls",
-        "required for image2video",
+        "image2video needs an image",
     ),
     ("bad aspect ratio", task_body(aspect_ratio="4:3"), "aspect_ratio", "'16:9', '9:16' or '1:1'"),
     ("bad resolution", task_body(resolution="720p"), "resolution", "'768p' or '1080p'"),
+    (
+        "512p on 2.3",
+        task_body(resolution="512p"),
+        "resolution",
+        "minimax-hailuo-2.3 supports 768p, 1080p",
+    ),
     ("duration 5", task_body(duration=5), "duration", "must be 6 or 10 seconds"),
     ("duration as string", task_body(duration="6"), "duration", "valid integer"),
     ("duration as bool", task_body(duration=True), "duration", "valid integer"),
@@ -211,7 +255,20 @@ BAD: list[tuple[str, Any, str, str]] = [
         "callback_events[0]",
         "'queued', 'processing'",
     ),
-    ("unknown field", task_body(seed=42), "seed", "unknown field"),
+    ("unknown field", task_body(negative_prompt="rain"), "negative_prompt", "unknown field"),
+    (
+        "both image forms",
+        task_body(image_urls=["https://e.com/a"], first_frame_image="https://e.com/b"),
+        "image_urls",
+        "not both",
+    ),
+    (
+        "last frame alone",
+        task_body(last_frame_image="https://e.com/b"),
+        "last_frame_image",
+        "needs a first_frame_image",
+    ),
+    ("seed not an integer", task_body(seed="7"), "seed", "valid integer"),
     ("body not an object", ["model"], "body", "valid dictionary"),
     ("NUL in prompt", task_body(prompt="a\x00b"), "prompt", "must not contain NUL"),
     (
@@ -223,21 +280,104 @@ BAD: list[tuple[str, Any, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "body", "param", "rule"), BAD, ids=[b[0] for b in BAD])
+FRAME = "https://e.com/first.png"
+# What one generation cannot honour (the other translates or takes it).
+BAD_APRIL: list[tuple[str, Any, str, str]] = [
+    ("seed", task_body(seed=42), "seed", "takes no seed on the configured Qingbo API (2026-04)"),
+    (
+        "last frame",
+        task_body(first_frame_image=FRAME, last_frame_image=FRAME),
+        "last_frame_image",
+        "(2026-04) has no last frame",
+    ),
+    ("02", task_body(model="minimax-hailuo-02"), "model", "not offered by the configured"),
+]
+BAD_CURRENT: list[tuple[str, Any, str, str]] = [
+    ("9:16", task_body(aspect_ratio="9:16"), "aspect_ratio", "(2026-09) cannot honour 9:16"),
+    (
+        "fast without a first frame",
+        task_body(model="minimax-hailuo-2.3-fast", image_urls=None),
+        "first_frame_image",
+        "required by minimax-hailuo-2.3-fast",
+    ),
+    (
+        "two images on 2.3",
+        task_body(image_urls=[FRAME, FRAME]),
+        "image_urls[1]",
+        "only minimax-hailuo-02 takes a last frame",
+    ),
+    (
+        "last frame on 2.3",
+        task_body(first_frame_image=FRAME, last_frame_image=FRAME),
+        "last_frame_image",
+        "at most 1 image",
+    ),
+    (
+        "three images on 02",
+        task_body(model="minimax-hailuo-02", image_urls=[FRAME] * 3),
+        "image_urls",
+        "at most 2 images",
+    ),
+    (
+        "camera tag list on 02",
+        task_body(model="minimax-hailuo-02", camera_movement_tags=["[推进]"]),
+        "camera_movement_tags",
+        "takes no camera-movement tags",
+    ),
+    (
+        "camera tag in the prompt on 02",
+        task_body(model="minimax-hailuo-02", prompt="[推进] a street"),
+        "prompt",
+        "takes no camera-movement tags",
+    ),
+    (
+        "512p on 02 without a first frame",
+        task_body(model="minimax-hailuo-02", resolution="512p"),
+        "resolution",
+        "needs a first frame",
+    ),
+    (
+        "1080p at 10 s on 02",
+        task_body(model="minimax-hailuo-02", resolution="1080p", duration=10),
+        "duration",
+        "1080p allows only 5 seconds",
+    ),
+    ("seed on 02", task_body(model="minimax-hailuo-02", seed=1), "seed", "takes no seed"),
+    (
+        "tags push the prompt past 2000",
+        task_body(prompt="a" * 1995, camera_movement_tags=["[推进]", "[拉远]"]),
+        "prompt",
+        "once camera_movement_tags are written into it",
+    ),
+]
+BAD_CASES = (
+    [(*b, v) for b in BAD for v in ("2026-04", "2026-09")]
+    + [(*b, "2026-04") for b in BAD_APRIL]
+    + [(*b, "2026-09") for b in BAD_CURRENT]
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "param", "rule", "version"),
+    BAD_CASES,
+    ids=[f"{b[4]}-{b[0]}" for b in BAD_CASES],
+)
 async def test_invalid_requests_name_field_and_rule_and_store_nothing(
-    client: httpx.AsyncClient,
+    client_for: Any,
     db: asyncpg.Connection,
     team: TeamKey,
     name: str,
     body: Any,
     param: str,
     rule: str,
+    version: str,
 ) -> None:
-    if isinstance(body, bytes):  # JSON that httpx would refuse to encode itself
-        headers = {**team.headers, "Content-Type": "application/json"}
-        answer = await client.post("/v1/tasks", content=body, headers=headers)
-    else:
-        answer = await client.post("/v1/tasks", json=body, headers=team.headers)
+    async with client_for(version) as client:
+        if isinstance(body, bytes):  # JSON that httpx would refuse to encode itself
+            headers = {**team.headers, "Content-Type": "application/json"}
+            answer = await client.post("/v1/tasks", content=body, headers=headers)
+        else:
+            answer = await client.post("/v1/tasks", json=body, headers=team.headers)
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "invalid_request"
@@ -321,23 +461,67 @@ def test_price_table_file_replaces_the_shipped_one(tmp_path: Path) -> None:
             "minimax-hailuo-2.3": {"768p": "abc", "1080p": "1"},
             "minimax-hailuo-2.3-fast": {"768p": "1", "1080p": "1"},
         },
+        {"sora-9": {"768p": "1"}},
     ],
-    ids=["missing price", "sub-micro precision", "negative", "not a number"],
+    ids=["missing price", "sub-micro precision", "negative", "not a number", "unknown model"],
 )
 def test_bad_price_tables_are_refused(models: dict[str, Any]) -> None:
     with pytest.raises(PriceTableError):
         parse_price_table({"models": models})
 
 
-async def test_models_catalog(client: httpx.AsyncClient, team: TeamKey) -> None:
-    answer = await client.get("/v1/models", headers=team.headers)
-    assert answer.status_code == 200
-    body = answer.json()
-    models = {m["id"]: m for m in body["data"]}
-    assert set(models) == {"minimax-hailuo-2.3", "minimax-hailuo-2.3-fast"}
-    hailuo = models["minimax-hailuo-2.3"]
-    assert hailuo["durations_by_resolution"] == {"768p": [6, 10], "1080p": [6]}
-    assert hailuo["pricing"]["per_second_usd"] == {"768p": "0.05185", "1080p": "0.0765"}
-    assert hailuo["pricing"]["per_task_usd"]["1080p_6s"] == "0.459"
-    assert len(body["camera_movement_tags"]) == 15
-    assert (await client.get("/v1/models")).status_code == 401
+async def test_models_catalog(client_for: Any, team: TeamKey) -> None:
+    for version, live in (
+        ("2026-04", {"minimax-hailuo-2.3", "minimax-hailuo-2.3-fast"}),
+        ("2026-09", {"minimax-hailuo-02", "minimax-hailuo-2.3", "minimax-hailuo-2.3-fast"}),
+    ):
+        async with client_for(version) as client:
+            answer = await client.get("/v1/models", headers=team.headers)
+            assert (await client.get("/v1/models")).status_code == 401
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["upstream_api_version"] == version
+        models = {m["id"]: m for m in body["data"]}
+        assert set(models) == live
+        assert set(body["generations"]) == {"2026-04", "2026-09"}
+        hailuo = models["minimax-hailuo-2.3"]
+        assert hailuo["durations_by_resolution"] == {"768p": [6, 10], "1080p": [6]}
+        assert hailuo["priced"] is True
+        assert hailuo["pricing"]["per_second_usd"] == {"768p": "0.05185", "1080p": "0.0765"}
+        assert hailuo["pricing"]["per_task_usd"]["1080p_6s"] == "0.459"
+        assert len(body["camera_movement_tags"]) == 15
+    current = {m["id"]: m for m in body["generations"]["2026-09"]}
+    assert current["minimax-hailuo-02"]["priced"] is False
+    assert current["minimax-hailuo-02"]["pricing"] is None
+    assert current["minimax-hailuo-02"]["durations_by_resolution"]["1080p"] == [5]
+    assert current["minimax-hailuo-2.3-fast"]["first_frame_required"] is True
+    assert "aspect_ratio" not in current["minimax-hailuo-2.3"]["accepted_fields"]
+    april = {m["id"]: m for m in body["generations"]["2026-04"]}
+    assert "camera_movement_tags" in april["minimax-hailuo-2.3"]["accepted_fields"]
+
+
+async def test_an_unpriced_model_is_refused_before_anything_is_stored(
+    client_for: Any, db: asyncpg.Connection, sim: httpx.AsyncClient, team: TeamKey
+) -> None:
+    async with client_for("2026-09") as client:
+        body = task_body(model="minimax-hailuo-02", first_frame_image=FRAME)
+        answer = await client.post("/v1/tasks", json=body, headers=team.headers)
+        estimate = await client.post("/v1/tasks/estimate", json=body, headers=team.headers)
+    assert answer.status_code == 400 and estimate.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "price_not_configured" and error["param"] == "model"
+    assert "minimax-hailuo-02" in error["message"]
+    assert await db.fetchval("SELECT count(*) FROM tasks") == 0
+    assert (await sim.get("/_sim/tasks")).json()["tasks"] == []
+
+
+def test_a_price_table_can_price_02(tmp_path: Path) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(
+        json.dumps(
+            {"models": {"minimax-hailuo-02": {"512p": "0.01", "768p": "0.02", "1080p": "0.05"}}}
+        )
+    )
+    table = load_price_table(path)
+    assert table.is_priced("minimax-hailuo-02") and not table.is_priced("minimax-hailuo-2.3")
+    assert table.price_micros("minimax-hailuo-02", "1080p", 5) == 250_000

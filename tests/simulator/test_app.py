@@ -1,37 +1,76 @@
-"""The simulator follows qingbo-api.md: auth, validation, lifecycle, cancel rules, controls."""
+"""The simulator follows qingbo-api.md in both generations: auth, validation, lifecycle,
+shapes, cancel rules, idempotency, billing, waiting, controls."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
 
 from tests.conftest import SIM_KEY
 from tests.factories import task_body, wait_for
 
 KEY = {"Authorization": f"Bearer {SIM_KEY}"}
+BOTH = pytest.mark.parametrize("version", ["2026-04", "2026-09"])
+FRAME = "https://img.example/a.png"
 
 
-async def test_lifecycle_progress_and_result(sim: httpx.AsyncClient) -> None:
-    created = await sim.post("/v1/tasks", json=task_body(), headers=KEY)
-    assert created.status_code == 200
+async def use(sim: httpx.AsyncClient, version: str, **config: Any) -> None:
+    answer = await sim.put("/_sim/config", json={"api_version": version, **config})
+    answer.raise_for_status()
+
+
+def valid_body(version: str, **overrides: Any) -> dict[str, Any]:
+    """A body in the generation's own form (2026-09 refuses the older one's fields)."""
+    body = task_body(**overrides)
+    if version == "2026-04":
+        body.setdefault("aspect_ratio", "16:9")
+    return body
+
+
+async def finished(sim: httpx.AsyncClient, task_id: str, seen: set[str]) -> dict[str, Any] | None:
+    task = (await sim.get(f"/v1/tasks/{task_id}", headers=KEY)).json()
+    seen.add(f"{task['status']}:{task['progress']}")
+    return task if task["status"] == "completed" else None
+
+
+@BOTH
+async def test_lifecycle_progress_and_result_in_each_shape(
+    sim: httpx.AsyncClient, version: str
+) -> None:
+    await use(sim, version)
+    created = await sim.post("/v1/tasks", json=valid_body(version), headers=KEY)
+    assert created.status_code == 200, created.text
     body = created.json()
-    assert set(body) == {"task_id", "model", "action", "status", "created_at", "progress"}
+    fields = {"task_id", "model", "action", "status", "created_at", "progress"}
+    if version == "2026-09":
+        fields.add("pre_consumed_cost")
+        assert body["pre_consumed_cost"] == 155_550  # 0.3111 USD at 500,000 quota a dollar
+    assert set(body) == fields
     assert body["status"] == "queued" and body["progress"] == 0
 
     seen: set[str] = set()
-
-    async def finished() -> dict | None:
-        task = (await sim.get(f"/v1/tasks/{body['task_id']}", headers=KEY)).json()
-        seen.add(task["status"])
-        return task if task["status"] == "completed" else None
-
-    done = await wait_for(finished, timeout=5, interval=0.02)
-    assert {"queued", "processing", "completed"} <= seen
-    assert (
-        done["progress"] == 100 and done["result"]["videos"][0]["expires_at"] > done["completed_at"]
-    )
+    done = await wait_for(lambda: finished(sim, body["task_id"], seen), timeout=5, interval=0.02)
+    video = done["result"]["videos"][0]
+    if version == "2026-04":
+        assert done["progress"] == 100 and isinstance(video["url"], str)
+        assert done["created_at"] > 10**12  # milliseconds
+        assert any(s.startswith("processing:") and s != "processing:0" for s in seen)
+    else:
+        assert done["progress"] == "100%" and isinstance(video["url"], list)
+        assert done["created_at"] < 10**12  # seconds
+        assert "queued:" in seen and any(s.endswith("%") and "processing" in s for s in seen)
+        assert done["cost"] == 155_550 and done["billing_status"] == "settled"
+        assert done["urls"]["get"].endswith(f"/v1/tasks/{body['task_id']}")
+    assert video["expires_at"] > done["completed_at"]
+    mp4 = await sim.get(video["url"] if version == "2026-04" else video["url"][0])
+    assert mp4.status_code == 200 and mp4.content[4:8] == b"ftyp"
+    assert body["task_id"].encode() in mp4.content  # each task's file is its own
 
 
 async def test_auth_and_validation_match_the_gateway(sim: httpx.AsyncClient) -> None:
+    await use(sim, "2026-04")
     assert (await sim.post("/v1/tasks", json=task_body())).status_code == 401
     wrong = await sim.post("/v1/tasks", json=task_body(), headers={"Authorization": "Bearer other"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
@@ -40,20 +79,91 @@ async def test_auth_and_validation_match_the_gateway(sim: httpx.AsyncClient) -> 
     assert bad.json()["error"] == {
         "message": "duration: 1080p allows only 6 seconds",
         "code": "invalid_request",
+        "param": "duration",
     }
+    april_only = await sim.post("/v1/tasks", json=task_body(first_frame_image=FRAME), headers=KEY)
+    assert april_only.status_code == 400 and april_only.json()["error"]["param"] == (
+        "first_frame_image"
+    )
     assert (await sim.get("/_sim/tasks")).json()["tasks"] == []
 
 
-async def test_cancel_only_while_queued(sim: httpx.AsyncClient) -> None:
-    await sim.put("/_sim/config", json={"queue_seconds": 60})
-    queued = (await sim.post("/v1/tasks", json=task_body(), headers=KEY)).json()
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("aspect_ratio", "16:9"),
+        ("image_urls", [FRAME]),
+        ("camera_movement_tags", ["[推进]"]),
+        ("negative_prompt", "rain"),
+        ("n", 2),
+        ("extra", {"x": 1}),
+        ("action", "image2video"),
+        ("last_frame_image", FRAME),
+    ],
+)
+async def test_current_generation_refuses_undeclared_fields_unbilled(
+    sim: httpx.AsyncClient, field: str, value: Any
+) -> None:
+    await use(sim, "2026-09")
+    refused = await sim.post("/v1/tasks", json=task_body(**{field: value}), headers=KEY)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "capability_violation"
+    assert refused.json()["error"]["param"] == field
+    assert (await sim.get("/_sim/tasks")).json()["tasks"] == []
+
+
+async def test_current_generation_rules_and_unpriced_models(sim: httpx.AsyncClient) -> None:
+    await use(sim, "2026-09")
+    text_only = {"model": "minimax-hailuo-2.3-fast", "prompt": "a street"}
+    fast = await sim.post("/v1/tasks", json=text_only, headers=KEY)
+    assert fast.status_code == 400 and fast.json()["error"]["param"] == "first_frame_image"
+    seed_02 = task_body(model="minimax-hailuo-02", seed=1)
+    assert (await sim.post("/v1/tasks", json=seed_02, headers=KEY)).json()["error"]["param"] == (
+        "seed"
+    )
+    # 02 is a real model there, but no stored page gives its price: 500 price_not_configured.
+    unpriced = await sim.post("/v1/tasks", json=task_body(model="minimax-hailuo-02"), headers=KEY)
+    assert unpriced.status_code == 500
+    assert unpriced.json()["error"]["code"] == "price_not_configured"
+    ok = task_body(model="minimax-hailuo-2.3-fast", first_frame_image=FRAME, seed=9)
+    assert (await sim.post("/v1/tasks", json=ok, headers=KEY)).status_code == 200
+    assert len((await sim.get("/_sim/tasks")).json()["tasks"]) == 1
+
+
+@BOTH
+async def test_cancel_only_while_queued(sim: httpx.AsyncClient, version: str) -> None:
+    await use(sim, version, queue_seconds=60)
+    queued = (await sim.post("/v1/tasks", json=valid_body(version), headers=KEY)).json()
     cancelled = await sim.post(f"/v1/tasks/{queued['task_id']}/cancel", headers=KEY)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    await sim.put("/_sim/config", json={"queue_seconds": 0, "processing_seconds": 60})
-    running = (await sim.post("/v1/tasks", json=task_body(), headers=KEY)).json()
+    if version == "2026-09":
+        assert cancelled.json()["refunded"] is True
+        assert cancelled.json()["refunded_quota"] == 155_550
+        read = (await sim.get(f"/v1/tasks/{queued['task_id']}", headers=KEY)).json()
+        assert read["cost"] == 0 and read["progress"] == "100%"
+    await use(sim, version, queue_seconds=0, processing_seconds=60)
+    running = (await sim.post("/v1/tasks", json=valid_body(version), headers=KEY)).json()
     refused = await sim.post(f"/v1/tasks/{running['task_id']}/cancel", headers=KEY)
-    assert refused.status_code == 409
+    expected = (409, "not_cancellable") if version == "2026-04" else (400, "task_not_cancellable")
+    assert (refused.status_code, refused.json()["error"]["code"]) == expected
     assert (await sim.get("/v1/tasks/task-missing", headers=KEY)).status_code == 404
+
+
+async def test_idempotency_key_gives_the_first_task_and_one_bill(sim: httpx.AsyncClient) -> None:
+    await use(sim, "2026-09", bill_factor=1.5)
+    headers = {**KEY, "Idempotency-Key": "qgw-task-1"}
+    first = (await sim.post("/v1/tasks", json=task_body(), headers=headers)).json()
+    again = (await sim.post("/v1/tasks", json=task_body(), headers=headers)).json()
+    assert again["task_id"] == first["task_id"]
+    [task] = (await sim.get("/_sim/tasks")).json()["tasks"]
+    assert task["idempotency_key"] == "qgw-task-1" and task["submissions"] == 2
+    assert task["cost"] == 233_325  # 1.5 x 155,550 quota
+    # 2026-04 has no such key: each POST is a new (billed) task.
+    await use(sim, "2026-04")
+    body = valid_body("2026-04")
+    await sim.post("/v1/tasks", json=body, headers=headers)
+    await sim.post("/v1/tasks", json=body, headers=headers)
+    assert len((await sim.get("/_sim/tasks")).json()["tasks"]) == 3
 
 
 async def test_controls_inject_failures_and_record_requests(sim: httpx.AsyncClient) -> None:
@@ -71,14 +181,42 @@ async def test_controls_inject_failures_and_record_requests(sim: httpx.AsyncClie
     recorded = (await sim.get("/_sim/tasks")).json()["tasks"]
     assert [t["request"] for t in recorded] == [body]
     assert (await sim.put("/_sim/config", json={"fail_rate": 2})).status_code == 400
+    assert (await sim.put("/_sim/config", json={"api_version": "2025-01"})).status_code == 400
 
 
 async def test_sync_waits_for_the_result_or_gives_a_poll_url(sim: httpx.AsyncClient) -> None:
-    done = await sim.post("/v1/tasks/sync", json=task_body(), headers=KEY)
+    await use(sim, "2026-04")
+    done = await sim.post("/v1/tasks/sync", json=valid_body("2026-04"), headers=KEY)
     assert done.json()["status"] == "completed"
     await sim.put("/_sim/config", json={"processing_seconds": 60})
     pending = await sim.post(
-        "/v1/tasks/sync", params={"timeout": 0.1}, json=task_body(), headers=KEY
+        "/v1/tasks/sync", params={"timeout": 0.1}, json=valid_body("2026-04"), headers=KEY
     )
     assert pending.json()["status"] in ("queued", "processing")
     assert pending.json()["poll_url"].endswith(pending.json()["task_id"])
+    # 2026-09 removed the page: Prefer: wait on POST /v1/tasks replaces it.
+    await use(sim, "2026-09")
+    assert (await sim.post("/v1/tasks/sync", json=task_body(), headers=KEY)).status_code == 404
+
+
+async def test_prefer_wait_answers_the_terminal_task_or_the_state_so_far(
+    sim: httpx.AsyncClient,
+) -> None:
+    await use(sim, "2026-09")
+    waited = await sim.post("/v1/tasks", json=task_body(), headers={**KEY, "Prefer": "wait=10"})
+    assert waited.headers["preference-applied"] == "wait=10"
+    assert waited.json()["status"] == "completed" and waited.json()["cost"] == 155_550
+    await use(sim, "2026-09", processing_seconds=60)
+    early = await sim.post("/v1/tasks", json=task_body(), headers={**KEY, "Prefer": "wait=1"})
+    assert early.json()["status"] in ("queued", "processing")
+    assert early.json()["pre_consumed_cost"] == 155_550
+
+
+async def test_result_links_expire_and_downloads_can_fail(sim: httpx.AsyncClient) -> None:
+    await use(sim, "2026-09", queue_seconds=0, processing_seconds=0, download_fail_rate=1.0)
+    task = (await sim.post("/v1/tasks", json=task_body(), headers=KEY)).json()
+    read = (await sim.get(f"/v1/tasks/{task['task_id']}", headers=KEY)).json()
+    url = read["result"]["videos"][0]["url"][0]
+    assert (await sim.get(url)).status_code == 503
+    await sim.put("/_sim/config", json={"download_fail_rate": 0.0, "result_ttl_seconds": 0})
+    assert (await sim.get(url)).status_code == 404

@@ -47,8 +47,14 @@ async def test_submit_sends_the_exact_normalised_body_once(
     sent = await sim_tasks(sim)
     assert len(sent) == 1
     body = sent[0]["request"]
-    assert body["resolution"] == "1080p" and body["duration"] == 6
-    assert body["camera_movement_tags"] == ["[推进]"] and "priority" not in body
+    assert body["resolution"] == "1080p" and body["duration"] == 6 and "priority" not in body
+    if res.settings.generation.version == "2026-04":
+        assert body["camera_movement_tags"] == ["[推进]"] and body["aspect_ratio"] == "16:9"
+        assert sent[0]["idempotency_key"] is None
+    else:  # written into the prompt; no aspect_ratio; the task's own key
+        assert "camera_movement_tags" not in body and "aspect_ratio" not in body
+        assert body["prompt"] == "[推进] " + task["prompt"]
+        assert sent[0]["idempotency_key"] == f"qgw-{task['task_id']}"
     assert body["callback_url"].startswith(
         f"{res.settings.public_base_url}/internal/qingbo/callback/{task['task_id']}?token="
     )
@@ -178,11 +184,13 @@ async def test_ambiguous_submission_fails_without_resending(
 ) -> None:
     team = await make_team(client)
     task = await submit(client, team)
-    # Qingbo receives the task but answers after the gateway's 2 s read timeout.
-    await sim.put("/_sim/config", json={"latency_ms": 2500})
+    # 2026-04 (no idempotency key): Qingbo receives the task but answers after the
+    # gateway's 2 s read timeout.
+    await sim.put("/_sim/config", json={"latency_ms": 2500, "api_version": "2026-04"})
+    april = variant(res, qingbo_api_version="2026-04")
     before = metric("qgw_upstream_ambiguous_submissions_total", policy="fail")
     assert (
-        await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
+        await execution.submit(april, task["task_id"], await claim(april, db, task["task_id"]))
         == "ambiguous_fail"
     )
     assert metric("qgw_upstream_ambiguous_submissions_total", policy="fail") == before + 1
@@ -196,8 +204,8 @@ async def test_ambiguous_submission_can_be_resubmitted_by_policy(
 ) -> None:
     team = await make_team(client)
     task = await submit(client, team)
-    await sim.put("/_sim/config", json={"latency_ms": 2500})
-    resubmit = variant(res, ambiguous_submit_policy="resubmit")
+    await sim.put("/_sim/config", json={"latency_ms": 2500, "api_version": "2026-04"})
+    resubmit = variant(res, ambiguous_submit_policy="resubmit", qingbo_api_version="2026-04")
     assert (
         await execution.submit(
             resubmit, task["task_id"], await claim(resubmit, db, task["task_id"])
@@ -241,7 +249,7 @@ async def test_tracking_reaches_completed_and_failed(
     assert done["progress"] == 100 and done["result"]["videos"][0]["url"].endswith(".mp4")
     assert done["start_time"] > 1_700_000_000_000 and done["completed_at"] >= done["start_time"]
     failed = (await client.get(f"/v1/tasks/{bad['task_id']}", headers=team.headers)).json()
-    assert failed["error"]["code"] == "generation_failed"
+    assert failed["error"]["code"] in ("generation_failed", "task_failed")
 
 
 async def test_task_unknown_upstream_fails(
@@ -258,7 +266,7 @@ async def test_task_unknown_upstream_fails(
             await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task["task_id"])
             == "failed"
         )
-    assert (await row(db, task["task_id"]))["error"]["code"] == "not_found"
+    assert (await row(db, task["task_id"]))["error"]["code"] in ("not_found", "task_not_found")
 
 
 async def test_reconciler_requeues_stale_claims_and_resolves_stale_submissions(
