@@ -23,7 +23,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from service.catalog.generations import Generation, generation
-from service.catalog.models import PriceTable, load_price_table
+from service.catalog.models import (
+    PriceTable,
+    PriceTableError,
+    load_price_table,
+    parse_price_table,
+)
 from service.catalog.rules import normalize
 from service.catalog.schemas import TaskRequest
 from service.errors import ServiceError, validation_error
@@ -63,7 +68,7 @@ class Simulator:
         self.api_key = api_key
         self.base_url = base_url
         self.default_version = api_version
-        self.prices = prices
+        self.prices = self.default_prices = prices
         self.config = SimConfig(api_version=api_version)
         self.tasks: dict[str, SimTask] = {}
         self.keys: dict[str, str] = {}  # Idempotency-Key -> task id
@@ -341,6 +346,15 @@ def create_simulator_app(
             setattr(sim.config, name, getattr(patch, name))
         return sim.config
 
+    @app.put("/_sim/prices", response_model=None)
+    async def put_prices(table: dict[str, Any]) -> dict[str, Any] | JSONResponse:
+        """Replace the price table Qingbo bills by (same format as QGW_PRICE_TABLE)."""
+        try:
+            sim.prices = parse_price_table(table)
+        except PriceTableError as exc:
+            return _error(400, str(exc), "invalid_request")
+        return {"models": sorted(sim.prices.per_second_micros)}
+
     @app.get("/_sim/tasks")
     async def list_tasks() -> dict[str, Any]:
         """Every task created, once, with the exact body and how many POSTs carried its key."""
@@ -368,6 +382,7 @@ def create_simulator_app(
         sim.tasks.clear()
         sim.keys.clear()
         sim.config = SimConfig(api_version=sim.default_version)
+        sim.prices = sim.default_prices
         return {"ok": True}
 
     return app
