@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             fail("no API key: pass --key or set QGW_API_KEY")
         with httpx.Client(
             base_url=args.url.rstrip("/"),
-            headers={"Authorization": f"Bearer {args.key}"},
+            # The shape this CLI parses, whatever the team's default answer version is.
+            headers={"Authorization": f"Bearer {args.key}", "Qingbo-Version": "2026-04"},
             timeout=httpx.Timeout(30, read=60),
         ) as http:
             args.action(http, args)
