@@ -39,7 +39,7 @@ from bench.stack import database, redis_url  # noqa: E402
 from service.catalog.rules import normalize  # noqa: E402
 from service.catalog.schemas import TaskRequest  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
-from service.tasks.execution import finish  # noqa: E402
+from service.tasks.settlement import finish  # noqa: E402
 from service.teams.service import new_webhook_secret  # noqa: E402
 
 MAX_JOBS = 50

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 
 from service.deps import Resources
-from service.tasks import execution
+from service.tasks import execution, submission
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -116,7 +116,7 @@ async def claim(res: Resources, db: asyncpg.Connection, task_id: str) -> int:
 
 async def drive_to_end(res: Resources, db: asyncpg.Connection, task_id: str) -> str:
     """Run one task through the worker's own job code (no worker process): its final status."""
-    await execution.submit(res, task_id, await claim(res, db, task_id))
+    await submission.submit(res, task_id, await claim(res, db, task_id))
 
     async def refreshed() -> str | None:
         async with res.pool.acquire() as conn:

@@ -1,11 +1,12 @@
-"""arq entry points: thin wrappers that hand the worker's resources to execution.py."""
+"""arq entry points: thin wrappers that hand the worker's resources to execution.py and
+submission.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from service.deps import Resources
-from service.tasks import execution
+from service.tasks import execution, submission
 from service.tasks.queue import enqueue_delivery
 from service.webhooks import repository as webhooks
 
@@ -20,7 +21,7 @@ async def dispatch_pending_tasks(ctx: dict[str, Any]) -> int:
 
 
 async def submit_task(ctx: dict[str, Any], task_id: str, attempt: int) -> str:
-    return await execution.submit(_res(ctx), task_id, attempt)
+    return await submission.submit(_res(ctx), task_id, attempt)
 
 
 async def refresh_task(ctx: dict[str, Any], task_id: str) -> str:

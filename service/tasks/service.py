@@ -37,9 +37,10 @@ from service.errors import (
 from service.metrics import BUDGET_EXCLUSIVE_ADMISSIONS, TASKS_ADMITTED, TASKS_REJECTED
 from service.ratelimit import EarlyCheck
 from service.tasks import repository
-from service.tasks.execution import finish, refresh_from_upstream
+from service.tasks.execution import refresh_from_upstream
 from service.tasks.render import render_task
 from service.tasks.schemas import decode_cursor, encode_cursor
+from service.tasks.settlement import finish
 from service.teams.service import Caller
 from service.upstream.errors import UpstreamError, UpstreamRejected
 from service.webhooks import outbox

@@ -12,8 +12,8 @@ from service.errors import InvalidRequest, NotFound
 from service.metrics import CALLBACKS_RECEIVED
 from service.openapi import error_responses
 from service.tasks import repository
-from service.tasks.execution import hash_token
 from service.tasks.queue import enqueue_refresh
+from service.tasks.submission import hash_token
 from service.types import Storable
 
 router = APIRouter(tags=["internal"])

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from service.deps import Resources
 from service.state_metrics import STATE, scrape_registry
-from service.tasks import execution
+from service.tasks import execution, submission
 from tests.factories import claim, make_team, submit, wait_for
 
 
@@ -41,8 +41,8 @@ async def test_submit_sends_the_exact_normalised_body_once(
         client, team, resolution="1080P", camera_movement_tags=["dolly-in"], priority=5
     )
     attempt = await claim(res, db, task["task_id"])
-    assert await execution.submit(res, task["task_id"], attempt) == "submitted"
-    assert await execution.submit(res, task["task_id"], attempt) == "skipped"  # arq re-ran the job
+    assert await submission.submit(res, task["task_id"], attempt) == "submitted"
+    assert await submission.submit(res, task["task_id"], attempt) == "skipped"  # arq re-ran the job
 
     sent = await sim_tasks(sim)
     assert len(sent) == 1
@@ -103,7 +103,7 @@ async def test_rate_limits_and_server_errors_retry_with_backoff(
     task = await submit(client, team)
     await sim.put("/_sim/config", json={knob: 1.0})
     attempt = await claim(res, db, task["task_id"])
-    assert await execution.submit(res, task["task_id"], attempt) == "retry"
+    assert await submission.submit(res, task["task_id"], attempt) == "retry"
     waiting = await row(db, task["task_id"])
     assert waiting["dispatch_state"] == "pending" and waiting["status"] == "queued"
     assert waiting["dispatch_after"] > waiting["updated_at"]  # backed off
@@ -111,7 +111,7 @@ async def test_rate_limits_and_server_errors_retry_with_backoff(
     await sim.put("/_sim/config", json={knob: 0.0})
     attempt = await claim(res, db, task["task_id"])
     assert attempt == 2
-    assert await execution.submit(res, task["task_id"], attempt) == "submitted"
+    assert await submission.submit(res, task["task_id"], attempt) == "submitted"
 
 
 async def test_retries_are_bounded(
@@ -122,11 +122,11 @@ async def test_retries_are_bounded(
     await sim.put("/_sim/config", json={"http_5xx_rate": 1.0})
     bounded = variant(res, upstream_max_submit_attempts=2)
     assert (
-        await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
+        await submission.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
         == "retry"
     )
     assert (
-        await execution.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
+        await submission.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
         == "failed"
     )
     failed = await row(db, task["task_id"])
@@ -140,7 +140,7 @@ async def test_upstream_400_fails_the_task_with_qingbos_message(
     task = await submit(client, team)
     await sim.put("/_sim/config", json={"submit_status": 400})
     assert (
-        await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
+        await submission.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
         == "failed"
     )
     shown = (await client.get(f"/v1/tasks/{task['task_id']}", headers=team.headers)).json()
@@ -162,7 +162,7 @@ async def test_account_errors_pause_submissions_instead_of_failing_tasks(
     await sim.put("/_sim/config", json={"submit_status": status})
     before = metric("qgw_upstream_pauses_total", reason=reason)
     attempt = await claim(res, db, first["task_id"])
-    assert await execution.submit(res, first["task_id"], attempt) == "paused"
+    assert await submission.submit(res, first["task_id"], attempt) == "paused"
     assert metric("qgw_upstream_pauses_total", reason=reason) == before + 1
 
     for task in (first, second):
@@ -190,7 +190,7 @@ async def test_ambiguous_submission_fails_without_resending(
     april = variant(res, qingbo_api_version="2026-04")
     before = metric("qgw_upstream_ambiguous_submissions_total", policy="fail")
     assert (
-        await execution.submit(april, task["task_id"], await claim(april, db, task["task_id"]))
+        await submission.submit(april, task["task_id"], await claim(april, db, task["task_id"]))
         == "ambiguous_fail"
     )
     assert metric("qgw_upstream_ambiguous_submissions_total", policy="fail") == before + 1
@@ -207,7 +207,7 @@ async def test_ambiguous_submission_can_be_resubmitted_by_policy(
     await sim.put("/_sim/config", json={"latency_ms": 2500, "api_version": "2026-04"})
     resubmit = variant(res, ambiguous_submit_policy="resubmit", qingbo_api_version="2026-04")
     assert (
-        await execution.submit(
+        await submission.submit(
             resubmit, task["task_id"], await claim(resubmit, db, task["task_id"])
         )
         == "ambiguous_resubmit"
@@ -226,7 +226,7 @@ async def test_a_rerun_after_dying_inside_the_call_is_ambiguous(
         "UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now() WHERE id = $1",
         task["task_id"],
     )
-    assert await execution.submit(res, task["task_id"], attempt) == "ambiguous_fail"
+    assert await submission.submit(res, task["task_id"], attempt) == "ambiguous_fail"
 
 
 async def test_tracking_reaches_completed_and_failed(
@@ -234,9 +234,9 @@ async def test_tracking_reaches_completed_and_failed(
 ) -> None:
     team = await make_team(client)
     ok, bad = await submit(client, team), await submit(client, team)
-    await execution.submit(res, ok["task_id"], await claim(res, db, ok["task_id"]))
+    await submission.submit(res, ok["task_id"], await claim(res, db, ok["task_id"]))
     await sim.put("/_sim/config", json={"fail_rate": 1.0})
-    await execution.submit(res, bad["task_id"], await claim(res, db, bad["task_id"]))
+    await submission.submit(res, bad["task_id"], await claim(res, db, bad["task_id"]))
 
     async def refreshed(task_id: str) -> str | None:
         async with res.pool.acquire() as conn:
@@ -257,7 +257,7 @@ async def test_task_unknown_upstream_fails(
 ) -> None:
     team = await make_team(client)
     task = await submit(client, team)
-    await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
+    await submission.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
     await db.execute(
         "UPDATE tasks SET upstream_task_id = 'task-gone' WHERE id = $1", task["task_id"]
     )

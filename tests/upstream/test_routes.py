@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 
 from service.deps import Resources
-from service.tasks.execution import hash_token
+from service.tasks.submission import hash_token
 from tests.factories import make_team, submit
 
 

@@ -18,7 +18,7 @@ import pytest
 from service.app import create_app
 from service.config import Settings
 from service.deps import Resources
-from service.tasks import execution
+from service.tasks import submission
 from tests.factories import TeamKey, claim, make_team, task_body, wait_for
 
 A, B, C = (f"https://img.example/{n}.png" for n in "abc")
@@ -96,7 +96,7 @@ async def admit_and_send(
     assert answer.status_code == 200, answer.text
     task = dict(answer.json())
     res: Resources = gateways[version].state.resources
-    assert await execution.submit(res, task["task_id"], await claim(res, db, task["task_id"])) in (
+    assert await submission.submit(res, task["task_id"], await claim(res, db, task["task_id"])) in (
         "submitted",
         "failed",
     )
@@ -245,7 +245,7 @@ async def test_a_task_the_live_generation_cannot_take_fails_and_is_released(
     task_id = answer.json()["task_id"]
     await upstream(sim, "2026-09")
     res: Resources = gateways["2026-09"].state.resources
-    assert await execution.submit(res, task_id, await claim(res, db, task_id)) == "failed"
+    assert await submission.submit(res, task_id, await claim(res, db, task_id)) == "failed"
     row = await db.fetchrow(
         "SELECT status, error, charged_micros FROM tasks WHERE id = $1", task_id
     )

@@ -1,0 +1,255 @@
+"""Submitting a claimed task to Qingbo, once: the intent recorded before the call, the
+answer after it, and what an error or an unknown outcome means for the task.
+
+Every step is a conditional update on the task's `dispatch_state` and attempt, so a job
+that arq runs twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from service.catalog.generations import generation
+from service.catalog.models import STATUSES
+from service.catalog.rules import upstream_body
+from service.config import Settings
+from service.deps import Resources
+from service.errors import InvalidRequest
+from service.metrics import (
+    TASK_QUEUE_WAIT,
+    UPSTREAM_AMBIGUOUS,
+    UPSTREAM_PAUSES,
+    UPSTREAM_SUBMIT_RETRIES,
+)
+from service.tasks import repository
+from service.tasks.queue import kick_dispatch
+from service.tasks.settlement import finish
+from service.upstream.errors import (
+    UpstreamAccountBlocked,
+    UpstreamAmbiguous,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamRetryable,
+)
+from service.upstream.parse import parse_upstream_task
+
+logger = logging.getLogger(__name__)
+
+# Qingbo remembers an Idempotency-Key for 24 h (task/submit.mdx); an hour's margin.
+UPSTREAM_KEY_WINDOW = timedelta(hours=23)
+
+AMBIGUOUS_MESSAGE = (
+    "the submission to Qingbo got no answer after it was sent, so it may or may not have "
+    "been created there; the gateway did not resend it to avoid a second paid task. "
+    "Submit again if you still need the video."
+)
+
+
+def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter; Qingbo's Retry-After wins when it asks for longer."""
+    ceiling = min(
+        settings.upstream_retry_max_seconds,
+        settings.upstream_retry_base_seconds * 2 ** max(0, attempt - 1),
+    )
+    delay: float = ceiling * random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.upstream_retry_max_seconds))
+    return delay
+
+
+def callback_url_for(settings: Settings, task_id: str, token: str) -> str:
+    base = (settings.public_base_url or "").rstrip("/")
+    return f"{base}/internal/qingbo/callback/{task_id}?token={token}"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def idempotency_key_for(task_id: str) -> str:
+    """The upstream Idempotency-Key of a task: the same on every attempt, so a repeat after
+    an unknown outcome is the task Qingbo created first, billed once."""
+    return f"qgw-{task_id}"
+
+
+async def submit(res: Resources, task_id: str, attempt: int) -> str:
+    """Submit one claimed task to Qingbo; returns what happened (for logs and tests)."""
+    settings = res.settings
+    gen = settings.generation
+    token = secrets.token_urlsafe(32) if settings.callbacks_enabled else None
+    async with res.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await repository.start_submit(
+                conn,
+                task_id,
+                attempt=attempt,
+                callback_token_hash=hash_token(token) if token else None,
+                api_version=gen.version,
+            )
+        if row is None:
+            state = await repository.dispatch_state(conn, task_id)
+            if (
+                state
+                and state["dispatch_state"] == "submitting"
+                and state["dispatch_attempts"] == attempt
+            ):
+                # This job ran before and died inside the call: the outcome is unknown.
+                return await resolve_ambiguous(res, conn, dict(state) | {"id": task_id})
+            return "skipped"
+        try:
+            # Made for the generation the upstream speaks now (it may have changed since
+            # the task was admitted).
+            body = upstream_body(row["request"], gen)
+        except InvalidRequest as exc:
+            async with conn.transaction():
+                await finish(
+                    conn,
+                    task_id,
+                    status="failed",
+                    from_states=("submitting",),
+                    error={"message": exc.message, "code": "invalid_request"},
+                )
+            return "failed"
+
+    if token:
+        body["callback_url"] = callback_url_for(settings, task_id, token)
+        body["callback_events"] = list(STATUSES)
+    key = idempotency_key_for(task_id) if gen.idempotency_keys else None
+    try:
+        answer = await res.qingbo.create_task(body, idempotency_key=key)
+        upstream_id = answer.get("task_id")
+        if not isinstance(upstream_id, str) or not upstream_id:
+            raise UpstreamAmbiguous("Qingbo answered without a task_id")
+        view = parse_upstream_task({**answer, "status": answer.get("status", "queued")})
+    except UpstreamError as exc:
+        async with res.pool.acquire() as conn:
+            return await _submit_failed(res, conn, task_id, attempt, exc)
+
+    async with res.pool.acquire() as conn:
+        recorded = await repository.record_submitted(
+            conn,
+            task_id,
+            attempt=attempt,
+            upstream_task_id=upstream_id,
+            status="processing" if view.status == "processing" else "queued",
+            progress=view.progress,
+            next_poll_in=settings.poll_initial_seconds,
+            pre_consumed_quota=view.pre_consumed_quota,
+        )
+    if recorded is None:
+        logger.error("submitted task changed state meanwhile", extra={"task_id": task_id})
+        return "lost_race"
+    TASK_QUEUE_WAIT.labels(recorded["model"]).observe(float(recorded["queue_wait"]))
+    logger.info("task submitted", extra={"task_id": task_id, "upstream_task_id": upstream_id})
+    return "submitted"
+
+
+async def _submit_failed(
+    res: Resources, conn: asyncpg.Connection, task_id: str, attempt: int, exc: UpstreamError
+) -> str:
+    settings = res.settings
+    if isinstance(exc, UpstreamAmbiguous):
+        state = await repository.dispatch_state(conn, task_id)
+        if state is None:
+            return "skipped"
+        return await resolve_ambiguous(res, conn, dict(state) | {"id": task_id})
+    if isinstance(exc, UpstreamAccountBlocked):
+        reason = "balance_exhausted" if exc.status == 402 else "unauthorized"
+        async with conn.transaction():
+            await repository.pause_upstream(
+                conn, seconds=settings.upstream_pause_seconds, reason=reason
+            )
+            await repository.return_to_pending(
+                conn,
+                task_id,
+                from_state="submitting",
+                attempt=attempt,
+                delay_seconds=0,
+                refund_attempt=True,
+            )
+        UPSTREAM_PAUSES.labels(reason).inc()
+        logger.error(
+            "Qingbo refused the account: submissions paused",
+            extra={
+                "reason": reason,
+                "status": exc.status,
+                "pause_seconds": settings.upstream_pause_seconds,
+            },
+        )
+        return "paused"
+    if isinstance(exc, UpstreamRetryable) and attempt < settings.upstream_max_submit_attempts:
+        delay = backoff_seconds(settings, attempt, exc.retry_after)
+        async with conn.transaction():
+            await repository.return_to_pending(
+                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=delay
+            )
+        UPSTREAM_SUBMIT_RETRIES.labels(f"http_{exc.status}" if exc.status else "unreachable").inc()
+        await kick_dispatch(res.redis, settings.arq_queue_name)
+        return "retry"
+    if isinstance(exc, UpstreamRejected):
+        error = {"message": exc.message, "code": exc.code or "upstream_rejected"}
+    else:
+        error = {
+            "message": f"Qingbo unavailable after {attempt} attempts: {exc.message}",
+            "code": "upstream_unavailable",
+        }
+    async with conn.transaction():
+        await finish(conn, task_id, status="failed", from_states=("submitting",), error=error)
+    await kick_dispatch(res.redis, settings.arq_queue_name)
+    return "failed"
+
+
+def idempotent_resubmit(settings: Settings, task: Any) -> bool:
+    """Whether an unknown outcome can be settled by sending again with the same key: the
+    task went out to a generation that honours keys, and Qingbo still remembers its key
+    (24 h from the first send; a margin keeps clear of the edge)."""
+    version = task["upstream_api_version"]
+    if version is None or not generation(version).idempotency_keys:
+        return False
+    sent = task["first_sent_at"]
+    return sent is None or datetime.now(UTC) - sent < UPSTREAM_KEY_WINDOW
+
+
+async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any) -> str:
+    """A submission whose outcome is unknown (read timeout, reset, 504, a worker killed
+    inside the call, an answer never recorded). Against 2026-09 it is sent again with the
+    same Idempotency-Key: Qingbo answers with the task it made, if it made one, and bills
+    once. Otherwise the configured, documented policy decides."""
+    task_id, attempt = task["id"], task["dispatch_attempts"]
+    settings = res.settings
+    if idempotent_resubmit(settings, task):
+        policy = "idempotent_resubmit"
+    else:
+        policy = settings.ambiguous_submit_policy
+    UPSTREAM_AMBIGUOUS.labels(policy).inc()
+    logger.warning("ambiguous submission", extra={"task_id": task_id, "policy": policy})
+    async with conn.transaction():
+        if policy == "idempotent_resubmit" and attempt < settings.upstream_max_submit_attempts:
+            await repository.return_to_pending(
+                conn,
+                task_id,
+                from_state="submitting",
+                attempt=attempt,
+                delay_seconds=backoff_seconds(settings, attempt),
+            )
+        elif policy == "resubmit":
+            await repository.return_to_pending(
+                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=0
+            )
+        else:
+            await finish(
+                conn,
+                task_id,
+                status="failed",
+                from_states=("submitting",),
+                error={"message": AMBIGUOUS_MESSAGE, "code": "upstream_ambiguous"},
+            )
+    await kick_dispatch(res.redis, settings.arq_queue_name)
+    return f"ambiguous_{policy}"
