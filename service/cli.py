@@ -24,6 +24,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 TERMINAL = ("completed", "failed", "cancelled")
+# The answer shape this CLI parses (README "Qingbo versions"), whatever the team's default.
+CLI_ANSWER_VERSION = "2026-04"
 out = Console()
 err = Console(stderr=True)
 
@@ -88,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
             fail("no API key: pass --key or set QGW_API_KEY")
         with httpx.Client(
             base_url=args.url.rstrip("/"),
-            # The shape this CLI parses, whatever the team's default answer version is.
-            headers={"Authorization": f"Bearer {args.key}", "Qingbo-Version": "2026-04"},
+            headers={"Authorization": f"Bearer {args.key}", "Qingbo-Version": CLI_ANSWER_VERSION},
             timeout=httpx.Timeout(30, read=60),
         ) as http:
             args.action(http, args)

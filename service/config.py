@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.catalog.generations import Generation, generation
+from service.catalog.generations import LATEST, ApiVersion, Generation, generation
 
 
 class Settings(BaseSettings):
@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     qingbo_base_url: str = "https://www.qingbo.dev"
     # The generation of Qingbo's API the upstream speaks (README "Qingbo versions"): the
     # vendor's current one, or the April 2026 Hailuo page. The simulator follows it too.
-    qingbo_api_version: Literal["2026-04", "2026-09"] = "2026-09"
+    qingbo_api_version: ApiVersion = LATEST
     qingbo_api_key: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
     # Where Qingbo can reach /internal/qingbo/callback; unset means polling only.

@@ -16,6 +16,9 @@ from service.errors import InvalidRequest
 ApiVersion = Literal["2026-04", "2026-09"]
 API_VERSIONS: tuple[ApiVersion, ...] = ("2026-04", "2026-09")
 LATEST: ApiVersion = "2026-09"
+# The answer shape a team gets unless it or a call asks for another: the one the apps were
+# first written against.
+DEFAULT_ANSWER_VERSION: ApiVersion = "2026-04"
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.catalog.models import TERMINAL_STATUSES, format_usd, micros_to_quota
 from service.catalog.rules import prompt_camera_tags
 
-DEFAULT_VERSION = "2026-04"
+DEFAULT_VERSION = DEFAULT_ANSWER_VERSION
 
 
 def unix_ms(value: datetime | None) -> int | None:

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from service.catalog.generations import ApiVersion
+from service.catalog.generations import DEFAULT_ANSWER_VERSION, ApiVersion
 from service.types import SafeText, Storable
 
 AlertUrl = Annotated[
@@ -30,7 +30,7 @@ class TeamCreate(BaseModel):
         None, description="Receives signed budget-threshold webhooks (see README)"
     )
     api_version: ApiVersion = Field(
-        "2026-04",
+        DEFAULT_ANSWER_VERSION,
         description="Answer shape of the team's task answers, events and webhooks "
         "(a Qingbo-Version header overrides it per call)",
     )

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from service.catalog.generations import all_model_ids
+from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
 from service.teams.schemas import TeamCreate, TeamPatch
@@ -32,7 +32,7 @@ class Caller:
     allowed_models: list[str] | None
     key_rpm_limit: int | None = None
     # The answer shape the team's apps were written for, unless a call says otherwise.
-    api_version: str = "2026-04"
+    api_version: str = DEFAULT_ANSWER_VERSION
 
 
 def hash_key(key: str) -> bytes:
