@@ -94,6 +94,9 @@ def upgrade() -> None:
         ALTER TABLE budget_ledger DROP CONSTRAINT budget_ledger_kind_check;
         ALTER TABLE budget_ledger ADD CONSTRAINT budget_ledger_kind_check
             CHECK (kind IN ('reserve', 'settle', 'release', 'overcharge', 'undercharge'));
+
+        -- Lists filtered by the app's metadata (GET /v1/tasks?metadata[project]=atlas).
+        CREATE INDEX tasks_metadata ON tasks USING gin ((request -> 'metadata') jsonb_path_ops);
         DROP FUNCTION qgw_settle_task(text, boolean);
         """
     )
@@ -125,6 +128,7 @@ def downgrade() -> None:
         ALTER TABLE budget_ledger DROP CONSTRAINT budget_ledger_kind_check;
         ALTER TABLE budget_ledger ADD CONSTRAINT budget_ledger_kind_check
             CHECK (kind IN ('reserve', 'settle', 'release'));
+        DROP INDEX tasks_metadata;
         ALTER TABLE tasks
             DROP COLUMN charged_micros, DROP COLUMN upstream_api_version,
             DROP COLUMN first_sent_at, DROP COLUMN upstream_pre_consumed_quota,

@@ -63,8 +63,22 @@ class Budgets(BaseModel):
     budgets: list[BudgetStanding]
 
 
+class SpendWindow(BaseModel):
+    """The team's money in one current window, whether or not a budget covers it."""
+
+    window: Literal["day", "week", "month"]
+    starts_at: datetime
+    resets_at: datetime
+    spent_usd: str = Field(description="Charged for the team's tasks admitted in the window")
+    reserved_usd: str = Field(description="Held by the team's tasks still queued or processing")
+    tasks: int = Field(description="Tasks admitted in the window")
+
+
 class Usage(BaseModel):
     team_id: UUID
+    spend: list[SpendWindow] = Field(
+        description="Day, week and month in QGW_BUDGET_TIMEZONE, with or without budgets"
+    )
     budgets: list[BudgetStanding]
     max_concurrent_tasks: int | None
     active_tasks: int = Field(description="Tasks queued or processing now")

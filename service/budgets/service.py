@@ -190,8 +190,20 @@ async def team_usage(
     if team is None:
         raise NotFound("team not found")
     rows = await repository.team_standing(conn, team_id=team_id, now=now, timezone=timezone)
+    spend = await repository.team_spend(conn, team_id=team_id, now=now, timezone=timezone)
     return {
         "team_id": team_id,
+        "spend": [
+            {
+                "window": row["period"],
+                "starts_at": row["starts_at"],
+                "resets_at": row["resets_at"],
+                "spent_usd": format_usd(row["spent_micros"]),
+                "reserved_usd": format_usd(row["reserved_micros"]),
+                "tasks": row["tasks"],
+            }
+            for row in spend
+        ],
         "budgets": await with_breakdown(conn, rows),
         "max_concurrent_tasks": team["max_concurrent_tasks"],
         "active_tasks": team["active_tasks"],

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import filetype
+import orjson
 
 from service.catalog.generations import Generation, ModelSpec
 from service.catalog.models import (
@@ -92,6 +93,8 @@ def normalize(req: TaskRequest, gen: Generation) -> NormalizedTask:
         ]
     if req.callback_url is not None:
         check_http_url(req.callback_url, param="callback_url")
+    if req.metadata:
+        request["metadata"] = check_metadata(req.metadata)
     events: list[str] = (
         list(dict.fromkeys(req.callback_events))
         if req.callback_events is not None
@@ -229,6 +232,43 @@ def _prompt_with_tags(request: dict[str, Any], spec: ModelSpec) -> str:
             f"prompt: at most {spec.max_prompt_chars} characters{where}", param="prompt"
         )
     return prompt
+
+
+MAX_METADATA_KEYS = 16
+MAX_METADATA_VALUE_CHARS = 512
+MAX_METADATA_BYTES = 4096
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def check_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    """The app's labels, or InvalidRequest naming the key (`metadata.<key>`) and the rule."""
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise InvalidRequest(f"metadata: at most {MAX_METADATA_KEYS} keys", param="metadata")
+    for key, value in metadata.items():
+        if not METADATA_KEY.match(key):
+            shown = key[:64].encode("unicode_escape").decode()
+            raise InvalidRequest(
+                f"metadata: key {shown!r} must be 1 to 64 of A-Z a-z 0-9 _ . -",
+                param="metadata",
+            )
+        param = f"metadata.{key}"
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{param}: must be a string", param=param)
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidRequest(
+                f"{param}: at most {MAX_METADATA_VALUE_CHARS} characters", param=param
+            )
+        if "\x00" in value:  # Postgres cannot store NUL in jsonb
+            raise InvalidRequest(f"{param}: must not contain NUL characters", param=param)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{param}: must be valid Unicode", param=param) from None
+    if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidRequest(
+            f"metadata: at most {MAX_METADATA_BYTES} bytes as JSON", param="metadata"
+        )
+    return dict(metadata)
 
 
 def prompt_camera_tags(prompt: str, *, strict: bool = True) -> list[str]:

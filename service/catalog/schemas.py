@@ -81,6 +81,13 @@ class TaskRequest(BaseModel):
     priority: StrictInt = Field(
         0, ge=-100, le=100, description="Gateway extension: dispatch priority within the team"
     )
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="Gateway extension: the app's own labels, stored with the task, echoed in "
+        "every answer and webhook, filterable and reportable, never sent to Qingbo. At most "
+        "16 keys of [A-Za-z0-9_.-]{1,64}, string values of at most 512 characters, 4 KiB in all",
+        examples=[{"project": "atlas", "feature": "onboarding-video"}],
+    )
 
     @field_validator("resolution", mode="before")
     @classmethod

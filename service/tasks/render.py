@@ -91,6 +91,7 @@ def _gateway_fields(row: Any) -> dict[str, Any]:
         "priority": row["priority"],
         "callback_url": row["callback_url"],
         "callback_events": list(row["callback_events"]),
+        "metadata": request.get("metadata") or {},
     }
 
 

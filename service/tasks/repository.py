@@ -78,6 +78,7 @@ async def list_tasks(
     model: str | None,
     limit: int,
     before: tuple[datetime, str] | None,
+    metadata: dict[str, str] | None = None,
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
@@ -86,6 +87,7 @@ async def list_tasks(
           AND ($2::text IS NULL OR status = $2)
           AND ($3::text IS NULL OR model = $3)
           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
+          AND ($7::jsonb IS NULL OR request->'metadata' @> $7::jsonb)
         ORDER BY created_at DESC, id DESC
         LIMIT $6
         """,
@@ -95,6 +97,7 @@ async def list_tasks(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        metadata or None,
     )
 
 

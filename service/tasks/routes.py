@@ -15,6 +15,7 @@ from sse_starlette.sse import EventSourceResponse
 from service.budgets.schemas import Estimate
 from service.catalog.generations import ApiVersion
 from service.catalog.models import STATUSES
+from service.catalog.rules import check_metadata
 from service.catalog.schemas import Status, TaskRequest
 from service.deps import AppResources, CurrentCaller, Resources, SubmissionCtx, TeamCtx
 from service.errors import (
@@ -61,6 +62,23 @@ def _version(caller: Caller, requested: str | None) -> str:
 
 def _base_url(res: Resources, request: Request) -> str:
     return res.settings.public_base_url or str(request.base_url)
+
+
+_METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$")
+
+
+def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str] | None:
+    """`metadata[KEY]=VALUE` query parameters as one filter (every pair must match)."""
+    wanted: dict[str, str] = {}
+    for name, value in params:
+        match = _METADATA_PARAM.match(name)
+        if match is None:
+            continue
+        try:
+            wanted.update(check_metadata({match.group(1): value}))
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.message, param=name) from None
+    return check_metadata(wanted) if wanted else None
 
 
 def prefer_wait(value: str | None, limit: float) -> float | None:
@@ -291,9 +309,16 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200), Storable] = None,
 ) -> Any:
-    """The team's tasks, newest first, filtered by status and model; page with next_cursor."""
+    """The team's tasks, newest first, filtered by status, model and metadata
+    (`?metadata[project]=atlas`, several combine); page with next_cursor."""
     rows, next_cursor = await service.list_tasks(
-        ctx.conn, caller=ctx.caller, status=status, model=model, limit=limit, cursor=cursor
+        ctx.conn,
+        caller=ctx.caller,
+        status=status,
+        model=model,
+        limit=limit,
+        cursor=cursor,
+        metadata=metadata_filter(request.query_params.multi_items()),
     )
     version, base_url = _version(ctx.caller, qingbo_version), _base_url(ctx.res, request)
     data = [render_task(r, version=version, base_url=base_url) for r in rows]

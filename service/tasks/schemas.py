@@ -71,6 +71,9 @@ class GatewayFields(BaseModel):
     priority: int
     callback_url: str | None
     callback_events: list[Status]
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="The app's labels, as submitted ({} if none)"
+    )
 
 
 class TaskObjectCurrent(GatewayFields):

@@ -250,6 +250,7 @@ async def list_tasks(
     model: str | None,
     limit: int,
     cursor: str | None,
+    metadata: dict[str, str] | None = None,
 ) -> tuple[list[asyncpg.Record], str | None]:
     before = None
     if cursor:
@@ -258,7 +259,13 @@ async def list_tasks(
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("cursor: not a cursor this API returned", param="cursor") from None
     rows = await repository.list_tasks(
-        conn, team_id=caller.team_id, status=status, model=model, limit=limit + 1, before=before
+        conn,
+        team_id=caller.team_id,
+        status=status,
+        model=model,
+        limit=limit + 1,
+        before=before,
+        metadata=metadata,
     )
     next_cursor = None
     if len(rows) > limit:
