@@ -21,6 +21,7 @@ from service.errors import PayloadTooLarge, error_response, install_error_handle
 from service.logs import accept_request_id, request_id_var
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.resources import open_resources
+from service.spend import routes as spend_routes
 from service.tasks import routes as task_routes
 from service.teams import routes as team_routes
 from service.upstream import routes as upstream_routes
@@ -124,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (task_routes, catalog_routes, team_routes, upstream_routes, health):
         app.include_router(module.router)
-    for module in (budget_routes, webhook_routes):
+    for module in (budget_routes, spend_routes, webhook_routes):
         app.include_router(module.router)
         app.include_router(module.admin)
     app.add_middleware(

@@ -152,31 +152,6 @@ _ORDER = """
 """
 
 
-async def team_spend(
-    conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
-) -> list[asyncpg.Record]:
-    """The team's money in the current day, week and month, budgets or not: what its tasks
-    admitted in the window were charged (completed), and what its live ones hold."""
-    return await conn.fetch(
-        """
-        SELECT w.period, s.starts_at, qgw_period_end(w.period, s.starts_at, $3) AS resets_at,
-               coalesce(sum(t.charged_micros) FILTER (WHERE t.status = 'completed'), 0)::bigint
-                   AS spent_micros,
-               coalesce(sum(t.cost_micros) FILTER (WHERE t.dispatch_state <> 'done'), 0)::bigint
-                   AS reserved_micros,
-               count(t.id) AS tasks
-        FROM unnest(ARRAY['day', 'week', 'month']) WITH ORDINALITY AS w(period, n)
-        CROSS JOIN LATERAL (SELECT qgw_period_start(w.period, $2, $3) AS starts_at) s
-        LEFT JOIN tasks t ON t.team_id = $1 AND t.created_at >= s.starts_at
-        GROUP BY w.period, w.n, s.starts_at
-        ORDER BY w.n
-        """,
-        team_id,
-        now,
-        timezone,
-    )
-
-
 async def team_standing(
     conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
 ) -> list[asyncpg.Record]:

@@ -22,6 +22,8 @@ from service.errors import (
     ServiceError,
 )
 from service.metrics import BUDGET_THRESHOLD_CROSSINGS
+from service.spend import repository as spend_repository
+from service.spend.service import usage_windows
 
 logger = logging.getLogger(__name__)
 
@@ -190,20 +192,10 @@ async def team_usage(
     if team is None:
         raise NotFound("team not found")
     rows = await repository.team_standing(conn, team_id=team_id, now=now, timezone=timezone)
-    spend = await repository.team_spend(conn, team_id=team_id, now=now, timezone=timezone)
+    spend = await spend_repository.team_spend(conn, team_id=team_id, now=now, timezone=timezone)
     return {
         "team_id": team_id,
-        "spend": [
-            {
-                "window": row["period"],
-                "starts_at": row["starts_at"],
-                "resets_at": row["resets_at"],
-                "spent_usd": format_usd(row["spent_micros"]),
-                "reserved_usd": format_usd(row["reserved_micros"]),
-                "tasks": row["tasks"],
-            }
-            for row in spend
-        ],
+        "spend": usage_windows(spend),
         "budgets": await with_breakdown(conn, rows),
         "max_concurrent_tasks": team["max_concurrent_tasks"],
         "active_tasks": team["active_tasks"],

@@ -18,6 +18,7 @@ from service.metrics import (
     TASK_UPSTREAM_RUN,
     TASKS_TERMINAL,
 )
+from service.spend import repository as spend
 from service.tasks import repository
 from service.upstream.parse import UpstreamView
 from service.webhooks import outbox
@@ -65,6 +66,7 @@ async def finish(
             completed=completed,
             charged_micros=row["charged_micros"] if completed else None,
         )
+        await spend.record_charge(conn, row)
         await outbox.task_event(conn, row, status)
         if completed:
             COST_CHARGED.labels(row["team_name"], row["model"]).inc(

@@ -1,0 +1,113 @@
+"""SQL for what finished tasks cost (`task_charges`, migration 0008) and the reports over it.
+Callers own transactions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+# Report dimensions: the SQL expression each one groups by. Days, weeks and months are
+# calendar windows of the admission time in the budget time zone ($3), as budgets book it.
+DIMENSIONS = {
+    "day": "to_char(c.admitted_at AT TIME ZONE $3, 'YYYY-MM-DD')",
+    "week": "to_char(date_trunc('week', c.admitted_at AT TIME ZONE $3), 'YYYY-MM-DD')",
+    "month": "to_char(c.admitted_at AT TIME ZONE $3, 'YYYY-MM')",
+    "model": "c.model",
+    "resolution": "c.resolution",
+    "key": "coalesce(k.name || ' (' || k.prefix || ')', '')",
+    "status": "c.status",
+    "team": "t.name",
+}
+
+
+async def record_charge(conn: asyncpg.Connection, task: Any) -> None:
+    """What a task that just finished cost (inside finish()'s transaction)."""
+    await conn.execute(
+        """
+        INSERT INTO task_charges (task_id, team_id, api_key_id, model, resolution, status,
+                                  metadata, amount_micros, admitted_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        """,
+        task["id"],
+        task["team_id"],
+        task["api_key_id"],
+        task["model"],
+        task["request"]["resolution"],
+        task["status"],
+        task["request"].get("metadata") or {},
+        task["charged_micros"],
+        task["created_at"],
+    )
+
+
+async def team_spend(
+    conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
+) -> list[asyncpg.Record]:
+    """The team's money in the current day, week and month, budgets or not: what its tasks
+    admitted in the window were charged, and what its live ones admitted then hold."""
+    return await conn.fetch(
+        """
+        SELECT w.period, s.starts_at, qgw_period_end(w.period, s.starts_at, $3) AS resets_at,
+               (SELECT coalesce(sum(amount_micros), 0)::bigint FROM task_charges
+                 WHERE team_id = $1 AND admitted_at >= s.starts_at) AS spent_micros,
+               (SELECT count(*) FROM task_charges
+                 WHERE team_id = $1 AND admitted_at >= s.starts_at) AS finished,
+               (SELECT coalesce(sum(cost_micros), 0)::bigint FROM tasks
+                 WHERE team_id = $1 AND dispatch_state <> 'done'
+                   AND created_at >= s.starts_at) AS reserved_micros,
+               (SELECT count(*) FROM tasks
+                 WHERE team_id = $1 AND dispatch_state <> 'done'
+                   AND created_at >= s.starts_at) AS live
+        FROM unnest(ARRAY['day', 'week', 'month']) WITH ORDINALITY AS w(period, n)
+        CROSS JOIN LATERAL (SELECT qgw_period_start(w.period, $2, $3) AS starts_at) s
+        ORDER BY w.n
+        """,
+        team_id,
+        now,
+        timezone,
+    )
+
+
+async def report(
+    conn: asyncpg.Connection,
+    *,
+    dimensions: list[str],
+    metadata_keys: list[str],
+    since: datetime,
+    until: datetime,
+    timezone: str,
+    team_id: UUID | None,
+) -> list[asyncpg.Record]:
+    """Spend and task counts of tasks admitted in [since, until), grouped by `dimensions`
+    (names of DIMENSIONS, or `metadata.<key>` with the key in `metadata_keys` order)."""
+    columns = []
+    for name in dimensions:
+        if name.startswith("metadata."):
+            index = 4 + metadata_keys.index(name.removeprefix("metadata."))
+            columns.append(f"coalesce(c.metadata ->> (${index}::text[])[1], '')")
+        else:
+            columns.append(DIMENSIONS[name])
+    keys_param = len(metadata_keys)
+    # Each metadata key is its own one-element array parameter ($4, $5, ...): every value
+    # stays a bind parameter, and the column list holds only the constants above.
+    selected = ", ".join(f"{expr} AS g{i}" for i, expr in enumerate(columns))
+    grouping = ", ".join(f"g{i}" for i in range(len(columns)))
+    team_param = 4 + keys_param
+    sql = f"""
+        SELECT {selected + "," if selected else ""}
+               count(*) AS tasks,
+               count(*) FILTER (WHERE c.status = 'completed') AS completed,
+               coalesce(sum(c.amount_micros), 0)::bigint AS spent_micros
+        FROM task_charges c
+        JOIN teams t ON t.id = c.team_id
+        LEFT JOIN api_keys k ON k.id = c.api_key_id
+        WHERE c.admitted_at >= $1 AND c.admitted_at < $2
+          AND (${team_param}::uuid IS NULL OR c.team_id = ${team_param})
+          AND $3::text IS NOT NULL  -- the time zone is a parameter even when unused
+        {"GROUP BY " + grouping if grouping else ""}
+        {"ORDER BY " + grouping if grouping else ""}
+    """
+    return await conn.fetch(sql, since, until, timezone, *([key] for key in metadata_keys), team_id)

@@ -1,0 +1,127 @@
+"""Spend reports for teams (their own) and admins (any team, or all)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import Response
+
+from service.deps import AppResources, Resources, TeamCtx, require_admin
+from service.errors import InvalidRequest, Unauthorized
+from service.openapi import error_responses
+from service.spend import service
+from service.spend.schemas import SpendReport
+from service.types import Storable
+
+router = APIRouter(tags=["usage"])
+admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+GroupBy = Annotated[
+    list[Annotated[str, Storable]],
+    Query(
+        max_length=4,
+        description="Any of day, week, month, model, resolution, key, status, metadata.<key> "
+        "(admin: team too); repeat to group by several",
+    ),
+]
+From = Annotated[
+    str | None,
+    Query(alias="from", max_length=40, description="Day (budget time zone) or ISO 8601 time"),
+    Storable,
+]
+To = Annotated[
+    str | None,
+    Query(max_length=40, description="Exclusive; default now (from defaults to this month)"),
+    Storable,
+]
+Format = Annotated[Literal["json", "csv"] | None, Query(description="Or Accept: text/csv")]
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+
+async def _report(
+    res: Resources,
+    conn: Any,
+    *,
+    from_: str | None,
+    to: str | None,
+    group_by: list[str],
+    format_: str | None,
+    accept: str | None,
+    team_id: UUID | None,
+    admin_view: bool,
+) -> Any:
+    timezone = res.settings.budget_timezone
+    query = service.parse_query(
+        from_=from_, to=to, group_by=group_by, timezone=timezone, now=res.clock(), admin=admin_view
+    )
+    report = await service.build_report(conn, query=query, timezone=timezone, team_id=team_id)
+    if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
+        return Response(
+            service.report_csv(report),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="spend-report.csv"'},
+        )
+    return report
+
+
+@router.get(
+    "/v1/usage/report",
+    response_model=SpendReport,
+    summary="The team's spend, grouped",
+    responses={**CSV_ANSWER, **error_responses(InvalidRequest, Unauthorized)},
+)
+async def team_report(
+    ctx: TeamCtx,
+    from_: From = None,
+    to: To = None,
+    group_by: GroupBy = [],  # noqa: B006 (FastAPI copies query defaults)
+    format: Format = None,
+    accept: Annotated[str | None, Header(), Storable] = None,
+) -> Any:
+    """Settled spend and task counts of the team's finished tasks admitted in [from, to),
+    grouped; JSON, or CSV with `?format=csv` / `Accept: text/csv`."""
+    return await _report(
+        ctx.res,
+        ctx.conn,
+        from_=from_,
+        to=to,
+        group_by=group_by,
+        format_=format,
+        accept=accept,
+        team_id=ctx.caller.team_id,
+        admin_view=False,
+    )
+
+
+@admin.get(
+    "/usage/report",
+    response_model=SpendReport,
+    summary="Spend across teams, grouped",
+    responses={**CSV_ANSWER, **error_responses(InvalidRequest, Unauthorized)},
+)
+async def admin_report(
+    res: AppResources,
+    from_: From = None,
+    to: To = None,
+    group_by: GroupBy = [],  # noqa: B006 (FastAPI copies query defaults)
+    team_id: UUID | None = None,
+    format: Format = None,
+    accept: Annotated[str | None, Header(), Storable] = None,
+) -> Any:
+    """As `GET /v1/usage/report` across every team (or `team_id`); `group_by=team` too."""
+    async with res.pool.acquire() as conn:
+        return await _report(
+            res,
+            conn,
+            from_=from_,
+            to=to,
+            group_by=group_by,
+            format_=format,
+            accept=accept,
+            team_id=team_id,
+            admin_view=True,
+        )

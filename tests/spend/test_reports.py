@@ -1,0 +1,193 @@
+"""Spend reports on a few hundred finished tasks across models, keys, statuses, metadata
+values and a month boundary: the same micro-dollars as /v1/usage, the budgets and
+verify-ledger; CSV parsed back; grouping and input rules."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections import Counter
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from service.budgets.service import verify_ledger
+from service.catalog.models import format_usd, parse_usd
+from service.tasks import settlement
+from tests.factories import ADMIN, TeamKey, make_team, task_body
+
+MODELS = ["minimax-hailuo-2.3", "minimax-hailuo-2.3-fast"]
+PROJECTS = ["atlas", "zeus", None]
+
+
+async def finish_as(db: asyncpg.Connection, task_id: str, status: str) -> None:
+    """End a task the one way tasks end (settlement.finish), as the worker would."""
+    async with db.transaction():
+        done = await settlement.finish(db, task_id, status=status, from_states=("pending",))
+    assert done is not None
+
+
+async def second_key(client: httpx.AsyncClient, team: TeamKey) -> dict[str, str]:
+    key = await client.post(
+        f"/admin/teams/{team.team['id']}/keys", json={"name": "batch"}, headers=ADMIN
+    )
+    return {"Authorization": f"Bearer {key.json()['key']}"}
+
+
+async def run_tasks(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    team: TeamKey,
+    count: int,
+    rng: random.Random,
+    *,
+    last_month: bool = False,
+) -> Counter[tuple[str, str, str, str]]:
+    """Admit and finish `count` tasks; micro-dollars spent by (status, model, key, project)."""
+    batch = await second_key(client, team)
+    spent: Counter[tuple[str, str, str, str]] = Counter()
+    for i in range(count):
+        model, project = rng.choice(MODELS), rng.choice(PROJECTS)
+        body = task_body(model=model, duration=rng.choice([6, 10]))
+        if project:
+            body["metadata"] = {"project": project}
+        key = "batch" if i % 3 == 0 else "default"
+        answer = await client.post(
+            "/v1/tasks", json=body, headers=batch if key == "batch" else team.headers
+        )
+        assert answer.status_code == 200, answer.text
+        task = answer.json()
+        if last_month:  # admitted two days before this month began
+            await db.execute(
+                "UPDATE tasks SET created_at = date_trunc('month', now()) - interval '2 days' "
+                "WHERE id = $1",
+                task["task_id"],
+            )
+        status = rng.choices(["completed", "failed", "cancelled"], [7, 2, 1])[0]
+        await finish_as(db, task["task_id"], status)
+        cost = parse_usd(task["cost_usd"]) if status == "completed" else 0
+        spent[(status, model, key, project or "")] += cost
+    return spent
+
+
+@pytest.fixture
+async def history(client: httpx.AsyncClient, db: asyncpg.Connection) -> dict[str, Any]:
+    rng = random.Random(20261201)
+    budgeted = await make_team(client)
+    await client.put(
+        f"/admin/teams/{budgeted.team['id']}/budgets",
+        json={"budgets": [{"window": "month", "limit_usd": "1000.00"}]},
+        headers=ADMIN,
+    )
+    unbudgeted = await make_team(client)
+    return {
+        "budgeted": budgeted,
+        "unbudgeted": unbudgeted,
+        "spent": await run_tasks(client, db, budgeted, 260, rng),
+        "this_month": await run_tasks(client, db, unbudgeted, 30, rng),
+        "last_month": await run_tasks(client, db, unbudgeted, 30, rng, last_month=True),
+    }
+
+
+async def report(client: httpx.AsyncClient, team: TeamKey | None, **params: Any) -> dict[str, Any]:
+    path, headers = ("/v1/usage/report", team.headers) if team else ("/admin/usage/report", ADMIN)
+    answer = await client.get(path, params=params, headers=headers)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+async def test_the_report_agrees_with_usage_budgets_and_the_ledger(
+    client: httpx.AsyncClient, db: asyncpg.Connection, history: dict[str, Any]
+) -> None:
+    team, spent = history["budgeted"], history["spent"]
+    by = await report(client, team, group_by=["model", "key", "metadata.project", "status"])
+    got = {
+        (r["status"], r["model"], r["key"].split(" (")[0], r["metadata.project"]): parse_usd(
+            r["spent_usd"]
+        )
+        for r in by["rows"]
+    }
+    assert got == {k: v for k, v in spent.items()}
+    total = sum(spent.values())
+    assert by["total"]["spent_usd"] == format_usd(total) and by["total"]["tasks"] == 260
+    usage = (await client.get("/v1/usage", headers=team.headers)).json()
+    month = next(w for w in usage["spend"] if w["window"] == "month")
+    assert month["spent_usd"] == format_usd(total) and month["reserved_usd"] == "0.00"
+    assert usage["budgets"][0]["spent_usd"] == format_usd(total)  # the budget's own ledger
+    assert (await verify_ledger(db)).ok
+
+
+async def test_the_month_boundary_splits_spend_by_admission(
+    client: httpx.AsyncClient, history: dict[str, Any]
+) -> None:
+    team = history["unbudgeted"]
+    this_month, last_month = history["this_month"], history["last_month"]
+    months = await report(client, team, group_by=["month"])  # default: this month so far
+    assert [r["spent_usd"] for r in months["rows"]] == [format_usd(sum(this_month.values()))]
+    wide = await report(
+        client,
+        team,
+        group_by=["month"],
+        **{"from": months["from"][:8] + "01", "to": months["to"]},
+    )
+    assert len(wide["rows"]) == 1  # from the 1st: still only this month
+    earlier = await report(
+        client, team, group_by=["month", "status"], **{"from": "2020-01-01", "to": "2020-12-31"}
+    )
+    assert earlier["rows"] == []
+    usage = (await client.get("/v1/usage", headers=team.headers)).json()
+    month = next(w for w in usage["spend"] if w["window"] == "month")
+    assert month["spent_usd"] == format_usd(sum(this_month.values())) and month["tasks"] == 30
+    everything = await report(
+        client, None, group_by=["month"], team_id=team.team["id"], **{"from": "2026-01-01"}
+    )
+    by_month = [r["spent_usd"] for r in everything["rows"]]
+    assert by_month == [format_usd(sum(last_month.values())), format_usd(sum(this_month.values()))]
+
+
+async def test_admin_groups_by_team_and_csv_parses_back(
+    client: httpx.AsyncClient, history: dict[str, Any]
+) -> None:
+    names = {history[t].team["name"] for t in ("budgeted", "unbudgeted")}
+    teams = await report(client, None, group_by=["team", "day"])
+    assert {r["team"] for r in teams["rows"]} == names
+    answer = await client.get(
+        "/admin/usage/report",
+        params={"group_by": ["team", "model"]},
+        headers={**ADMIN, "Accept": "text/csv"},
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert list(rows[0]) == ["team", "model", "tasks", "completed", "spent_usd"]
+    as_json = await report(client, None, group_by=["team", "model"])
+    assert rows == [{k: str(v) for k, v in r.items()} for r in as_json["rows"]]
+    csv_team = await client.get(
+        "/v1/usage/report",
+        params={"format": "csv", "group_by": "day"},
+        headers=history["budgeted"].headers,
+    )
+    assert csv_team.text.splitlines()[0] == "day,tasks,completed,spent_usd"
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"group_by": "team"}, "group_by"),
+        ({"group_by": "colour"}, "group_by"),
+        ({"group_by": "metadata.bad key"}, "group_by"),
+        ({"group_by": ["day", "day"]}, "group_by"),
+        ({"from": "yesterday"}, "from"),
+        ({"from": "2026-11-02", "to": "2026-11-01"}, "to"),
+        ({"from": "2020-01-01", "to": "2026-01-01"}, "to"),
+    ],
+)
+async def test_bad_report_queries_name_the_parameter(
+    client: httpx.AsyncClient, params: dict[str, Any], param: str
+) -> None:
+    team = await make_team(client)
+    answer = await client.get("/v1/usage/report", params=params, headers=team.headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == param
