@@ -41,7 +41,7 @@ def upgrade() -> None:
         CREATE INDEX task_charges_admitted ON task_charges (admitted_at);
         INSERT INTO task_charges (task_id, team_id, api_key_id, model, resolution, status,
                                   metadata, amount_micros, admitted_at, settled_at)
-        SELECT id, team_id, api_key_id, model, request ->> 'resolution', status,
+        SELECT id, team_id, api_key_id, model, coalesce(request ->> 'resolution', ''), status,
                coalesce(request -> 'metadata', '{}'), coalesce(charged_micros, 0), created_at,
                coalesce(completed_at, updated_at)
           FROM tasks WHERE dispatch_state = 'done';
