@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 
+from service.audit.service import AuditContext
 from service.budgets.service import LedgerReport, verify_ledger
 from service.config import Settings
 from service.db import create_pool
 from service.teams import service as teams
-from service.teams.schemas import TeamCreate
+from service.teams.schemas import KeyCreate, TeamCreate
+
+# Changes made from a shell are audited as the operating-system user who ran them.
+CLI = AuditContext(actor=f"cli:{getpass.getuser()}", source="cli")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -21,9 +26,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 return print_ledger_report(await verify_ledger(conn))
             if args.admin_command == "create-team":
                 async with conn.transaction():
-                    team = await teams.create_team(conn, body=TeamCreate(name=args.name))
+                    team = await teams.create_team(conn, body=TeamCreate(name=args.name), audit=CLI)
                     key_row, key = await teams.issue_key(
-                        conn, team_id=team["id"], name=args.key_name
+                        conn, team_id=team["id"], body=KeyCreate(name=args.key_name), audit=CLI
                     )
                 print(
                     json.dumps(

@@ -14,6 +14,7 @@ from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import health
+from service.audit import routes as audit_routes
 from service.budgets import routes as budget_routes
 from service.catalog import routes as catalog_routes
 from service.config import Settings, get_settings
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (budget_routes, spend_routes, webhook_routes):
         app.include_router(module.router)
         app.include_router(module.admin)
+    app.include_router(audit_routes.admin)
     app.add_middleware(
         EdgeMiddleware, max_bytes=settings.max_request_bytes, metrics=settings.http_metrics
     )

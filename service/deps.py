@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -9,11 +10,13 @@ from typing import Annotated
 
 import asyncpg
 from arq.connections import ArqRedis
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.audit.service import AuditContext
 from service.catalog.models import PriceTable
 from service.config import Settings
+from service.logs import request_id_var
 from service.ratelimit import EarlyCheck, RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
@@ -122,6 +125,42 @@ async def team_caller(
 
 
 CurrentCaller = Annotated[Caller, Depends(team_caller)]
+
+
+_ACTOR = re.compile(r"^[\w .@:/+-]{1,100}$")
+
+
+@dataclass
+class AdminRequest:
+    """An admin change's resources, its connection, and who is asking (for the audit)."""
+
+    res: Resources
+    conn: asyncpg.Connection
+    audit: AuditContext
+
+
+async def admin_request(
+    request: Request,
+    x_actor: Annotated[
+        str | None,
+        Header(
+            alias="X-Actor",
+            description="Who is making the change, for the audit trail (default: admin)",
+        ),
+    ] = None,
+) -> AsyncIterator[AdminRequest]:
+    res: Resources = request.app.state.resources
+    actor = x_actor.strip() if x_actor and _ACTOR.match(x_actor.strip()) else "admin"
+    audit = AuditContext(
+        actor=actor,
+        source=request.client.host if request.client else None,
+        request_id=request_id_var.get(),
+    )
+    async with res.pool.acquire() as conn:
+        yield AdminRequest(res=res, conn=conn, audit=audit)
+
+
+AdminCtx = Annotated[AdminRequest, Depends(admin_request)]
 
 
 async def require_admin(

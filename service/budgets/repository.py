@@ -92,6 +92,24 @@ async def key_team(conn: asyncpg.Connection, key_id: UUID) -> UUID | None:
     return await conn.fetchval("SELECT team_id FROM api_keys WHERE id = $1", key_id)
 
 
+async def scope_limits(
+    conn: asyncpg.Connection, *, scope: str, team_id: UUID | None, api_key_id: UUID | None
+) -> dict[str, int]:
+    """The scope's live budgets: window -> limit in micro-dollars."""
+    rows = await conn.fetch(
+        """
+        SELECT period, limit_micros FROM budgets
+        WHERE scope = $1 AND team_id IS NOT DISTINCT FROM $2
+          AND api_key_id IS NOT DISTINCT FROM $3 AND limit_micros IS NOT NULL
+        ORDER BY period
+        """,
+        scope,
+        team_id,
+        api_key_id,
+    )
+    return {r["period"]: r["limit_micros"] for r in rows}
+
+
 async def replace_budgets(
     conn: asyncpg.Connection,
     *,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 
 from service.budgets import service
 from service.budgets.schemas import Budgets, BudgetsPut, Usage
-from service.deps import AppResources, Resources, TeamCtx, require_admin
+from service.deps import AdminCtx, AdminRequest, AppResources, Resources, TeamCtx, require_admin
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
 
@@ -72,18 +72,22 @@ async def _standing(
 
 
 async def _put(
-    res: Resources,
+    ctx: AdminRequest,
     body: BudgetsPut,
     *,
     scope: str,
     team_id: UUID | None = None,
     api_key_id: UUID | None = None,
 ) -> dict[str, Any]:
-    async with res.pool.acquire() as conn:
-        await service.set_budgets(
-            conn, scope=scope, team_id=team_id, api_key_id=api_key_id, budgets=body.budgets
-        )
-        return await _standing(res, conn, scope=scope, team_id=team_id, api_key_id=api_key_id)
+    await service.set_budgets(
+        ctx.conn,
+        scope=scope,
+        team_id=team_id,
+        api_key_id=api_key_id,
+        budgets=body.budgets,
+        audit=ctx.audit,
+    )
+    return await _standing(ctx.res, ctx.conn, scope=scope, team_id=team_id, api_key_id=api_key_id)
 
 
 async def _get(
@@ -108,8 +112,8 @@ _BUDGET_DOC = (
     description=_BUDGET_DOC,
     responses=error_responses(InvalidRequest, Unauthorized),
 )
-async def put_company_budgets(body: BudgetsPut, res: AppResources) -> Any:
-    return await _put(res, body, scope="company")
+async def put_company_budgets(body: BudgetsPut, ctx: AdminCtx) -> Any:
+    return await _put(ctx, body, scope="company")
 
 
 @admin.get(
@@ -130,8 +134,8 @@ async def get_company_budgets(res: AppResources) -> Any:
     description=_BUDGET_DOC,
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def put_team_budgets(team_id: UUID, body: BudgetsPut, res: AppResources) -> Any:
-    return await _put(res, body, scope="team", team_id=team_id)
+async def put_team_budgets(team_id: UUID, body: BudgetsPut, ctx: AdminCtx) -> Any:
+    return await _put(ctx, body, scope="team", team_id=team_id)
 
 
 @admin.get(
@@ -152,8 +156,8 @@ async def get_team_budgets(team_id: UUID, res: AppResources) -> Any:
     description=_BUDGET_DOC + " A key's budgets apply inside its team's and the company's.",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def put_key_budgets(key_id: UUID, body: BudgetsPut, res: AppResources) -> Any:
-    return await _put(res, body, scope="key", api_key_id=key_id)
+async def put_key_budgets(key_id: UUID, body: BudgetsPut, ctx: AdminCtx) -> Any:
+    return await _put(ctx, body, scope="key", api_key_id=key_id)
 
 
 @admin.get(

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from service.audit.service import AuditContext, record
 from service.budgets import repository
 from service.budgets.schemas import BudgetLimit
 from service.catalog.models import format_usd, parse_usd
@@ -110,7 +111,9 @@ async def set_budgets(
     team_id: UUID | None = None,
     api_key_id: UUID | None = None,
     budgets: list[BudgetLimit],
+    audit: AuditContext,
 ) -> None:
+    """Replace the scope's budgets, audited with the limits before and after."""
     limits: dict[str, int] = {}
     for i, budget in enumerate(budgets):
         if budget.window in limits:
@@ -124,9 +127,25 @@ async def set_budgets(
             raise NotFound("team not found")
         if scope == "key":
             team_id = await key_team(conn, api_key_id)
+        before = await repository.scope_limits(
+            conn, scope=scope, team_id=team_id, api_key_id=api_key_id
+        )
         await repository.replace_budgets(
             conn, scope=scope, team_id=team_id, api_key_id=api_key_id, limits=limits
         )
+        await record(
+            conn,
+            audit,
+            action="budgets.set",
+            target_type=scope,
+            target_id=api_key_id or team_id or "company",
+            before={"team_id": team_id, "budgets": _as_usd(before)},
+            after={"team_id": team_id, "budgets": _as_usd(limits)},
+        )
+
+
+def _as_usd(limits: dict[str, int]) -> dict[str, str]:
+    return {window: format_usd(micros) for window, micros in sorted(limits.items())}
 
 
 async def team_exists(conn: asyncpg.Connection, team_id: UUID | None) -> bool:

@@ -7,11 +7,19 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response
 
-from service.deps import AppResources, require_admin
+from service.deps import AdminCtx, AppResources, require_admin
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
 from service.teams import repository, service
-from service.teams.schemas import IssuedKey, KeyCreate, Team, TeamCreate, TeamList, TeamPatch
+from service.teams.schemas import (
+    IssuedKey,
+    KeyCreate,
+    KeyList,
+    Team,
+    TeamCreate,
+    TeamList,
+    TeamPatch,
+)
 from service.webhooks.ssrf import require_allowed
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -24,11 +32,10 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
     summary="Create a team",
     responses=error_responses(InvalidRequest, Unauthorized),
 )
-async def create_team(body: TeamCreate, res: AppResources) -> Any:
+async def create_team(body: TeamCreate, ctx: AdminCtx) -> Any:
     """Create a team with optional limits; the answer carries its webhook secret."""
-    require_allowed(res.webhooks.policy, body.alert_url, param="alert_url")
-    async with res.pool.acquire() as conn:
-        return dict(await service.create_team(conn, body=body))
+    require_allowed(ctx.res.webhooks.policy, body.alert_url, param="alert_url")
+    return dict(await service.create_team(ctx.conn, body=body, audit=ctx.audit))
 
 
 @router.get(
@@ -59,11 +66,12 @@ async def get_team(team_id: UUID, res: AppResources) -> Any:
     summary="Change a team",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def patch_team(team_id: UUID, body: TeamPatch, res: AppResources) -> Any:
-    """Change a team's name or limits; fields left out stay as they are, null clears a limit."""
-    require_allowed(res.webhooks.policy, body.alert_url, param="alert_url")
-    async with res.pool.acquire() as conn:
-        return dict(await service.patch_team(conn, team_id=team_id, body=body))
+async def patch_team(team_id: UUID, body: TeamPatch, ctx: AdminCtx) -> Any:
+    """Change a team's name, limits or answer version; fields left out stay as they are,
+    null clears a limit."""
+    require_allowed(ctx.res.webhooks.policy, body.alert_url, param="alert_url")
+    row = await service.patch_team(ctx.conn, team_id=team_id, body=body, audit=ctx.audit)
+    return dict(row)
 
 
 @router.post(
@@ -73,13 +81,23 @@ async def patch_team(team_id: UUID, body: TeamPatch, res: AppResources) -> Any:
     summary="Issue an API key",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def issue_key(team_id: UUID, body: KeyCreate, res: AppResources) -> Any:
-    """Issue a key for the team; the key is in this answer only, it is stored hashed."""
-    async with res.pool.acquire() as conn:
-        row, key = await service.issue_key(
-            conn, team_id=team_id, name=body.name, rpm_limit=body.rpm_limit
-        )
+async def issue_key(team_id: UUID, body: KeyCreate, ctx: AdminCtx) -> Any:
+    """Issue a key for the team, optionally expiring; the key is in this answer only, it is
+    stored hashed."""
+    row, key = await service.issue_key(ctx.conn, team_id=team_id, body=body, audit=ctx.audit)
     return {**dict(row), "key": key}
+
+
+@router.get(
+    "/teams/{team_id}/keys",
+    response_model=KeyList,
+    summary="List a team's API keys",
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
+)
+async def list_keys(team_id: UUID, ctx: AdminCtx) -> Any:
+    """The team's keys, oldest first: prefix, name, expiry, revocation and last use (never
+    the key)."""
+    return {"data": [dict(r) for r in await service.list_keys(ctx.conn, team_id=team_id)]}
 
 
 @router.delete(
@@ -88,8 +106,7 @@ async def issue_key(team_id: UUID, body: KeyCreate, res: AppResources) -> Any:
     summary="Revoke an API key",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def revoke_key(key_id: UUID, res: AppResources) -> Response:
+async def revoke_key(key_id: UUID, ctx: AdminCtx) -> Response:
     """Revoke a key at once; requests with it answer 401 from then on."""
-    async with res.pool.acquire() as conn:
-        await service.revoke_key(conn, key_id=key_id)
+    await service.revoke_key(ctx.conn, key_id=key_id, audit=ctx.audit)
     return Response(status_code=204)

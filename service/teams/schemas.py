@@ -72,6 +72,12 @@ class KeyCreate(BaseModel):
     rpm_limit: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = Field(
         None, description="Requests per minute for this key, inside the team's own limit"
     )
+    expires_at: datetime | None = Field(
+        None, description="When the key stops working (ISO 8601 with a zone)"
+    )
+    expires_in_days: Annotated[StrictInt, Field(ge=1, le=3650)] | None = Field(
+        None, description="Or: days from now until it stops working"
+    )
 
 
 class IssuedKey(BaseModel):
@@ -82,3 +88,24 @@ class IssuedKey(BaseModel):
     rpm_limit: int | None
     team_id: UUID
     created_at: datetime
+    expires_at: datetime | None
+
+
+class KeyInfo(BaseModel):
+    """A key as the admin API lists it: never the key itself."""
+
+    id: UUID
+    team_id: UUID
+    name: str
+    prefix: str
+    rpm_limit: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(
+        None, description="Last authenticated use, to the minute (written at most once a minute)"
+    )
+
+
+class KeyList(BaseModel):
+    data: list[KeyInfo]

@@ -6,18 +6,42 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from service.audit.service import AuditContext, record
 from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
-from service.teams.schemas import TeamCreate, TeamPatch
+from service.teams.schemas import KeyCreate, TeamCreate, TeamPatch
 
 KEY_PREFIX = "qgw_"
+
+
+class _UseThrottle:
+    """When this process last wrote a key's last_used_at: at most once a minute per key, so
+    authentication stays one read (the UPDATE also checks the minute, across replicas)."""
+
+    def __init__(self, every_seconds: float = 60.0) -> None:
+        self.every = every_seconds
+        self.written: dict[UUID, float] = {}
+
+    def due(self, key_id: UUID) -> bool:
+        now = time.monotonic()
+        if now - self.written.get(key_id, -self.every) < self.every:
+            return False
+        if len(self.written) > 100_000:  # bounded: forget everything now and then
+            self.written.clear()
+        self.written[key_id] = now
+        return True
+
+
+_LAST_USED = _UseThrottle()
 
 
 @dataclass(frozen=True)
@@ -55,19 +79,26 @@ def _check_models(models: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(models))
 
 
-async def create_team(conn: asyncpg.Connection, *, body: TeamCreate) -> asyncpg.Record:
-    row = await repository.insert_team(
-        conn,
-        name=body.name,
-        rpm_limit=body.rpm_limit,
-        max_concurrent_tasks=body.max_concurrent_tasks,
-        allowed_models=_check_models(body.allowed_models),
-        alert_url=body.alert_url,
-        api_version=body.api_version,
-        webhook_secret=new_webhook_secret(),
-    )
-    if row is None:
-        raise InvalidRequest(f"name: a team named {body.name!r} exists already", param="name")
+async def create_team(
+    conn: asyncpg.Connection, *, body: TeamCreate, audit: AuditContext
+) -> asyncpg.Record:
+    async with conn.transaction():
+        row = await repository.insert_team(
+            conn,
+            name=body.name,
+            rpm_limit=body.rpm_limit,
+            max_concurrent_tasks=body.max_concurrent_tasks,
+            allowed_models=_check_models(body.allowed_models),
+            alert_url=body.alert_url,
+            api_version=body.api_version,
+            webhook_secret=new_webhook_secret(),
+        )
+        if row is None:
+            raise InvalidRequest(f"name: a team named {body.name!r} exists already", param="name")
+        await record(
+            conn, audit, action="team.create", target_type="team", target_id=row["id"],
+            after=dict(row),
+        )  # fmt: skip
     return row
 
 
@@ -78,41 +109,90 @@ async def get_team(conn: asyncpg.Connection, *, team_id: UUID) -> asyncpg.Record
     return row
 
 
-async def patch_team(conn: asyncpg.Connection, *, team_id: UUID, body: TeamPatch) -> asyncpg.Record:
+async def patch_team(
+    conn: asyncpg.Connection, *, team_id: UUID, body: TeamPatch, audit: AuditContext
+) -> asyncpg.Record:
     changes: dict[str, Any] = {f: getattr(body, f) for f in body.model_fields_set}
     for required in ("name", "api_version"):
         if required in changes and changes[required] is None:
             raise InvalidRequest(f"{required}: must not be null", param=required)
     if "allowed_models" in changes:
         changes["allowed_models"] = _check_models(changes["allowed_models"])
-    try:
-        row = await repository.update_team(conn, team_id, changes)
-    except asyncpg.UniqueViolationError:
-        raise InvalidRequest("name: a team with this name exists already", param="name") from None
-    if row is None:
-        raise NotFound("team not found")
+    async with conn.transaction():
+        before = await repository.get_team(conn, team_id, for_update=True)
+        if before is None:
+            raise NotFound("team not found")
+        try:
+            row = await repository.update_team(conn, team_id, changes)
+        except asyncpg.UniqueViolationError:
+            raise InvalidRequest(
+                "name: a team with this name exists already", param="name"
+            ) from None
+        assert row is not None
+        await record(
+            conn, audit, action="team.update", target_type="team", target_id=team_id,
+            before=_changed(dict(before), changes), after=_changed(dict(row), changes),
+        )  # fmt: skip
     return row
 
 
+def _changed(row: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    return {field: row[field] for field in changes if field in row}
+
+
 async def issue_key(
-    conn: asyncpg.Connection, *, team_id: UUID, name: str, rpm_limit: int | None = None
+    conn: asyncpg.Connection,
+    *,
+    team_id: UUID,
+    body: KeyCreate,
+    audit: AuditContext,
 ) -> tuple[asyncpg.Record, str]:
-    await get_team(conn, team_id=team_id)
+    if body.expires_at is not None and body.expires_in_days is not None:
+        raise InvalidRequest(
+            "expires_in_days: give expires_at or expires_in_days, not both",
+            param="expires_in_days",
+        )
+    expires_at = body.expires_at
+    if body.expires_in_days is not None:
+        expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days)
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidRequest("expires_at: needs a time zone (e.g. ...Z)", param="expires_at")
+        if expires_at <= datetime.now(UTC):
+            raise InvalidRequest("expires_at: must be in the future", param="expires_at")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = await repository.insert_key(
-        conn,
-        team_id=team_id,
-        name=name,
-        prefix=key[:12],
-        key_hash=hash_key(key),
-        rpm_limit=rpm_limit,
-    )
+    async with conn.transaction():
+        await get_team(conn, team_id=team_id)
+        row = await repository.insert_key(
+            conn,
+            team_id=team_id,
+            name=body.name,
+            prefix=key[:12],
+            key_hash=hash_key(key),
+            rpm_limit=body.rpm_limit,
+            expires_at=expires_at,
+        )
+        await record(
+            conn, audit, action="key.issue", target_type="key", target_id=row["id"],
+            after=dict(row),
+        )  # fmt: skip
     return row, key
 
 
-async def revoke_key(conn: asyncpg.Connection, *, key_id: UUID) -> None:
-    if not await repository.revoke_key(conn, key_id):
-        raise NotFound("key not found")
+async def revoke_key(conn: asyncpg.Connection, *, key_id: UUID, audit: AuditContext) -> None:
+    async with conn.transaction():
+        row = await repository.revoke_key(conn, key_id)
+        if row is None:
+            raise NotFound("key not found")
+        await record(
+            conn, audit, action="key.revoke", target_type="key", target_id=key_id,
+            before={"prefix": row["prefix"]}, after={"revoked_at": row["revoked_at"]},
+        )  # fmt: skip
+
+
+async def list_keys(conn: asyncpg.Connection, *, team_id: UUID) -> list[asyncpg.Record]:
+    await get_team(conn, team_id=team_id)
+    return await repository.list_keys(conn, team_id)
 
 
 def token_hash(token: str | None) -> bytes | None:
@@ -134,6 +214,11 @@ async def authenticate(
     row = await repository.find_active_key(conn, key_hash or hash_key(key))
     if row is None:
         raise Unauthorized("invalid or revoked API key")
+    expires_at = row["expires_at"]
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise Unauthorized(f"API key expired at {expires_at.isoformat()}")
+    if _LAST_USED.due(row["key_id"]):
+        await repository.touch_key(conn, row["key_id"])
     return Caller(
         key_id=row["key_id"],
         team_id=row["team_id"],

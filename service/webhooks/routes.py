@@ -10,14 +10,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path
 from redis.exceptions import RedisError
 
-from service.deps import AppResources, Resources, TeamCtx, require_admin
+from service.deps import AdminCtx, AppResources, Resources, TeamCtx, require_admin
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
 from service.tasks import repository as tasks
 from service.tasks.queue import enqueue_delivery
-from service.teams.service import new_webhook_secret
 from service.types import Storable
-from service.webhooks import repository
+from service.webhooks import repository, service
 from service.webhooks.schemas import (
     Delivery,
     DeliveryList,
@@ -94,18 +93,15 @@ async def redeliver_failed(team_id: UUID, body: RedeliverFailed, res: AppResourc
     summary="Rotate a team's webhook secret",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def rotate_secret(team_id: UUID, res: AppResources) -> Any:
+async def rotate_secret(team_id: UUID, ctx: AdminCtx) -> Any:
     """A new `whsec_` secret signs from now on; the previous one keeps signing beside it
     for QGW_WEBHOOK_SECRET_GRACE_SECONDS so receivers can switch without missing one."""
-    async with res.pool.acquire() as conn:
-        row = await repository.rotate_secret(
-            conn,
-            team_id=team_id,
-            new_secret=new_webhook_secret(),
-            grace_seconds=res.settings.webhook_secret_grace_seconds,
-        )
-    if row is None:
-        raise NotFound("team not found")
+    row = await service.rotate_secret(
+        ctx.conn,
+        team_id=team_id,
+        grace_seconds=ctx.res.settings.webhook_secret_grace_seconds,
+        audit=ctx.audit,
+    )
     return {
         "team_id": str(row["id"]),
         "webhook_secret": row["webhook_secret"],

@@ -1,0 +1,56 @@
+"""GET /admin/audit: the append-only trail of admin changes, newest first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from service.audit import repository
+from service.audit.schemas import AuditList
+from service.audit.service import ACTIONS
+from service.deps import AdminCtx, require_admin
+from service.errors import InvalidRequest, Unauthorized
+from service.openapi import error_responses
+from service.types import Storable
+
+admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@admin.get(
+    "/audit",
+    response_model=AuditList,
+    summary="The audit trail of admin changes",
+    responses=error_responses(InvalidRequest, Unauthorized),
+)
+async def list_audit(
+    ctx: AdminCtx,
+    target: Annotated[
+        str | None, Query(max_length=100, description="A team or key id, or company"), Storable
+    ] = None,
+    action: Annotated[str | None, Query(max_length=50), Storable] = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=30), Storable] = None,
+) -> Any:
+    """Every admin change (teams, keys, budgets at any scope, webhook secrets, answer
+    versions): who, when, from where, before and after; page with next_cursor."""
+    if action is not None and action not in ACTIONS:
+        raise InvalidRequest(f"action: one of {', '.join(ACTIONS)}", param="action")
+    if cursor is not None and not cursor.isdigit():
+        raise InvalidRequest("cursor: not a cursor this API returned", param="cursor")
+    rows = await repository.list_entries(
+        ctx.conn,
+        target=target,
+        action=action,
+        since=since,
+        before_id=int(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "data": [dict(r) for r in rows],
+        "next_cursor": str(rows[-1]["id"]) if more else None,
+    }

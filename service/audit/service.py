@@ -1,0 +1,93 @@
+"""Recording admin changes: who changed what, from where, before and after, in the same
+transaction as the change. Secrets never enter the trail: at most their prefix."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from service.audit import repository
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = (
+    "team.create",
+    "team.update",
+    "key.issue",
+    "key.revoke",
+    "budgets.set",
+    "webhook_secret.rotate",
+)
+SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "key", "key_hash")
+SHOWN_PREFIX = 10
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who asks, from where: the X-Actor header (else "admin"), the client address and
+    the request id."""
+
+    actor: str = "admin"
+    source: str | None = None
+    request_id: str | None = None
+
+
+def redact(value: Any) -> Any:
+    """`value` with every secret cut to its prefix (keys and webhook secrets)."""
+    if isinstance(value, dict):
+        return {
+            k: _prefix(v) if k in SECRET_FIELDS else redact(v)
+            for k, v in value.items()
+            if k != "key_hash"
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, UUID):  # asyncpg's own UUID type is no JSON orjson knows
+        return str(value)
+    return value
+
+
+def _prefix(secret: Any) -> Any:
+    return secret[:SHOWN_PREFIX] + "…" if isinstance(secret, str) and secret else None
+
+
+async def record(
+    conn: asyncpg.Connection,
+    ctx: AuditContext,
+    *,
+    action: str,
+    target_type: str,
+    target_id: Any,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    """One entry in the trail (call inside the change's transaction), and its log line."""
+    assert action in ACTIONS, action
+    target = None if target_id is None else str(target_id)
+    entry = await repository.insert(
+        conn,
+        action=action,
+        target_type=target_type,
+        target_id=target,
+        before=redact(before),
+        after=redact(after),
+        request_id=ctx.request_id,
+        source=ctx.source,
+        actor=ctx.actor,
+    )
+    logger.info(
+        "admin change",
+        extra={
+            "audit_id": entry["id"],
+            "action": action,
+            "target_type": target_type,
+            "target_id": target,
+            "actor": ctx.actor,
+            "before": entry["before"],
+            "after": entry["after"],
+        },
+    )
