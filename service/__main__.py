@@ -154,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
         "verify-ledger",
         help="prove every budget window equals the sum of its ledger entries (exit 1 if not)",
     )
+    keys = admin_sub.add_parser("keys", help="list, issue or revoke a team's API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    listed = keys_sub.add_parser("list", help="a team's keys (never the keys themselves)")
+    listed.add_argument("--team", required=True, help="team id")
+    issued = keys_sub.add_parser("issue", help="issue a key and print it (once)")
+    issued.add_argument("--team", required=True, help="team id")
+    issued.add_argument("--name", default="default")
+    issued.add_argument("--expires-in-days", type=int, default=None)
+    revoked = keys_sub.add_parser("revoke", help="revoke a key at once")
+    revoked.add_argument("key_id")
+    trail = admin_sub.add_parser("audit", help="the audit trail of admin changes, newest first")
+    trail.add_argument("--target", default=None, help="a team or key id, or company")
+    trail.add_argument("--action", default=None)
+    trail.add_argument("--limit", type=int, default=20)
     admin.set_defaults(func=cmd_admin)
 
     from service.cli import add_client_commands

@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sys
+from uuid import UUID
 
+import asyncpg
+
+from service.audit import repository as audit_repository
 from service.audit.service import AuditContext
 from service.budgets.service import LedgerReport, verify_ledger
 from service.config import Settings
 from service.db import create_pool
+from service.errors import ServiceError
 from service.teams import service as teams
 from service.teams.schemas import KeyCreate, TeamCreate
 
@@ -35,8 +41,43 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                         {"team_id": str(team["id"]), "key_id": str(key_row["id"]), "key": key}
                     )
                 )
+            if args.admin_command == "keys":
+                return await _keys(conn, args)
+            if args.admin_command == "audit":
+                rows = await audit_repository.list_entries(
+                    conn,
+                    target=args.target,
+                    action=args.action,
+                    since=None,
+                    before_id=None,
+                    limit=args.limit,
+                )
+                for row in rows:
+                    print(json.dumps(dict(row), default=str, ensure_ascii=False))
     finally:
         await pool.close()
+    return 0
+
+
+async def _keys(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    """`admin keys list|issue|revoke`: one JSON object a line; changes are audited."""
+    try:
+        if args.keys_command == "list":
+            for row in await teams.list_keys(conn, team_id=UUID(args.team)):
+                print(json.dumps(dict(row), default=str))
+        elif args.keys_command == "issue":
+            body = KeyCreate(name=args.name, expires_in_days=args.expires_in_days)
+            row, key = await teams.issue_key(conn, team_id=UUID(args.team), body=body, audit=CLI)
+            print(json.dumps({**dict(row), "key": key}, default=str))
+        else:
+            await teams.revoke_key(conn, key_id=UUID(args.key_id), audit=CLI)
+            print(json.dumps({"id": args.key_id, "revoked": True}))
+    except ValueError as exc:  # a malformed id, or a rule the key breaks
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -69,11 +110,17 @@ def print_ledger_report(report: LedgerReport) -> int:
             f"task {row['task_id']}, budget {row['budget_id']} window {row['starts_at']} "
             f"shard {row['shard']}): no such {missing}"
         )
+    for row in report.charge_mismatches:
+        print(
+            f"CHARGE task {row['task_id']} ({row['status']}, charged {row['charged_micros']}): "
+            f"charge row {row['amount_micros']} micro-USD ({row['charge_status']})"
+        )
     verdict = "OK" if report.ok else "FAILED"
     print(
         f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "
         f"{len(report.period_mismatches)} shard and {len(report.task_mismatches)} task "
         f"mismatches, {len(report.overdrawn_shards)} overdrawn shards, "
-        f"{len(report.orphan_entries)} orphan entries"
+        f"{len(report.orphan_entries)} orphan entries, "
+        f"{len(report.charge_mismatches)} charge mismatches"
     )
     return 0 if report.ok else 1

@@ -278,6 +278,7 @@ class LedgerReport:
     task_mismatches: list[asyncpg.Record]
     overdrawn_shards: list[asyncpg.Record]
     orphan_entries: list[asyncpg.Record]
+    charge_mismatches: list[asyncpg.Record]
 
     @property
     def ok(self) -> bool:
@@ -286,6 +287,7 @@ class LedgerReport:
             or self.task_mismatches
             or self.overdrawn_shards
             or self.orphan_entries
+            or self.charge_mismatches
         )
 
 
@@ -300,4 +302,5 @@ async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
             task_mismatches=await repository.task_mismatches(conn),
             overdrawn_shards=await repository.overdrawn_shards(conn),
             orphan_entries=await repository.orphan_entries(conn),
+            charge_mismatches=await spend_repository.charge_mismatches(conn),
         )

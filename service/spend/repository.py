@@ -43,6 +43,26 @@ async def record_charge(conn: asyncpg.Connection, task: Any) -> None:
     )
 
 
+async def charge_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Finished tasks without exactly their charge row, and charge rows without a finished
+    task: the charges report what the tasks say they cost."""
+    return await conn.fetch(
+        """
+        SELECT t.id AS task_id, t.status, t.charged_micros, c.amount_micros,
+               c.status AS charge_status
+        FROM tasks t LEFT JOIN task_charges c ON c.task_id = t.id
+        WHERE t.dispatch_state = 'done'
+          AND (c.task_id IS NULL OR c.amount_micros <> coalesce(t.charged_micros, 0)
+               OR c.status <> t.status)
+        UNION ALL
+        SELECT c.task_id, t.status, t.charged_micros, c.amount_micros, c.status
+        FROM task_charges c LEFT JOIN tasks t ON t.id = c.task_id
+        WHERE t.id IS NULL OR t.dispatch_state <> 'done'
+        ORDER BY 1
+        """
+    )
+
+
 async def team_spend(
     conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
 ) -> list[asyncpg.Record]:

@@ -445,7 +445,9 @@ async def test_verify_ledger_names_every_mismatch(
     assert len(report) == 2, report
     assert report[0].startswith("ORPHAN ledger entry") and "task task_gone" in report[0]
     assert report[0].endswith("shard 99): no such shard and task")
-    assert report[1].startswith("FAILED") and report[1].endswith(", 1 orphan entries")
+    assert report[1].startswith("FAILED") and report[1].endswith(
+        ", 1 orphan entries, 0 charge mismatches"
+    )
 
 
 def exclusive_admissions() -> float:

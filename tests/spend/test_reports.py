@@ -191,3 +191,18 @@ async def test_bad_report_queries_name_the_parameter(
     answer = await client.get("/v1/usage/report", params=params, headers=team.headers)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] == param
+
+
+async def test_verify_ledger_names_a_charge_that_disagrees_with_its_task(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    team = await make_team(client)
+    answer = await client.post("/v1/tasks", json=task_body(), headers=team.headers)
+    task_id = answer.json()["task_id"]
+    await finish_as(db, task_id, "completed")
+    assert (await verify_ledger(db)).ok
+    await db.execute("UPDATE task_charges SET amount_micros = 1 WHERE task_id = $1", task_id)
+    report = await verify_ledger(db)
+    assert [r["task_id"] for r in report.charge_mismatches] == [task_id] and not report.ok
+    await db.execute("DELETE FROM task_charges WHERE task_id = $1", task_id)
+    assert [r["amount_micros"] for r in (await verify_ledger(db)).charge_mismatches] == [None]

@@ -1,0 +1,60 @@
+"""`qingbo-gateway admin keys|audit` as an operator runs them: child processes against the
+tests' database; their changes are in the audit trail as the shell user."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+
+from service.config import Settings
+from tests.factories import ADMIN, make_team
+
+
+def admin(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QGW_DATABASE_URL": settings.database_url, "QGW_LOG_LEVEL": "WARNING"}
+    return subprocess.run(
+        [sys.executable, "-m", "service", "admin", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_keys_and_audit_from_a_shell(client: httpx.AsyncClient, settings: Settings) -> None:
+    team = await make_team(client)
+    team_id = team.team["id"]
+    issued = admin(
+        settings, "keys", "issue", "--team", team_id, "--name", "ops", "--expires-in-days", "5"
+    )
+    assert issued.returncode == 0, issued.stderr
+    key = json.loads(issued.stdout)
+    assert key["key"].startswith("qgw_") and key["expires_at"]
+    answer = await client.get("/v1/tasks", headers={"Authorization": f"Bearer {key['key']}"})
+    assert answer.status_code == 200
+
+    listed = admin(settings, "keys", "list", "--team", team_id)
+    names = [json.loads(line)["name"] for line in listed.stdout.splitlines()]
+    assert listed.returncode == 0 and names == ["default", "ops"]
+    assert key["key"] not in listed.stdout
+
+    assert admin(settings, "keys", "revoke", key["id"]).returncode == 0
+    answer = await client.get("/v1/tasks", headers={"Authorization": f"Bearer {key['key']}"})
+    assert answer.status_code == 401
+    missing = admin(settings, "keys", "revoke", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 1 and "key not found" in missing.stderr
+    assert admin(settings, "keys", "list", "--team", "not-a-uuid").returncode == 2
+
+    trail = admin(settings, "audit", "--target", key["id"])
+    entries = [json.loads(line) for line in trail.stdout.splitlines()]
+    assert [e["action"] for e in entries] == ["key.revoke", "key.issue"]
+    assert {e["actor"] for e in entries} == {f"cli:{getpass.getuser()}"}
+    assert key["key"] not in trail.stdout
+    via_api = await client.get("/admin/audit", params={"target": key["id"]}, headers=ADMIN)
+    assert [e["id"] for e in via_api.json()["data"]] == [e["id"] for e in entries]
