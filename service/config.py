@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
     # Per-request HTTP metrics (requests by route and status, latency); off only to
     # measure what they cost (bench/submit.py).
     http_metrics: bool = True
+    # Metadata keys whose values label this month's spend (qgw_spend_by_metadata_usd), and
+    # how many of their top values each (the rest are summed as "(other)"): bounded labels.
+    metrics_metadata_keys: str = ""
+    metrics_metadata_top: int = Field(10, ge=1, le=100)
 
     # Budgets: day/week/month windows are calendar windows in this zone (weeks start Monday).
     budget_timezone: str = "UTC"
@@ -118,6 +123,21 @@ class Settings(BaseSettings):
             if part.strip():
                 ipaddress.ip_network(part.strip())
         return value
+
+    @field_validator("metrics_metadata_keys")
+    @classmethod
+    def _metadata_keys(cls, value: str) -> str:
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        for key in keys:
+            if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", key):
+                raise ValueError(f"{key!r} is not a metadata key ([A-Za-z0-9_.-]{{1,64}})")
+        if len(keys) > 16:
+            raise ValueError("at most 16 keys")
+        return ",".join(keys)
+
+    @property
+    def metadata_metric_keys(self) -> list[str]:
+        return [k for k in self.metrics_metadata_keys.split(",") if k]
 
     @property
     def webhook_retry_delays(self) -> list[float]:

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from service.budgets import repository as budgets
 from service.catalog.models import MICROS_PER_USD
 from service.deps import Resources
+from service.spend import repository as spend
 from service.tasks import repository as tasks
 from service.webhooks import repository as webhooks
 
@@ -39,6 +40,8 @@ class Snapshot:
     webhook_backlog: int = 0
     # (team, key, scope, window) -> (limit, spent, reserved) in micro-dollars
     budgets: dict[tuple[str, str, str, str], tuple[int, int, int]] = field(default_factory=dict)
+    # (metadata key, value) -> spent this month in micro-dollars (QGW_METRICS_METADATA_KEYS)
+    by_metadata: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class StateCollector(Collector):
@@ -105,6 +108,15 @@ class StateCollector(Collector):
             for name, family in families.items():
                 family.add_metric(list(labels), values[name] / MICROS_PER_USD)
         yield from families.values()
+        by_metadata = GaugeMetricFamily(
+            "qgw_spend_by_metadata_usd",
+            "Spent this month by the value of a metadata key (the keys in "
+            "QGW_METRICS_METADATA_KEYS, their top values; the rest as (other))",
+            labels=["key", "value"],
+        )
+        for (key, value), micros in sorted(snap.by_metadata.items()):
+            by_metadata.add_metric([key, value], micros / MICROS_PER_USD)
+        yield by_metadata
 
 
 async def read_snapshot(res: Resources) -> Snapshot:
@@ -116,6 +128,15 @@ async def read_snapshot(res: Resources) -> Snapshot:
         standing = await budgets.all_standing(
             conn, now=res.clock(), timezone=res.settings.budget_timezone
         )
+        if res.settings.metadata_metric_keys:
+            for row in await spend.month_spend_by_metadata(
+                conn,
+                keys=res.settings.metadata_metric_keys,
+                top=res.settings.metrics_metadata_top,
+                now=res.clock(),
+                timezone=res.settings.budget_timezone,
+            ):
+                snap.by_metadata[(row["key"], row["value"])] = row["spent_micros"]
     for row in standing:
         key = (row["team_name"] or "", row["key_name"] or "", row["scope"], row["period"])
         snap.budgets[key] = (row["limit_micros"], row["spent_micros"], row["reserved_micros"])

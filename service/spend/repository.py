@@ -63,6 +63,35 @@ async def charge_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+async def month_spend_by_metadata(
+    conn: asyncpg.Connection, *, keys: list[str], top: int, now: datetime, timezone: str
+) -> list[asyncpg.Record]:
+    """This month's spend by the value of each key: the `top` values by spend, the rest
+    summed as "(other)", tasks without the key as "(none)"."""
+    return await conn.fetch(
+        """
+        WITH m AS (
+            SELECT k AS key, coalesce(c.metadata ->> k, '(none)') AS value,
+                   sum(c.amount_micros) AS spent
+            FROM task_charges c CROSS JOIN unnest($1::text[]) AS k
+            WHERE c.admitted_at >= qgw_period_start('month', $3, $4)
+            GROUP BY 1, 2
+        ), ranked AS (
+            SELECT key, value, spent,
+                   row_number() OVER (PARTITION BY key ORDER BY spent DESC, value) AS rank
+            FROM m
+        )
+        SELECT key, CASE WHEN rank <= $2 THEN value ELSE '(other)' END AS value,
+               sum(spent)::bigint AS spent_micros
+        FROM ranked GROUP BY 1, 2 ORDER BY 1, 2
+        """,
+        keys,
+        top,
+        now,
+        timezone,
+    )
+
+
 async def team_spend(
     conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
 ) -> list[asyncpg.Record]:
