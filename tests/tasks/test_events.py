@@ -39,7 +39,8 @@ async def read_events(
 async def test_stream_follows_the_task_to_its_end(
     client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any, live_url: str
 ) -> None:
-    await sim.put("/_sim/config", json={"queue_seconds": 0.3, "processing_seconds": 1.5})
+    # Processing lasts long enough to be seen however slowly the worker starts.
+    await sim.put("/_sim/config", json={"queue_seconds": 0.3, "processing_seconds": 4})
     team = await make_team(client)
     task = await submit(client, team)
     start_worker()
