@@ -46,7 +46,13 @@ from bench.stack import database, redis_url  # noqa: E402
 from service.db import migrate  # noqa: E402
 from service.dev import free_port, wait_until_healthy  # noqa: E402
 
-BODY = {"model": "minimax-hailuo-2.3-fast", "prompt": "[推进] a lighthouse at dawn", "duration": 6}
+# Valid against either upstream generation (2.3-fast is image-to-video only on 2026-09).
+BODY = {
+    "model": "minimax-hailuo-2.3-fast",
+    "prompt": "[推进] a lighthouse at dawn",
+    "duration": 6,
+    "first_frame_image": "https://img.example/lighthouse.jpg",
+}
 ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
 
 

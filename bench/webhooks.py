@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import database, redis_url  # noqa: E402
+from service.catalog.generations import LATEST, generation  # noqa: E402
 from service.catalog.rules import normalize  # noqa: E402
 from service.catalog.schemas import TaskRequest  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
@@ -44,8 +45,9 @@ from service.teams.service import new_webhook_secret  # noqa: E402
 
 MAX_JOBS = 50
 REQUEST = normalize(
-    TaskRequest(model="minimax-hailuo-2.3", prompt="[推进] a lighthouse at dawn, waves below")
-).upstream
+    TaskRequest(model="minimax-hailuo-2.3", prompt="[推进] a lighthouse at dawn, waves below"),
+    generation(LATEST),
+).request
 
 
 class _Server(ThreadingHTTPServer):
