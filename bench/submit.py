@@ -26,6 +26,7 @@ most, so the machine's drift cancels out of the pair).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +75,23 @@ def limited_key(gw: str, admin: dict[str, str], *, budgets: bool, rpm: bool) -> 
         if budgets:
             httpx.put(f"{gw}{path}", json=day, headers=admin).raise_for_status()
     return str(issued["key"])
+
+
+def api_key_writes(db_url: str) -> int:
+    """Rows of api_keys updated so far (Postgres's own statistics)."""
+
+    async def read() -> int:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            value = await conn.fetchval(
+                "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'api_keys'"
+            )
+        finally:
+            await conn.close()
+        return int(value or 0)
+
+    return asyncio.run(read())
 
 
 def run_wrk(url: str, key: str, connections: int, seconds: int) -> dict[str, float]:
@@ -164,6 +183,7 @@ def main() -> None:
         keys = {"floor": key, "gateway": key, "no-metrics": key}
         keys["limits"] = limited_key(gw, admin, budgets=True, rpm=True)
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        key_writes_before = api_key_writes(db_url)
         targets = {  # each comparison's two sides run one after the other
             "floor": f"{floor}/floor",
             "gateway": f"{gw}/v1/tasks",
@@ -191,6 +211,7 @@ def main() -> None:
             setting: sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
             for setting, measured in runs.items()
         }
+        key_writes = api_key_writes(db_url) - key_writes_before
     finally:
         for proc in procs:
             proc.terminate()
@@ -237,6 +258,11 @@ def main() -> None:
             f"p99 {ratio('limits', 'gateway', conc, 'p99'):.2f}x, "
             f"throughput {ratio('limits', 'gateway', conc, 'rps'):.2f}x)"
         )
+    requests = sum(r["rps"] * args.seconds for name_runs in runs.values() for r in name_runs)
+    print(
+        f"api_keys rows written (last_used_at) during about {requests:,.0f} authenticated "
+        f"requests: {key_writes} (at most one a minute per key and API process)"
+    )
     for part in ("budgets", "rpm"):
         for conc in (1, 16) if (part, 1) in runs else ():
             print(
