@@ -41,7 +41,7 @@ async def record_charge(conn: asyncpg.Connection, task: Any) -> None:
         task["team_id"],
         task["api_key_id"],
         task["model"],
-        task["request"]["resolution"],
+        task["request"].get("resolution", ""),
         task["status"],
         task["request"].get("metadata") or {},
         task["charged_micros"],

@@ -33,7 +33,7 @@ from service.errors import (
     UpstreamUnavailable,
 )
 from service.openapi import error_responses
-from service.tasks import service
+from service.tasks import service, waiting
 from service.tasks.render import render_cancelled, render_task
 from service.tasks.schemas import (
     SyncTaskObject,
@@ -145,7 +145,7 @@ async def submit_task(
         assert ctx.release is not None
         await ctx.release()  # no connection is held while waiting
         async with _watch_disconnect(request) as gone:
-            row = await service.wait_for_outcome(
+            row = await waiting.wait_for_outcome(
                 res, caller=ctx.caller, task_id=row["id"], wait_seconds=wait, gone=gone
             )
         headers = {**headers, "Preference-Applied": f"wait={int(wait)}"}
@@ -177,7 +177,7 @@ async def submit_task_sync(
     poll_url. A caller that hangs up stops only its wait; the task goes on."""
     limit = res.settings.sync_max_wait_seconds
     async with _watch_disconnect(request) as gone:
-        admission = await service.submit_and_wait(
+        admission = await waiting.submit_and_wait(
             res,
             caller=caller,
             body=body,
@@ -254,7 +254,7 @@ async def task_events(
     async with res.pool.acquire() as conn:
         await service.get_task(conn, caller=caller, task_id=task_id)  # 404 before streaming
     return EventSourceResponse(
-        service.task_events(
+        waiting.task_events(
             res,
             caller=caller,
             task_id=task_id,
