@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -42,24 +43,45 @@ CSV_ANSWER: dict[int | str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class ReportParams:
+    from_: str | None
+    to: str | None
+    group_by: list[str]
+    format: str | None
+    accept: str | None
+
+
+def report_params(
+    from_: From = None,
+    to: To = None,
+    group_by: GroupBy = [],  # noqa: B006 (FastAPI copies query defaults)
+    format: Format = None,
+    accept: Annotated[str | None, Header(), Storable] = None,
+) -> ReportParams:
+    return ReportParams(from_=from_, to=to, group_by=group_by, format=format, accept=accept)
+
+
+Params = Annotated[ReportParams, Depends(report_params)]
+
+
 async def _report(
-    res: Resources,
-    conn: Any,
-    *,
-    from_: str | None,
-    to: str | None,
-    group_by: list[str],
-    format_: str | None,
-    accept: str | None,
-    team_id: UUID | None,
-    admin_view: bool,
+    res: Resources, conn: Any, params: ReportParams, *, team_id: UUID | None, admin_view: bool
 ) -> Any:
     timezone = res.settings.budget_timezone
     query = service.parse_query(
-        from_=from_, to=to, group_by=group_by, timezone=timezone, now=res.clock(), admin=admin_view
+        from_=params.from_,
+        to=params.to,
+        group_by=params.group_by,
+        timezone=timezone,
+        now=res.clock(),
+        admin=admin_view,
     )
     report = await service.build_report(conn, query=query, timezone=timezone, team_id=team_id)
-    if format_ == "csv" or (format_ is None and "text/csv" in (accept or "")):
+    wants_csv = params.format == "csv" or (
+        params.format is None and "text/csv" in (params.accept or "")
+    )
+    if wants_csv:
         return Response(
             service.report_csv(report),
             media_type="text/csv",
@@ -74,27 +96,10 @@ async def _report(
     summary="The team's spend, grouped",
     responses={**CSV_ANSWER, **error_responses(InvalidRequest, Unauthorized)},
 )
-async def team_report(
-    ctx: TeamCtx,
-    from_: From = None,
-    to: To = None,
-    group_by: GroupBy = [],  # noqa: B006 (FastAPI copies query defaults)
-    format: Format = None,
-    accept: Annotated[str | None, Header(), Storable] = None,
-) -> Any:
+async def team_report(ctx: TeamCtx, params: Params) -> Any:
     """Settled spend and task counts of the team's finished tasks admitted in [from, to),
     grouped; JSON, or CSV with `?format=csv` / `Accept: text/csv`."""
-    return await _report(
-        ctx.res,
-        ctx.conn,
-        from_=from_,
-        to=to,
-        group_by=group_by,
-        format_=format,
-        accept=accept,
-        team_id=ctx.caller.team_id,
-        admin_view=False,
-    )
+    return await _report(ctx.res, ctx.conn, params, team_id=ctx.caller.team_id, admin_view=False)
 
 
 @admin.get(
@@ -103,25 +108,7 @@ async def team_report(
     summary="Spend across teams, grouped",
     responses={**CSV_ANSWER, **error_responses(InvalidRequest, Unauthorized)},
 )
-async def admin_report(
-    res: AppResources,
-    from_: From = None,
-    to: To = None,
-    group_by: GroupBy = [],  # noqa: B006 (FastAPI copies query defaults)
-    team_id: UUID | None = None,
-    format: Format = None,
-    accept: Annotated[str | None, Header(), Storable] = None,
-) -> Any:
+async def admin_report(res: AppResources, params: Params, team_id: UUID | None = None) -> Any:
     """As `GET /v1/usage/report` across every team (or `team_id`); `group_by=team` too."""
     async with res.pool.acquire() as conn:
-        return await _report(
-            res,
-            conn,
-            from_=from_,
-            to=to,
-            group_by=group_by,
-            format_=format,
-            accept=accept,
-            team_id=team_id,
-            admin_view=True,
-        )
+        return await _report(res, conn, params, team_id=team_id, admin_view=True)
