@@ -81,6 +81,10 @@ COST_CHARGED = Counter(
     "USD charged for completed tasks (settled budget spend)",
     ["team", "model"],
 )
+UPSTREAM_LATE_ANSWERS = Counter(
+    "qgw_upstream_late_answers_total",
+    "Callbacks from Qingbo for tasks already failed for taking too long (upstream_timeout)",
+)
 COST_DRIFT = Counter(
     "qgw_upstream_cost_drift_usd_total",
     "USD by which Qingbo's reported cost differed from the price table's estimate",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -90,7 +91,10 @@ async def refresh_from_upstream(
                 },
             )
         return "failed"
-    except UpstreamError:
+    except UpstreamError as exc:
+        # Failing reads (5xx, timeouts, 429, unparseable answers) do not stop the clock.
+        if past_tracking_deadline(settings, row):
+            return await time_out(conn, task_id, last_read=exc.message)
         await repository.poll_later(
             conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
         )
@@ -111,20 +115,8 @@ async def refresh_from_upstream(
             )
         return view.status
 
-    tracked_for = (datetime.now(UTC) - row["submitted_at"]).total_seconds()
-    if tracked_for > settings.task_max_tracking_seconds:
-        async with conn.transaction():
-            await finish(
-                conn,
-                task_id,
-                status="failed",
-                from_states=("submitted",),
-                error={
-                    "message": "Qingbo did not finish the task in time",
-                    "code": "upstream_timeout",
-                },
-            )
-        return "timed_out"
+    if past_tracking_deadline(settings, row):
+        return await time_out(conn, task_id, last_read=f"still {view.status}")
     changed = view.status != row["status"] or view.progress != row["progress"]
     async with conn.transaction():
         await repository.record_progress(
@@ -141,6 +133,29 @@ async def refresh_from_upstream(
                 conn, task_id, interval_seconds=settings.webhook_progress_interval_seconds
             )
     return view.status
+
+
+def past_tracking_deadline(settings: Settings, row: Any) -> bool:
+    tracked_for: float = (datetime.now(UTC) - row["submitted_at"]).total_seconds()
+    return tracked_for > settings.task_max_tracking_seconds
+
+
+async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) -> str:
+    """Give up on a task Qingbo did not finish within QGW_TASK_MAX_TRACKING_SECONDS: it
+    fails, and its reservation, concurrency and in-flight slots are released."""
+    async with conn.transaction():
+        await finish(
+            conn,
+            task_id,
+            status="failed",
+            from_states=("submitted",),
+            error={
+                "message": f"Qingbo did not finish the task in time (last read: {last_read})",
+                "code": "upstream_timeout",
+            },
+        )
+    logger.warning("task timed out at Qingbo", extra={"task_id": task_id, "last_read": last_read})
+    return "timed_out"
 
 
 async def enqueue_due_polls(res: Resources) -> int:

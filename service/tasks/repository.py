@@ -374,11 +374,23 @@ async def poll_later(conn: asyncpg.Connection, task_id: str, *, delay_seconds: f
     )
 
 
-async def poll_now(conn: asyncpg.Connection, task_id: str) -> None:
-    await conn.execute(
-        "UPDATE tasks SET next_poll_at = now() WHERE id = $1 AND dispatch_state = 'submitted'",
+async def poll_now(conn: asyncpg.Connection, task_id: str) -> str | None:
+    """Make a tracked task due for a read now; for one that is no longer tracked, the error
+    code it ended with (None when it is tracked, or ended without one)."""
+    row = await conn.fetchrow(
+        """
+        WITH due AS (
+            UPDATE tasks SET next_poll_at = now()
+            WHERE id = $1 AND dispatch_state = 'submitted' RETURNING id
+        )
+        SELECT (SELECT count(*) FROM due) AS tracked,
+               (SELECT error ->> 'code' FROM tasks WHERE id = $1 AND dispatch_state = 'done')
+                   AS ended_with
+        """,
         task_id,
     )
+    assert row is not None
+    return None if row["tracked"] else row["ended_with"]
 
 
 async def requeue_stale_claims(conn: asyncpg.Connection, *, lease_seconds: float) -> list[str]:

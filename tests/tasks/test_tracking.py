@@ -1,0 +1,79 @@
+"""The tracking deadline holds whatever Qingbo's reads return, and a late answer after it
+is counted (issue 15, point 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import asyncpg
+import httpx
+import pytest
+
+from service.deps import Resources
+from service.tasks import execution, submission
+from tests.factories import ADMIN, claim, make_team, submit, wait_for
+
+pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
+
+
+def late_answers(metrics: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("qgw_upstream_late_answers_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("fault", ["http_5xx_rate", "http_429_rate"])
+async def test_failing_reads_cannot_keep_a_task_forever(
+    client: httpx.AsyncClient,
+    res: Resources,
+    db: asyncpg.Connection,
+    sim: httpx.AsyncClient,
+    api_server: str,
+    fault: str,
+) -> None:
+    team = await make_team(client)
+    await client.put(
+        f"/admin/teams/{team.team['id']}/budgets",
+        json={"budgets": [{"window": "month", "limit_usd": "5.00"}]},
+        headers=ADMIN,
+    )
+    await sim.put("/_sim/config", json={"queue_seconds": 0.2, "processing_seconds": 1.5})
+    task = await submit(client, team)
+    assert await submission.submit(res, task["task_id"], await claim(res, db, task["task_id"])) == (
+        "submitted"
+    )
+    await sim.put("/_sim/config", json={fault: 1.0})  # every read fails from now on
+    impatient = dataclasses.replace(
+        res, settings=res.settings.model_copy(update={"task_max_tracking_seconds": 0.3})
+    )
+    async with httpx.AsyncClient() as http:
+        before = late_answers((await http.get(f"{api_server}/metrics")).text)
+
+    async def refreshed() -> str | None:
+        async with res.pool.acquire() as conn:
+            outcome = await execution.refresh_from_upstream(
+                conn, impatient.qingbo, impatient.settings, task["task_id"]
+            )
+        return outcome if outcome == "timed_out" else None
+
+    assert await wait_for(refreshed, timeout=10) == "timed_out"
+    row = await db.fetchrow("SELECT * FROM tasks WHERE id = $1", task["task_id"])
+    assert row["status"] == "failed" and row["dispatch_state"] == "done"
+    assert row["error"]["code"] == "upstream_timeout" and "last read" in row["error"]["message"]
+    usage = (await client.get("/v1/usage", headers=team.headers)).json()
+    assert usage["budgets"][0]["reserved_usd"] == "0.00" and usage["active_tasks"] == 0
+    in_flight = await db.fetchval(
+        "SELECT count(*) FROM tasks WHERE dispatch_state IN ('claimed', 'submitting', 'submitted')"
+    )
+    assert in_flight == 0
+
+    # Qingbo finishes the task and calls back: counted as a late answer, the task stays failed.
+    async def counted() -> float:
+        async with httpx.AsyncClient() as http:
+            value = late_answers((await http.get(f"{api_server}/metrics")).text)
+        return value if value > before else 0.0
+
+    await wait_for(counted, timeout=15)
+    still = await db.fetchrow("SELECT status FROM tasks WHERE id = $1", task["task_id"])
+    assert still["status"] == "failed"
