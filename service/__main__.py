@@ -176,8 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVING_ROLES = ("api", "worker", "simulator", "dev")
+
+
+def check_configuration() -> Settings:
+    """The settings and the price table, or exit 2 naming what is wrong: a bad setting must
+    stop a role at start, not surface as 500s on every request later."""
+    from pydantic import ValidationError
+
+    from service.catalog.models import PriceTableError, load_price_table
+
+    try:
+        settings = get_settings()
+        load_price_table(settings.price_table)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "QGW_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"configuration error: {name}: {error['msg']}", file=sys.stderr)
+        sys.exit(2)
+    except (PriceTableError, OSError, ValueError) as exc:
+        print(f"configuration error: QGW_PRICE_TABLE: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> Any:
     args = build_parser().parse_args(argv)
+    if args.command in SERVING_ROLES:
+        check_configuration()
     if not getattr(args, "client", False):  # the human CLI prints, it does not log JSON
         _configure_logging(get_settings())
     return args.func(args)

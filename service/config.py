@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     sse_keepalive_seconds: float = Field(15.0, gt=0)
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
     max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # Each Base64 image of a task, decoded (larger ones belong behind a URL).
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     db_pool_min_size: int = Field(2, ge=1)
     db_pool_max_size: int = Field(20, ge=1)
     log_level: str = "INFO"

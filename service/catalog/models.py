@@ -101,7 +101,10 @@ def parse_price_table(raw: dict[str, Any]) -> PriceTable:
         for res in resolutions:
             if res not in by_res:
                 raise PriceTableError(f"price table: no {res} price for model {model_id}")
-            table[model_id][res] = _usd_to_micros(str(by_res[res]), f"{model_id}.{res}")
+            micros = _usd_to_micros(str(by_res[res]), f"{model_id}.{res}")
+            if micros == 0:  # a free task would reserve nothing, and the ledger holds > 0
+                raise PriceTableError(f"price table: {model_id}.{res} must be more than 0")
+            table[model_id][res] = micros
     return PriceTable(per_second_micros=table, currency=str(raw.get("currency", "USD")))
 
 

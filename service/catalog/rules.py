@@ -45,9 +45,14 @@ class NormalizedTask:
     priority: int
 
 
-def normalize(req: TaskRequest, gen: Generation) -> NormalizedTask:
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+
+
+def normalize(
+    req: TaskRequest, gen: Generation, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> NormalizedTask:
     """Check `req` (either generation's form) and translate it for `gen`; a refusal names
-    the field and changes nothing."""
+    the field and changes nothing. Base64 images may decode to `max_image_bytes` each."""
     spec = gen.model(req.model)
     if not req.prompt.strip():
         raise InvalidRequest("prompt: must not be blank", param="prompt")
@@ -77,7 +82,7 @@ def normalize(req: TaskRequest, gen: Generation) -> NormalizedTask:
             request[name] = value
     images = _frames(request)
     for param, image in images:
-        check_image(image, param=param)
+        check_image(image, param=param, max_bytes=max_image_bytes)
     if images:
         request["action"] = "image2video"  # Qingbo routes by media fields
     elif req.action == "image2video":
@@ -306,8 +311,9 @@ def check_http_url(value: str, *, param: str) -> None:
         raise InvalidRequest(f"{param}: must be an absolute http(s) URL", param=param)
 
 
-def check_image(value: str, *, param: str) -> None:
-    """A public http(s) URL, or Base64 (optionally a data: URI) of a JPG, PNG or WEBP image."""
+def check_image(value: str, *, param: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
+    """A public http(s) URL, or Base64 (optionally a data: URI) of a JPG, PNG or WEBP image
+    of at most `max_bytes` decoded (sized before decoding, so a huge one costs nothing)."""
     if value.startswith(("http://", "https://")):
         check_http_url(value, param=param)
         return
@@ -316,8 +322,16 @@ def check_image(value: str, *, param: str) -> None:
     match = _DATA_URI.match(value)
     if match:
         declared, data = match.group("mime").lower(), match.group("data")
+    compact = "".join(data.split())
+    decoded_size = len(compact) * 3 // 4 - compact[-2:].count("=")
+    if decoded_size > max_bytes:
+        raise InvalidRequest(
+            f"{param}: at most {max_bytes} bytes decoded (this image is {decoded_size}); "
+            "send a URL for larger images",
+            param=param,
+        )
     try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
+        raw = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(
             f"{param}: must be an http(s) URL or Base64 of a JPG, PNG or WEBP image", param=param

@@ -110,7 +110,7 @@ async def submit_task(
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
             param="Idempotency-Key",
         )
-    task = normalize(body, res.settings.generation)
+    task = normalize(body, res.settings.generation, max_image_bytes=res.settings.max_image_bytes)
     check_admissible(caller, task)
     require_allowed(res.webhooks.policy, task.callback_url, param="callback_url")
     cost = price_of(res.prices, task)
@@ -193,7 +193,7 @@ async def submit_task(
 async def estimate_task(
     res: Resources, conn: asyncpg.Connection, *, caller: Caller, body: TaskRequest
 ) -> dict[str, Any]:
-    task = normalize(body, res.settings.generation)
+    task = normalize(body, res.settings.generation, max_image_bytes=res.settings.max_image_bytes)
     check_admissible(caller, task, count=False)
     resolution, duration = task.request["resolution"], task.request["duration"]
     cost = price_of(res.prices, task)
