@@ -43,6 +43,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until_healthy(url: str, *, timeout: float = 60.0) -> None:
     """Until `url` answers 200 (used by dev, the tests and the benchmark)."""
     deadline = time.monotonic() + timeout
@@ -87,7 +96,8 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
         keep_alive.append(rd)
     migrate(database_url)
 
-    sim_port = port + 1
+    # The simulator next to the API when that port is free, else anywhere (the banner says).
+    sim_port = port + 1 if port_is_free(port + 1) else free_port()
     admin_token = os.environ.get("QGW_ADMIN_TOKEN") or secrets.token_urlsafe(24)
     env = {
         **os.environ,

@@ -48,7 +48,8 @@ def test_dev_stack_serves_the_walkthrough(tmp_path: Path) -> None:
         api = httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
         )
-        sim = httpx.Client(base_url=f"http://127.0.0.1:{port + 1}")
+        sim_url = re.search(r"simulator\s+(http://\S+)", banner).group(1)  # type: ignore[union-attr]
+        sim = httpx.Client(base_url=sim_url)
         sim.put("/_sim/config", json={"queue_seconds": 0.2, "processing_seconds": 0.5})
 
         task = api.post("/v1/tasks", json=task_body()).json()
