@@ -12,6 +12,9 @@ budget settlement. Reports read it, not `tasks`: a task row carries its request,
 images included, and grouping by a metadata key would detoast every one of them.
 
 `admin_audit` is append-only: a trigger refuses UPDATE, DELETE and TRUNCATE.
+
+The Idempotency-Key's reference to its task is checked at commit, so an admission can claim
+the key before it inserts the task.
 """
 
 from service.db import run_script
@@ -74,6 +77,11 @@ def upgrade() -> None:
 
         ALTER TABLE api_keys ADD COLUMN expires_at timestamptz,
                              ADD COLUMN last_used_at timestamptz;
+
+        -- A submission claims its Idempotency-Key before it inserts the task (so a
+        -- concurrent retry waits on the key and replays), checked at commit.
+        ALTER TABLE idempotency_keys ALTER CONSTRAINT idempotency_keys_task_id_fkey
+            DEFERRABLE INITIALLY DEFERRED;
         """
     )
 
@@ -81,6 +89,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     run_script(
         """
+        ALTER TABLE idempotency_keys ALTER CONSTRAINT idempotency_keys_task_id_fkey
+            NOT DEFERRABLE;
         ALTER TABLE api_keys DROP COLUMN expires_at, DROP COLUMN last_used_at;
         DROP TABLE admin_audit;
         DROP FUNCTION qgw_append_only;

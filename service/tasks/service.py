@@ -116,18 +116,22 @@ async def submit_task(
     cost = price_of(res.prices, task)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
-    quota = await res.limiter.check(caller, early=early_check, key_hash=key_hash)
-    headers = quota.headers()
     if idempotency_key is not None:
+        # A retry of a bound key replays before any limit: it creates and spends nothing,
+        # so no rate limit, budget or concurrency cap may refuse it (its early rate-limit
+        # check is taken back by the dependency).
         bound = await repository.find_idempotency_key(
             conn, team_id=caller.team_id, key=idempotency_key
         )
         if bound is not None:
-            return Admission(await _replay(conn, caller, bound, digest), headers)
+            return Admission(await _replay(conn, caller, bound, digest))
+    quota = await res.limiter.check(caller, early=early_check, key_hash=key_hash)
+    headers = quota.headers()
+    task_id = new_task_id()
     admit = partial(
         budgets.admit_task,
         conn,
-        task_id=new_task_id(),
+        task_id=task_id,
         team_id=caller.team_id,
         api_key_id=caller.key_id,
         model=task.model.id,
@@ -148,19 +152,22 @@ async def submit_task(
             # One statement: atomic without BEGIN/COMMIT round trips.
             return await admit(exclusive=exclusive)
         async with conn.transaction():
-            row = await admit(exclusive=exclusive)
             if idempotency_key is not None:
+                # The key first: a concurrent request with it waits here for this one's
+                # commit and replays its task, instead of meeting the budget or the cap
+                # this one is about to fill. A refused admission rolls the claim back.
                 bound = await repository.claim_idempotency_key(
                     conn,
                     team_id=caller.team_id,
                     key=idempotency_key,
                     request_hash=digest,
-                    task_id=row["id"],
+                    task_id=task_id,
                     ttl_seconds=res.settings.idempotency_ttl_seconds,
                 )
                 if bound is not None:
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
+            row = await admit(exclusive=exclusive)
             await outbox.task_event(conn, row, "queued", version=caller.api_version)
             return row
 
