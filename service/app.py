@@ -58,17 +58,21 @@ class EdgeMiddleware:
         status = 500
         response_started = False
         seen = 0
+        overflowed = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, overflowed
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                overflowed = True  # FastAPI catches what body reading raises: remember it
                 raise _BodyTooLarge
             return message
 
         async def edge_send(message: Message) -> None:
             nonlocal status, response_started
+            if overflowed:
+                return  # the app's answer to a body it could not read whole; 413 follows
             if message["type"] == "http.response.start":
                 status, response_started = message["status"], True
                 message["headers"] = [
@@ -81,7 +85,10 @@ class EdgeMiddleware:
             if declared_length(scope["headers"]) > self.max_bytes:
                 raise _BodyTooLarge
             await self.app(scope, limited_receive, edge_send)
+            if overflowed:  # a chunked body over the limit, caught as a parse error inside
+                raise _BodyTooLarge
         except _BodyTooLarge:
+            overflowed = False  # let the 413 itself through edge_send
             if not response_started:
                 too_large = PayloadTooLarge(f"request body over {self.max_bytes} bytes")
                 await error_response(too_large)(scope, receive, edge_send)
