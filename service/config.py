@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.catalog.generations import LATEST, ApiVersion, Generation, generation
+from service.catalog.rules import METADATA_KEY
 
 
 class Settings(BaseSettings):
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     def _metadata_keys(cls, value: str) -> str:
         keys = [k.strip() for k in value.split(",") if k.strip()]
         for key in keys:
-            if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", key):
+            if not METADATA_KEY.match(key):
                 raise ValueError(f"{key!r} is not a metadata key ([A-Za-z0-9_.-]{{1,64}})")
         if len(keys) > 16:
             raise ValueError("at most 16 keys")

@@ -22,7 +22,8 @@ ACTIONS = (
     "budgets.set",
     "webhook_secret.rotate",
 )
-SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "key", "key_hash")
+SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "key")  # shown by prefix
+DROPPED_FIELDS = ("key_hash",)  # never shown at all
 SHOWN_PREFIX = 10
 
 
@@ -42,7 +43,7 @@ def redact(value: Any) -> Any:
         return {
             k: _prefix(v) if k in SECRET_FIELDS else redact(v)
             for k, v in value.items()
-            if k != "key_hash"
+            if k not in DROPPED_FIELDS
         }
     if isinstance(value, list):
         return [redact(v) for v in value]

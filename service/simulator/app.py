@@ -29,7 +29,7 @@ from service.catalog.models import (
     load_price_table,
     parse_price_table,
 )
-from service.catalog.rules import normalize
+from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import TaskRequest
 from service.errors import ServiceError, validation_error
 from service.simulator.state import (
@@ -81,7 +81,7 @@ class Simulator:
     def render(self, task: SimTask) -> dict[str, Any]:
         return render(task, version=self.config.api_version, base_url=self.base_url)
 
-    def validate(self, raw: Any) -> TaskRequest | JSONResponse:
+    def validate(self, raw: Any) -> NormalizedTask | JSONResponse:
         """Refuse what this generation does not take, as it does: 2026-09 names an undeclared
         field with `capability_violation` (never billed); rules are `invalid_request`."""
         gen = self.gen
@@ -101,13 +101,12 @@ class Simulator:
                 return _error(400, f"{name}: not accepted by {spec.id}", code, param=name)
         try:
             req = TaskRequest.model_validate({k: v for k, v in raw.items() if k != "extra"})
-            normalize(req, gen)
+            return normalize(req, gen)
         except ValidationError as exc:
             invalid = validation_error(RequestValidationError(exc.errors()))
             return _error(400, invalid.message, "invalid_request", param=invalid.param)
         except ServiceError as refused:
             return _error(400, refused.message, "invalid_request", param=refused.param)
-        return req
 
     def schedule_callbacks(self, task: SimTask) -> None:
         url = task.request.get("callback_url")
@@ -137,9 +136,9 @@ class Simulator:
         except httpx.HTTPError as exc:
             logger.warning("simulator callback failed: %s", type(exc).__name__)
 
-    def create(self, raw: dict[str, Any], req: TaskRequest, key: str | None) -> SimTask:
-        asked = normalize(req, self.gen).request
-        price = self.prices.price_micros(req.model, asked["resolution"], asked["duration"])
+    def create(self, raw: dict[str, Any], asked: NormalizedTask, key: str | None) -> SimTask:
+        request = asked.request
+        price = self.prices.price_micros(asked.model.id, request["resolution"], request["duration"])
         task = SimTask(
             task_id=f"task-sim{int(time.time())}{secrets.token_hex(6)}",
             request=raw,
@@ -235,12 +234,13 @@ def create_simulator_app(
             return _error(400, "body: not valid JSON", "invalid_request")
         task = sim.replay(key)
         if task is None:
-            req = sim.validate(raw)
-            if isinstance(req, JSONResponse):
-                return req
-            if not sim.prices.is_priced(req.model):
-                return _error(500, f"no price configured for {req.model}", "price_not_configured")
-            task = sim.create(raw, req, key if sim.gen.idempotency_keys else None)
+            asked = sim.validate(raw)
+            if isinstance(asked, JSONResponse):
+                return asked
+            model = asked.model.id
+            if not sim.prices.is_priced(model):
+                return _error(500, f"no price configured for {model}", "price_not_configured")
+            task = sim.create(raw, asked, key if sim.gen.idempotency_keys else None)
         if sim.config.latency_ms:  # after creating: a timeout now leaves the outcome unknown
             await asyncio.sleep(sim.config.latency_ms / 1000)
         return task

@@ -79,17 +79,9 @@ async def refresh_from_upstream(
     try:
         view = parse_upstream_task(await qingbo.get_task(row["upstream_task_id"]))
     except UpstreamRejected as exc:
-        async with conn.transaction():
-            await finish(
-                conn,
-                task_id,
-                status="failed",
-                from_states=("submitted",),
-                error={
-                    "message": f"Qingbo: {exc.message}",
-                    "code": exc.code or "upstream_not_found",
-                },
-            )
+        await _fail_tracked(
+            conn, task_id, message=f"Qingbo: {exc.message}", code=exc.code or "upstream_not_found"
+        )
         return "failed"
     except UpstreamError as exc:
         # Failing reads (5xx, timeouts, 429, unparseable answers) do not stop the clock.
@@ -140,20 +132,26 @@ def past_tracking_deadline(settings: Settings, row: Any) -> bool:
     return tracked_for > settings.task_max_tracking_seconds
 
 
-async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) -> str:
-    """Give up on a task Qingbo did not finish within QGW_TASK_MAX_TRACKING_SECONDS: it
-    fails, and its reservation, concurrency and in-flight slots are released."""
+async def _fail_tracked(conn: asyncpg.Connection, task_id: str, *, message: str, code: str) -> None:
     async with conn.transaction():
         await finish(
             conn,
             task_id,
             status="failed",
             from_states=("submitted",),
-            error={
-                "message": f"Qingbo did not finish the task in time (last read: {last_read})",
-                "code": "upstream_timeout",
-            },
+            error={"message": message, "code": code},
         )
+
+
+async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) -> str:
+    """Give up on a task Qingbo did not finish within QGW_TASK_MAX_TRACKING_SECONDS: it
+    fails, and its reservation, concurrency and in-flight slots are released."""
+    await _fail_tracked(
+        conn,
+        task_id,
+        message=f"Qingbo did not finish the task in time (last read: {last_read})",
+        code="upstream_timeout",
+    )
     logger.warning("task timed out at Qingbo", extra={"task_id": task_id, "last_read": last_read})
     return "timed_out"
 

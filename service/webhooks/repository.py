@@ -196,6 +196,11 @@ async def redeliver_failed(
     )
 
 
+async def lock_secret(conn: asyncpg.Connection, *, team_id: UUID) -> str | None:
+    """The team's current signing secret, its row locked until the transaction ends."""
+    return await conn.fetchval("SELECT webhook_secret FROM teams WHERE id = $1 FOR UPDATE", team_id)
+
+
 async def rotate_secret(
     conn: asyncpg.Connection, *, team_id: UUID, new_secret: str, grace_seconds: int
 ) -> asyncpg.Record | None:

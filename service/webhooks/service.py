@@ -18,9 +18,7 @@ async def rotate_secret(
     """A new secret signs from now on, the previous one beside it for `grace_seconds`;
     audited by prefix only."""
     async with conn.transaction():
-        before = await conn.fetchval(
-            "SELECT webhook_secret FROM teams WHERE id = $1 FOR UPDATE", team_id
-        )
+        before = await repository.lock_secret(conn, team_id=team_id)
         row = await repository.rotate_secret(
             conn, team_id=team_id, new_secret=new_webhook_secret(), grace_seconds=grace_seconds
         )
