@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
-from service.config import Settings, get_settings
+from service.config import RETIRED_SETTINGS, Settings, get_settings
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -186,6 +187,11 @@ def check_configuration() -> Settings:
 
     from service.catalog.models import PriceTableError, load_price_table
 
+    retired = [f"{name}: {why}" for name, why in RETIRED_SETTINGS.items() if name in os.environ]
+    for line in retired:
+        print(f"configuration error: {line}", file=sys.stderr)
+    if retired:
+        sys.exit(2)
     try:
         settings = get_settings()
         load_price_table(settings.price_table)

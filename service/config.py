@@ -14,6 +14,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.catalog.generations import LATEST, ApiVersion, Generation, generation
 from service.catalog.rules import METADATA_KEY
 
+# Settings that no longer exist: a role refuses to start with one set rather than silently
+# ignore it (an operator who set it expects it to mean something).
+RETIRED_SETTINGS = {
+    "QGW_UPSTREAM_MAX_SUBMIT_ATTEMPTS": "replaced by QGW_UPSTREAM_RETRY_DEADLINE_SECONDS "
+    "(submissions are retried until a deadline, not a count)",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QGW_", extra="ignore")
@@ -39,7 +46,10 @@ class Settings(BaseSettings):
     upstream_submit_burst: int = Field(10, ge=1)
     upstream_timeout_seconds: float = Field(30.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
-    upstream_max_submit_attempts: int = Field(8, ge=1)
+    # Retryable submit errors (429, 5xx, unreachable, timeouts) and unknown outcomes are
+    # retried with backoff until this long after the task was first sent (its wait in the
+    # gateway's own queue does not count); then it fails `upstream_unavailable`.
+    upstream_retry_deadline_seconds: float = Field(1800.0, gt=0)
     upstream_retry_base_seconds: float = Field(1.0, gt=0)
     upstream_retry_max_seconds: float = Field(120.0, gt=0)
     upstream_pause_seconds: float = Field(60.0, gt=0)
@@ -47,6 +57,9 @@ class Settings(BaseSettings):
     # Applies only where no upstream Idempotency-Key can settle it: the 2026-04 generation,
     # or a task first sent longer ago than Qingbo keeps keys (24 h).
     ambiguous_submit_policy: Literal["fail", "resubmit"] = "fail"
+    # Under "resubmit", at most this many blind resends per task (each may be a second
+    # paid video); then it fails `upstream_ambiguous`.
+    ambiguous_max_resubmits: int = Field(2, ge=0)
 
     # Tracking: adaptive polling next to Qingbo's callbacks.
     poll_initial_seconds: float = Field(3.0, gt=0)

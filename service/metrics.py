@@ -42,6 +42,18 @@ UPSTREAM_AMBIGUOUS = Counter(
     "Submissions whose outcome at Qingbo is unknown (timed out after sending)",
     ["policy"],
 )
+UPSTREAM_AMBIGUOUS_RESENDS = Counter(
+    "qgw_upstream_ambiguous_resends_total",
+    "Submissions sent again after an unknown outcome (idempotent_resubmit: with the same "
+    "Idempotency-Key; resubmit: blind)",
+    ["policy"],
+)
+UPSTREAM_ODD_ANSWERS = Counter(
+    "qgw_upstream_odd_answers_total",
+    "Qingbo answers with strange content (unknown status, bad progress, absurd time), "
+    "recorded as far as they make sense and never resent",
+    ["operation", "oddity"],
+)
 UPSTREAM_SUBMIT_RETRIES = Counter(
     "qgw_upstream_submit_retries_total", "Submissions put back for a retry", ["reason"]
 )

@@ -43,6 +43,10 @@ def start(role: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
         ({"QGW_WEBHOOK_RETRY_SCHEDULE": "5,soon"}, "QGW_WEBHOOK_RETRY_SCHEDULE:"),
         ({"QGW_QINGBO_API_VERSION": "2025-01"}, "QGW_QINGBO_API_VERSION:"),
         ({"QGW_BUDGET_TIMEZONE": "Mars/Olympus"}, "QGW_BUDGET_TIMEZONE:"),
+        (
+            {"QGW_UPSTREAM_MAX_SUBMIT_ATTEMPTS": "8"},
+            "QGW_UPSTREAM_MAX_SUBMIT_ATTEMPTS: replaced by QGW_UPSTREAM_RETRY_DEADLINE_SECONDS",
+        ),
     ],
 )
 def test_a_role_refuses_to_start_on_bad_configuration(

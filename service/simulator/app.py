@@ -41,6 +41,7 @@ from service.simulator.state import (
     billed_quota,
     mp4_bytes,
     render,
+    strange,
     submit_answer,
 )
 
@@ -80,6 +81,12 @@ class Simulator:
 
     def render(self, task: SimTask) -> dict[str, Any]:
         return render(task, version=self.config.api_version, base_url=self.base_url)
+
+    def answer(self, body: dict[str, Any]) -> Any:
+        """What Qingbo sends for `body`, strange when the simulator is told to be."""
+        if self.config.strange_answers:
+            return Response(strange(body), media_type="application/json")
+        return body
 
     def validate(self, raw: Any) -> NormalizedTask | JSONResponse:
         """Refuse what this generation does not take, as it does: 2026-09 names an undeclared
@@ -257,7 +264,7 @@ def create_simulator_app(
             return task
         match = _PREFER_WAIT.search(prefer or "") if sim.gen.prefer_wait else None
         if match is None:
-            return submit_answer(task, version=sim.config.api_version)
+            return sim.answer(submit_answer(task, version=sim.config.api_version))
         await _wait(task, min(60.0, float(match.group(1))))
         answer = sim.render(task)
         if answer["status"] not in TERMINAL:
@@ -280,7 +287,7 @@ def create_simulator_app(
     @app.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
         task = await lookup(task_id, authorization)
-        return task if isinstance(task, JSONResponse) else sim.render(task)
+        return task if isinstance(task, JSONResponse) else sim.answer(sim.render(task))
 
     @app.post("/v1/tasks/{task_id}/cancel")
     async def cancel_task(

@@ -4,6 +4,7 @@ shows them (qingbo-api.md; for 2026-09 the vendor's task/status.mdx and cancel.m
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -43,6 +44,9 @@ class SimConfigPatch(BaseModel):
     # Result links answer 404 after this long (null: as the generation documents it).
     result_ttl_seconds: float | None = Field(None, ge=0)
     download_fail_rate: float | None = Field(None, ge=0, le=1)
+    # Answers to submits and to reads of unfinished tasks carry an unknown status, a NaN
+    # progress and absurd timestamps (the task is real; only the answer is strange).
+    strange_answers: bool | None = None
 
 
 class SimConfig(SimConfigPatch):
@@ -58,6 +62,7 @@ class SimConfig(SimConfigPatch):
     api_version: ApiVersion = "2026-09"
     bill_factor: float = Field(1.0, ge=0, le=100)
     download_fail_rate: float = Field(0.0, ge=0, le=1)
+    strange_answers: bool = False
 
     def result_ttl(self) -> float:
         if self.result_ttl_seconds is not None:
@@ -173,3 +178,14 @@ def mp4_bytes(task_id: str) -> bytes:
     free = (8 + len(payload)).to_bytes(4, "big") + b"free" + payload
     mdat = b"\x00\x00\x00\x08mdat"
     return ftyp + free + mdat
+
+
+def strange(answer: dict[str, Any]) -> str:
+    """An unfinished task's answer made strange, as JSON (NaN is not valid JSON, but
+    Python's encoder and decoder, like many others, write and read it)."""
+    if answer["status"] not in TERMINAL:
+        absurd = 10**17  # year ~3 million, in milliseconds
+        answer = answer | {"status": "warming_up", "progress": float("nan"), "created_at": absurd}
+        if "start_time" in answer:
+            answer["start_time"] = absurd
+    return json.dumps(answer, allow_nan=True)

@@ -24,8 +24,8 @@ from service.tasks.queue import enqueue_refresh, enqueue_submit
 from service.tasks.settlement import finish
 from service.tasks.submission import resolve_ambiguous
 from service.upstream.client import QingboClient
-from service.upstream.errors import UpstreamError, UpstreamRejected
-from service.upstream.parse import parse_upstream_task
+from service.upstream.errors import UpstreamError, UpstreamRejected, UpstreamRetryable
+from service.upstream.parse import UNKNOWN_STATUS, parse_upstream_task, report_oddities
 from service.webhooks import outbox
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,9 @@ async def refresh_from_upstream(
         return "not_tracked"
     try:
         view = parse_upstream_task(await qingbo.get_task(row["upstream_task_id"]))
+        report_oddities(view, operation="status", task_id=task_id)
+        if view.status == UNKNOWN_STATUS:
+            raise UpstreamRetryable("Qingbo answered a status the gateway does not know")
     except UpstreamRejected as exc:
         await _fail_tracked(
             conn, task_id, message=f"Qingbo: {exc.message}", code=exc.code or "upstream_not_found"

@@ -237,7 +237,7 @@ async def start_submit(
                callback_token_hash = $3, first_sent_at = coalesce(first_sent_at, now()),
                upstream_api_version = $4, updated_at = now()
         WHERE id = $1 AND dispatch_state = 'claimed' AND dispatch_attempts = $2
-        RETURNING id, team_id, model, request, dispatch_attempts
+        RETURNING id, team_id, model, request, dispatch_attempts, first_sent_at
         """,
         task_id,
         attempt,
@@ -248,8 +248,8 @@ async def start_submit(
 
 async def dispatch_state(conn: asyncpg.Connection, task_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT dispatch_state, dispatch_attempts, upstream_api_version, first_sent_at "
-        "FROM tasks WHERE id = $1",
+        "SELECT dispatch_state, dispatch_attempts, upstream_api_version, first_sent_at, "
+        "ambiguous_resends FROM tasks WHERE id = $1",
         task_id,
     )
 
@@ -292,12 +292,14 @@ async def return_to_pending(
     attempt: int | None,
     delay_seconds: float,
     refund_attempt: bool = False,
+    ambiguous_resend: bool = False,
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """
         UPDATE tasks SET dispatch_state = 'pending',
                dispatch_after = now() + make_interval(secs => $4),
                dispatch_attempts = dispatch_attempts - CASE WHEN $5 THEN 1 ELSE 0 END,
+               ambiguous_resends = ambiguous_resends + CASE WHEN $6 THEN 1 ELSE 0 END,
                claimed_at = NULL, submit_started_at = NULL, updated_at = now()
         WHERE id = $1 AND dispatch_state = $2 AND ($3::int IS NULL OR dispatch_attempts = $3)
         RETURNING id
@@ -307,6 +309,7 @@ async def return_to_pending(
         attempt,
         delay_seconds,
         refund_attempt,
+        ambiguous_resend,
     )
 
 
@@ -411,8 +414,8 @@ async def stale_submissions(
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
-        SELECT id, dispatch_attempts, upstream_api_version, first_sent_at FROM tasks
-        WHERE dispatch_state = 'submitting'
+        SELECT id, dispatch_attempts, upstream_api_version, first_sent_at, ambiguous_resends
+        FROM tasks WHERE dispatch_state = 'submitting'
           AND submit_started_at < now() - make_interval(secs => $1)
         """,
         lease_seconds,

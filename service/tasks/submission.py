@@ -25,6 +25,7 @@ from service.errors import InvalidRequest
 from service.metrics import (
     TASK_QUEUE_WAIT,
     UPSTREAM_AMBIGUOUS,
+    UPSTREAM_AMBIGUOUS_RESENDS,
     UPSTREAM_PAUSES,
     UPSTREAM_SUBMIT_RETRIES,
 )
@@ -38,7 +39,7 @@ from service.upstream.errors import (
     UpstreamRejected,
     UpstreamRetryable,
 )
-from service.upstream.parse import parse_upstream_task
+from service.upstream.parse import parse_upstream_task, report_oddities
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ AMBIGUOUS_MESSAGE = (
     "the submission to Qingbo got no answer after it was sent, so it may or may not have "
     "been created there; the gateway did not resend it to avoid a second paid task. "
     "Submit again if you still need the video."
+)
+UNRESOLVED_MESSAGE = (
+    "every submission to Qingbo went unanswered after it was sent, until the gateway's "
+    "retry bound; Qingbo may or may not have created the task. Submit again if you still "
+    "need the video."
 )
 
 
@@ -127,11 +133,14 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
         upstream_id = answer.get("task_id")
         if not isinstance(upstream_id, str) or not upstream_id:
             raise UpstreamAmbiguous("Qingbo answered without a task_id")
-        view = parse_upstream_task({**answer, "status": answer.get("status", "queued")})
     except UpstreamError as exc:
         async with res.pool.acquire() as conn:
-            return await _submit_failed(res, conn, task_id, attempt, exc)
+            return await _submit_failed(res, conn, row, exc)
 
+    # A task id means Qingbo made the task: whatever else the answer says, it is recorded
+    # as submitted and tracked, never sent again.
+    view = parse_upstream_task({**answer, "status": answer.get("status", "queued")})
+    report_oddities(view, operation="submit", task_id=task_id)
     async with res.pool.acquire() as conn:
         recorded = await repository.record_submitted(
             conn,
@@ -151,10 +160,21 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
     return "submitted"
 
 
+def within_retry_deadline(settings: Settings, first_sent_at: datetime | None) -> bool:
+    """Whether a task may still be retried: QGW_UPSTREAM_RETRY_DEADLINE_SECONDS from its
+    first send. Its wait in the gateway's own queue does not count, or a backlog would turn
+    one 429 into a failure."""
+    if first_sent_at is None:
+        return True
+    elapsed = (datetime.now(UTC) - first_sent_at).total_seconds()
+    return elapsed < settings.upstream_retry_deadline_seconds
+
+
 async def _submit_failed(
-    res: Resources, conn: asyncpg.Connection, task_id: str, attempt: int, exc: UpstreamError
+    res: Resources, conn: asyncpg.Connection, task: Any, exc: UpstreamError
 ) -> str:
     settings = res.settings
+    task_id, attempt = task["id"], task["dispatch_attempts"]
     if isinstance(exc, UpstreamAmbiguous):
         state = await repository.dispatch_state(conn, task_id)
         if state is None:
@@ -184,7 +204,11 @@ async def _submit_failed(
             },
         )
         return "paused"
-    if isinstance(exc, UpstreamRetryable) and attempt < settings.upstream_max_submit_attempts:
+    # A 429 is "slow down", a 5xx or a connection failure "try later": never a failure
+    # while the deadline holds.
+    if isinstance(exc, UpstreamRetryable) and within_retry_deadline(
+        settings, task["first_sent_at"]
+    ):
         delay = backoff_seconds(settings, attempt, exc.retry_after)
         async with conn.transaction():
             await repository.return_to_pending(
@@ -197,7 +221,10 @@ async def _submit_failed(
         error = {"message": exc.message, "code": exc.code or "upstream_rejected"}
     else:
         error = {
-            "message": f"Qingbo unavailable after {attempt} attempts: {exc.message}",
+            "message": (
+                f"Qingbo unavailable for {settings.upstream_retry_deadline_seconds:g} s "
+                f"({attempt} attempts): {exc.message}"
+            ),
             "code": "upstream_unavailable",
         }
     async with conn.transaction():
@@ -221,7 +248,9 @@ async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any)
     """A submission whose outcome is unknown (read timeout, reset, 504, a worker killed
     inside the call, an answer never recorded). Against 2026-09 it is sent again with the
     same Idempotency-Key: Qingbo answers with the task it made, if it made one, and bills
-    once. Otherwise the configured, documented policy decides."""
+    once. Otherwise the configured, documented policy decides. Every policy is bounded:
+    resends stop at the retry deadline, and blind ones (`resubmit`) after
+    QGW_AMBIGUOUS_MAX_RESUBMITS."""
     task_id, attempt = task["id"], task["dispatch_attempts"]
     settings = res.settings
     if idempotent_resubmit(settings, task):
@@ -229,19 +258,23 @@ async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any)
     else:
         policy = settings.ambiguous_submit_policy
     UPSTREAM_AMBIGUOUS.labels(policy).inc()
-    logger.warning("ambiguous submission", extra={"task_id": task_id, "policy": policy})
+    resend = within_retry_deadline(settings, task["first_sent_at"]) and (
+        policy == "idempotent_resubmit"
+        or (policy == "resubmit" and task["ambiguous_resends"] < settings.ambiguous_max_resubmits)
+    )
+    logger.warning(
+        "ambiguous submission",
+        extra={"task_id": task_id, "policy": policy, "resend": resend},
+    )
     async with conn.transaction():
-        if policy == "idempotent_resubmit" and attempt < settings.upstream_max_submit_attempts:
+        if resend:
             await repository.return_to_pending(
                 conn,
                 task_id,
                 from_state="submitting",
                 attempt=attempt,
                 delay_seconds=backoff_seconds(settings, attempt),
-            )
-        elif policy == "resubmit":
-            await repository.return_to_pending(
-                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=0
+                ambiguous_resend=True,
             )
         else:
             await finish(
@@ -249,7 +282,12 @@ async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any)
                 task_id,
                 status="failed",
                 from_states=("submitting",),
-                error={"message": AMBIGUOUS_MESSAGE, "code": "upstream_ambiguous"},
+                error={
+                    "message": AMBIGUOUS_MESSAGE if policy == "fail" else UNRESOLVED_MESSAGE,
+                    "code": "upstream_ambiguous",
+                },
             )
+    if resend:
+        UPSTREAM_AMBIGUOUS_RESENDS.labels(policy).inc()
     await kick_dispatch(res.redis, settings.arq_queue_name)
-    return f"ambiguous_{policy}"
+    return f"ambiguous_{policy}" if resend or policy == "fail" else "ambiguous_gave_up"

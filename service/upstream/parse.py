@@ -4,6 +4,7 @@ a list, timestamps in seconds or milliseconds, and the 2026-09 billing fields.""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -11,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.catalog.models import STATUSES
-from service.upstream.errors import UpstreamRetryable
+from service.metrics import UPSTREAM_ODD_ANSWERS
+
+logger = logging.getLogger(__name__)
 
 # Qingbo documents five statuses; map the spellings other vendors use, defensively.
 _STATUS_ALIASES = {
@@ -27,6 +30,11 @@ _STATUS_ALIASES = {
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
 # Later than this as seconds means milliseconds (year 5138 in seconds; 1973 in ms).
 _MS_THRESHOLD = 100_000_000_000
+# Timestamps outside these bounds are absurd (Qingbo did not exist before; a clock a year
+# ahead is broken): they are dropped rather than shown or used in durations.
+_EARLIEST = datetime(2020, 1, 1, tzinfo=UTC)
+_MAX_AHEAD_SECONDS = 366 * 24 * 3600
+UNKNOWN_STATUS = "unknown"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class UpstreamView:
     pre_consumed_quota: int | None = None
     cost_quota: int | None = None
     billing_status: str | None = None
+    # What was strange in the answer (an unknown status, a progress or a timestamp that
+    # cannot be right): logged and counted by the caller, never a reason to resend.
+    oddities: tuple[str, ...] = ()
 
 
 def parse_progress(value: Any) -> int:
@@ -56,16 +67,38 @@ def parse_progress(value: Any) -> int:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """Unix seconds or milliseconds (Qingbo's pages show both)."""
+    """Unix seconds or milliseconds (Qingbo's pages show both); None when absent or absurd."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         return None
     if not math.isfinite(value):
         return None
     seconds = value / 1000 if value > _MS_THRESHOLD else value
     try:
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        moment = datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
+    if moment < _EARLIEST or seconds > datetime.now(UTC).timestamp() + _MAX_AHEAD_SECONDS:
+        return None
+    return moment
+
+
+def _oddities(answer: dict[str, Any], status: str) -> tuple[str, ...]:
+    found = []
+    if status == UNKNOWN_STATUS:
+        found.append("unknown_status")
+    progress = answer.get("progress")
+    if progress not in (None, "") and (
+        isinstance(progress, bool)
+        or (isinstance(progress, str) and not _PERCENT.match(progress))
+        or (isinstance(progress, float) and not math.isfinite(progress))
+        or not isinstance(progress, int | float | str)
+    ):
+        found.append("bad_progress")
+    for name in ("created_at", "start_time", "completed_at"):
+        if answer.get(name) is not None and parse_time(answer[name]) is None:
+            found.append("bad_time")
+            break
+    return tuple(found)
 
 
 def parse_quota(value: Any) -> int | None:
@@ -95,10 +128,12 @@ def normalize_result(result: Any) -> dict[str, Any] | None:
 
 
 def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
+    """Never raises: a status it does not know is UNKNOWN_STATUS, and each oddity is named
+    in `oddities` for the caller to log and count."""
     raw_status = str(answer.get("status", "")).lower()
     status = _STATUS_ALIASES.get(raw_status, raw_status)
     if status not in STATUSES:
-        raise UpstreamRetryable(f"Qingbo answered an unknown status {raw_status!r}")
+        status = UNKNOWN_STATUS
     error = answer.get("error")
     if error is not None and not isinstance(error, dict):
         error = {"message": str(error), "code": "upstream_error"}
@@ -113,4 +148,16 @@ def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
         pre_consumed_quota=parse_quota(answer.get("pre_consumed_cost")),
         cost_quota=parse_quota(answer.get("cost")),
         billing_status=billing if isinstance(billing, str) else None,
+        oddities=_oddities(answer, status),
     )
+
+
+def report_oddities(view: UpstreamView, *, operation: str, task_id: str) -> None:
+    """Log and count what was strange in one of Qingbo's answers."""
+    for oddity in view.oddities:
+        UPSTREAM_ODD_ANSWERS.labels(operation, oddity).inc()
+    if view.oddities:
+        logger.warning(
+            "Qingbo answered something strange",
+            extra={"task_id": task_id, "operation": operation, "oddities": list(view.oddities)},
+        )

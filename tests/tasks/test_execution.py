@@ -114,23 +114,81 @@ async def test_rate_limits_and_server_errors_retry_with_backoff(
     assert await submission.submit(res, task["task_id"], attempt) == "submitted"
 
 
-async def test_retries_are_bounded(
+async def test_retries_run_until_the_deadline_then_fail(
     client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
 ) -> None:
     team = await make_team(client)
     task = await submit(client, team)
     await sim.put("/_sim/config", json={"http_5xx_rate": 1.0})
-    bounded = variant(res, upstream_max_submit_attempts=2)
-    assert (
-        await submission.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
-        == "retry"
+    for _ in range(3):  # many attempts: no count stops it while the deadline holds
+        attempt = await claim(res, db, task["task_id"])
+        assert await submission.submit(res, task["task_id"], attempt) == "retry"
+    # A task waiting in the gateway's own queue for hours is not past it: the clock starts
+    # at its first send.
+    await db.execute(
+        "UPDATE tasks SET created_at = now() - interval '5 hours' WHERE id = $1", task["task_id"]
     )
-    assert (
-        await submission.submit(bounded, task["task_id"], await claim(bounded, db, task["task_id"]))
-        == "failed"
+    attempt = await claim(res, db, task["task_id"])
+    assert await submission.submit(res, task["task_id"], attempt) == "retry"
+    await db.execute(
+        "UPDATE tasks SET first_sent_at = now() - make_interval(secs => $2) WHERE id = $1",
+        task["task_id"],
+        res.settings.upstream_retry_deadline_seconds + 1,
     )
+    attempt = await claim(res, db, task["task_id"])
+    assert await submission.submit(res, task["task_id"], attempt) == "failed"
     failed = await row(db, task["task_id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unavailable"
+    assert failed["error"]["message"].startswith("Qingbo unavailable for 1800 s (5 attempts)")
+    assert len(await sim_tasks(sim)) == 0  # nothing was ever created, nothing billed
+
+
+async def test_blind_resubmits_are_bounded_and_counted(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    """`resubmit` against 2026-04 on an upstream that never answers in time: it used to
+    loop forever; now QGW_AMBIGUOUS_MAX_RESUBMITS bounds it."""
+    team = await make_team(client)
+    task = await submit(client, team)
+    await sim.put("/_sim/config", json={"latency_ms": 2500, "api_version": "2026-04"})
+    blind = variant(
+        res,
+        ambiguous_submit_policy="resubmit",
+        ambiguous_max_resubmits=1,
+        qingbo_api_version="2026-04",
+    )
+    before = metric("qgw_upstream_ambiguous_resends_total", policy="resubmit")
+    attempt = await claim(blind, db, task["task_id"])
+    assert await submission.submit(blind, task["task_id"], attempt) == "ambiguous_resubmit"
+    attempt = await claim(blind, db, task["task_id"])
+    assert await submission.submit(blind, task["task_id"], attempt) == "ambiguous_gave_up"
+    assert metric("qgw_upstream_ambiguous_resends_total", policy="resubmit") == before + 1
+    failed = await row(db, task["task_id"])
+    assert failed["ambiguous_resends"] == 1 and failed["error"]["code"] == "upstream_ambiguous"
+    assert failed["error"]["message"].startswith("every submission to Qingbo went unanswered")
+
+
+async def test_idempotent_resends_stop_at_the_deadline(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    await sim.put("/_sim/config", json={"latency_ms": 2500, "api_version": "2026-09"})
+    current = variant(res, qingbo_api_version="2026-09")
+    attempt = await claim(current, db, task["task_id"])
+    assert (
+        await submission.submit(current, task["task_id"], attempt)
+        == "ambiguous_idempotent_resubmit"
+    )
+    await db.execute(
+        "UPDATE tasks SET first_sent_at = now() - interval '1 hour' WHERE id = $1",
+        task["task_id"],
+    )
+    attempt = await claim(current, db, task["task_id"])
+    assert await submission.submit(current, task["task_id"], attempt) == "ambiguous_gave_up"
+    assert (await row(db, task["task_id"]))["error"]["code"] == "upstream_ambiguous"
+    sent = await wait_for(lambda: sim_tasks(sim), timeout=5)
+    assert len(sent) == 1 and sent[0]["submissions"] == 2  # one task, whatever was resent
 
 
 async def test_upstream_400_fails_the_task_with_qingbos_message(

@@ -1,0 +1,32 @@
+"""Bounds that hold under faults: how many times a task's unknown submission outcome was
+resolved by sending again.
+
+Revision ID: 0009_fault_bounds
+Revises: 0008_spend_and_audit
+Create Date: 2026-12-01
+
+`ambiguous_resends` counts the resends after an unknown outcome (read timeout, reset, 504,
+a worker killed inside the call). With an upstream Idempotency-Key they are safe and only
+the retry deadline bounds them; under `QGW_AMBIGUOUS_SUBMIT_POLICY=resubmit` each one may
+be a second paid video, so `QGW_AMBIGUOUS_MAX_RESUBMITS` bounds them too.
+"""
+
+from service.db import run_script
+
+revision = "0009_fault_bounds"
+down_revision = "0008_spend_and_audit"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    run_script(
+        """
+        ALTER TABLE tasks ADD COLUMN ambiguous_resends integer NOT NULL DEFAULT 0
+            CHECK (ambiguous_resends >= 0);
+        """
+    )
+
+
+def downgrade() -> None:
+    run_script("ALTER TABLE tasks DROP COLUMN ambiguous_resends;")
