@@ -54,6 +54,10 @@ UPSTREAM_ODD_ANSWERS = Counter(
     "recorded as far as they make sense and never resent",
     ["operation", "oddity"],
 )
+UPSTREAM_TRANSIENT_NOT_FOUND = Counter(
+    "qgw_upstream_transient_not_found_total",
+    "404s on a task Qingbo accepted moments before, read again instead of failing the task",
+)
 UPSTREAM_SUBMIT_RETRIES = Counter(
     "qgw_upstream_submit_retries_total", "Submissions put back for a retry", ["reason"]
 )
@@ -137,6 +141,12 @@ WEBHOOK_DELIVERY_DELAY = Histogram(
     "qgw_webhook_delivery_delay_seconds",
     "From the event (the task's change) to the receiver's 2xx",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600, 86400),
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "qgw_upstream_requests_in_flight",
+    "Calls to Qingbo waiting for their answer now, by operation (sum across processes)",
+    ["operation"],
+    multiprocess_mode="livesum",
 )
 TASK_EVENT_WAITERS = Gauge(
     "qgw_task_event_waiters",

@@ -119,8 +119,7 @@ async def drive_to_end(res: Resources, db: asyncpg.Connection, task_id: str) -> 
     await submission.submit(res, task_id, await claim(res, db, task_id))
 
     async def refreshed() -> str | None:
-        async with res.pool.acquire() as conn:
-            await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+        await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
         row = await db.fetchrow("SELECT status, dispatch_state FROM tasks WHERE id = $1", task_id)
         return row["status"] if row["dispatch_state"] == "done" else None
 

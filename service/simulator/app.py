@@ -301,6 +301,10 @@ def create_simulator_app(
             refusal = sim.gen.not_cancellable_status
             code = "task_not_cancellable" if refusal == 400 else "not_cancellable"
             return _error(refusal, f"only queued tasks can be cancelled (task is {status})", code)
+        if sim.config.cancel_ignored:  # a 2xx that did not happen: only a read tells
+            if sim.gen.idempotency_keys:
+                return {"task_id": task.task_id, "status": "cancelled", "refunded": True}
+            return sim.render(task) | {"status": "cancelled"}
         task.cancelled_at = time.time()
         url = task.request.get("callback_url")
         events = task.request.get("callback_events") or list(TERMINAL)

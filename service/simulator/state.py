@@ -47,6 +47,8 @@ class SimConfigPatch(BaseModel):
     # Answers to submits and to reads of unfinished tasks carry an unknown status, a NaN
     # progress and absurd timestamps (the task is real; only the answer is strange).
     strange_answers: bool | None = None
+    # Cancels answer 2xx "cancelled" but the task goes on (reads tell the truth).
+    cancel_ignored: bool | None = None
 
 
 class SimConfig(SimConfigPatch):
@@ -63,6 +65,7 @@ class SimConfig(SimConfigPatch):
     bill_factor: float = Field(1.0, ge=0, le=100)
     download_fail_rate: float = Field(0.0, ge=0, le=1)
     strange_answers: bool = False
+    cancel_ignored: bool = False
 
     def result_ttl(self) -> float:
         if self.result_ttl_seconds is not None:

@@ -18,17 +18,26 @@ import asyncpg
 from service.catalog.models import TERMINAL_STATUSES
 from service.config import Settings
 from service.deps import Resources
-from service.metrics import DISPATCH_CLAIMED, RECONCILER_REPAIRS
+from service.metrics import DISPATCH_CLAIMED, RECONCILER_REPAIRS, UPSTREAM_TRANSIENT_NOT_FOUND
 from service.tasks import repository
 from service.tasks.queue import enqueue_refresh, enqueue_submit
 from service.tasks.settlement import finish
 from service.tasks.submission import resolve_ambiguous
 from service.upstream.client import QingboClient
 from service.upstream.errors import UpstreamError, UpstreamRejected, UpstreamRetryable
-from service.upstream.parse import UNKNOWN_STATUS, parse_upstream_task, report_oddities
+from service.upstream.parse import (
+    UNKNOWN_STATUS,
+    UpstreamView,
+    parse_upstream_task,
+    report_oddities,
+)
 from service.webhooks import outbox
 
 logger = logging.getLogger(__name__)
+
+# A 404 this soon after Qingbo accepted a task may be its store catching up (a read served
+# by a replica that has not seen the write yet): the task is read again, not failed.
+NOT_FOUND_GRACE_SECONDS = 60.0
 
 
 # --- dispatch -----------------------------------------------------------------------
@@ -70,10 +79,12 @@ def next_poll_delay(settings: Settings, unchanged_polls: int) -> float:
 
 
 async def refresh_from_upstream(
-    conn: asyncpg.Connection, qingbo: QingboClient, settings: Settings, task_id: str
+    pool: asyncpg.Pool, qingbo: QingboClient, settings: Settings, task_id: str
 ) -> str:
-    """Re-read one submitted task from Qingbo and record what it says."""
-    row = await repository.get_task(conn, task_id)
+    """Re-read one submitted task from Qingbo and record what it says. No connection is
+    held across the call: a slow Qingbo must not drain the pool for everyone else."""
+    async with pool.acquire() as conn:
+        row = await repository.get_task(conn, task_id)
     if row is None or row["dispatch_state"] != "submitted":
         return "not_tracked"
     try:
@@ -82,19 +93,42 @@ async def refresh_from_upstream(
         if view.status == UNKNOWN_STATUS:
             raise UpstreamRetryable("Qingbo answered a status the gateway does not know")
     except UpstreamRejected as exc:
-        await _fail_tracked(
-            conn, task_id, message=f"Qingbo: {exc.message}", code=exc.code or "upstream_not_found"
-        )
-        return "failed"
+        async with pool.acquire() as conn:
+            return await _rejected_read(conn, settings, row, exc)
     except UpstreamError as exc:
         # Failing reads (5xx, timeouts, 429, unparseable answers) do not stop the clock.
-        if past_tracking_deadline(settings, row):
-            return await time_out(conn, task_id, last_read=exc.message)
-        await repository.poll_later(
-            conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
-        )
+        async with pool.acquire() as conn:
+            if past_tracking_deadline(settings, row):
+                return await time_out(conn, task_id, last_read=exc.message)
+            await repository.poll_later(
+                conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
+            )
         return "upstream_error"
+    async with pool.acquire() as conn:
+        return await _record_read(conn, settings, row, view)
 
+
+async def _rejected_read(
+    conn: asyncpg.Connection, settings: Settings, row: Any, exc: UpstreamRejected
+) -> str:
+    """Qingbo says the task is not there (404) or refuses the read. Just after it accepted
+    the task, a 404 may be its store catching up: read again before believing it."""
+    task_id = row["id"]
+    young = (datetime.now(UTC) - row["submitted_at"]).total_seconds() < NOT_FOUND_GRACE_SECONDS
+    if exc.status == 404 and young:
+        UPSTREAM_TRANSIENT_NOT_FOUND.inc()
+        await repository.poll_later(conn, task_id, delay_seconds=settings.poll_initial_seconds)
+        return "not_found_yet"
+    await _fail_tracked(
+        conn, task_id, message=f"Qingbo: {exc.message}", code=exc.code or "upstream_not_found"
+    )
+    return "failed"
+
+
+async def _record_read(
+    conn: asyncpg.Connection, settings: Settings, row: Any, view: UpstreamView
+) -> str:
+    task_id = row["id"]
     if view.status in TERMINAL_STATUSES:
         async with conn.transaction():
             await finish(

@@ -26,8 +26,7 @@ async def submit_task(ctx: dict[str, Any], task_id: str, attempt: int) -> str:
 
 async def refresh_task(ctx: dict[str, Any], task_id: str) -> str:
     res = _res(ctx)
-    async with res.pool.acquire() as conn:
-        return await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+    return await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
 
 
 async def poll_due_tasks(ctx: dict[str, Any]) -> int:

@@ -334,9 +334,13 @@ async def list_tasks(
     ),
 )
 async def cancel_task(
-    task_id: TaskId, ctx: TeamCtx, request: Request, qingbo_version: QingboVersion = None
+    task_id: TaskId,
+    res: AppResources,
+    caller: CurrentCaller,
+    request: Request,
+    qingbo_version: QingboVersion = None,
 ) -> Any:
     """Cancel a queued task (at Qingbo too, if it was sent); its reservation is released."""
-    row = await service.cancel_task(ctx.res, ctx.conn, caller=ctx.caller, task_id=task_id)
-    version = _version(ctx.caller, qingbo_version)
-    return _json(render_cancelled(row, version=version, base_url=_base_url(ctx.res, request)))
+    row = await service.cancel_task(res, caller=caller, task_id=task_id)
+    version = _version(caller, qingbo_version)
+    return _json(render_cancelled(row, version=version, base_url=_base_url(res, request)))

@@ -278,42 +278,53 @@ async def list_tasks(
     return rows, next_cursor
 
 
-async def cancel_task(
-    res: Resources, conn: asyncpg.Connection, *, caller: Caller, task_id: str
-) -> asyncpg.Record:
-    """Cancel locally if not yet sent, at Qingbo if still queued there; else 409."""
-    row = await repository.get_task(conn, task_id, team_id=caller.team_id)
-    if row is None:
-        raise NotFound(f"task {task_id} not found")
-    if row["dispatch_state"] in ("pending", "claimed"):
-        async with conn.transaction():
-            done = await finish(
-                conn, task_id, status="cancelled", from_states=("pending", "claimed")
-            )
-        if done is not None:
-            res.kicker.kick()
-            return done
-        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
-        assert row is not None
+async def cancel_task(res: Resources, *, caller: Caller, task_id: str) -> asyncpg.Record:
+    """Cancel locally if not yet sent, at Qingbo if still queued there; else 409. No
+    connection is held across the call to Qingbo, and its 2xx is believed only once a
+    read of the task shows it cancelled."""
+    async with res.pool.acquire() as conn:
+        row = await _team_task(conn, caller, task_id)
+        if row["dispatch_state"] in ("pending", "claimed"):
+            async with conn.transaction():
+                done = await finish(
+                    conn, task_id, status="cancelled", from_states=("pending", "claimed")
+                )
+            if done is not None:
+                res.kicker.kick()
+                return done
+            row = await _team_task(conn, caller, task_id)
     _check_cancellable(row)
     try:
         await res.qingbo.cancel_task(row["upstream_task_id"])
     except UpstreamRejected:
         # Qingbo refused: most likely it started processing. Show the caller the truth.
-        await refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
-        row = await repository.get_task(conn, task_id, team_id=caller.team_id)
-        assert row is not None
+        row = await _reread(res, caller, task_id)
         _check_cancellable(row)
         raise NotCancellable("Qingbo refused to cancel the task") from None
     except UpstreamError as exc:
         raise UpstreamUnavailable(f"could not reach Qingbo to cancel: {exc.message}") from None
-    async with conn.transaction():
-        done = await finish(conn, task_id, status="cancelled", from_states=("submitted",))
-    if done is not None:
-        return done
+    row = await _reread(res, caller, task_id)
+    if row["status"] == "cancelled":
+        return row
+    _check_cancellable(row)
+    raise NotCancellable(
+        f"Qingbo answered the cancel, but the task still reads as {row['status']} there",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _team_task(conn: asyncpg.Connection, caller: Caller, task_id: str) -> asyncpg.Record:
     row = await repository.get_task(conn, task_id, team_id=caller.team_id)
-    assert row is not None
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
     return row
+
+
+async def _reread(res: Resources, caller: Caller, task_id: str) -> asyncpg.Record:
+    """Read the task from Qingbo, record what it says, and return the row."""
+    await refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
+    async with res.pool.acquire() as conn:
+        return await _team_task(conn, caller, task_id)
 
 
 def _check_cancellable(row: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from service.metrics import UPSTREAM_CALLS, UPSTREAM_LATENCY
+from service.metrics import UPSTREAM_CALLS, UPSTREAM_IN_FLIGHT, UPSTREAM_LATENCY
 from service.upstream.errors import (
     UpstreamAccountBlocked,
     UpstreamAmbiguous,
@@ -100,6 +100,8 @@ class QingboClient:
     ) -> dict[str, Any]:
         started = time.perf_counter()
         outcome = "error"
+        in_flight = UPSTREAM_IN_FLIGHT.labels(operation)
+        in_flight.inc()
         try:
             try:
                 response = await self._http.request(
@@ -135,5 +137,6 @@ class QingboClient:
             outcome = "ok"
             return payload
         finally:
+            in_flight.dec()
             UPSTREAM_CALLS.labels(operation, outcome).inc()
             UPSTREAM_LATENCY.labels(operation).observe(time.perf_counter() - started)

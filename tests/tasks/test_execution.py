@@ -297,8 +297,7 @@ async def test_tracking_reaches_completed_and_failed(
     await submission.submit(res, bad["task_id"], await claim(res, db, bad["task_id"]))
 
     async def refreshed(task_id: str) -> str | None:
-        async with res.pool.acquire() as conn:
-            outcome = await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task_id)
+        outcome = await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
         return outcome if outcome in ("completed", "failed") else None
 
     assert await wait_for(lambda: refreshed(ok["task_id"]), timeout=10) == "completed"
@@ -310,7 +309,7 @@ async def test_tracking_reaches_completed_and_failed(
     assert failed["error"]["code"] in ("generation_failed", "task_failed")
 
 
-async def test_task_unknown_upstream_fails(
+async def test_a_task_unknown_upstream_is_read_again_then_fails(
     client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
 ) -> None:
     team = await make_team(client)
@@ -319,11 +318,25 @@ async def test_task_unknown_upstream_fails(
     await db.execute(
         "UPDATE tasks SET upstream_task_id = 'task-gone' WHERE id = $1", task["task_id"]
     )
-    async with res.pool.acquire() as conn:
-        assert (
-            await execution.refresh_from_upstream(conn, res.qingbo, res.settings, task["task_id"])
-            == "failed"
-        )
+    # Moments after Qingbo accepted it, a 404 may be its store catching up: read again.
+    before = metric("qgw_upstream_transient_not_found_total")
+    assert (
+        await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
+        == "not_found_yet"
+    )
+    assert metric("qgw_upstream_transient_not_found_total") == before + 1
+    young = await row(db, task["task_id"])
+    assert young["dispatch_state"] == "submitted" and young["next_poll_at"] > young["updated_at"]
+    # Past the grace period a 404 is believed.
+    await db.execute(
+        "UPDATE tasks SET submitted_at = now() - make_interval(secs => $2) WHERE id = $1",
+        task["task_id"],
+        execution.NOT_FOUND_GRACE_SECONDS + 1,
+    )
+    assert (
+        await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
+        == "failed"
+    )
     assert (await row(db, task["task_id"]))["error"]["code"] in ("not_found", "task_not_found")
 
 

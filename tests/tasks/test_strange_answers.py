@@ -52,10 +52,9 @@ async def test_a_strange_submit_answer_is_recorded_and_tracked_not_resent(
     # Reads of the unfinished task are just as strange: recorded as a failed read, polled
     # again later, nothing changes and nothing crashes.
     reads = metric("qgw_upstream_odd_answers_total", operation="status", oddity="unknown_status")
-    async with res.pool.acquire() as conn:
-        outcome = await execution.refresh_from_upstream(
-            conn, res.qingbo, res.settings, task["task_id"]
-        )
+    outcome = await execution.refresh_from_upstream(
+        res.pool, res.qingbo, res.settings, task["task_id"]
+    )
     assert outcome == "upstream_error"
     assert (
         metric("qgw_upstream_odd_answers_total", operation="status", oddity="unknown_status")
@@ -64,10 +63,9 @@ async def test_a_strange_submit_answer_is_recorded_and_tracked_not_resent(
     assert (await row(db, task["task_id"]))["status"] == "queued"
 
     async def finished() -> str | None:  # Qingbo's terminal answers are plain
-        async with res.pool.acquire() as conn:
-            done = await execution.refresh_from_upstream(
-                conn, res.qingbo, res.settings, task["task_id"]
-            )
+        done = await execution.refresh_from_upstream(
+            res.pool, res.qingbo, res.settings, task["task_id"]
+        )
         return done if done == "completed" else None
 
     assert await wait_for(finished, timeout=15) == "completed"

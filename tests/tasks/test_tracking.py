@@ -51,10 +51,9 @@ async def test_failing_reads_cannot_keep_a_task_forever(
         before = late_answers((await http.get(f"{api_server}/metrics")).text)
 
     async def refreshed() -> str | None:
-        async with res.pool.acquire() as conn:
-            outcome = await execution.refresh_from_upstream(
-                conn, impatient.qingbo, impatient.settings, task["task_id"]
-            )
+        outcome = await execution.refresh_from_upstream(
+            res.pool, impatient.qingbo, impatient.settings, task["task_id"]
+        )
         return outcome if outcome == "timed_out" else None
 
     assert await wait_for(refreshed, timeout=10) == "timed_out"
