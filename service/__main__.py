@@ -197,8 +197,9 @@ def check_configuration() -> Settings:
         load_price_table(settings.price_table)
     except ValidationError as exc:
         for error in exc.errors():
-            name = "QGW_" + "_".join(str(p) for p in error["loc"]).upper()
-            print(f"configuration error: {name}: {error['msg']}", file=sys.stderr)
+            name = "QGW_" + "_".join(str(p) for p in error["loc"]).upper() + ": "
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"configuration error: {name if error['loc'] else ''}{message}", file=sys.stderr)
         sys.exit(2)
     except (PriceTableError, OSError, ValueError) as exc:
         print(f"configuration error: QGW_PRICE_TABLE: {exc}", file=sys.stderr)

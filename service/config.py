@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.catalog.generations import LATEST, ApiVersion, Generation, generation
@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     qingbo_api_version: ApiVersion = LATEST
     qingbo_api_key: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
+    # Bearer token /metrics requires (every team's names and spend are in it); empty: open.
+    metrics_token: SecretStr = SecretStr("")
     # Where Qingbo can reach /internal/qingbo/callback; unset means polling only.
     public_base_url: str | None = None
     price_table: Path | None = None
@@ -117,6 +119,11 @@ class Settings(BaseSettings):
     webhook_progress_interval_seconds: float = Field(10.0, ge=0)
     webhook_secret_grace_seconds: int = Field(24 * 3600, ge=0)
     webhook_lease_seconds: float = Field(60.0, gt=0)
+    # Attempts one worker process has open at once, in all and per destination (scheme,
+    # host, port); the rest wait a moment. Below QGW_WORKER_MAX_JOBS, so slow receivers
+    # always leave job slots to the task jobs.
+    webhook_max_concurrent_attempts: int = Field(20, ge=1)
+    webhook_max_concurrency_per_destination: int = Field(4, ge=1)
     webhook_allow_networks: str = ""
     webhook_deny_networks: str = ""
 
@@ -149,6 +156,15 @@ class Settings(BaseSettings):
         if len(keys) > 16:
             raise ValueError("at most 16 keys")
         return ",".join(keys)
+
+    @model_validator(mode="after")
+    def _job_slots_for_tasks(self) -> Settings:
+        if self.webhook_max_concurrent_attempts >= self.worker_max_jobs:
+            raise ValueError(
+                "QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS must be below QGW_WORKER_MAX_JOBS, so "
+                "slow receivers always leave job slots to the task jobs"
+            )
+        return self
 
     @property
     def metadata_metric_keys(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service.audit.service import AuditContext
 from service.catalog.models import PriceTable
 from service.config import Settings
+from service.errors import Unauthorized
 from service.logs import request_id_var
 from service.ratelimit import EarlyCheck, RateLimiter
 from service.tasks.events import TaskEvents
@@ -161,6 +163,24 @@ async def admin_request(
 
 
 AdminCtx = Annotated[AdminRequest, Depends(admin_request)]
+
+
+metrics_scheme = HTTPBearer(
+    auto_error=False, scheme_name="MetricsToken", description="`Bearer <QGW_METRICS_TOKEN>`"
+)
+
+
+async def require_metrics_token(
+    resources: AppResources, credentials: Annotated[Credentials, Depends(metrics_scheme)]
+) -> None:
+    """/metrics names every team and its spend: with QGW_METRICS_TOKEN set, only a scraper
+    holding it may read it."""
+    expected = resources.settings.metrics_token.get_secret_value()
+    if not expected:
+        return
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("/metrics requires the bearer token QGW_METRICS_TOKEN")
 
 
 async def require_admin(

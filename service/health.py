@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.db import current_revision, schema_status
-from service.deps import AppResources
+from service.deps import AppResources, require_metrics_token
+from service.errors import Unauthorized
 from service.metrics import TASK_EVENT_WAITERS
+from service.openapi import error_responses
 from service.state_metrics import STATE, scrape_registry
 
 router = APIRouter(tags=["operations"])
@@ -64,7 +66,11 @@ _state_read_at = 0.0
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
+        **error_responses(Unauthorized),
+    },
+    dependencies=[Depends(require_metrics_token)],
 )
 async def metrics(res: AppResources) -> Response:
     """Prometheus text exposition: this process's counters and histograms (all processes'

@@ -122,6 +122,11 @@ RATE_LIMIT_ERRORS = Counter(
     ["action"],
 )
 # Webhooks to apps.
+WEBHOOK_DEFERRED = Counter(
+    "qgw_webhook_deferred_total",
+    "Webhook attempts put off (not made, not counted as attempts) because their destination, "
+    "or this worker's webhook slots, were at their concurrency cap",
+)
 WEBHOOK_ATTEMPTS = Counter(
     "qgw_webhook_attempts_total",
     "Webhook delivery attempts by result (delivered, retry, failed, stopped, blocked)",

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from service import health
 from service.config import Settings, get_settings
 from service.deps import Resources
+from service.errors import install_error_handlers
 from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.resources import open_resources, redis_settings
 from service.tasks import jobs
@@ -39,6 +40,7 @@ class _OpsServer(uvicorn.Server):
 
 async def _serve_ops(stack: AsyncExitStack, settings: Settings, resources: Any) -> None:
     app = FastAPI(title="Qingbo Gateway worker", openapi_url=None)
+    install_error_handlers(app)
     app.include_router(health.router)
     app.state.resources = resources
     config = uvicorn.Config(

@@ -44,6 +44,10 @@ def start(role: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
         ({"QGW_QINGBO_API_VERSION": "2025-01"}, "QGW_QINGBO_API_VERSION:"),
         ({"QGW_BUDGET_TIMEZONE": "Mars/Olympus"}, "QGW_BUDGET_TIMEZONE:"),
         (
+            {"QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS": "60"},
+            "QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS must be below QGW_WORKER_MAX_JOBS",
+        ),
+        (
             {"QGW_UPSTREAM_MAX_SUBMIT_ATTEMPTS": "8"},
             "QGW_UPSTREAM_MAX_SUBMIT_ATTEMPTS: replaced by QGW_UPSTREAM_RETRY_DEADLINE_SECONDS",
         ),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import httpx
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
+from service.app import create_app
+from service.config import Settings
 from service.deps import Resources
 from service.state_metrics import STATE, scrape_registry
 from tests.factories import ADMIN, make_team, submit
@@ -53,3 +56,20 @@ async def test_a_removed_budget_leaves_the_scrape(
     await client.put(path, json={"budgets": []}, headers=ADMIN)
     await STATE.refresh(res, max_age=0)
     assert scrape_registry().get_sample_value("qgw_budget_limit_usd", labels) is None
+
+
+async def test_metrics_can_require_a_bearer_token(settings: Settings) -> None:
+    """/metrics names every team and its spend: with QGW_METRICS_TOKEN set, only a scraper
+    holding it reads it, and the refusal never echoes the token."""
+    app = create_app(settings.model_copy(update={"metrics_token": SecretStr("scrape-me")}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            bare = await http.get("/metrics")
+            wrong = await http.get("/metrics", headers={"Authorization": "Bearer scrape-you"})
+            right = await http.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    for refused in (bare, wrong):
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthorized"
+        assert "scrape-me" not in refused.text
+    assert right.status_code == 200 and "qgw_" in right.text

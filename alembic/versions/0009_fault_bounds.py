@@ -9,6 +9,12 @@ Create Date: 2026-12-01
 a worker killed inside the call). With an upstream Idempotency-Key they are safe and only
 the retry deadline bounds them; under `QGW_AMBIGUOUS_SUBMIT_POLICY=resubmit` each one may
 be a second paid video, so `QGW_AMBIGUOUS_MAX_RESUBMITS` bounds them too.
+
+`webhook_attempts.response_headers` keeps the receiver's answer headers (cookies and
+credentials dropped): the team-facing delivery log shows them instead of the response
+body, which only the admin API shows. An attempt is logged when it starts and completed
+when it ends (`finished_at`), so one cut short by a crash or a cancelled job still shows,
+and the next claim of its event marks it interrupted.
 """
 
 from service.db import run_script
@@ -24,9 +30,19 @@ def upgrade() -> None:
         """
         ALTER TABLE tasks ADD COLUMN ambiguous_resends integer NOT NULL DEFAULT 0
             CHECK (ambiguous_resends >= 0);
+        ALTER TABLE webhook_attempts ADD COLUMN response_headers jsonb,
+                                     ADD COLUMN finished_at timestamptz;
+        UPDATE webhook_attempts SET finished_at = started_at;
+        CREATE INDEX webhook_attempts_unfinished ON webhook_attempts (event_id)
+            WHERE finished_at IS NULL;
         """
     )
 
 
 def downgrade() -> None:
-    run_script("ALTER TABLE tasks DROP COLUMN ambiguous_resends;")
+    run_script(
+        """
+        ALTER TABLE webhook_attempts DROP COLUMN response_headers, DROP COLUMN finished_at;
+        ALTER TABLE tasks DROP COLUMN ambiguous_resends;
+        """
+    )

@@ -3,6 +3,7 @@ submission.py."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from service.deps import Resources
@@ -41,8 +42,10 @@ async def deliver_webhook(ctx: dict[str, Any], event_id: str) -> str:
     res = _res(ctx)
     outcome, delay, attempt = await res.webhooks.deliver(res.pool, event_id)
     if delay is not None:
+        # A deferred event made no attempt: its next job needs an id of its own.
+        tag = f"{attempt}-deferred-{uuid.uuid4().hex[:8]}" if outcome == "deferred" else attempt
         await enqueue_delivery(
-            res.redis, res.settings.arq_queue_name, event_id, attempt, defer_by=delay
+            res.redis, res.settings.arq_queue_name, event_id, tag, defer_by=delay
         )
     return outcome
 

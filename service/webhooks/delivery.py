@@ -9,12 +9,14 @@ callback; 429/503 Retry-After is honoured up to a cap.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -24,13 +26,14 @@ import orjson
 from service.config import Settings
 from service.metrics import (
     WEBHOOK_ATTEMPTS,
+    WEBHOOK_DEFERRED,
     WEBHOOK_DELIVERY_ATTEMPTS,
     WEBHOOK_DELIVERY_DELAY,
     WEBHOOK_LATENCY,
 )
 from service.webhooks import repository
 from service.webhooks.signing import signature_header
-from service.webhooks.ssrf import BlockedDestination, DestinationPolicy
+from service.webhooks.ssrf import BlockedDestination, DestinationPolicy, IPAddress, UnresolvedHost
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +48,70 @@ class AttemptResult:
     error: str | None
     retry_after: float | None
     blocked: bool = False
+    headers: dict[str, str] | None = None
+
+
+# Answer headers not kept in the delivery log: they can carry credentials.
+_PRIVATE_HEADERS = frozenset(
+    {"set-cookie", "set-cookie2", "authorization", "proxy-authorization", "cookie"}
+)
+_MAX_HEADERS, _MAX_HEADER_VALUE = 30, 200
+
+
+def loggable_headers(headers: httpx.Headers) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.lower() in _PRIVATE_HEADERS or len(kept) >= _MAX_HEADERS:
+            continue
+        kept[name.lower()] = value[:_MAX_HEADER_VALUE]
+    return kept
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from `Retry-After` in either form (delta-seconds or an HTTP date); None for
+    anything else. Never raises: a receiver's header cannot crash delivery."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    text = value.strip()
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if text.isdecimal():
+            return float(text)
+        when = email.utils.parsedate_to_datetime(text)
+        if when.tzinfo is None:  # "-0000" or no zone: RFC 9110 dates are GMT
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class DestinationSlots:
+    """How many attempts this worker process has open, in all and per destination
+    (scheme, host and port): one team's slow or dead receivers cannot take every job slot
+    from other teams' deliveries or from the task jobs."""
+
+    def __init__(self, *, total: int, per_destination: int) -> None:
+        self.total, self.per_destination = total, per_destination
+        self.open: dict[str, int] = {}
+
+    def take(self, destination: str) -> bool:
+        if sum(self.open.values()) >= self.total:
+            return False
+        if self.open.get(destination, 0) >= self.per_destination:
+            return False
+        self.open[destination] = self.open.get(destination, 0) + 1
+        return True
+
+    def give_back(self, destination: str) -> None:
+        left = self.open.get(destination, 1) - 1
+        if left:
+            self.open[destination] = left
+        else:
+            self.open.pop(destination, None)
+
+
+def destination_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
 
 
 class WebhookSender:
@@ -64,6 +119,10 @@ class WebhookSender:
         self.settings = settings
         self.policy = DestinationPolicy.from_settings(
             settings.webhook_allow_networks, settings.webhook_deny_networks
+        )
+        self.slots = DestinationSlots(
+            total=settings.webhook_max_concurrent_attempts,
+            per_destination=settings.webhook_max_concurrency_per_destination,
         )
         self._http = httpx.AsyncClient(
             follow_redirects=False,
@@ -92,72 +151,139 @@ class WebhookSender:
         return delay
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptResult:
-        """One POST to the checked address the URL's host resolves to."""
+        """One attempt, bounded as a whole by QGW_WEBHOOK_TIMEOUT_SECONDS: resolving,
+        connecting, sending and reading the answer (a receiver that drips its answer a
+        byte at a time fails at that deadline, not at each read's)."""
+        timeout = self.settings.webhook_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._post(url, headers, body)
+        except TimeoutError:
+            return AttemptResult(None, None, f"timed out after {timeout:g} s", None)
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptResult:
         try:
             scheme, host, port = self.policy.check_url(url)
-            address = await self.policy.resolve(host, port)
+            addresses = await self.policy.resolve(host, port)
         except BlockedDestination as exc:
             return AttemptResult(None, None, f"blocked: {exc}", None, blocked=True)
+        except UnresolvedHost as exc:
+            return AttemptResult(None, None, f"DNS: {exc}", None)
+        failure = ""
+        for address in addresses:  # the next address when one cannot be reached
+            try:
+                return await self._post_to(address, scheme, port, url, headers, body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                failure = f"{type(exc).__name__} to {len(addresses)} address(es): {exc}"
+            except httpx.TimeoutException:
+                return AttemptResult(None, None, "timed out", None)
+            except httpx.HTTPError as exc:
+                return AttemptResult(None, None, f"{type(exc).__name__}: {exc}"[:300], None)
+        return AttemptResult(None, None, failure[:300], None)
+
+    async def _post_to(
+        self,
+        address: IPAddress,
+        scheme: str,
+        port: int,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> AttemptResult:
         parts = urlsplit(url)
+        host = parts.hostname or ""
         dial = f"[{address}]" if address.version == 6 else str(address)
         target = urlunsplit((scheme, f"{dial}:{port}", parts.path or "/", parts.query, ""))
         request_headers = {**headers, "Host": parts.netloc.rpartition("@")[2]}
         extensions = {"sni_hostname": host} if scheme == "https" else {}
         auth = (parts.username or "", parts.password or "") if parts.username else None
-        try:
-            async with self._http.stream(
-                "POST",
-                target,
-                content=body,
-                headers=request_headers,
-                extensions=extensions,
-                auth=auth,
-            ) as response:
-                excerpt = b""
-                async for chunk in response.aiter_bytes():
-                    excerpt += chunk
-                    if len(excerpt) >= EXCERPT_BYTES:
-                        break
-                retry_after = None
-                if response.status_code in (429, 503):
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                return AttemptResult(
-                    response.status_code,
-                    excerpt[:EXCERPT_BYTES].decode("utf-8", "replace"),
-                    None,
-                    retry_after,
-                )
-        except httpx.TimeoutException:
-            return AttemptResult(None, None, "timed out", None)
-        except httpx.HTTPError as exc:
-            return AttemptResult(None, None, f"{type(exc).__name__}: {exc}"[:300], None)
+        async with self._http.stream(
+            "POST",
+            target,
+            content=body,
+            headers=request_headers,
+            extensions=extensions,
+            auth=auth,
+        ) as response:
+            excerpt = b""
+            async for chunk in response.aiter_bytes():
+                excerpt += chunk
+                if len(excerpt) >= EXCERPT_BYTES:
+                    break
+            retry_after = None
+            if response.status_code in (429, 503):
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return AttemptResult(
+                response.status_code,
+                excerpt[:EXCERPT_BYTES].decode("utf-8", "replace"),
+                None,
+                retry_after,
+                headers=loggable_headers(response.headers),
+            )
 
     async def deliver(self, pool: asyncpg.Pool, event_id: str) -> tuple[str, float | None, int]:
         """One attempt at the event: its result, for a retry the delay until the next, and
         how many attempts the event has had."""
-        async with pool.acquire() as conn:
-            event = await repository.claim(conn, event_id, lease_seconds=self.lease_seconds)
-        if event is None:
-            return "skipped", None, 0
-        body = orjson.dumps(event["payload"])
         sent_at = datetime.now(UTC)
+        async with pool.acquire() as conn, conn.transaction():
+            if await repository.stop_if_receiver_gone(conn, event_id):
+                return "stopped", None, 0
+            event = await repository.claim(conn, event_id, lease_seconds=self.lease_seconds)
+            if event is None:
+                return "skipped", None, 0
+            destination = destination_of(event["url"])
+            if not self.slots.take(destination):
+                delay = random.uniform(0.5, 1.5)
+                await repository.defer(conn, event_id, delay_seconds=delay)
+                WEBHOOK_DEFERRED.inc()
+                return "deferred", delay, event["attempts"] - 1
+            await repository.close_interrupted_attempts(conn, event_id)
+            attempt_id = await repository.start_attempt(
+                conn, event_id=event_id, attempt=event["attempts"], started_at=sent_at
+            )
+        try:
+            started = time.perf_counter()
+            try:
+                result = await self.post(
+                    event["url"], self._headers(event, sent_at), event_body(event)
+                )
+            except asyncio.CancelledError:
+                # The job was cancelled (worker stopping): log it and retry on schedule. If
+                # even that cannot finish, the next claim marks the attempt interrupted.
+                cancelled = AttemptResult(None, None, "cancelled: the worker stopped", None)
+                await asyncio.shield(self._record(pool, event, attempt_id, sent_at, cancelled, 0.0))
+                raise
+            return await self._record(
+                pool, event, attempt_id, sent_at, result, time.perf_counter() - started
+            )
+        finally:
+            self.slots.give_back(destination)
+
+    def _headers(self, event: Any, sent_at: datetime) -> dict[str, str]:
         secrets = [event["webhook_secret"]]
         expires = event["previous_secret_expires_at"]
         if event["previous_webhook_secret"] and expires is not None and expires > sent_at:
             secrets.append(event["previous_webhook_secret"])
-        headers = {
+        return {
             "webhook-id": event["id"],
             "webhook-timestamp": str(int(sent_at.timestamp())),
             "webhook-signature": signature_header(
-                secrets, event["id"], sent_at, body.decode("utf-8")
+                secrets, event["id"], sent_at, event_body(event).decode("utf-8")
             ),
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
-        started = time.perf_counter()
-        result = await self.post(event["url"], headers, body)
-        latency = time.perf_counter() - started
-        attempt = event["attempts"]
+
+    async def _record(
+        self,
+        pool: asyncpg.Pool,
+        event: Any,
+        attempt_id: int,
+        sent_at: datetime,
+        result: AttemptResult,
+        latency: float,
+    ) -> tuple[str, float | None, int]:
+        event_id, attempt = event["id"], event["attempts"]
         ok = result.status_code is not None and 200 <= result.status_code < 300
         delay = None
         if ok:
@@ -175,12 +301,12 @@ class WebhookSender:
         async with pool.acquire() as conn, conn.transaction():
             await repository.record_attempt(
                 conn,
+                attempt_id=attempt_id,
                 event_id=event_id,
-                attempt=attempt,
-                started_at=sent_at,
                 latency_ms=round(latency * 1000),
                 status_code=result.status_code,
                 response_excerpt=result.excerpt,
+                response_headers=result.headers,
                 error=error,
                 status=status,
                 next_attempt_at=sent_at + timedelta(seconds=delay) if delay is not None else None,
@@ -207,6 +333,10 @@ class WebhookSender:
             },
         )
         return outcome, delay, attempt
+
+
+def event_body(event: Any) -> bytes:
+    return orjson.dumps(event["payload"])
 
 
 def _event_label(event: str) -> str:

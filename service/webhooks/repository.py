@@ -75,32 +75,93 @@ async def claim(
     )
 
 
+async def close_interrupted_attempts(conn: asyncpg.Connection, event_id: str) -> int:
+    """Attempts of the event that started and never ended (the worker was killed or its
+    job cancelled mid-attempt): logged as such, so the log shows every attempt."""
+    closed = await conn.execute(
+        """
+        UPDATE webhook_attempts SET finished_at = now(),
+               error = 'interrupted: the worker stopped during the attempt'
+        WHERE event_id = $1 AND finished_at IS NULL
+        """,
+        event_id,
+    )
+    return int(closed.split()[-1])
+
+
+async def stop_if_receiver_gone(conn: asyncpg.Connection, event_id: str) -> bool:
+    """A receiver that answered 410 Gone for this task and URL gets none of its later
+    events either: this one is stopped without an attempt."""
+    stopped = await conn.fetchval(
+        """
+        UPDATE webhook_events e SET status = 'stopped', leased_until = NULL,
+               last_error = 'the receiver answered 410 Gone to an earlier event',
+               updated_at = now()
+        WHERE e.id = $1 AND e.status = 'pending' AND e.task_id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM webhook_events g
+                      WHERE g.task_id = e.task_id AND g.url = e.url AND g.id <> e.id
+                        AND g.status = 'stopped' AND g.last_status_code = 410)
+        RETURNING e.id
+        """,
+        event_id,
+    )
+    return stopped is not None
+
+
+async def defer(conn: asyncpg.Connection, event_id: str, *, delay_seconds: float) -> None:
+    """Give a claimed event back without an attempt (its destination is at its
+    concurrency cap): due again after the delay."""
+    await conn.execute(
+        """
+        UPDATE webhook_events SET attempts = attempts - 1, leased_until = NULL,
+               next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
+        WHERE id = $1
+        """,
+        event_id,
+        delay_seconds,
+    )
+
+
+async def start_attempt(
+    conn: asyncpg.Connection, *, event_id: str, attempt: int, started_at: datetime
+) -> int:
+    """Log an attempt as it starts; record_attempt completes it."""
+    attempt_id: int = await conn.fetchval(
+        "INSERT INTO webhook_attempts (event_id, attempt, started_at) VALUES ($1, $2, $3) "
+        "RETURNING id",
+        event_id,
+        attempt,
+        started_at,
+    )
+    return attempt_id
+
+
 async def record_attempt(
     conn: asyncpg.Connection,
     *,
+    attempt_id: int,
     event_id: str,
-    attempt: int,
-    started_at: datetime,
     latency_ms: int,
     status_code: int | None,
     response_excerpt: str | None,
+    response_headers: dict[str, str] | None,
     error: str | None,
     status: str,
     next_attempt_at: datetime | None,
 ) -> None:
-    """Log one attempt and move the event: 'pending' again (retry), or its final status."""
+    """Complete one attempt's log and move the event: 'pending' again (retry), or its
+    final status."""
     await conn.execute(
         """
-        INSERT INTO webhook_attempts (event_id, attempt, started_at, latency_ms, status_code,
-                                      response_excerpt, error)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        UPDATE webhook_attempts SET latency_ms = $2, status_code = $3, response_excerpt = $4,
+               response_headers = $5, error = $6, finished_at = now()
+        WHERE id = $1
         """,
-        event_id,
-        attempt,
-        started_at,
+        attempt_id,
         latency_ms,
         status_code,
         response_excerpt,
+        response_headers,
         error,
     )
     await conn.execute(
@@ -145,23 +206,30 @@ async def backlog(conn: asyncpg.Connection) -> int:
 
 
 async def list_for_task(
-    conn: asyncpg.Connection, *, task_id: str, team_id: UUID
+    conn: asyncpg.Connection, *, task_id: str, team_id: UUID | None, with_bodies: bool
 ) -> list[asyncpg.Record]:
+    """A task's events with their attempt logs; `team_id` None reads any team's (admins).
+    Response bodies only `with_bodies`: a receiver's answer is the admin's to read."""
     return await conn.fetch(
         f"""
         SELECT {_EVENT_COLUMNS},
                coalesce((SELECT jsonb_agg(jsonb_build_object(
                             'attempt', a.attempt, 'started_at', a.started_at,
                             'latency_ms', a.latency_ms, 'status_code', a.status_code,
-                            'response_excerpt', a.response_excerpt, 'error', a.error)
+                            'response_headers', coalesce(a.response_headers, '{{}}'),
+                            'error', a.error)
+                          || CASE WHEN $3 THEN jsonb_build_object(
+                                 'response_excerpt', a.response_excerpt)
+                             ELSE '{{}}' END
                           ORDER BY a.attempt, a.id)
                          FROM webhook_attempts a WHERE a.event_id = e.id), '[]') AS attempt_log
         FROM webhook_events e
-        WHERE e.task_id = $1 AND e.team_id = $2
+        WHERE e.task_id = $1 AND ($2::uuid IS NULL OR e.team_id = $2)
         ORDER BY e.created_at, e.id
         """,
         task_id,
         team_id,
+        with_bodies,
     )
 
 

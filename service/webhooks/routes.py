@@ -18,6 +18,7 @@ from service.tasks.queue import enqueue_delivery
 from service.types import Storable
 from service.webhooks import repository, service
 from service.webhooks.schemas import (
+    AdminDeliveryList,
     Delivery,
     DeliveryList,
     Redelivered,
@@ -47,10 +48,29 @@ async def _send_now(res: Resources, event_id: str) -> None:
 )
 async def list_deliveries(task_id: TaskId, ctx: TeamCtx) -> Any:
     """Every event sent (or to be sent) to the task's callback_url, oldest first, with each
-    attempt: time, HTTP status, latency, the first bytes of the answer, the error."""
+    attempt: time, HTTP status, latency, the receiver's answer headers, the error. The
+    answer's body is not shown here (the admin API shows its first bytes)."""
     if await tasks.get_task(ctx.conn, task_id, team_id=ctx.caller.team_id) is None:
         raise NotFound(f"task {task_id} not found")
-    rows = await repository.list_for_task(ctx.conn, task_id=task_id, team_id=ctx.caller.team_id)
+    rows = await repository.list_for_task(
+        ctx.conn, task_id=task_id, team_id=ctx.caller.team_id, with_bodies=False
+    )
+    return {"object": "list", "data": [dict(r) for r in rows]}
+
+
+@admin.get(
+    "/tasks/{task_id}/deliveries",
+    response_model=AdminDeliveryList,
+    summary="Any task's webhook deliveries, with the answers' first bytes",
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
+)
+async def admin_list_deliveries(task_id: TaskId, res: AppResources) -> Any:
+    """The team's delivery log plus the first 512 bytes of each answer, for operators
+    debugging a receiver."""
+    async with res.pool.acquire() as conn:
+        if await tasks.get_task(conn, task_id) is None:
+            raise NotFound(f"task {task_id} not found")
+        rows = await repository.list_for_task(conn, task_id=task_id, team_id=None, with_bodies=True)
     return {"object": "list", "data": [dict(r) for r in rows]}
 
 

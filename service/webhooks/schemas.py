@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -13,8 +14,14 @@ class Attempt(BaseModel):
     started_at: datetime
     latency_ms: int | None
     status_code: int | None = Field(description="Null when no HTTP answer came")
-    response_excerpt: str | None = Field(description="The first 512 bytes of the answer")
+    response_headers: dict[str, str] = Field(
+        description="The receiver's answer headers (cookies and credentials left out)"
+    )
     error: str | None
+
+
+class AdminAttempt(Attempt):
+    response_excerpt: str | None = Field(description="The first 512 bytes of the answer")
 
 
 class Delivery(BaseModel):
@@ -31,12 +38,21 @@ class Delivery(BaseModel):
     last_error: str | None
     delivered_at: datetime | None
     created_at: datetime
-    attempt_log: list[Attempt]
+    attempt_log: Sequence[Attempt]
 
 
 class DeliveryList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Delivery]
+
+
+class AdminDelivery(Delivery):
+    attempt_log: Sequence[AdminAttempt]
+
+
+class AdminDeliveryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AdminDelivery]
 
 
 class RedeliverFailed(BaseModel):

@@ -50,6 +50,11 @@ _DENIED_BY_DEFAULT: tuple[Network, ...] = tuple(
 )
 
 
+class UnresolvedHost(Exception):
+    """The destination's name does not resolve: DNS may be down or the record not there
+    yet, so the attempt fails and is retried on schedule."""
+
+
 class BlockedDestination(Exception):
     """The URL may not receive webhooks; the message says why, naming no secret."""
 
@@ -108,23 +113,27 @@ class DestinationPolicy:
             self.check_address(literal)
         return parts.scheme, host, port
 
-    async def resolve(self, host: str, port: int) -> IPAddress:
-        """Resolve `host` and check every address it has; the first one, to dial."""
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """Resolve `host` and check every address it has; all of them, in the resolver's
+        order, to dial one after another. A name that does not resolve (now) is
+        UnresolvedHost: DNS failures pass, so it is retried, not blocked."""
         literal = literal_address(host)
         if literal is not None:
             self.check_address(literal)
-            return literal
+            return [literal]
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError:
-            raise BlockedDestination(f"host {host!r} does not resolve") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        except OSError as exc:
+            raise UnresolvedHost(f"host {host!r} does not resolve ({exc})") from None
+        addresses = list(
+            dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+        )
         if not addresses:
-            raise BlockedDestination(f"host {host!r} does not resolve")
+            raise UnresolvedHost(f"host {host!r} does not resolve")
         for address in addresses:  # every one: the resolver may rotate them
             self.check_address(address)
-        return addresses[0]
+        return addresses
 
 
 def require_allowed(policy: DestinationPolicy, url: str | None, *, param: str) -> None:

@@ -77,6 +77,22 @@ def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
                 assert (DEPLOY / source).exists(), source
 
 
+def test_compose_refuses_to_start_without_the_admin_and_metrics_tokens(
+    compose: dict[str, Any],
+) -> None:
+    """`${VAR:?message}`: compose stops with the message when VAR is unset or empty, so
+    no stack comes up with a guessable admin token or an open /metrics."""
+    for name in ("api", "worker"):
+        env = compose["services"][name]["environment"]
+        for var in ("QGW_ADMIN_TOKEN", "QGW_METRICS_TOKEN"):
+            assert re.fullmatch(rf"\$\{{{var}:\?set {var}\b.*\}}", env[var]), env[var]
+    assert compose["secrets"]["metrics_token"] == {"environment": "QGW_METRICS_TOKEN"}
+    assert compose["services"]["prometheus"]["secrets"] == ["metrics_token"]
+    monitor = next(d for d in K8S_DOCS if d["kind"] == "ServiceMonitor")
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["authorization"]["credentials"]["key"] == "QGW_METRICS_TOKEN"
+
+
 def test_prometheus_scrapes_what_compose_serves(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text("utf-8"))
     targets = {

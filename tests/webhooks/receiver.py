@@ -71,11 +71,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_receiver(**kwargs: Any) -> Iterator[Receiver]:
+def running_receiver(host: str = "127.0.0.1", **kwargs: Any) -> Iterator[Receiver]:
     receiver = Receiver(**kwargs)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+    server = ThreadingHTTPServer((host, 0), _handler(receiver))
     server.daemon_threads = True
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/qingbo"
+    receiver.url = f"http://{host}:{server.server_address[1]}/hooks/qingbo"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
