@@ -121,7 +121,22 @@ async def replace_budgets(
     """Set the scope's budgets to exactly `limits` (period -> micros); others are removed.
 
     Removed budgets keep their row (limit NULL) so reservations made under them settle.
+    A budget whose limit changes has its alert levels re-armed for the new limit: the next
+    admission announces the highest level it stands at (or will cross) against it.
     """
+    await conn.execute(
+        """
+        UPDATE budget_periods p SET alerted_percent = 0
+        FROM budgets b
+        WHERE p.budget_id = b.id AND b.scope = $1 AND b.team_id IS NOT DISTINCT FROM $2
+          AND b.api_key_id IS NOT DISTINCT FROM $3
+          AND b.limit_micros IS DISTINCT FROM ($4::jsonb ->> b.period)::bigint
+        """,
+        scope,
+        team_id,
+        api_key_id,
+        limits,
+    )
     await conn.execute(
         """
         UPDATE budgets SET limit_micros = NULL, updated_at = now()

@@ -364,6 +364,34 @@ async def test_threshold_crossings_are_announced_once_per_window(
     assert crossings("50") == 2
 
 
+async def test_a_changed_limit_re_arms_its_alert_levels(
+    client: httpx.AsyncClient, price: int
+) -> None:
+    team = await make_team(client)
+    path = f"/teams/{team.team['id']}/budgets"
+    await put_budgets(client, path, day=4 * price)
+
+    def crossings(percent: str) -> float:
+        labels = {"team": team.team["name"], "scope": "team", "window": "day", "percent": percent}
+        return REGISTRY.get_sample_value("qgw_budget_threshold_crossings_total", labels) or 0.0
+
+    await submit(client, team)
+    await submit(client, team)  # 50 % of 4
+    assert crossings("50") == 1
+    await put_budgets(client, path, day=4 * price)  # the same limit: nothing re-armed
+    await submit(client, team)  # 75 %
+    assert crossings("50") == 1
+    await put_budgets(client, path, day=12 * price)  # raised: 3 of 12 is 25 %
+    await submit(client, team)
+    await submit(client, team)
+    assert crossings("50") == 1  # 5 of 12
+    await submit(client, team)  # 6 of 12: 50 % of the new limit is announced again
+    assert crossings("50") == 2
+    await put_budgets(client, path, day=7 * price)  # lowered: 6 of 7 is 86 %
+    await submit(client, team)  # 7 of 7: the highest level against the new limit
+    assert crossings("100") == 1
+
+
 async def test_estimate_prices_and_checks_without_reserving(
     client: httpx.AsyncClient, db: asyncpg.Connection, price: int
 ) -> None:
