@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
+from prometheus_client import Gauge
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
@@ -29,6 +32,46 @@ async def _reset_nothing(conn: asyncpg.Connection) -> None:
     The gateway keeps no session state (no SET, LISTEN, session advisory locks or
     cursors); asyncpg itself still rolls back an open transaction and drops listeners.
     """
+
+
+T = TypeVar("T")
+
+
+class ConnectionLease:
+    """A request's pooled connection, which it gives back while it waits on something
+    that is not the database (a stalled Redis, a task's outcome) and takes again after:
+    a slow dependency must not drain the pool that every other request needs."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: asyncpg.Connection | None = None
+
+    async def get(self) -> asyncpg.Connection:
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            held, self._conn = self._conn, None
+            await self._pool.release(held)
+
+    async def without(
+        self, awaitable: Awaitable[T], *, hold_seconds: float, slow: Gauge | None = None
+    ) -> T:
+        """Await `awaitable`; if it takes longer than `hold_seconds`, the connection is
+        given back meanwhile (the next `get` takes one again), and `slow` counts the wait."""
+        if self._conn is None:
+            return await awaitable
+        waiting = asyncio.ensure_future(awaitable)
+        done, _ = await asyncio.wait({waiting}, timeout=hold_seconds)
+        if done:
+            return waiting.result()
+        await self.release()
+        if slow is None:
+            return await waiting
+        with slow.track_inprogress():
+            return await waiting
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:

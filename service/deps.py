@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service.audit.service import AuditContext
 from service.catalog.models import PriceTable
 from service.config import Settings
+from service.db import ConnectionLease
 from service.errors import Unauthorized
 from service.logs import request_id_var
 from service.ratelimit import EarlyCheck, RateLimiter
@@ -63,16 +64,15 @@ Credentials = HTTPAuthorizationCredentials | None
 @dataclass
 class TeamRequest:
     """What a team's request works with: the shared resources, its connection, its caller
-    (and for a submission, its rate-limit check begun early and the key's hash)."""
+    (and for a submission, its rate-limit check begun early, the key's hash, and the lease
+    of its connection, which it gives back while it waits)."""
 
     res: Resources
     conn: asyncpg.Connection
     caller: Caller
     early_check: EarlyCheck | None = None
     key_hash: bytes | None = None
-    # Gives the connection back before the request ends (a submission about to wait);
-    # `conn` must not be used after it.
-    release: Callable[[], Awaitable[None]] | None = None
+    lease: ConnectionLease | None = None
 
 
 async def team_request(
@@ -98,21 +98,14 @@ async def submission_request(
     token = credentials.credentials if credentials else None
     key_hash = token_hash(token)
     early = res.limiter.start_early(key_hash) if key_hash else None
-    conn: asyncpg.Connection | None = await res.pool.acquire()
-
-    async def release() -> None:
-        nonlocal conn
-        if conn is not None:
-            held, conn = conn, None
-            await res.pool.release(held)
-
+    lease = ConnectionLease(res.pool)
     try:
-        assert conn is not None
+        conn = await lease.get()
         caller = await authenticate(conn, token=token, key_hash=key_hash)
-        yield TeamRequest(res, conn, caller, early_check=early, key_hash=key_hash, release=release)
+        yield TeamRequest(res, conn, caller, early_check=early, key_hash=key_hash, lease=lease)
     finally:
         res.limiter.abandon(early)  # unless the submission's check used it
-        await release()
+        await lease.release()
 
 
 SubmissionCtx = Annotated[TeamRequest, Depends(submission_request)]

@@ -153,6 +153,12 @@ UPSTREAM_IN_FLIGHT = Gauge(
     ["operation"],
     multiprocess_mode="livesum",
 )
+RATE_LIMIT_SLOW_CHECKS = Gauge(
+    "qgw_rate_limit_slow_checks",
+    "Submissions waiting on a slow rate-limit store now, their database connection given "
+    "back meanwhile (sum across processes)",
+    multiprocess_mode="livesum",
+)
 TASK_EVENT_WAITERS = Gauge(
     "qgw_task_event_waiters",
     "Sync waiters and event streams this API process holds (sum across processes)",

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 WINDOW_MS = 60_000
 CLIENT_NAME = "qgw-rate-limits"  # in Redis's CLIENT LIST
 KNOWN_KEYS = 10_000  # keys whose limits are remembered for early checks
+# A check gives up (QGW_RATE_LIMIT_ON_REDIS_ERROR decides) after this many stall periods.
+CHECK_DEADLINE_STALLS = 2.5
 STALL_SECONDS = 2.0  # no answer for this long with checks waiting: Redis is unreachable
 
 # KEYS: one list per limit. ARGV: window ms, then one limit per key.
@@ -396,11 +398,14 @@ class RateLimiter:
         if not entries:
             return Decision()
         try:
-            if early is not None:
-                raw = await self._answer(early.call, early.sent)
-            else:
-                raw = await self._answer(self._check_call(entries))
-        except (RedisError, OSError) as exc:
+            # One bound for the whole check, whatever Redis does: a stall, then a new
+            # connection whose handshake stalls too, is at most this long.
+            async with asyncio.timeout(CHECK_DEADLINE_STALLS * self._pipe.stall_seconds):
+                if early is not None:
+                    raw = await self._answer(early.call, early.sent)
+                else:
+                    raw = await self._answer(self._check_call(entries))
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             return self._unavailable(exc)
         quotas = [
             Quota(

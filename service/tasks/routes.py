@@ -131,9 +131,10 @@ async def submit_task(
     terminal task if it ends in time, else the task as it is then."""
     res = ctx.res
     wait = prefer_wait(prefer, res.settings.sync_max_wait_seconds)
+    assert ctx.lease is not None
     admission = await service.submit_task(
         res,
-        ctx.conn,
+        ctx.lease,
         caller=ctx.caller,
         body=body,
         idempotency_key=idempotency_key,
@@ -142,8 +143,7 @@ async def submit_task(
     )
     row, headers = admission.row, admission.headers
     if wait is not None:
-        assert ctx.release is not None
-        await ctx.release()  # no connection is held while waiting
+        await ctx.lease.release()  # no connection is held while waiting
         async with _watch_disconnect(request) as gone:
             row = await waiting.wait_for_outcome(
                 res, caller=ctx.caller, task_id=row["id"], wait_seconds=wait, gone=gone

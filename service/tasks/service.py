@@ -22,6 +22,7 @@ from service.budgets.service import (
 from service.catalog.models import PriceTable, format_usd
 from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import TaskRequest
+from service.db import ConnectionLease
 from service.deps import Resources
 from service.errors import (
     IdempotencyConflict,
@@ -32,7 +33,12 @@ from service.errors import (
     PriceNotConfigured,
     UpstreamUnavailable,
 )
-from service.metrics import BUDGET_EXCLUSIVE_ADMISSIONS, TASKS_ADMITTED, TASKS_REJECTED
+from service.metrics import (
+    BUDGET_EXCLUSIVE_ADMISSIONS,
+    RATE_LIMIT_SLOW_CHECKS,
+    TASKS_ADMITTED,
+    TASKS_REJECTED,
+)
 from service.ratelimit import EarlyCheck
 from service.tasks import repository
 from service.tasks.execution import refresh_from_upstream
@@ -93,9 +99,15 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# A rate-limit answer later than this (a stalled Redis) is awaited without holding the
+# submission's pooled connection. Normally the answer is already in: the check started
+# while the key was authenticated.
+HOLD_CONNECTION_FOR_REDIS_SECONDS = 0.05
+
+
 async def submit_task(
     res: Resources,
-    conn: asyncpg.Connection,
+    lease: ConnectionLease,
     *,
     caller: Caller,
     body: TaskRequest,
@@ -116,6 +128,7 @@ async def submit_task(
     cost = price_of(res.prices, task)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
+    conn = await lease.get()
     if idempotency_key is not None:
         # A retry of a bound key replays before any limit: it creates and spends nothing,
         # so no rate limit, budget or concurrency cap may refuse it (its early rate-limit
@@ -125,8 +138,13 @@ async def submit_task(
         )
         if bound is not None:
             return Admission(await _replay(conn, caller, bound, digest))
-    quota = await res.limiter.check(caller, early=early_check, key_hash=key_hash)
+    quota = await lease.without(
+        res.limiter.check(caller, early=early_check, key_hash=key_hash),
+        hold_seconds=HOLD_CONNECTION_FOR_REDIS_SECONDS,
+        slow=RATE_LIMIT_SLOW_CHECKS,
+    )
     headers = quota.headers()
+    conn = await lease.get()
     task_id = new_task_id()
     admit = partial(
         budgets.admit_task,

@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from service.catalog.schemas import TaskRequest
+from service.db import ConnectionLease
 from service.deps import Resources
 from service.tasks import repository
 from service.tasks.render import render_task
@@ -29,10 +30,13 @@ async def submit_and_wait(
     gone: asyncio.Event | None = None,
 ) -> Admission:
     """Admit like submit_task, then wait_for_outcome (the connection is given back first)."""
-    async with res.pool.acquire() as conn:
+    lease = ConnectionLease(res.pool)
+    try:
         admission = await submit_task(
-            res, conn, caller=caller, body=body, idempotency_key=idempotency_key
+            res, lease, caller=caller, body=body, idempotency_key=idempotency_key
         )
+    finally:
+        await lease.release()
     row = await wait_for_outcome(
         res, caller=caller, task_id=admission.row["id"], wait_seconds=wait_seconds, gone=gone
     )

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.catalog.schemas import TaskRequest
+from service.db import ConnectionLease
 from service.deps import Resources
 from service.dev import free_port
 from service.errors import ConcurrencyLimited, UpstreamUnavailable
@@ -126,16 +127,20 @@ async def test_redis_unreachable_follows_the_configured_policy(
     )
     caller = await authenticate(db, token=team.key)
     body = TaskRequest.model_validate(task_body())
-    if policy == "deny":
-        with pytest.raises(UpstreamUnavailable):
-            await submit_task(cut_off, db, caller=caller, body=body, idempotency_key=None)
-        assert await db.fetchval("SELECT count(*) FROM tasks") == 0
-        return
-    admitted = await submit_task(cut_off, db, caller=caller, body=body, idempotency_key=None)
-    assert admitted.row["status"] == "queued" and admitted.headers == {}
-    # The rate limit is off, but the concurrency limit (Postgres) still holds.
-    with pytest.raises(ConcurrencyLimited):
-        await submit_task(cut_off, db, caller=caller, body=body, idempotency_key=None)
+    lease = ConnectionLease(res.pool)
+    try:
+        if policy == "deny":
+            with pytest.raises(UpstreamUnavailable):
+                await submit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
+            assert await db.fetchval("SELECT count(*) FROM tasks") == 0
+            return
+        admitted = await submit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
+        assert admitted.row["status"] == "queued" and admitted.headers == {}
+        # The rate limit is off, but the concurrency limit (Postgres) still holds.
+        with pytest.raises(ConcurrencyLimited):
+            await submit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
+    finally:
+        await lease.release()
 
 
 async def test_a_redis_that_stops_answering_counts_as_unreachable(

