@@ -36,6 +36,17 @@ async def _reset_nothing(conn: asyncpg.Connection) -> None:
 
 T = TypeVar("T")
 
+# The database errors that mean "not now" (restarting, failing over, out of connections),
+# as opposed to a wrong statement: worth another try, and a 503 to a caller.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
 
 class ConnectionLease:
     """A request's pooled connection, which it gives back while it waits on something

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.db import DATABASE_UNAVAILABLE
+
 logger = logging.getLogger(__name__)
 
 
@@ -118,6 +120,11 @@ class UpstreamUnavailable(ServiceError):
     code = "upstream_unavailable"
 
 
+class ServiceUnavailable(ServiceError):
+    status = 503
+    code = "service_unavailable"
+
+
 def error_response(err: ServiceError) -> JSONResponse:
     return JSONResponse(err.envelope(), status_code=err.status, headers=err.headers)
 
@@ -169,5 +176,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DATABASE_UNAVAILABLE):  # restarting or failing over: not a bug
+            logger.warning(
+                "database unavailable",
+                extra={"path": request.url.path, "error": type(exc).__name__},
+            )
+            return error_response(
+                ServiceUnavailable(
+                    "the gateway's database is unavailable; retry shortly",
+                    headers={"Retry-After": "2"},
+                )
+            )
         logger.exception("unhandled error", extra={"path": request.url.path})
         return error_response(InternalError("internal error"))

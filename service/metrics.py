@@ -58,6 +58,10 @@ UPSTREAM_TRANSIENT_NOT_FOUND = Counter(
     "qgw_upstream_transient_not_found_total",
     "404s on a task Qingbo accepted moments before, read again instead of failing the task",
 )
+DATABASE_RETRIES = Counter(
+    "qgw_database_write_retries_total",
+    "Writes of Qingbo's answers tried again because the database was unavailable",
+)
 UPSTREAM_SUBMIT_RETRIES = Counter(
     "qgw_upstream_submit_retries_total", "Submissions put back for a retry", ["reason"]
 )

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from fastapi import FastAPI
 
-from service.errors import InternalError, ServiceError
+from service.errors import InternalError, ServiceError, ServiceUnavailable
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -31,7 +31,7 @@ ERROR_SCHEMA = {
 def error_responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: each status with the codes it may carry, in Qingbo's envelope."""
     by_status: dict[int, list[str]] = defaultdict(list)
-    everything: tuple[type[ServiceError], ...] = (*errors, InternalError)
+    everything: tuple[type[ServiceError], ...] = (*errors, InternalError, ServiceUnavailable)
     for err in everything:
         if err.code not in by_status[err.status]:
             by_status[err.status].append(err.code)

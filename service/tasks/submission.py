@@ -7,12 +7,15 @@ that arq runs twice changes nothing the second time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -20,9 +23,11 @@ from service.catalog.generations import generation
 from service.catalog.models import STATUSES
 from service.catalog.rules import upstream_body
 from service.config import Settings
+from service.db import DATABASE_UNAVAILABLE
 from service.deps import Resources
 from service.errors import InvalidRequest
 from service.metrics import (
+    DATABASE_RETRIES,
     TASK_QUEUE_WAIT,
     UPSTREAM_AMBIGUOUS,
     UPSTREAM_AMBIGUOUS_RESENDS,
@@ -42,6 +47,7 @@ from service.upstream.errors import (
 from service.upstream.parse import parse_upstream_task, report_oddities
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Qingbo remembers an Idempotency-Key for 24 h (task/submit.mdx); an hour's margin.
 UPSTREAM_KEY_WINDOW = timedelta(hours=23)
@@ -141,17 +147,21 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
     # as submitted and tracked, never sent again.
     view = parse_upstream_task({**answer, "status": answer.get("status", "queued")})
     report_oddities(view, operation="submit", task_id=task_id)
-    async with res.pool.acquire() as conn:
-        recorded = await repository.record_submitted(
-            conn,
-            task_id,
-            attempt=attempt,
-            upstream_task_id=upstream_id,
-            status="processing" if view.status == "processing" else "queued",
-            progress=view.progress,
-            next_poll_in=settings.poll_initial_seconds,
-            pre_consumed_quota=view.pre_consumed_quota,
-        )
+
+    async def record() -> asyncpg.Record | None:
+        async with res.pool.acquire() as conn:
+            return await repository.record_submitted(
+                conn,
+                task_id,
+                attempt=attempt,
+                upstream_task_id=upstream_id,
+                status="processing" if view.status == "processing" else "queued",
+                progress=view.progress,
+                next_poll_in=settings.poll_initial_seconds,
+                pre_consumed_quota=view.pre_consumed_quota,
+            )
+
+    recorded = await keep_trying(record, task_id=task_id, seconds=settings.submit_lease_seconds)
     if recorded is None:
         logger.error("submitted task changed state meanwhile", extra={"task_id": task_id})
         return "lost_race"
@@ -168,6 +178,27 @@ def within_retry_deadline(settings: Settings, first_sent_at: datetime | None) ->
         return True
     elapsed = (datetime.now(UTC) - first_sent_at).total_seconds()
     return elapsed < settings.upstream_retry_deadline_seconds
+
+
+async def keep_trying(write: Callable[[], Awaitable[T]], *, task_id: str, seconds: float) -> T:
+    """Qingbo's answer is never thrown away: a write of it that meets an unavailable
+    database is tried again, with backoff, for up to `seconds` (the submit lease, after
+    which the reconciler settles the task with the upstream Idempotency-Key)."""
+    deadline = time.monotonic() + seconds
+    delay = 0.05
+    while True:
+        try:
+            return await write()
+        except DATABASE_UNAVAILABLE as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            DATABASE_RETRIES.inc()
+            logger.warning(
+                "database unavailable: recording Qingbo's answer again shortly",
+                extra={"task_id": task_id, "error": type(exc).__name__},
+            )
+            await asyncio.sleep(delay)  # backoff while the database comes back
+            delay = min(1.0, delay * 2)
 
 
 async def _submit_failed(

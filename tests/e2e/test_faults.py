@@ -7,9 +7,13 @@ lost, nothing paid twice, the ledger balanced. The table is printed at the end (
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,9 @@ from prometheus_client import REGISTRY
 
 from service.app import create_app
 from service.config import Settings
-from service.dev import free_port
+from service.db import migrate
+from service.dev import free_port, wait_until_healthy
+from tests.conftest import Process, settings_env
 from tests.e2e.faults import FaultRow, FaultTable, tally
 from tests.factories import (
     ADMIN,
@@ -267,3 +273,170 @@ async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
         row = await tally("Redis SIGSTOPped during 40 submissions", client, sim, db, admitted)
         assert_survived(row, table)
         assert row.completed == len(admitted) == 42
+
+
+class PrivatePostgres:
+    """An embedded Postgres (pgserver) of this test's own, to stop and start again."""
+
+    def __init__(self) -> None:
+        import pgserver
+
+        self.server = pgserver.get_server(tempfile.mkdtemp(prefix="qgw-pg-fault-"))
+        self.url = self.server.get_uri()
+
+    def stop(self) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        self.server.cleanup()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    pg = PrivatePostgres()
+    migrate(pg.url)
+    yield pg
+    pg.cleanup()
+
+
+async def test_postgres_restarted_under_load_loses_nothing(
+    settings: Settings,
+    sim: httpx.AsyncClient,
+    logs_dir: Path,
+    start_worker: Any,
+    private_postgres: PrivatePostgres,
+    table: FaultTable,
+) -> None:
+    """Point 2: the stack's Postgres is stopped and started again while tasks are being
+    admitted, submitted and tracked. Qingbo's answers are kept until it is back; no task
+    is lost, failed or paid twice, and the ledger balances."""
+    await sim.put(
+        "/_sim/config", json={"queue_seconds": 1, "processing_seconds": 2, "latency_ms": 200}
+    )
+    port = free_port()
+    stack = settings.model_copy(
+        update={
+            "database_url": private_postgres.url,
+            "arq_queue_name": f"{settings.arq_queue_name}-pg",
+            "public_base_url": f"http://127.0.0.1:{port}",
+        }
+    )
+    api = Process(["api", "--port", str(port)], settings_env(stack), logs_dir / "api-pg.log")
+    api.start()
+    try:
+        gw_url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(f"{gw_url}/healthz")
+        ops = free_port()
+        start_worker(
+            database_url=stack.database_url,
+            arq_queue_name=stack.arq_queue_name,
+            public_base_url=stack.public_base_url,
+            worker_http_port=ops,
+        )
+        async with httpx.AsyncClient(base_url=gw_url, timeout=30) as gw:
+            teams = [await budgeted_team(gw) for _ in range(2)]
+            admitted = await admit(gw, teams, 12)
+
+            async def some_in_flight() -> bool:
+                states = [await task_status(gw, team, task_id) for team, task_id in admitted]
+                return sum(1 for s in states if s["upstream_task_id"]) >= 3
+
+            await wait_for(some_in_flight)
+            # Submissions that will be inside their call to Qingbo when the database stops:
+            # its answer must be kept until the database is back.
+            await sim.put("/_sim/config", json={"latency_ms": 1500})
+            admitted += await admit(gw, teams, 4)
+            watcher = await asyncpg.connect(private_postgres.url)
+
+            async def being_submitted() -> bool:
+                return bool(
+                    await watcher.fetchval(
+                        "SELECT count(*) FROM tasks WHERE dispatch_state = 'submitting'"
+                    )
+                )
+
+            await wait_for(being_submitted)
+            await watcher.close()
+
+            async def keep_submitting(stop: asyncio.Event) -> None:
+                """Load while the database is away: what is admitted must finish."""
+                i = 0
+                while not stop.is_set():
+                    team = teams[i % 2]
+                    i += 1
+                    with contextlib.suppress(httpx.HTTPError):
+                        answer = await gw.post("/v1/tasks", json=task_body(), headers=team.headers)
+                        if answer.status_code == 200:
+                            admitted.append((team, answer.json()["task_id"]))
+                    await asyncio.sleep(0.05)  # a steady trickle of submissions
+
+            stop = asyncio.Event()
+            load = asyncio.create_task(keep_submitting(stop))
+            await asyncio.to_thread(private_postgres.stop)
+
+            async def api_sees_it_down() -> bool:
+                return (await gw.get("/readyz")).status_code == 503
+
+            await wait_for(api_sees_it_down)
+            refused = await gw.post("/v1/tasks", json=task_body(), headers=teams[0].headers)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
+            assert refused.json()["error"]["code"] == "service_unavailable"
+
+            async def answers_wait_for_the_database() -> bool:
+                """Qingbo has answered the submissions and the worker is trying to record
+                them (its calls are done, its retries counted)."""
+                metrics = (await gw.get(f"http://127.0.0.1:{ops}/metrics")).text
+                return (
+                    sample(metrics, "qgw_upstream_requests_in_flight", 'operation="submit"') == 0
+                    and sample(metrics, "qgw_database_write_retries_total") > 0
+                )
+
+            await wait_for(answers_wait_for_the_database, timeout=10)
+            await asyncio.to_thread(private_postgres.start)
+
+            async def api_sees_it_back() -> bool:
+                return (await gw.get("/readyz")).status_code == 200
+
+            await wait_for(api_sees_it_back, timeout=30)
+            await wait_for(lambda: _more_admitted(gw, teams[0], admitted), timeout=30)
+            stop.set()
+            await load
+            await finish_all(gw, admitted, timeout=120)
+            async with contextlib.AsyncExitStack() as exits:
+                conn = await asyncpg.connect(private_postgres.url)
+                exits.push_async_callback(conn.close)
+                await conn.set_type_codec(
+                    "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+                )
+                row = await tally(
+                    "Postgres stopped and started under load", gw, sim, conn, admitted
+                )
+    finally:
+        api.stop()
+    assert_survived(row, table)
+    assert row.failed == 0 and row.completed == row.submitted >= 16
+
+
+def sample(scrape: str, name: str, labels: str = "") -> float:
+    """One sample's value in a Prometheus text scrape (0 when absent)."""
+    selector = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "")
+    found = re.search(rf"^{selector} (\S+)$", scrape, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def _more_admitted(
+    gw: httpx.AsyncClient, team: TeamKey, admitted: list[tuple[TeamKey, str]]
+) -> bool:
+    """A submission after the restart is admitted (the pool made new connections)."""
+    answer = await gw.post("/v1/tasks", json=task_body(), headers=team.headers)
+    if answer.status_code == 200:
+        admitted.append((team, answer.json()["task_id"]))
+        return True
+    return False
