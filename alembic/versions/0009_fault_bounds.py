@@ -15,6 +15,10 @@ credentials dropped): the team-facing delivery log shows them instead of the res
 body, which only the admin API shows. An attempt is logged when it starts and completed
 when it ends (`finished_at`), so one cut short by a crash or a cancelled job still shows,
 and the next claim of its event marks it interrupted.
+
+`task_media` holds a task's Base64 images, out of `tasks.request` (which keeps a marker
+naming each one's size): lists, reads, events and webhooks never read them; only the
+submission to Qingbo does (bench/list_images.py).
 """
 
 from service.db import run_script
@@ -35,6 +39,10 @@ def upgrade() -> None:
         UPDATE webhook_attempts SET finished_at = started_at;
         CREATE INDEX webhook_attempts_unfinished ON webhook_attempts (event_id)
             WHERE finished_at IS NULL;
+        CREATE TABLE task_media (
+            task_id text PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
+            media jsonb NOT NULL
+        );
         """
     )
 
@@ -42,6 +50,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     run_script(
         """
+        DROP TABLE task_media;
         ALTER TABLE webhook_attempts DROP COLUMN response_headers, DROP COLUMN finished_at;
         ALTER TABLE tasks DROP COLUMN ambiguous_resends;
         """

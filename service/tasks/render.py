@@ -20,6 +20,7 @@ from typing import Any
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.catalog.models import TERMINAL_STATUSES, format_usd, micros_to_quota
 from service.catalog.rules import prompt_camera_tags
+from service.tasks.media import summarise_image
 
 DEFAULT_VERSION = DEFAULT_ANSWER_VERSION
 
@@ -30,13 +31,6 @@ def unix_ms(value: datetime | None) -> int | None:
 
 def unix_s(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp())
-
-
-def _summarise_image(value: str | None) -> str | None:
-    if value is None or value.startswith(("http://", "https://")):
-        return value
-    size = len(value) * 3 // 4
-    return f"base64 image, about {size} bytes"
 
 
 def charged_micros(row: Any) -> int:
@@ -79,9 +73,9 @@ def _gateway_fields(row: Any) -> dict[str, Any]:
         "aspect_ratio": request.get("aspect_ratio") or "16:9",
         "resolution": request["resolution"],
         "duration": request["duration"],
-        "image_urls": [_summarise_image(i) for i in images] if images else None,
-        "first_frame_image": _summarise_image(request.get("first_frame_image")),
-        "last_frame_image": _summarise_image(request.get("last_frame_image")),
+        "image_urls": [summarise_image(i) for i in images] if images else None,
+        "first_frame_image": summarise_image(request.get("first_frame_image")),
+        "last_frame_image": summarise_image(request.get("last_frame_image")),
         "seed": request.get("seed"),
         "camera_movement_tags": request.get("camera_movement_tags"),
         "prompt_camera_tags": prompt_camera_tags(request["prompt"], strict=False),

@@ -237,13 +237,19 @@ async def start_submit(
                callback_token_hash = $3, first_sent_at = coalesce(first_sent_at, now()),
                upstream_api_version = $4, updated_at = now()
         WHERE id = $1 AND dispatch_state = 'claimed' AND dispatch_attempts = $2
-        RETURNING id, team_id, model, request, dispatch_attempts, first_sent_at
+        RETURNING id, team_id, model, request, dispatch_attempts, first_sent_at,
+                  (SELECT media FROM task_media m WHERE m.task_id = tasks.id) AS media
         """,
         task_id,
         attempt,
         callback_token_hash,
         api_version,
     )
+
+
+async def store_media(conn: asyncpg.Connection, task_id: str, media: dict[str, Any]) -> None:
+    """The task's Base64 images, beside it (see service/tasks/media.py)."""
+    await conn.execute("INSERT INTO task_media (task_id, media) VALUES ($1, $2)", task_id, media)
 
 
 async def dispatch_state(conn: asyncpg.Connection, task_id: str) -> asyncpg.Record | None:

@@ -42,6 +42,7 @@ from service.metrics import (
 from service.ratelimit import EarlyCheck
 from service.tasks import repository
 from service.tasks.execution import refresh_from_upstream
+from service.tasks.media import split_media
 from service.tasks.schemas import decode_cursor, encode_cursor
 from service.tasks.settlement import finish
 from service.teams.service import Caller
@@ -146,6 +147,7 @@ async def submit_task(
     headers = quota.headers()
     conn = await lease.get()
     task_id = new_task_id()
+    stored_request, media = split_media(task.request)
     admit = partial(
         budgets.admit_task,
         conn,
@@ -154,7 +156,7 @@ async def submit_task(
         api_key_id=caller.key_id,
         model=task.model.id,
         action=task.request["action"],
-        request=task.request,
+        request=stored_request,
         cost_micros=cost,
         priority=task.priority,
         callback_url=task.callback_url,
@@ -166,7 +168,7 @@ async def submit_task(
     announce_queued = task.callback_url is not None and "queued" in task.callback_events
 
     async def attempt(exclusive: bool) -> asyncpg.Record:
-        if idempotency_key is None and not announce_queued:
+        if idempotency_key is None and not announce_queued and media is None:
             # One statement: atomic without BEGIN/COMMIT round trips.
             return await admit(exclusive=exclusive)
         async with conn.transaction():
@@ -186,7 +188,10 @@ async def submit_task(
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
             row = await admit(exclusive=exclusive)
-            await outbox.task_event(conn, row, "queued", version=caller.api_version)
+            if media is not None:
+                await repository.store_media(conn, task_id, media)
+            if announce_queued:
+                await outbox.task_event(conn, row, "queued", version=caller.api_version)
             return row
 
     try:

@@ -35,6 +35,7 @@ from service.metrics import (
     UPSTREAM_SUBMIT_RETRIES,
 )
 from service.tasks import repository
+from service.tasks.media import join_media
 from service.tasks.queue import kick_dispatch
 from service.tasks.settlement import finish
 from service.upstream.errors import (
@@ -118,7 +119,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
         try:
             # Made for the generation the upstream speaks now (it may have changed since
             # the task was admitted).
-            body = upstream_body(row["request"], gen)
+            body = upstream_body(join_media(row["request"], row["media"]), gen)
         except InvalidRequest as exc:
             async with conn.transaction():
                 await finish(
