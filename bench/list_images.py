@@ -27,7 +27,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database  # noqa: E402
+from bench.stack import database, drop_database  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
 from service.tasks import repository  # noqa: E402
 from service.tasks.media import split_media  # noqa: E402
@@ -140,9 +140,7 @@ async def measure(base: str, url: str, image_mib: float, runs: int) -> int:
         shown = (await listing(big_team))[0]["image_urls"]
         print(f"\nthe list shows each big image as: {shown}")
     await pool.close()
-    admin = await asyncpg.connect(base)
-    await admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
-    await admin.close()
+    await drop_database(base, url)
     return 1 if missed else 0
 
 

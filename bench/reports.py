@@ -26,7 +26,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database  # noqa: E402
+from bench.stack import database, drop_database  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
 from service.spend.service import build_report, parse_query  # noqa: E402
 
@@ -141,9 +141,7 @@ async def measure(base: str, url: str, tasks: int, runs: int) -> int:
     if KEEP:
         print(f"kept {url}")
         return 1 if missed else 0
-    admin_conn = await asyncpg.connect(base)
-    await admin_conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
-    await admin_conn.close()
+    await drop_database(base, url)
     return 1 if missed else 0
 
 

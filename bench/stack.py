@@ -36,6 +36,13 @@ def database() -> tuple[str, str]:
     return base, urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
 
 
+async def drop_database(base: str, url: str) -> None:
+    """Drop the database `database()` made (from `base`, the server's own)."""
+    admin = await asyncpg.connect(base)
+    await admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+    await admin.close()
+
+
 def redis_url() -> str:
     url = os.environ.get("QGW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     try:

@@ -13,7 +13,6 @@ from redis.exceptions import RedisError
 from service.deps import AdminCtx, AppResources, Resources, TeamCtx, require_admin
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
-from service.tasks import repository as tasks
 from service.tasks.queue import enqueue_delivery
 from service.types import Storable
 from service.webhooks import repository, service
@@ -50,12 +49,9 @@ async def list_deliveries(task_id: TaskId, ctx: TeamCtx) -> Any:
     """Every event sent (or to be sent) to the task's callback_url, oldest first, with each
     attempt: time, HTTP status, latency, the receiver's answer headers, the error. The
     answer's body is not shown here (the admin API shows its first bytes)."""
-    if await tasks.get_task(ctx.conn, task_id, team_id=ctx.caller.team_id) is None:
-        raise NotFound(f"task {task_id} not found")
-    rows = await repository.list_for_task(
+    return await service.delivery_log(
         ctx.conn, task_id=task_id, team_id=ctx.caller.team_id, with_bodies=False
     )
-    return {"object": "list", "data": [dict(r) for r in rows]}
 
 
 @admin.get(
@@ -68,10 +64,7 @@ async def admin_list_deliveries(task_id: TaskId, res: AppResources) -> Any:
     """The team's delivery log plus the first 512 bytes of each answer, for operators
     debugging a receiver."""
     async with res.pool.acquire() as conn:
-        if await tasks.get_task(conn, task_id) is None:
-            raise NotFound(f"task {task_id} not found")
-        rows = await repository.list_for_task(conn, task_id=task_id, team_id=None, with_bodies=True)
-    return {"object": "list", "data": [dict(r) for r in rows]}
+        return await service.delivery_log(conn, task_id=task_id, team_id=None, with_bodies=True)
 
 
 @router.post(
