@@ -14,6 +14,7 @@ from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import health
+from service.archive import routes as archive_routes
 from service.audit import routes as audit_routes
 from service.budgets import routes as budget_routes
 from service.catalog import routes as catalog_routes
@@ -131,7 +132,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (task_routes, catalog_routes, team_routes, upstream_routes, health):
+    for module in (
+        task_routes,
+        archive_routes,
+        catalog_routes,
+        team_routes,
+        upstream_routes,
+        health,
+    ):
         app.include_router(module.router)
     for module in (budget_routes, spend_routes, webhook_routes):
         app.include_router(module.router)

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     metrics_metadata_keys: str = ""
     metrics_metadata_top: int = Field(10, ge=1, le=100)
 
+    # The archive of paid videos (README "Archive"): where (file://, s3://, gs://, az://;
+    # unset: off), whether content answers redirect to signed URLs, and its retry pace.
+    archive_url: str | None = None
+    archive_redirect: bool = False
+    archive_retry_base_seconds: float = Field(5.0, gt=0)
+    archive_read_timeout_seconds: float = Field(60.0, gt=0)
+    archive_lease_seconds: float = Field(900.0, gt=0)
+
     # Budgets: day/week/month windows are calendar windows in this zone (weeks start Monday).
     budget_timezone: str = "UTC"
     # Percent levels of a budget's limit whose crossing is announced (metric, log, webhook).

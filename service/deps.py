@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.archive.copier import Archiver
 from service.audit.service import AuditContext
 from service.catalog.models import PriceTable
 from service.config import Settings
@@ -39,6 +40,7 @@ class Resources:
     limiter: RateLimiter
     webhooks: WebhookSender
     events: TaskEvents | None = None  # API processes only
+    archive: Archiver | None = None  # with QGW_ARCHIVE_URL
     # What "now" is for budget windows; tests move it to cross window boundaries.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 

@@ -95,6 +95,21 @@ class IdempotencyConflict(ServiceError):
     code = "idempotency_conflict"
 
 
+class NotArchived(ServiceError):
+    status = 404
+    code = "not_archived"
+
+
+class ArchiveGone(ServiceError):
+    status = 410
+    code = "archive_failed"
+
+
+class RangeNotSatisfiable(ServiceError):
+    status = 416
+    code = "range_not_satisfiable"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"

@@ -163,6 +163,17 @@ RATE_LIMIT_SLOW_CHECKS = Gauge(
     "back meanwhile (sum across processes)",
     multiprocess_mode="livesum",
 )
+ARCHIVE_VIDEOS = Counter(
+    "qgw_archive_videos_total",
+    "Attempts to archive a result video, by outcome (stored, retry, failed)",
+    ["outcome"],
+)
+ARCHIVE_BYTES = Counter("qgw_archive_bytes_total", "Bytes of video stored in the archive")
+ARCHIVE_WAIT = Histogram(
+    "qgw_archive_wait_seconds",
+    "From a task's completion to its video stored in the archive",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 24 * 3600),
+)
 TASK_EVENT_WAITERS = Gauge(
     "qgw_task_event_waiters",
     "Sync waiters and event streams this API process holds (sum across processes)",

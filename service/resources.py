@@ -8,6 +8,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from arq import create_pool
 from arq.connections import RedisSettings
 
+from service.archive.copier import Archiver
+from service.archive.store import open_store
 from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
@@ -65,6 +67,10 @@ async def open_resources(
             on_error=settings.rate_limit_on_redis_error,
         )
         stack.push_async_callback(limiter.aclose)
+        archive = None
+        if settings.archive_url:
+            archive = Archiver(settings, open_store(settings.archive_url), webhooks.policy)
+            stack.push_async_callback(archive.aclose)
         yield Resources(
             settings=settings,
             pool=pool,
@@ -75,4 +81,5 @@ async def open_resources(
             limiter=limiter,
             webhooks=webhooks,
             events=events,
+            archive=archive,
         )

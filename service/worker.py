@@ -145,6 +145,14 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             job(jobs.submit_task),
             job(jobs.refresh_task),
             job(jobs.deliver_webhook),
+            # A copy of a long video may take longer than any upstream call.
+            func(
+                instrumented(jobs.archive_video),
+                name=jobs.archive_video.__name__,
+                timeout=int(settings.archive_lease_seconds),
+                keep_result=0,
+                max_tries=3,
+            ),
         ],
         "cron_jobs": [
             cron(
@@ -160,6 +168,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 keep_result=0,
             ),
             cron(jobs.sweep_webhooks, name="cron:webhooks", second=EVERY_SECOND, keep_result=0),
+            cron(jobs.sweep_archive, name="cron:archive", second=EVERY_SECOND, keep_result=0),
             cron(
                 instrumented(jobs.reconcile_tasks),
                 name="cron:reconcile",

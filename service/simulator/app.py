@@ -14,12 +14,13 @@ import random
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from service.catalog.generations import Generation, generation
@@ -40,6 +41,8 @@ from service.simulator.state import (
     SimTask,
     billed_quota,
     mp4_bytes,
+    mp4_chunks,
+    mp4_size,
     render,
     strange,
     submit_answer,
@@ -80,7 +83,12 @@ class Simulator:
         return generation(self.config.api_version)
 
     def render(self, task: SimTask) -> dict[str, Any]:
-        return render(task, version=self.config.api_version, base_url=self.base_url)
+        return render(
+            task,
+            version=self.config.api_version,
+            base_url=self.base_url,
+            result_ttl=self.config.result_ttl(),
+        )
 
     def answer(self, body: dict[str, Any]) -> Any:
         """What Qingbo sends for `body`, strange when the simulator is told to be."""
@@ -345,7 +353,21 @@ def create_simulator_app(
             return _error(404, "the file has expired and was deleted", "not_found")
         if random.random() < sim.config.download_fail_rate:
             return _error(503, "storage unavailable (simulated)", "upstream_unavailable")
-        return Response(mp4_bytes(task.task_id), media_type="video/mp4")
+        size, rate = sim.config.video_bytes, sim.config.download_bytes_per_second
+        if not size and not rate:
+            return Response(mp4_bytes(task.task_id), media_type="video/mp4")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            step = min(rate, 256 * 1024) if rate else 1024 * 1024
+            for part in mp4_chunks(task.task_id, size, chunk=max(32, step)):
+                yield part
+                if rate:
+                    await asyncio.sleep(len(part) / rate)  # the drip itself
+
+        length = str(mp4_size(task.task_id, size))
+        return StreamingResponse(
+            chunks(), media_type="video/mp4", headers={"Content-Length": length}
+        )
 
     @app.get("/_sim/config")
     async def get_config() -> SimConfig:

@@ -4,8 +4,10 @@ shows them (qingbo-api.md; for 2026-09 the vendor's task/status.mdx and cancel.m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -49,6 +51,10 @@ class SimConfigPatch(BaseModel):
     strange_answers: bool | None = None
     # Cancels answer 2xx "cancelled" but the task goes on (reads tell the truth).
     cancel_ignored: bool | None = None
+    # Result videos of this many bytes (at least the small default), and served at most
+    # this fast (0: at once), for the archive's streaming and retry tests.
+    video_bytes: int | None = Field(None, ge=0, le=4 * 1024**3)
+    download_bytes_per_second: int | None = Field(None, ge=0)
 
 
 class SimConfig(SimConfigPatch):
@@ -66,6 +72,8 @@ class SimConfig(SimConfigPatch):
     download_fail_rate: float = Field(0.0, ge=0, le=1)
     strange_answers: bool = False
     cancel_ignored: bool = False
+    video_bytes: int = Field(0, ge=0, le=4 * 1024**3)
+    download_bytes_per_second: int = Field(0, ge=0)
 
     def result_ttl(self) -> float:
         if self.result_ttl_seconds is not None:
@@ -112,7 +120,12 @@ class SimTask:
 
 
 def render(
-    task: SimTask, *, version: str, base_url: str, now: float | None = None
+    task: SimTask,
+    *,
+    version: str,
+    base_url: str,
+    now: float | None = None,
+    result_ttl: float | None = None,
 ) -> dict[str, Any]:
     """GET /v1/tasks/{id} as `version` answers it."""
     now = time.time() if now is None else now
@@ -133,7 +146,8 @@ def render(
         body["completed_at"] = int(task.ended_at())
     if status == "completed":
         url = f"{base_url}/_sim/videos/{task.task_id}.mp4"
-        expires = int(task.finished_at() + RESULT_TTL_SECONDS[version])
+        ttl = RESULT_TTL_SECONDS[version] if result_ttl is None else result_ttl
+        expires = int(task.finished_at() + ttl)
         body["result"] = {
             "images": [],
             "videos": [{"url": [url] if current else url, "expires_at": expires}],
@@ -176,11 +190,29 @@ def submit_answer(task: SimTask, *, version: str) -> dict[str, Any]:
 
 def mp4_bytes(task_id: str) -> bytes:
     """A small valid MP4 (ftyp, free and an empty mdat box), different for every task."""
+    return b"".join(mp4_chunks(task_id, 0))
+
+
+def mp4_chunks(task_id: str, size: int, chunk: int = 1024 * 1024) -> Iterator[bytes]:
+    """An MP4 of at least `size` bytes (ftyp, a free box naming the task, an mdat box of
+    bytes derived from the task id), produced a chunk at a time: the same bytes on every
+    request, different for every task, never held whole."""
     ftyp = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
     payload = task_id.encode()
     free = (8 + len(payload)).to_bytes(4, "big") + b"free" + payload
-    mdat = b"\x00\x00\x00\x08mdat"
-    return ftyp + free + mdat
+    head = ftyp + free
+    body = max(0, size - len(head) - 8)
+    yield head + (8 + body).to_bytes(4, "big") + b"mdat"
+    block = hashlib.sha256(payload).digest() * (chunk // 32)
+    while body > 0:
+        piece = block[: min(body, len(block))]
+        body -= len(piece)
+        yield piece
+
+
+def mp4_size(task_id: str, size: int) -> int:
+    head = 24 + 8 + len(task_id.encode())
+    return head + 8 + max(0, size - head - 8)
 
 
 def strange(answer: dict[str, Any]) -> str:

@@ -141,6 +141,7 @@ async def _record_read(
                 start_time=view.start_time,
                 completed_at=view.completed_at,
                 upstream=view,
+                archive=settings.archive_url is not None,
             )
         return view.status
 

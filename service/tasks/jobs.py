@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from service.archive import repository as archives
 from service.deps import Resources
 from service.tasks import execution, submission
-from service.tasks.queue import enqueue_delivery
+from service.tasks.queue import enqueue_archive, enqueue_delivery
 from service.webhooks import repository as webhooks
 
 
@@ -58,4 +59,26 @@ async def sweep_webhooks(ctx: dict[str, Any]) -> int:
         due = await webhooks.due(conn, limit=1000)
     for row in due:
         await enqueue_delivery(res.redis, res.settings.arq_queue_name, row["id"], row["attempts"])
+    return len(due)
+
+
+async def archive_video(ctx: dict[str, Any], task_id: str, index: int) -> str:
+    res = _res(ctx)
+    if res.archive is None:
+        return "off"
+    return await res.archive.archive(res.pool, task_id, index)
+
+
+async def sweep_archive(ctx: dict[str, Any]) -> int:
+    """Enqueue every video due for archiving that no worker holds (new ones, retries, and
+    those whose worker died mid-copy: their lease ran out)."""
+    res = _res(ctx)
+    if res.archive is None:
+        return 0
+    async with res.pool.acquire() as conn:
+        due = await archives.due(conn, limit=500)
+    for row in due:
+        await enqueue_archive(
+            res.redis, res.settings.arq_queue_name, row["task_id"], row["idx"], row["attempts"]
+        )
     return len(due)

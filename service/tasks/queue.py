@@ -16,6 +16,7 @@ DISPATCH_JOB = "dispatch_pending_tasks"
 SUBMIT_JOB = "submit_task"
 REFRESH_JOB = "refresh_task"
 DELIVER_JOB = "deliver_webhook"
+ARCHIVE_JOB = "archive_video"
 
 
 async def kick_dispatch(redis: ArqRedis, queue: str) -> None:
@@ -95,3 +96,16 @@ class DispatchKicker:
                 await self._task
         if self._wanted.is_set():
             await kick_dispatch(self._redis, self._queue)
+
+
+async def enqueue_archive(
+    redis: ArqRedis, queue: str, task_id: str, index: int, attempts: int
+) -> None:
+    """One job per (video, attempt number): sweeps in many workers enqueue it once."""
+    await redis.enqueue_job(
+        ARCHIVE_JOB,
+        task_id,
+        index,
+        _job_id=f"archive:{task_id}:{index}:{attempts}",
+        _queue_name=queue,
+    )

@@ -114,6 +114,7 @@ def render_task(
             "result": _videos(row["result"], url_lists=False),
             "error": row["error"],
             **_gateway_fields(row),
+            "archive": archive_view(row, base_url),
         }
     queued_submit = submit_answer and row["status"] == "queued"
     path = f"{(base_url or '').rstrip('/')}/v1/tasks/{row['id']}"
@@ -135,7 +136,46 @@ def render_task(
     if row["status"] in TERMINAL_STATUSES:
         task["cost"] = micros_to_quota(charged_micros(row))
         task["billing_status"] = "settled" if row["status"] == "completed" else "refunded"
-    return {**task, **_gateway_fields(row)}
+    return {**task, **_gateway_fields(row), "archive": archive_view(row, base_url)}
+
+
+def archive_view(row: Any, base_url: str | None) -> dict[str, Any]:
+    """The kept copies (README "Archive"): `off` when there is nothing to keep (not
+    completed, or completed with archiving off), else the videos' combined state."""
+    videos = _archive_rows(row)
+    if not videos:
+        return {"state": "off", "videos": []}
+    states = {v["state"] for v in videos}
+    state = next((s for s in ("failed", "expired", "pending") if s in states), "stored")
+    path = f"{(base_url or '').rstrip('/')}/v1/tasks/{row['id']}/content"
+    return {
+        "state": state,
+        "videos": [
+            {
+                "url": f"{path}/{v['idx']}",
+                "state": v["state"],
+                "bytes": v["bytes"],
+                "sha256": v["sha256"],
+                "stored_at": unix_s(_as_datetime(v["stored_at"])),
+            }
+            for v in videos
+        ],
+    }
+
+
+def _archive_rows(row: Any) -> list[dict[str, Any]]:
+    try:
+        rows = row["archive"]
+    except KeyError:  # a row read without its archive (none was asked for)
+        return []
+    return list(rows or [])
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """stored_at from a jsonb aggregate is text; from a row, a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
 
 
 def render_cancelled(row: Any, *, version: str, base_url: str | None) -> dict[str, Any]:

@@ -60,13 +60,22 @@ async def claim_idempotency_key(
     return await find_idempotency_key(conn, team_id=team_id, key=key)
 
 
+# A task's kept videos (service/archive), for the answers' `archive` field.
+ARCHIVE = """
+    (SELECT jsonb_agg(jsonb_build_object('idx', a.idx, 'state', a.state, 'bytes', a.bytes,
+                                         'sha256', a.sha256, 'stored_at', a.stored_at)
+                      ORDER BY a.idx)
+     FROM video_archives a WHERE a.task_id = tasks.id) AS archive
+"""
+
+
 async def get_task(
     conn: asyncpg.Connection, task_id: str, *, team_id: UUID | None = None
 ) -> asyncpg.Record | None:
     if team_id is None:
-        return await conn.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
+        return await conn.fetchrow(f"SELECT *, {ARCHIVE} FROM tasks WHERE id = $1", task_id)
     return await conn.fetchrow(
-        "SELECT * FROM tasks WHERE id = $1 AND team_id = $2", task_id, team_id
+        f"SELECT *, {ARCHIVE} FROM tasks WHERE id = $1 AND team_id = $2", task_id, team_id
     )
 
 
@@ -81,8 +90,8 @@ async def list_tasks(
     metadata: dict[str, str] | None = None,
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
-        """
-        SELECT * FROM tasks
+        f"""
+        SELECT *, {ARCHIVE} FROM tasks
         WHERE team_id = $1
           AND ($2::text IS NULL OR status = $2)
           AND ($3::text IS NULL OR model = $3)

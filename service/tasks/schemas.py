@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,22 @@ class TaskError(BaseModel):
     code: str | None = None
 
 
+class ArchivedVideo(BaseModel):
+    url: str = Field(description="The gateway's content URL of the kept copy")
+    state: Literal["pending", "stored", "failed", "expired"]
+    bytes: int | None
+    sha256: str | None = Field(description="Hex SHA-256 of the stored bytes (the ETag)")
+    stored_at: int | None = Field(description="Unix seconds")
+
+
+class Archive(BaseModel):
+    state: Literal["pending", "stored", "failed", "expired", "off"] = Field(
+        description="off: nothing to keep (not completed, or archiving is off); else the "
+        "videos' combined state"
+    )
+    videos: list[ArchivedVideo]
+
+
 class GatewayFields(BaseModel):
     """The gateway's fields, the same in every answer version."""
 
@@ -74,6 +90,7 @@ class GatewayFields(BaseModel):
     metadata: dict[str, str] = Field(
         default_factory=dict, description="The app's labels, as submitted ({} if none)"
     )
+    archive: Archive = Field(description="The gateway's kept copies of the result videos")
 
 
 class TaskObjectCurrent(GatewayFields):

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from service.archive import repository as archives
 from service.budgets import repository as budgets
 from service.catalog.models import MICROS_PER_USD, format_usd, quota_to_micros
 from service.metrics import (
@@ -37,13 +38,15 @@ async def finish(
     start_time: datetime | None = None,
     completed_at: datetime | None = None,
     upstream: UpstreamView | None = None,
+    archive: bool = False,
 ) -> asyncpg.Record | None:
     """The one way into a terminal status (inside the caller's transaction); once per task.
 
     The budget settles and the webhook event is written in the same transaction: completed
     turns the task's reservations into spend at what Qingbo charged (its reported `cost`,
     where it reports one; else the estimate), anything else releases them, so no crash can
-    leave one without the other or lose the event.
+    leave one without the other or lose the event. With `archive`, a completed task's
+    videos are queued for the archive in the same transaction.
     """
     reported = upstream.cost_quota if upstream is not None else None
     row = await repository.finish_task(
@@ -67,7 +70,13 @@ async def finish(
             charged_micros=row["charged_micros"] if completed else None,
         )
         await spend.record_charge(conn, row)
-        await outbox.task_event(conn, row, status)
+        payload_row: Any = row
+        if completed and archive and row["result"]:
+            # The videos to keep, in this transaction: no crash or Redis flush loses them.
+            videos = row["result"].get("videos") or []
+            await archives.enqueue(conn, task_id=task_id, team_id=row["team_id"], videos=videos)
+            payload_row = {**dict(row), "archive": await archives.task_videos(conn, task_id)}
+        await outbox.task_event(conn, payload_row, status)
         if completed:
             COST_CHARGED.labels(row["team_name"], row["model"]).inc(
                 row["charged_micros"] / MICROS_PER_USD

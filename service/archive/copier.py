@@ -1,0 +1,159 @@
+"""Copying one result video from Qingbo's link into the object store, streamed: it is
+hashed and checked (MP4, by its bytes) as it passes, never held whole in memory.
+
+A failed copy is tried again with backoff until shortly before the link expires; then it
+is `failed`, counted and alerted on. Downloads go through the webhooks' egress policy, so
+a forged result URL cannot make a worker read an internal address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import obstore
+
+from service.archive import repository
+from service.config import Settings
+from service.metrics import (
+    ARCHIVE_BYTES,
+    ARCHIVE_VIDEOS,
+    ARCHIVE_WAIT,
+)
+from service.webhooks.ssrf import BlockedDestination, DestinationPolicy, UnresolvedHost
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+# Without an expiry from Qingbo, give up after this many attempts.
+MAX_ATTEMPTS_WITHOUT_EXPIRY = 12
+MP4_CONTENT_TYPE = "video/mp4"
+
+
+class CopyFailed(Exception):
+    """This attempt did not store the video (the message says why, naming no secret)."""
+
+
+def looks_like_mp4(head: bytes) -> bool:
+    """An ISO base media file starts with a box whose type is `ftyp` (ISO/IEC 14496-12)."""
+    return len(head) >= 8 and head[4:8] == b"ftyp"
+
+
+class Archiver:
+    def __init__(self, settings: Settings, store: Any, policy: DestinationPolicy) -> None:
+        self.settings = settings
+        self.store = store
+        self.policy = policy
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.archive_read_timeout_seconds, connect=10.0),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def retry_at(self, row: Any) -> datetime | None:
+        """When to try again, or None: the link will be gone by then."""
+        base, ceiling = self.settings.archive_retry_base_seconds, 300.0
+        delay = min(ceiling, base * 2 ** max(0, row["attempts"] - 1)) * random.uniform(0.5, 1.0)
+        at = datetime.now(UTC) + timedelta(seconds=delay)
+        if row["expires_at"] is not None:
+            return at if at < row["expires_at"] else None
+        return at if row["attempts"] < MAX_ATTEMPTS_WITHOUT_EXPIRY else None
+
+    async def archive(self, pool: asyncpg.Pool, task_id: str, index: int) -> str:
+        """One attempt at one video: "stored", "retry", "failed" or "skipped"."""
+        lease = self.settings.archive_lease_seconds
+        async with pool.acquire() as conn:
+            row = await repository.claim(conn, task_id, index, lease_seconds=lease)
+        if row is None:
+            return "skipped"
+        try:
+            size, digest = await self.copy(row["source_url"], row["object_key"])
+        except CopyFailed as exc:
+            retry_at = self.retry_at(row)
+            async with pool.acquire() as conn:
+                await repository.record_failure(
+                    conn, task_id=task_id, index=index, error=str(exc), retry_at=retry_at
+                )
+            outcome = "retry" if retry_at is not None else "failed"
+            ARCHIVE_VIDEOS.labels(outcome).inc()
+            log = logger.warning if outcome == "retry" else logger.error
+            log(
+                "video not archived",
+                extra={"task_id": task_id, "index": index, "outcome": outcome, "error": str(exc)},
+            )
+            return outcome
+        async with pool.acquire() as conn:
+            stored = await repository.record_stored(
+                conn,
+                task_id=task_id,
+                index=index,
+                size=size,
+                sha256=digest,
+                content_type=MP4_CONTENT_TYPE,
+            )
+        if stored is None:
+            return "skipped"
+        ARCHIVE_VIDEOS.labels("stored").inc()
+        ARCHIVE_BYTES.inc(size)
+        ARCHIVE_WAIT.observe(float(stored["waited"]))
+        logger.info("video archived", extra={"task_id": task_id, "index": index, "bytes": size})
+        return "stored"
+
+    async def copy(self, url: str, key: str) -> tuple[int, str]:
+        """Stream `url` into the store at `key`; its size and SHA-256."""
+        try:
+            scheme, host, port = self.policy.check_url(url)
+            addresses = await self.policy.resolve(host, port)
+        except (BlockedDestination, UnresolvedHost) as exc:
+            raise CopyFailed(str(exc)) from None
+        parts = urlsplit(url)
+        address = addresses[0]
+        dial = f"[{address}]" if address.version == 6 else str(address)
+        target = urlunsplit((scheme, f"{dial}:{port}", parts.path or "/", parts.query, ""))
+        extensions = {"sni_hostname": host} if scheme == "https" else {}
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with self._http.stream(
+                "GET", target, headers={"Host": parts.netloc}, extensions=extensions
+            ) as response:
+                if response.status_code != 200:
+                    raise CopyFailed(f"the link answered HTTP {response.status_code}")
+                chunks = response.aiter_bytes(CHUNK_BYTES)
+                head = b""
+                async for chunk in chunks:  # enough of the start to check what it is
+                    head += chunk
+                    if len(head) >= 8:
+                        break
+                if not looks_like_mp4(head):
+                    raise CopyFailed("the link did not serve an MP4 video")
+
+                async def hashed() -> AsyncIterator[bytes]:
+                    nonlocal size
+                    for piece in (head,):
+                        digest.update(piece)
+                        size += len(piece)
+                        yield piece
+                    async for chunk in chunks:
+                        digest.update(chunk)
+                        size += len(chunk)
+                        yield chunk
+
+                await obstore.put_async(self.store, key, hashed())
+        except httpx.HTTPError as exc:
+            raise CopyFailed(f"download failed: {type(exc).__name__}") from None
+        except CopyFailed:
+            raise
+        except Exception as exc:  # obstore's errors: the store could not take it
+            raise CopyFailed(f"the store refused it: {type(exc).__name__}: {exc}"[:300]) from None
+        return size, digest.hexdigest()

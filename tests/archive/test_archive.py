@@ -1,0 +1,158 @@
+"""The archive of paid videos on the real stack (issue 17): a worker process copies each
+completed task's video from the simulator's link into a real store (the filesystem, and a
+real S3 server); the gateway serves the copy after Qingbo's link has expired."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import obstore
+import pytest
+
+from service.app import create_app
+from service.archive.store import open_store
+from service.config import Settings
+from service.simulator.state import mp4_bytes
+from tests.archive.conftest import BUCKET
+from tests.factories import make_team, submit, wait_for
+
+pytestmark = pytest.mark.usefixtures("api_server")
+
+
+@dataclass
+class Archiving:
+    gw: httpx.AsyncClient
+    store: Any  # the same store, opened by the test, to look inside
+
+
+@pytest.fixture(params=["file", "s3"])
+async def archiving(
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    tmp_path: Path,
+    start_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Archiving]:
+    """An API app and a worker process archiving into a store of this test's own: a
+    directory, or a bucket prefix on a real S3 server (SeaweedFS)."""
+    if request.param == "file":
+        url = f"file://{tmp_path / 'archive'}"
+    else:
+        server = request.getfixturevalue("s3_server")
+        for name, value in server.env.items():  # the usual AWS settings, for both processes
+            monkeypatch.setenv(name, value)
+        url = f"s3://{BUCKET}/{tmp_path.name}"
+    start_worker(archive_url=url, archive_retry_base_seconds=0.1)
+    app = create_app(settings.model_copy(update={"archive_url": url}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            yield Archiving(gw, open_store(url))
+
+
+async def archive_of(gw: httpx.AsyncClient, team: Any, task_id: str) -> dict[str, Any]:
+    task = (await gw.get(f"/v1/tasks/{task_id}", headers=team.headers)).json()
+    return dict(task["archive"])
+
+
+async def wait_archived(
+    gw: httpx.AsyncClient, team: Any, task_id: str, state: str = "stored"
+) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        found = await archive_of(gw, team, task_id)
+        return found if found["state"] == state else None
+
+    return await wait_for(reached, timeout=30)
+
+
+async def test_the_copy_is_byte_identical_and_served_after_the_link_expired(
+    archiving: Archiving, sim: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    gw = archiving.gw
+    await sim.put("/_sim/config", json={"result_ttl_seconds": 2})
+    team, other = await make_team(gw), await make_team(gw)
+    task = await submit(gw, team)
+    before = await archive_of(gw, team, task["task_id"])
+    assert before == {"state": "off", "videos": []}  # nothing to keep yet
+    archive = await wait_archived(gw, team, task["task_id"])
+    upstream_id = await db.fetchval(
+        "SELECT upstream_task_id FROM tasks WHERE id = $1", task["task_id"]
+    )
+    expected = mp4_bytes(upstream_id)  # what the simulator served for this task
+    (video,) = archive["videos"]
+    assert video["bytes"] == len(expected)
+    assert video["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert video["url"].endswith(f"/v1/tasks/{task['task_id']}/content/0")
+    key = f"{team.team['id']}/{task['task_id']}/0.mp4"  # by team and task, nothing secret
+    kept = await obstore.get_async(archiving.store, key)
+    assert bytes(await kept.bytes_async()) == expected
+
+    source = (await gw.get(f"/v1/tasks/{task['task_id']}", headers=team.headers)).json()
+    link = source["result"]["videos"][0]["url"]
+
+    async def link_expired() -> bool:
+        return (await sim.get(link.removeprefix(str(sim.base_url).rstrip("/")))).status_code == 404
+
+    await wait_for(link_expired, timeout=10)
+    whole = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
+    assert whole.status_code == 200 and whole.content == expected
+    assert whole.headers["content-type"] == "video/mp4"
+    assert whole.headers["content-length"] == str(len(expected))
+    etag = whole.headers["etag"]
+    assert etag == f'"{video["sha256"]}"'
+
+    part = await gw.get(
+        f"/v1/tasks/{task['task_id']}/content/0", headers={**team.headers, "Range": "bytes=4-11"}
+    )
+    assert part.status_code == 206 and part.content == expected[4:12] == b"ftypmp42"
+    assert part.headers["content-range"] == f"bytes 4-11/{len(expected)}"
+    tail = await gw.get(
+        f"/v1/tasks/{task['task_id']}/content", headers={**team.headers, "Range": "bytes=-4"}
+    )
+    assert tail.status_code == 206 and tail.content == expected[-4:]
+    past = await gw.get(
+        f"/v1/tasks/{task['task_id']}/content",
+        headers={**team.headers, "Range": f"bytes={len(expected)}-"},
+    )
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(expected)}"
+    same = await gw.get(
+        f"/v1/tasks/{task['task_id']}/content", headers={**team.headers, "If-None-Match": etag}
+    )
+    assert same.status_code == 304 and same.content == b""
+    theirs = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=other.headers)
+    assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "not_found"
+    missing = await gw.get(f"/v1/tasks/{task['task_id']}/content/3", headers=team.headers)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_archived"
+
+
+async def test_download_failures_are_retried_until_stored(
+    archiving: Archiving, sim: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    gw = archiving.gw
+    await sim.put("/_sim/config", json={"download_fail_rate": 0.6})
+    team = await make_team(gw)
+    tasks = [await submit(gw, team) for _ in range(4)]
+    for task in tasks:
+        await wait_archived(gw, team, task["task_id"])
+    attempts = await db.fetchval("SELECT sum(attempts) FROM video_archives")
+    assert attempts > 4  # some downloads failed and were tried again
+
+
+async def test_a_link_that_expires_before_the_copy_is_a_failed_archive(
+    archiving: Archiving, sim: httpx.AsyncClient
+) -> None:
+    gw = archiving.gw
+    await sim.put("/_sim/config", json={"result_ttl_seconds": 0})  # gone at once
+    team = await make_team(gw)
+    task = await submit(gw, team)
+    archive = await wait_archived(gw, team, task["task_id"], state="failed")
+    assert archive["videos"][0]["state"] == "failed"
+    gone = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "archive_failed"
+    assert "HTTP 404" in gone.json()["error"]["message"]
