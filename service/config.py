@@ -146,6 +146,14 @@ class Settings(BaseSettings):
             raise ValueError("delays must be >= 0")
         return value
 
+    @field_validator("archive_url")
+    @classmethod
+    def _archive_scheme(cls, value: str | None) -> str | None:
+        schemes = ("file", "s3", "gs", "az", "abfs", "abfss")
+        if value and value.split("://", 1)[0] not in schemes:
+            raise ValueError(f"a URL of one of {', '.join(schemes)}, e.g. s3://bucket/prefix")
+        return value or None
+
     @field_validator("webhook_allow_networks", "webhook_deny_networks")
     @classmethod
     def _networks(cls, value: str) -> str:

@@ -99,6 +99,8 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
     # The simulator next to the API when that port is free, else anywhere (the banner says).
     sim_port = port + 1 if port_is_free(port + 1) else free_port()
     admin_token = os.environ.get("QGW_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    # Paid videos are kept in the data directory unless told otherwise (README "Archive").
+    archive_url = os.environ.get("QGW_ARCHIVE_URL") or f"file://{root / 'archive'}"
     env = {
         **os.environ,
         "QGW_DATABASE_URL": database_url,
@@ -107,6 +109,7 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
         "QGW_QINGBO_API_KEY": os.environ.get("QGW_QINGBO_API_KEY", "sim-key"),
         "QGW_ADMIN_TOKEN": admin_token,
         "QGW_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "QGW_ARCHIVE_URL": archive_url,
         "QGW_POLL_INITIAL_SECONDS": os.environ.get("QGW_POLL_INITIAL_SECONDS", "1"),
         # Webhook receivers on this machine are the point of a dev stack.
         "QGW_WEBHOOK_ALLOW_NETWORKS": os.environ.get(
@@ -132,6 +135,7 @@ Qingbo Gateway dev stack is up.
   simulator  http://127.0.0.1:{sim_port}  (tasks queue 2 s, then process 8 s)
   admin      Authorization: Bearer {admin_token}
   demo key   {key}
+  archive    {archive_url}  (finished videos: {api}/v1/tasks/<id>/content)
 
 Submit a task:
   curl -s {api}/v1/tasks -H 'Authorization: Bearer {key}' \\

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -19,6 +20,8 @@ from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.upstream.client import QingboClient, build_http_client
 from service.webhooks.delivery import WebhookSender
+
+logger = logging.getLogger(__name__)
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -68,7 +71,12 @@ async def open_resources(
         )
         stack.push_async_callback(limiter.aclose)
         archive = None
-        if settings.archive_url:
+        if not settings.archive_url:
+            logger.warning(
+                "archive off: QGW_ARCHIVE_URL is not set, so paid videos are not kept once "
+                'Qingbo deletes them (README "Archive")'
+            )
+        else:
             archive = Archiver(settings, open_store(settings.archive_url), webhooks.policy)
             stack.push_async_callback(archive.aclose)
         yield Resources(

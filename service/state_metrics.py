@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.archive import repository as archives
 from service.budgets import repository as budgets
 from service.catalog.models import MICROS_PER_USD
 from service.deps import Resources
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("pending", "claimed", "submitting", "submitted")
 BUDGET_LABELS = ["team", "key", "scope", "window"]
+ARCHIVE_EXPIRY_BUCKETS = ("under_6h", "under_24h", "later", "unknown")
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Snapshot:
     budgets: dict[tuple[str, str, str, str], tuple[int, int, int]] = field(default_factory=dict)
     # (metadata key, value) -> spent this month in micro-dollars (QGW_METRICS_METADATA_KEYS)
     by_metadata: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Videos not yet archived, by how soon their Qingbo link expires.
+    archive_waiting: dict[str, int] = field(default_factory=dict)
 
 
 class StateCollector(Collector):
@@ -117,6 +121,15 @@ class StateCollector(Collector):
         for (key, value), micros in sorted(snap.by_metadata.items()):
             by_metadata.add_metric([key, value], micros / MICROS_PER_USD)
         yield by_metadata
+        waiting = GaugeMetricFamily(
+            "qgw_archive_waiting_videos",
+            "Videos not yet archived, by how soon their Qingbo link expires "
+            "(under_6h, under_24h, later, unknown)",
+            labels=["expires_in"],
+        )
+        for bucket in ARCHIVE_EXPIRY_BUCKETS:
+            waiting.add_metric([bucket], snap.archive_waiting.get(bucket, 0))
+        yield waiting
 
 
 async def read_snapshot(res: Resources) -> Snapshot:
@@ -125,6 +138,7 @@ async def read_snapshot(res: Resources) -> Snapshot:
         snap.stages = await tasks.count_by_stage(conn)
         snap.upstream_paused = 1 if await tasks.upstream_paused_until(conn) else 0
         snap.webhook_backlog = await webhooks.backlog(conn)
+        snap.archive_waiting = await archives.waiting_by_expiry(conn)
         standing = await budgets.all_standing(
             conn, now=res.clock(), timezone=res.settings.budget_timezone
         )

@@ -27,6 +27,8 @@ from service.metrics import (
     ARCHIVE_VIDEOS,
     ARCHIVE_WAIT,
 )
+from service.tasks import repository as tasks
+from service.webhooks import outbox
 from service.webhooks.ssrf import BlockedDestination, DestinationPolicy, UnresolvedHost
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ class Archiver:
                 extra={"task_id": task_id, "index": index, "outcome": outcome, "error": str(exc)},
             )
             return outcome
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, conn.transaction():
             stored = await repository.record_stored(
                 conn,
                 task_id=task_id,
@@ -101,8 +103,12 @@ class Archiver:
                 sha256=digest,
                 content_type=MP4_CONTENT_TYPE,
             )
-        if stored is None:
-            return "skipped"
+            if stored is None:
+                return "skipped"
+            version = await repository.archived_task_version(conn, task_id)
+            if version is not None:  # the last of its videos: tell the app, if it listens
+                task = await tasks.get_task(conn, task_id)
+                await outbox.task_event(conn, task, "archived", version=version)
         ARCHIVE_VIDEOS.labels("stored").inc()
         ARCHIVE_BYTES.inc(size)
         ARCHIVE_WAIT.observe(float(stored["waited"]))

@@ -145,3 +145,17 @@ async def task_videos(conn: asyncpg.Connection, task_id: str) -> list[dict[str, 
         task_id,
     )
     return [dict(r) for r in rows]
+
+
+async def archived_task_version(conn: asyncpg.Connection, task_id: str) -> str | None:
+    """When every video of the task is stored: its team's answer version (for the
+    `archived` event); else None."""
+    row = await conn.fetchrow(
+        """
+        SELECT bool_and(a.state = 'stored') AS done, min(t.api_version) AS version
+        FROM video_archives a JOIN teams t ON t.id = a.team_id
+        WHERE a.task_id = $1
+        """,
+        task_id,
+    )
+    return str(row["version"]) if row is not None and row["done"] else None

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 from service.types import SafeText, Storable
 
 Status = Literal["queued", "processing", "completed", "failed", "cancelled"]
+# What an app's callback_url may hear: the statuses, and the gateway's own "archived"
+# (all of a completed task's videos are kept in the archive).
+CallbackEvent = Literal["queued", "processing", "completed", "failed", "cancelled", "archived"]
 
 
 Image = Annotated[SafeText, Field(min_length=1)]
@@ -73,7 +76,7 @@ class TaskRequest(BaseModel):
         None, description="2026-09: minimax-hailuo-2.3 and 2.3-fast only"
     )
     callback_url: Annotated[str, Field(min_length=1, max_length=2048), Storable] | None = None
-    callback_events: Annotated[list[Status], Field(max_length=5)] | None = None
+    callback_events: Annotated[list[CallbackEvent], Field(max_length=6)] | None = None
     watermark: StrictBool = False
     prompt_optimizer: StrictBool = True
     fast_pretreatment: StrictBool = False

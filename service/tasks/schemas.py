@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.catalog.schemas import Status
+from service.catalog.schemas import CallbackEvent, Status
 
 
 class Video(BaseModel):
@@ -86,7 +86,7 @@ class GatewayFields(BaseModel):
     fast_pretreatment: bool
     priority: int
     callback_url: str | None
-    callback_events: list[Status]
+    callback_events: list[CallbackEvent]
     metadata: dict[str, str] = Field(
         default_factory=dict, description="The app's labels, as submitted ({} if none)"
     )

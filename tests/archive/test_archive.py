@@ -5,6 +5,7 @@ real S3 server); the gateway serves the copy after Qingbo's link has expired."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ import pytest
 from service.app import create_app
 from service.archive.store import open_store
 from service.config import Settings
-from service.simulator.state import mp4_bytes
+from service.simulator.state import mp4_bytes, mp4_chunks
 from tests.archive.conftest import BUCKET
 from tests.factories import make_team, submit, wait_for
+from tests.webhooks.receiver import running_receiver
 
 pytestmark = pytest.mark.usefixtures("api_server")
 
@@ -156,3 +158,101 @@ async def test_a_link_that_expires_before_the_copy_is_a_failed_archive(
     gone = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "archive_failed"
     assert "HTTP 404" in gone.json()["error"]["message"]
+
+
+async def test_the_archived_event_goes_to_apps_that_listen_for_it(
+    archiving: Archiving, sim: httpx.AsyncClient
+) -> None:
+    gw = archiving.gw
+    team = await make_team(gw)
+    with running_receiver() as receiver:
+        task = await submit(
+            gw, team, callback_url=receiver.url, callback_events=["completed", "archived"]
+        )
+        plain = await submit(gw, team, callback_url=receiver.url)  # the default events
+        await wait_archived(gw, team, task["task_id"])
+        await wait_archived(gw, team, plain["task_id"])
+
+        async def heard() -> list[str] | None:
+            events = [
+                (json.loads(r.body)["task_id"], json.loads(r.body)["event"])
+                for r in receiver.received
+            ]
+            return events if (task["task_id"], "archived") in events else None
+
+        events = await wait_for(heard, timeout=20)
+    archived = next(
+        json.loads(r.body) for r in receiver.received if json.loads(r.body)["event"] == "archived"
+    )
+    assert archived["archive"]["state"] == "stored"
+    assert archived["archive"]["videos"][0]["sha256"]
+    assert (plain["task_id"], "archived") not in events  # not in the default set
+
+
+async def test_a_worker_killed_mid_copy_leaves_a_whole_copy_after_the_next(
+    settings: Settings, tmp_path: Path, start_worker: Any, sim: httpx.AsyncClient,
+    db: asyncpg.Connection,
+) -> None:  # fmt: skip
+    url = f"file://{tmp_path / 'archive'}"
+    size = 8 * 1024 * 1024
+    await sim.put(
+        "/_sim/config", json={"video_bytes": size, "download_bytes_per_second": 2 * 1024 * 1024}
+    )
+    # The lease outlasts one copy (4 s at the drip rate), as the default (900 s) does.
+    overrides = {"archive_url": url, "archive_retry_base_seconds": 0.1, "archive_lease_seconds": 6}
+    first = start_worker(**overrides)
+    app = create_app(settings.model_copy(update={"archive_url": url}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            team = await make_team(gw)
+            task = await submit(gw, team)
+
+            async def copying() -> bool:
+                return bool(
+                    await db.fetchval(
+                        "SELECT count(*) FROM video_archives "
+                        "WHERE task_id = $1 AND leased_until > now()",
+                        task["task_id"],
+                    )
+                )
+
+            await wait_for(copying, timeout=20)
+            first.kill()  # SIGKILL four seconds before the copy would have finished
+            start_worker(**overrides)
+            await wait_archived(gw, team, task["task_id"])
+            whole = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
+    upstream_id = await db.fetchval(
+        "SELECT upstream_task_id FROM tasks WHERE id = $1", task["task_id"]
+    )
+    expected = b"".join(mp4_chunks(upstream_id, size))
+    assert whole.status_code == 200 and len(whole.content) == size
+    assert whole.content == expected
+    attempts = await db.fetchval(
+        "SELECT attempts FROM video_archives WHERE task_id = $1", task["task_id"]
+    )
+    assert attempts == 2
+
+
+async def test_signed_url_redirects_from_an_s3_store(
+    settings: Settings, s3_server: Any, start_worker: Any, sim: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{BUCKET}/{tmp_path.name}"
+    start_worker(archive_url=url, archive_retry_base_seconds=0.1)
+    app = create_app(settings.model_copy(update={"archive_url": url, "archive_redirect": True}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            team = await make_team(gw)
+            task = await submit(gw, team)
+            await wait_archived(gw, team, task["task_id"])
+            answer = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
+    assert answer.status_code == 307
+    signed = answer.headers["location"]
+    assert signed.startswith(s3_server.endpoint) and "X-Amz-Signature=" in signed
+    async with httpx.AsyncClient() as anyone:  # the store serves whoever holds it, briefly
+        fetched = await anyone.get(signed)
+    assert fetched.status_code == 200 and fetched.content[4:8] == b"ftyp"
