@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     issued.add_argument("--expires-in-days", type=int, default=None)
     revoked = keys_sub.add_parser("revoke", help="revoke a key at once")
     revoked.add_argument("key_id")
+    backfill = admin_sub.add_parser(
+        "archive",
+        help="archive the videos of tasks completed since DATE whose Qingbo links still work",
+    )
+    backfill.add_argument("--since", required=True, help="a date or time, e.g. 2026-11-01")
     trail = admin_sub.add_parser("audit", help="the audit trail of admin changes, newest first")
     trail.add_argument("--target", default=None, help="a team or key id, or company")
     trail.add_argument("--action", default=None)

@@ -6,10 +6,12 @@ import argparse
 import getpass
 import json
 import sys
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
 
+from service.archive import repository as archives
 from service.audit import repository as audit_repository
 from service.audit.service import AuditContext
 from service.budgets.service import LedgerReport, verify_ledger
@@ -41,6 +43,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                         {"team_id": str(team["id"]), "key_id": str(key_row["id"]), "key": key}
                     )
                 )
+            if args.admin_command == "archive":
+                since = datetime.fromisoformat(args.since)
+                if since.tzinfo is None:
+                    since = since.replace(tzinfo=UTC)
+                async with conn.transaction():
+                    queued = await archives.backfill(conn, since=since)
+                print(json.dumps({"queued_videos": queued, "since": since.isoformat()}))
+                return 0
             if args.admin_command == "keys":
                 return await _keys(conn, args)
             if args.admin_command == "audit":

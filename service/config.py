@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     archive_retry_base_seconds: float = Field(5.0, gt=0)
     archive_read_timeout_seconds: float = Field(60.0, gt=0)
     archive_lease_seconds: float = Field(900.0, gt=0)
+    # Kept copies older than this are deleted (unset: kept for ever).
+    archive_retention_days: int | None = Field(None, ge=1)
 
     # Budgets: day/week/month windows are calendar windows in this zone (weeks start Monday).
     budget_timezone: str = "UTC"

@@ -105,6 +105,11 @@ class ArchiveGone(ServiceError):
     code = "archive_failed"
 
 
+class ArchiveExpired(ServiceError):
+    status = 410
+    code = "archive_expired"
+
+
 class RangeNotSatisfiable(ServiceError):
     status = 416
     code = "range_not_satisfiable"

@@ -8,6 +8,7 @@ a forged result URL cannot make a worker read an internal address.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -163,3 +164,20 @@ class Archiver:
         except Exception as exc:  # obstore's errors: the store could not take it
             raise CopyFailed(f"the store refused it: {type(exc).__name__}: {exc}"[:300]) from None
         return size, digest.hexdigest()
+
+
+async def apply_retention(pool: asyncpg.Pool, store: Any, *, days: int, limit: int = 500) -> int:
+    """Delete kept copies older than `days` (QGW_ARCHIVE_RETENTION_DAYS); their tasks then
+    show `expired` and /content answers 410. Idempotent: a copy already gone is fine."""
+    async with pool.acquire() as conn:
+        due = await repository.past_retention(conn, days=days, limit=limit)
+    for row in due:
+        # Deleted before (a run cut short)? Then only the row is left to mark.
+        with contextlib.suppress(FileNotFoundError):
+            await obstore.delete_async(store, row["object_key"])
+        async with pool.acquire() as conn:
+            await repository.mark_expired(conn, task_id=row["task_id"], index=row["idx"])
+    if due:
+        ARCHIVE_VIDEOS.labels("expired").inc(len(due))
+        logger.info("archived videos past retention deleted", extra={"count": len(due)})
+    return len(due)

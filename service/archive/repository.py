@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -159,3 +159,51 @@ async def archived_task_version(conn: asyncpg.Connection, task_id: str) -> str |
         task_id,
     )
     return str(row["version"]) if row is not None and row["done"] else None
+
+
+async def backfill(conn: asyncpg.Connection, *, since: datetime) -> int:
+    """Queue the videos of tasks completed since `since` that have no archive rows yet and
+    whose Qingbo links still work (for turning archiving on later); safe to run twice."""
+    rows = await conn.fetch(
+        """
+        SELECT t.id, t.team_id, t.result FROM tasks t
+        WHERE t.status = 'completed' AND t.completed_at >= $1 AND t.result IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM video_archives a WHERE a.task_id = t.id)
+        ORDER BY t.completed_at
+        """,
+        since,
+    )
+    now = datetime.now(UTC).timestamp()
+    queued = 0
+    for row in rows:
+        videos = [
+            v
+            for v in row["result"].get("videos") or []
+            if v.get("expires_at") is None or v["expires_at"] > now
+        ]
+        if videos:
+            queued += await enqueue(conn, task_id=row["id"], team_id=row["team_id"], videos=videos)
+    return queued
+
+
+async def past_retention(
+    conn: asyncpg.Connection, *, days: int, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT task_id, idx, object_key FROM video_archives
+        WHERE state = 'stored' AND stored_at < now() - make_interval(days => $1)
+        ORDER BY stored_at LIMIT $2
+        """,
+        days,
+        limit,
+    )
+
+
+async def mark_expired(conn: asyncpg.Connection, *, task_id: str, index: int) -> None:
+    await conn.execute(
+        "UPDATE video_archives SET state = 'expired' WHERE task_id = $1 AND idx = $2 "
+        "AND state = 'stored'",
+        task_id,
+        index,
+    )

@@ -17,6 +17,7 @@ from service.archive.service import etag_of, matches, parse_range, stored_video
 from service.archive.store import can_sign
 from service.deps import AppResources, CurrentCaller
 from service.errors import (
+    ArchiveExpired,
     ArchiveGone,
     InvalidRequest,
     NotArchived,
@@ -30,7 +31,14 @@ from service.types import Storable
 router = APIRouter(tags=["archive"])
 TaskId = Annotated[str, Path(max_length=100), Storable]
 SIGNED_URL_SECONDS = 300
-CONTENT_ERRORS = (InvalidRequest, Unauthorized, NotFound, NotArchived, ArchiveGone)
+CONTENT_ERRORS = (
+    InvalidRequest,
+    Unauthorized,
+    NotFound,
+    NotArchived,
+    ArchiveGone,
+    ArchiveExpired,
+)
 
 
 async def _content(

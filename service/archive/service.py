@@ -9,7 +9,14 @@ from typing import Any
 import asyncpg
 
 from service.archive import repository
-from service.errors import ArchiveGone, InvalidRequest, NotArchived, NotFound, RangeNotSatisfiable
+from service.errors import (
+    ArchiveExpired,
+    ArchiveGone,
+    InvalidRequest,
+    NotArchived,
+    NotFound,
+    RangeNotSatisfiable,
+)
 from service.tasks import repository as tasks
 from service.teams.service import Caller
 
@@ -44,7 +51,10 @@ async def stored_video(
             f"expired ({row['last_error']})"
         )
     if row["state"] == "expired":
-        raise ArchiveGone(f"video {index} of task {task_id} was deleted by the retention policy")
+        raise ArchiveExpired(
+            f"video {index} of task {task_id} was deleted by the retention policy "
+            "(QGW_ARCHIVE_RETENTION_DAYS)"
+        )
     return row
 
 

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from service.archive import repository as archives
+from service.archive.copier import apply_retention
 from service.deps import Resources
 from service.tasks import execution, submission
 from service.tasks.queue import enqueue_archive, enqueue_delivery
@@ -82,3 +83,11 @@ async def sweep_archive(ctx: dict[str, Any]) -> int:
             res.redis, res.settings.arq_queue_name, row["task_id"], row["idx"], row["attempts"]
         )
     return len(due)
+
+
+async def archive_retention(ctx: dict[str, Any]) -> int:
+    res = _res(ctx)
+    days = res.settings.archive_retention_days
+    if res.archive is None or days is None:
+        return 0
+    return await apply_retention(res.pool, res.archive.store, days=days)

@@ -4,10 +4,15 @@ real S3 server); the gateway serves the copy after Qingbo's link has expired."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,14 @@ import obstore
 import pytest
 
 from service.app import create_app
+from service.archive.copier import apply_retention
 from service.archive.store import open_store
 from service.config import Settings
+from service.deps import Resources
 from service.simulator.state import mp4_bytes, mp4_chunks
 from tests.archive.conftest import BUCKET
-from tests.factories import make_team, submit, wait_for
+from tests.conftest import settings_env
+from tests.factories import drive_to_end, make_team, submit, wait_for
 from tests.webhooks.receiver import running_receiver
 
 pytestmark = pytest.mark.usefixtures("api_server")
@@ -31,6 +39,24 @@ pytestmark = pytest.mark.usefixtures("api_server")
 class Archiving:
     gw: httpx.AsyncClient
     store: Any  # the same store, opened by the test, to look inside
+
+
+def db_pool(gw: httpx.AsyncClient) -> Any:
+    """The pool of the in-process app behind `gw`."""
+    transport = gw._transport
+    return transport.app.state.resources.pool  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def archiving_into(
+    url: str, settings: Settings, start_worker: Any
+) -> AsyncIterator[Archiving]:
+    start_worker(archive_url=url, archive_retry_base_seconds=0.1)
+    app = create_app(settings.model_copy(update={"archive_url": url}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            yield Archiving(gw, open_store(url))
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -50,12 +76,16 @@ async def archiving(
         for name, value in server.env.items():  # the usual AWS settings, for both processes
             monkeypatch.setenv(name, value)
         url = f"s3://{BUCKET}/{tmp_path.name}"
-    start_worker(archive_url=url, archive_retry_base_seconds=0.1)
-    app = create_app(settings.model_copy(update={"archive_url": url}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
-            yield Archiving(gw, open_store(url))
+    async with archiving_into(url, settings, start_worker) as archive:
+        yield archive
+
+
+@pytest.fixture
+async def file_archiving(
+    settings: Settings, tmp_path: Path, start_worker: Any
+) -> AsyncIterator[Archiving]:
+    async with archiving_into(f"file://{tmp_path / 'archive'}", settings, start_worker) as kept:
+        yield kept
 
 
 async def archive_of(gw: httpx.AsyncClient, team: Any, task_id: str) -> dict[str, Any]:
@@ -256,3 +286,56 @@ async def test_signed_url_redirects_from_an_s3_store(
     async with httpx.AsyncClient() as anyone:  # the store serves whoever holds it, briefly
         fetched = await anyone.get(signed)
     assert fetched.status_code == 200 and fetched.content[4:8] == b"ftyp"
+
+
+async def test_retention_deletes_old_copies_once(
+    file_archiving: Archiving, sim: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    gw = file_archiving.gw
+    team = await make_team(gw)
+    old, recent = await submit(gw, team), await submit(gw, team)
+    for task in (old, recent):
+        await wait_archived(gw, team, task["task_id"])
+    await db.execute(
+        "UPDATE video_archives SET stored_at = now() - interval '10 days' WHERE task_id = $1",
+        old["task_id"],
+    )
+    store = file_archiving.store
+    assert await apply_retention(db_pool(gw), store, days=7) == 1
+    assert await apply_retention(db_pool(gw), store, days=7) == 0  # safe to run twice
+    assert (await archive_of(gw, team, old["task_id"]))["state"] == "expired"
+    gone = await gw.get(f"/v1/tasks/{old['task_id']}/content", headers=team.headers)
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "archive_expired"
+    with pytest.raises(FileNotFoundError):
+        await obstore.get_async(store, f"{team.team['id']}/{old['task_id']}/0.mp4")
+    kept = await gw.get(f"/v1/tasks/{recent['task_id']}/content", headers=team.headers)
+    assert kept.status_code == 200
+
+
+async def test_backfill_archives_tasks_finished_before_archiving_was_on(
+    client: httpx.AsyncClient,
+    res: Resources,
+    db: asyncpg.Connection,
+    sim: httpx.AsyncClient,
+    settings: Settings,
+    start_worker: Any,
+    tmp_path: Path,
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    # Finished by a gateway that does not archive: nothing to keep was recorded.
+    assert await drive_to_end(res, db, task["task_id"]) == "completed"
+    assert await db.fetchval("SELECT count(*) FROM video_archives") == 0
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    env = {**settings_env(settings)}
+    for expected in (1, 0):  # the second run finds nothing new
+        ran = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "service", "admin", "archive", "--since", since],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert json.loads(ran.stdout.strip().splitlines()[-1])["queued_videos"] == expected
+    # Archiving turned on: the backfilled video is kept.
+    async with archiving_into(f"file://{tmp_path / 'archive'}", settings, start_worker) as kept:
+        await wait_archived(kept.gw, team, task["task_id"])
