@@ -160,7 +160,25 @@ def cmd_generate(http: httpx.Client, args: argparse.Namespace) -> None:
         videos = (task.get("result") or {}).get("videos") or []
         if not videos:
             fail("the task completed without a video to download")
-        download(videos[0]["url"], Path(args.download))
+        kept = archived_copy(http, task)
+        if kept is not None:  # the gateway's own copy: it outlives Qingbo's link
+            download(kept, Path(args.download), client=http)
+        else:
+            download(videos[0]["url"], Path(args.download))
+
+
+def archived_copy(http: httpx.Client, task: dict[str, Any], wait: float = 120) -> str | None:
+    """The gateway's content URL of the first video once the archive holds it (waiting
+    while it is being copied); None when the gateway does not archive or could not."""
+    deadline = time.monotonic() + wait
+    while True:
+        task = call(http, "GET", f"/v1/tasks/{task['task_id']}")
+        archive = task.get("archive") or {"state": "off"}
+        if archive["state"] == "stored":
+            return str(archive["videos"][0]["url"])
+        if archive["state"] != "pending" or time.monotonic() > deadline:
+            return None
+        time.sleep(1)  # the archive copies within seconds; poll its state
 
 
 def follow(http: httpx.Client, task: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +212,12 @@ def follow(http: httpx.Client, task: dict[str, Any]) -> dict[str, Any]:
         fail("lost the event stream; see `qingbo-gateway tasks show`")
 
 
-def download(url: str, path: Path) -> None:
+def download(url: str, path: Path, *, client: httpx.Client | None = None) -> None:
+    """Stream `url` to `path`: Qingbo's link, or (with the gateway's `client`, which sends
+    the key) the gateway's content URL, whose signed-URL redirect drops the key."""
+    opener = client.stream if client is not None else httpx.stream
     with (
-        httpx.stream("GET", url, timeout=60, follow_redirects=True) as answer,
+        opener("GET", url, timeout=60, follow_redirects=True) as answer,
         Progress(TextColumn("download"), BarColumn(), DownloadColumn(), console=out) as progress,
     ):
         if not answer.is_success:

@@ -26,10 +26,12 @@ from service.archive.copier import apply_retention
 from service.archive.store import open_store
 from service.config import Settings
 from service.deps import Resources
+from service.dev import free_port, wait_until_healthy
 from service.simulator.state import mp4_bytes, mp4_chunks
 from tests.archive.conftest import BUCKET
-from tests.conftest import settings_env
+from tests.conftest import Process, settings_env
 from tests.factories import drive_to_end, make_team, submit, wait_for
+from tests.test_cli import cli
 from tests.webhooks.receiver import running_receiver
 
 pytestmark = pytest.mark.usefixtures("api_server")
@@ -339,3 +341,41 @@ async def test_backfill_archives_tasks_finished_before_archiving_was_on(
     # Archiving turned on: the backfilled video is kept.
     async with archiving_into(f"file://{tmp_path / 'archive'}", settings, start_worker) as kept:
         await wait_archived(kept.gw, team, task["task_id"])
+
+
+async def test_the_cli_downloads_the_kept_copy(
+    settings: Settings,
+    start_worker: Any,
+    sim: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    tmp_path: Path,
+    logs_dir: Path,
+) -> None:
+    """`generate --download` waits for the archive and saves the gateway's copy (with a
+    real API process: the CLI talks HTTP)."""
+    url = f"file://{tmp_path / 'archive'}"
+    port = free_port()
+    own = {"archive_url": url, "public_base_url": f"http://127.0.0.1:{port}"}
+    stack = settings.model_copy(update=own)
+    api = Process(["api", "--port", str(port)], settings_env(stack), logs_dir / "api-archive.log")
+    api.start()
+    try:
+        gateway = f"http://127.0.0.1:{port}"
+        wait_until_healthy(f"{gateway}/healthz")
+        start_worker(**own, archive_retry_base_seconds=0.1)
+        async with httpx.AsyncClient(base_url=gateway) as gw:
+            team = await make_team(gw)
+        target = tmp_path / "out.mp4"
+        done = await asyncio.to_thread(
+            cli, gateway, team, "generate", "--prompt", "a paper boat", "--download", str(target)
+        )
+    finally:
+        api.stop()
+    assert done.returncode == 0, done.stderr
+    task_id = done.stdout.split()[1]
+    upstream_id = await db.fetchval("SELECT upstream_task_id FROM tasks WHERE id = $1", task_id)
+    assert target.read_bytes() == mp4_bytes(upstream_id)
+    kept = await db.fetchval(
+        "SELECT state FROM video_archives WHERE task_id = $1 AND idx = 0", task_id
+    )
+    assert kept == "stored"
