@@ -169,7 +169,13 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             ),
             cron(jobs.sweep_webhooks, name="cron:webhooks", second=EVERY_SECOND, keep_result=0),
             cron(jobs.sweep_archive, name="cron:archive", second=EVERY_SECOND, keep_result=0),
-            cron(jobs.archive_retention, name="cron:archive-retention", second=0, keep_result=0),
+            cron(
+                jobs.archive_retention,
+                name="cron:archive-retention",
+                minute=0,
+                second=0,
+                keep_result=0,
+            ),
             cron(
                 instrumented(jobs.reconcile_tasks),
                 name="cron:reconcile",
