@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import obstore
+import psutil
 import pytest
 
 from service.app import create_app
@@ -379,3 +380,39 @@ async def test_the_cli_downloads_the_kept_copy(
         "SELECT state FROM video_archives WHERE task_id = $1 AND idx = 0", task_id
     )
     assert kept == "stored"
+
+
+async def test_a_200_mb_video_is_streamed_not_held(
+    settings: Settings, tmp_path: Path, start_worker: Any, sim: httpx.AsyncClient,
+    db: asyncpg.Connection,
+) -> None:  # fmt: skip
+    """The worker's memory stays flat while it copies a 200 MB video: it streams."""
+    size = 200 * 1024 * 1024
+    url = f"file://{tmp_path / 'archive'}"
+    worker = start_worker(archive_url=url, archive_retry_base_seconds=0.1)
+    process = psutil.Process(worker.proc.pid)
+    app = create_app(settings.model_copy(update={"archive_url": url}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            team = await make_team(gw)
+            # A small video first: what a worker's first copy sets up (the store's
+            # runtime, connections) is not what a large one costs.
+            warm = await submit(gw, team)
+            await wait_archived(gw, team, warm["task_id"])
+            await sim.put("/_sim/config", json={"video_bytes": size})
+            baseline = process.memory_info().rss
+            task = await submit(gw, team)
+            peak = baseline
+
+            async def stored() -> bool:
+                nonlocal peak
+                peak = max(peak, process.memory_info().rss)
+                return (await archive_of(gw, team, task["task_id"]))["state"] == "stored"
+
+            await wait_for(stored, timeout=120, interval=0.02)
+    kept = tmp_path / "archive" / str(team.team["id"]) / task["task_id"] / "0.mp4"
+    assert kept.stat().st_size == size
+    grown = (peak - baseline) / 1024 / 1024
+    print(f"worker RSS grew by {grown:.1f} MB while copying 200 MB")
+    assert grown < 64, f"the worker grew by {grown:.0f} MB while copying 200 MB"
