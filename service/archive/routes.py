@@ -87,19 +87,20 @@ async def _content(
 
 
 _VIDEO = {"content": {"video/mp4": {}}, "description": "The video's bytes"}
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _VIDEO,
+    206: _VIDEO,
+    304: {"description": "Not modified"},
+    307: {"description": "A short-lived signed URL of the store"},
+    **error_responses(*CONTENT_ERRORS, RangeNotSatisfiable),
+}
 
 
 @router.get(
     "/v1/tasks/{task_id}/content",
     summary="The task's first video, from the archive",
     response_class=Response,
-    responses={
-        200: _VIDEO,
-        206: _VIDEO,
-        304: {"description": "Not modified"},
-        307: {"description": "A short-lived signed URL of the store"},
-        **error_responses(*CONTENT_ERRORS, RangeNotSatisfiable),
-    },
+    responses=CONTENT_RESPONSES,
 )
 async def first_video(
     task_id: TaskId,
@@ -117,13 +118,7 @@ async def first_video(
     "/v1/tasks/{task_id}/content/{index}",
     summary="One of the task's videos, from the archive",
     response_class=Response,
-    responses={
-        200: _VIDEO,
-        206: _VIDEO,
-        304: {"description": "Not modified"},
-        307: {"description": "A short-lived signed URL of the store"},
-        **error_responses(*CONTENT_ERRORS, RangeNotSatisfiable),
-    },
+    responses=CONTENT_RESPONSES,
 )
 async def video(
     task_id: TaskId,

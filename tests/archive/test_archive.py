@@ -42,6 +42,8 @@ pytestmark = pytest.mark.usefixtures("api_server")
 class Archiving:
     gw: httpx.AsyncClient
     store: Any  # the same store, opened by the test, to look inside
+    worker_metrics: str  # the worker's /metrics
+    worker: Any  # its process
 
 
 def db_pool(gw: httpx.AsyncClient) -> Any:
@@ -52,14 +54,22 @@ def db_pool(gw: httpx.AsyncClient) -> Any:
 
 @contextlib.asynccontextmanager
 async def archiving_into(
-    url: str, settings: Settings, start_worker: Any
+    url: str,
+    settings: Settings,
+    start_worker: Any,
+    worker: dict[str, Any] | None = None,
+    app: dict[str, Any] | None = None,
 ) -> AsyncIterator[Archiving]:
-    start_worker(archive_url=url, archive_retry_base_seconds=0.1)
-    app = create_app(settings.model_copy(update={"archive_url": url}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    """A worker process archiving into `url` (with `worker` settings), and an API app in
+    this process serving from it (with `app` settings)."""
+    ops = free_port()
+    options = {"archive_retry_base_seconds": 0.1, "worker_http_port": ops, **(worker or {})}
+    process = start_worker(archive_url=url, **options)
+    api = create_app(settings.model_copy(update={"archive_url": url, **(app or {})}))
+    async with api.router.lifespan_context(api):
+        transport = httpx.ASGITransport(app=api)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
-            yield Archiving(gw, open_store(url))
+            yield Archiving(gw, open_store(url), f"http://127.0.0.1:{ops}/metrics", process)
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -191,6 +201,9 @@ async def test_a_link_that_expires_before_the_copy_is_a_failed_archive(
     gone = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "archive_failed"
     assert "HTTP 404" in gone.json()["error"]["message"]
+    async with httpx.AsyncClient() as http:  # what QingboVideosLostBeforeArchiving reads
+        scrape = (await http.get(archiving.worker_metrics)).text
+    assert 'qgw_archive_videos_total{outcome="failed"} 1.0' in scrape
 
 
 async def test_the_archived_event_goes_to_apps_that_listen_for_it(
@@ -232,29 +245,25 @@ async def test_a_worker_killed_mid_copy_leaves_a_whole_copy_after_the_next(
         "/_sim/config", json={"video_bytes": size, "download_bytes_per_second": 2 * 1024 * 1024}
     )
     # The lease outlasts one copy (4 s at the drip rate), as the default (900 s) does.
-    overrides = {"archive_url": url, "archive_retry_base_seconds": 0.1, "archive_lease_seconds": 6}
-    first = start_worker(**overrides)
-    app = create_app(settings.model_copy(update={"archive_url": url}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
-            team = await make_team(gw)
-            task = await submit(gw, team)
+    lease = {"archive_lease_seconds": 6}
+    async with archiving_into(url, settings, start_worker, worker=lease) as kept:
+        team = await make_team(kept.gw)
+        task = await submit(kept.gw, team)
 
-            async def copying() -> bool:
-                return bool(
-                    await db.fetchval(
-                        "SELECT count(*) FROM video_archives "
-                        "WHERE task_id = $1 AND leased_until > now()",
-                        task["task_id"],
-                    )
+        async def copying() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM video_archives "
+                    "WHERE task_id = $1 AND leased_until > now()",
+                    task["task_id"],
                 )
+            )
 
-            await wait_for(copying, timeout=20)
-            first.kill()  # SIGKILL four seconds before the copy would have finished
-            start_worker(**overrides)
-            await wait_archived(gw, team, task["task_id"])
-            whole = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
+        await wait_for(copying, timeout=20)
+        kept.worker.kill()  # SIGKILL four seconds before the copy would have finished
+        start_worker(archive_url=url, archive_retry_base_seconds=0.1, **lease)
+        await wait_archived(kept.gw, team, task["task_id"])
+        whole = await kept.gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
     upstream_id = await db.fetchval(
         "SELECT upstream_task_id FROM tasks WHERE id = $1", task["task_id"]
     )
@@ -271,22 +280,18 @@ async def test_signed_url_redirects_from_an_s3_store(
     settings: Settings, s3_server_fixture: Any, start_worker: Any, sim: httpx.AsyncClient,
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:  # fmt: skip
-    s3_server = s3_server_fixture
-    for name, value in s3_server.env.items():
+    s3 = s3_server_fixture
+    for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
     url = f"s3://{BUCKET}/{tmp_path.name}"
-    start_worker(archive_url=url, archive_retry_base_seconds=0.1)
-    app = create_app(settings.model_copy(update={"archive_url": url, "archive_redirect": True}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
-            team = await make_team(gw)
-            task = await submit(gw, team)
-            await wait_archived(gw, team, task["task_id"])
-            answer = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
+    async with archiving_into(url, settings, start_worker, app={"archive_redirect": True}) as kept:
+        team = await make_team(kept.gw)
+        task = await submit(kept.gw, team)
+        await wait_archived(kept.gw, team, task["task_id"])
+        answer = await kept.gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
     assert answer.status_code == 307
     signed = answer.headers["location"]
-    assert signed.startswith(s3_server.endpoint) and "X-Amz-Signature=" in signed
+    assert signed.startswith(s3.endpoint) and "X-Amz-Signature=" in signed
     async with httpx.AsyncClient() as anyone:  # the store serves whoever holds it, briefly
         fetched = await anyone.get(signed)
     assert fetched.status_code == 200 and fetched.content[4:8] == b"ftyp"
@@ -385,35 +390,28 @@ async def test_the_cli_downloads_the_kept_copy(
 
 async def test_a_200_mb_video_is_streamed_not_held(
     settings: Settings, tmp_path: Path, start_worker: Any, sim: httpx.AsyncClient,
-    db: asyncpg.Connection,
 ) -> None:  # fmt: skip
     """The worker's memory stays flat while it copies a 200 MB video: it streams."""
     size = 200 * 1024 * 1024
-    url = f"file://{tmp_path / 'archive'}"
-    worker = start_worker(archive_url=url, archive_retry_base_seconds=0.1)
-    process = psutil.Process(worker.proc.pid)
-    app = create_app(settings.model_copy(update={"archive_url": url}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
-            team = await make_team(gw)
-            # A small video first: what a worker's first copy sets up (the store's
-            # runtime, connections) is not what a large one costs.
-            warm = await submit(gw, team)
-            await wait_archived(gw, team, warm["task_id"])
-            await sim.put("/_sim/config", json={"video_bytes": size})
-            baseline = process.memory_info().rss
-            task = await submit(gw, team)
-            peak = baseline
+    async with archiving_into(f"file://{tmp_path / 'archive'}", settings, start_worker) as kept:
+        process = psutil.Process(kept.worker.proc.pid)
+        team = await make_team(kept.gw)
+        # A small video first: what a worker's first copy sets up (the store's runtime,
+        # connections) is not what a large one costs.
+        warm = await submit(kept.gw, team)
+        await wait_archived(kept.gw, team, warm["task_id"])
+        await sim.put("/_sim/config", json={"video_bytes": size})
+        baseline = peak = process.memory_info().rss
+        task = await submit(kept.gw, team)
 
-            async def stored() -> bool:
-                nonlocal peak
-                peak = max(peak, process.memory_info().rss)
-                return (await archive_of(gw, team, task["task_id"]))["state"] == "stored"
+        async def stored() -> bool:
+            nonlocal peak
+            peak = max(peak, process.memory_info().rss)
+            return (await archive_of(kept.gw, team, task["task_id"]))["state"] == "stored"
 
-            await wait_for(stored, timeout=120, interval=0.02)
-    kept = tmp_path / "archive" / str(team.team["id"]) / task["task_id"] / "0.mp4"
-    assert kept.stat().st_size == size
+        await wait_for(stored, timeout=120, interval=0.02)
+    copy = tmp_path / "archive" / str(team.team["id"]) / task["task_id"] / "0.mp4"
+    assert copy.stat().st_size == size
     grown = (peak - baseline) / 1024 / 1024
     print(f"worker RSS grew by {grown:.1f} MB while copying 200 MB")
     assert grown < 64, f"the worker grew by {grown:.0f} MB while copying 200 MB"
