@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     archive_url: str | None = None
     archive_redirect: bool = False
     archive_retry_base_seconds: float = Field(5.0, gt=0)
+    archive_retry_max_seconds: float = Field(300.0, gt=0)
     archive_read_timeout_seconds: float = Field(60.0, gt=0)
     archive_lease_seconds: float = Field(900.0, gt=0)
     # Kept copies older than this are deleted (unset: kept for ever).

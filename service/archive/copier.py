@@ -66,7 +66,10 @@ class Archiver:
 
     def retry_at(self, row: Any) -> datetime | None:
         """When to try again, or None: the link will be gone by then."""
-        base, ceiling = self.settings.archive_retry_base_seconds, 300.0
+        base, ceiling = (
+            self.settings.archive_retry_base_seconds,
+            self.settings.archive_retry_max_seconds,
+        )
         delay = min(ceiling, base * 2 ** max(0, row["attempts"] - 1)) * random.uniform(0.5, 1.0)
         at = datetime.now(UTC) + timedelta(seconds=delay)
         if row["expires_at"] is not None:

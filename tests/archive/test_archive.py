@@ -63,7 +63,12 @@ async def archiving_into(
     """A worker process archiving into `url` (with `worker` settings), and an API app in
     this process serving from it (with `app` settings)."""
     ops = free_port()
-    options = {"archive_retry_base_seconds": 0.1, "worker_http_port": ops, **(worker or {})}
+    options = {
+        "archive_retry_base_seconds": 0.1,
+        "archive_retry_max_seconds": 0.5,
+        "worker_http_port": ops,
+        **(worker or {}),
+    }
     process = start_worker(archive_url=url, **options)
     api = create_app(settings.model_copy(update={"archive_url": url, **(app or {})}))
     async with api.router.lifespan_context(api):
@@ -180,7 +185,7 @@ async def test_download_failures_are_retried_until_stored(
     archiving: Archiving, sim: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     gw = archiving.gw
-    await sim.put("/_sim/config", json={"download_fail_rate": 0.6})
+    await sim.put("/_sim/config", json={"download_fail_rate": 0.5})
     team = await make_team(gw)
     tasks = [await submit(gw, team) for _ in range(4)]
     for task in tasks:
@@ -260,6 +265,10 @@ async def test_a_worker_killed_mid_copy_leaves_a_whole_copy_after_the_next(
             )
 
         await wait_for(copying, timeout=20)
+        early = await kept.gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
+        assert early.status_code == 404 and early.headers["retry-after"] == "5"
+        assert early.json()["error"]["code"] == "not_archived"
+        assert (await archive_of(kept.gw, team, task["task_id"]))["state"] == "pending"
         kept.worker.kill()  # SIGKILL four seconds before the copy would have finished
         start_worker(archive_url=url, archive_retry_base_seconds=0.1, **lease)
         await wait_archived(kept.gw, team, task["task_id"])
