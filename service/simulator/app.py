@@ -351,7 +351,11 @@ def create_simulator_app(
             return _error(404, "no such file", "not_found")
         if time.time() > task.finished_at() + sim.config.result_ttl():
             return _error(404, "the file has expired and was deleted", "not_found")
-        if random.random() < sim.config.download_fail_rate:
+        task.downloads += 1
+        if (
+            task.downloads <= sim.config.download_failures_per_video
+            or random.random() < sim.config.download_fail_rate
+        ):
             return _error(503, "storage unavailable (simulated)", "upstream_unavailable")
         size, rate = sim.config.video_bytes, sim.config.download_bytes_per_second
         if not size and not rate:

@@ -55,6 +55,8 @@ class SimConfigPatch(BaseModel):
     # this fast (0: at once), for the archive's streaming and retry tests.
     video_bytes: int | None = Field(None, ge=0, le=4 * 1024**3)
     download_bytes_per_second: int | None = Field(None, ge=0)
+    # The first this many downloads of each result video fail (503): retries, exactly.
+    download_failures_per_video: int | None = Field(None, ge=0)
 
 
 class SimConfig(SimConfigPatch):
@@ -74,6 +76,7 @@ class SimConfig(SimConfigPatch):
     cancel_ignored: bool = False
     video_bytes: int = Field(0, ge=0, le=4 * 1024**3)
     download_bytes_per_second: int = Field(0, ge=0)
+    download_failures_per_video: int = Field(0, ge=0)
 
     def result_ttl(self) -> float:
         if self.result_ttl_seconds is not None:
@@ -99,6 +102,7 @@ class SimTask:
     idempotency_key: str | None = None
     submissions: int = 1
     cancelled_at: float | None = None
+    downloads: int = 0
     callbacks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def status_at(self, now: float) -> tuple[str, int]:
