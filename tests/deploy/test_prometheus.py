@@ -106,6 +106,8 @@ def test_the_shipped_scrape_config_reads_a_token_protected_metrics_endpoint(
                         answer = httpx.get(f"http://127.0.0.1:{web}/api/v1/targets")
                     except httpx.HTTPError:
                         return False
+                    if answer.status_code != 200:  # still starting ("Service Unavailable")
+                        return False
                     found = [
                         t
                         for t in answer.json()["data"]["activeTargets"]
