@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import base64
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database, drop_database  # noqa: E402
+from bench.stack import database, drop_database, timed  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
 from service.tasks import repository  # noqa: E402
 from service.tasks.media import split_media  # noqa: E402
@@ -69,16 +68,6 @@ async def fill(
         )
         if media is not None:
             await repository.store_media(conn, task_id, media)
-
-
-async def timed(runs: int, call: Any) -> float:
-    await call()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 async def measure(base: str, url: str, image_mib: float, runs: int) -> int:

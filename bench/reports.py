@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database, drop_database  # noqa: E402
+from bench.stack import database, drop_database, timed  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
 from service.spend.service import build_report, parse_query  # noqa: E402
 
@@ -63,17 +62,6 @@ async def fill(conn: asyncpg.Connection, tasks: int, now: datetime) -> float:
     await conn.execute(statements[1], now, tasks)
     await conn.execute(statements[2])
     return time.perf_counter() - started
-
-
-async def timed(runs: int, call: Any) -> float:
-    """Median milliseconds of `runs` calls (after one warm-up)."""
-    await call()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 async def measure(base: str, url: str, tasks: int, runs: int) -> int:

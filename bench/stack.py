@@ -8,13 +8,15 @@ import contextlib
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -45,6 +47,17 @@ def database() -> tuple[str, str]:
 
     asyncio.run(create())
     return base, urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+
+
+async def timed(runs: int, call: Callable[[], Awaitable[Any]]) -> float:
+    """Median milliseconds of `runs` calls (after one warm-up)."""
+    await call()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
 
 
 async def drop_database(base: str, url: str) -> None:
