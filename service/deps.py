@@ -21,10 +21,10 @@ from service.config import Settings
 from service.db import ConnectionLease
 from service.errors import Unauthorized
 from service.logs import request_id_var
-from service.ratelimit import EarlyCheck, RateLimiter
+from service.quotas.limiter import RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
-from service.teams.service import Caller, authenticate, authenticate_admin, token_hash
+from service.teams.service import Caller, authenticate, authenticate_admin
 from service.upstream.client import QingboClient
 from service.webhooks.delivery import WebhookSender
 
@@ -66,14 +66,12 @@ Credentials = HTTPAuthorizationCredentials | None
 @dataclass
 class TeamRequest:
     """What a team's request works with: the shared resources, its connection, its caller
-    (and for a submission, its rate-limit check begun early, the key's hash, and the lease
-    of its connection, which it gives back while it waits)."""
+    (and for a submission, the lease of its connection, which it gives back while it
+    waits)."""
 
     res: Resources
     conn: asyncpg.Connection
     caller: Caller
-    early_check: EarlyCheck | None = None
-    key_hash: bytes | None = None
     lease: ConnectionLease | None = None
 
 
@@ -94,19 +92,15 @@ TeamCtx = Annotated[TeamRequest, Depends(team_request)]
 async def submission_request(
     request: Request, credentials: Annotated[Credentials, Depends(api_key_scheme)]
 ) -> AsyncIterator[TeamRequest]:
-    """team_request for submissions: the rate-limit check starts before authentication
-    (on the limits of the key's last submission) so the two round trips overlap."""
+    """team_request for submissions: the connection is leased, so that the submission can
+    give it back while it waits on Redis or on its task."""
     res: Resources = request.app.state.resources
-    token = credentials.credentials if credentials else None
-    key_hash = token_hash(token)
-    early = res.limiter.start_early(key_hash) if key_hash else None
     lease = ConnectionLease(res.pool)
     try:
         conn = await lease.get()
-        caller = await authenticate(conn, token=token, key_hash=key_hash)
-        yield TeamRequest(res, conn, caller, early_check=early, key_hash=key_hash, lease=lease)
+        caller = await authenticate(conn, token=credentials.credentials if credentials else None)
+        yield TeamRequest(res, conn, caller, lease=lease)
     finally:
-        res.limiter.abandon(early)  # unless the submission's check used it
         await lease.release()
 
 

@@ -15,7 +15,7 @@ from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
 from service.deps import Resources
-from service.ratelimit import RateLimiter
+from service.quotas.limiter import RateLimiter
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
 from service.upstream.client import QingboClient, build_http_client

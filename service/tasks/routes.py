@@ -138,8 +138,6 @@ async def submit_task(
         caller=ctx.caller,
         body=body,
         idempotency_key=idempotency_key,
-        early_check=ctx.early_check,
-        key_hash=ctx.key_hash,
     )
     row, headers = admission.row, admission.headers
     if wait is not None:

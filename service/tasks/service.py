@@ -39,7 +39,7 @@ from service.metrics import (
     TASKS_ADMITTED,
     TASKS_REJECTED,
 )
-from service.ratelimit import EarlyCheck
+from service.quotas.limits import Limits
 from service.tasks import repository
 from service.tasks.execution import refresh_from_upstream
 from service.tasks.media import split_media
@@ -101,8 +101,7 @@ class Admission:
 
 
 # A rate-limit answer later than this (a stalled Redis) is awaited without holding the
-# submission's pooled connection. Normally the answer is already in: the check started
-# while the key was authenticated.
+# submission's pooled connection. Normally it comes in one round trip to Redis.
 HOLD_CONNECTION_FOR_REDIS_SECONDS = 0.05
 
 
@@ -113,11 +112,9 @@ async def submit_task(
     caller: Caller,
     body: TaskRequest,
     idempotency_key: str | None,
-    early_check: EarlyCheck | None = None,
-    key_hash: bytes | None = None,
 ) -> Admission:
     """Validate, price, rate-limit and admit a task (budgets reserved in the same statement).
-    A bad request takes back `early_check` (see deps.submission_request) and counts nothing."""
+    A bad request counts against no limit."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidRequest(
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
@@ -132,15 +129,16 @@ async def submit_task(
     conn = await lease.get()
     if idempotency_key is not None:
         # A retry of a bound key replays before any limit: it creates and spends nothing,
-        # so no rate limit, budget or concurrency cap may refuse it (its early rate-limit
-        # check is taken back by the dependency).
+        # so no rate limit, budget or concurrency cap may refuse it.
         bound = await repository.find_idempotency_key(
             conn, team_id=caller.team_id, key=idempotency_key
         )
         if bound is not None:
             return Admission(await _replay(conn, caller, bound, digest))
     quota = await lease.without(
-        res.limiter.check(caller, early=early_check, key_hash=key_hash),
+        res.limiter.check(
+            Limits(caller.key_id, caller.team_id, caller.key_rpm_limit, caller.rpm_limit)
+        ),
         hold_seconds=HOLD_CONNECTION_FOR_REDIS_SECONDS,
         slow=RATE_LIMIT_SLOW_CHECKS,
     )

@@ -195,23 +195,16 @@ async def list_keys(conn: asyncpg.Connection, *, team_id: UUID) -> list[asyncpg.
     return await repository.list_keys(conn, team_id)
 
 
-def token_hash(token: str | None) -> bytes | None:
-    """hash_key of the key in `token` as authenticate reads it; None if there is none."""
-    return hash_key(token.strip()) if token and token.strip() else None
-
-
 def _require_token(token: str | None) -> str:
     if not token or not token.strip():
         raise Unauthorized("missing or malformed Authorization header (expected 'Bearer <key>')")
     return token.strip()
 
 
-async def authenticate(
-    conn: asyncpg.Connection, *, token: str | None, key_hash: bytes | None = None
-) -> Caller:
-    """The caller behind `token`; `key_hash`: its hash_key, if the caller has it already."""
+async def authenticate(conn: asyncpg.Connection, *, token: str | None) -> Caller:
+    """The caller behind `token` (a team API key)."""
     key = _require_token(token)
-    row = await repository.find_active_key(conn, key_hash or hash_key(key))
+    row = await repository.find_active_key(conn, hash_key(key))
     if row is None:
         raise Unauthorized("invalid or revoked API key")
     expires_at = row["expires_at"]

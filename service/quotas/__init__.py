@@ -1,0 +1,1 @@
+"""Requests-per-minute limits per key and per team, counted in Redis."""

@@ -1,0 +1,47 @@
+"""Dispatch is fair across teams and spread by the submits-per-second cap."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import asyncpg
+import httpx
+
+from service.deps import Resources
+from service.tasks import execution
+from tests.factories import make_team, submit
+
+
+async def test_a_team_with_1000_queued_tasks_does_not_delay_another_teams_first(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    busy, quiet = await make_team(client), await make_team(client)
+    for _ in range(10):
+        await asyncio.gather(*(submit(client, busy) for _ in range(100)))
+    theirs = await submit(client, quiet)
+    capped = dataclasses.replace(
+        res, settings=res.settings.model_copy(update={"upstream_max_in_flight": 5})
+    )
+    assert await execution.dispatch_pending(capped) == 5  # one dispatch cycle
+    claimed = await db.fetch("SELECT id FROM tasks WHERE dispatch_state = 'claimed'")
+    assert theirs["task_id"] in {r["id"] for r in claimed}
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE team_id = $1", busy.team["id"]) == (
+        1000
+    )
+
+
+async def test_submissions_per_second_cap_spreads_dispatch(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    team = await make_team(client)
+    await asyncio.gather(*(submit(client, team) for _ in range(20)))
+    slow = dataclasses.replace(
+        res,
+        settings=res.settings.model_copy(
+            update={"upstream_max_submits_per_second": 0.5, "upstream_submit_burst": 4}
+        ),
+    )
+    await db.execute("UPDATE upstream_state SET submit_tokens = NULL")
+    assert await execution.dispatch_pending(slow) == 4  # the burst
+    assert await execution.dispatch_pending(slow) == 0  # then 0.5 per second
