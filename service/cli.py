@@ -7,23 +7,24 @@ one line on stderr (exit status 1); a budget refusal names the budget and when i
 
 from __future__ import annotations
 
-import argparse
 import base64
+import functools
 import mimetypes
-import os
-import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import click
 import httpx
 from httpx_sse import connect_sse
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-TERMINAL = ("completed", "failed", "cancelled")
+from service.catalog.models import STATUSES, TERMINAL_STATUSES, TaskStatus
+
 # The answer shape this CLI parses (README "Qingbo versions"), whatever the team's default.
 CLI_ANSWER_VERSION = "2026-04"
 out = Console()
@@ -38,69 +39,43 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
-def add_client_commands(sub: Any) -> None:
-    """Register generate, tasks and usage on the main parser's subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=os.environ.get("QGW_GATEWAY_URL", "http://127.0.0.1:8000"),
-        help="gateway base URL (QGW_GATEWAY_URL)",
-    )
-    common.add_argument(
-        "--key", default=os.environ.get("QGW_API_KEY"), help="team API key (QGW_API_KEY)"
-    )
+def client_command(name: str, help: str) -> Callable[[Callable[..., None]], click.Command]:
+    """A command that talks to a gateway: `--url`/`--key` (or QGW_GATEWAY_URL/QGW_API_KEY),
+    an httpx client as its first argument, and errors as one line on stderr (status 1)."""
 
-    gen = sub.add_parser("generate", parents=[common], help="submit a video task (and wait)")
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--model", default="minimax-hailuo-2.3")
-    gen.add_argument("--resolution")
-    gen.add_argument("--duration", type=int)
-    gen.add_argument("--aspect-ratio")
-    gen.add_argument(
-        "--image", action="append", default=[], metavar="FILE_OR_URL", help="first frame"
-    )
-    gen.add_argument("--camera", action="append", default=[], metavar="TAG")
-    gen.add_argument("--priority", type=int)
-    gen.add_argument("--wait", action="store_true", help="follow the task to its end")
-    gen.add_argument("--download", metavar="FILE", help="save the video here (implies --wait)")
-    gen.set_defaults(func=main_exit, action=cmd_generate, client=True)
+    def wrap(action: Callable[..., None]) -> click.Command:
+        @click.option(
+            "--url",
+            envvar="QGW_GATEWAY_URL",
+            default="http://127.0.0.1:8000",
+            show_default=True,
+            help="Gateway base URL (QGW_GATEWAY_URL).",
+        )
+        @click.option("--key", envvar="QGW_API_KEY", help="Team API key (QGW_API_KEY).")
+        @functools.wraps(action)
+        def run(url: str, key: str | None, **options: Any) -> None:
+            try:
+                if not key:
+                    fail("no API key: pass --key or set QGW_API_KEY")
+                with httpx.Client(
+                    base_url=url.rstrip("/"),
+                    headers={
+                        "Authorization": f"Bearer {key}",
+                        "Qingbo-Version": CLI_ANSWER_VERSION,
+                    },
+                    timeout=httpx.Timeout(30, read=60),
+                ) as http:
+                    action(http, **options)
+            except CliError as exc:
+                err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                raise SystemExit(1) from None
+            except httpx.HTTPError as exc:
+                err.print(f"[red]error:[/red] cannot reach {url}: {exc}", soft_wrap=True)
+                raise SystemExit(1) from None
 
-    tasks = sub.add_parser("tasks", help="the team's tasks")
-    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
-    listing = tasks_sub.add_parser("list", parents=[common], help="newest first")
-    listing.add_argument("--status", choices=("queued", "processing", *TERMINAL))
-    listing.add_argument("--model")
-    listing.add_argument("--limit", type=int, default=20)
-    listing.set_defaults(func=main_exit, action=cmd_tasks_list, client=True)
-    show = tasks_sub.add_parser("show", parents=[common], help="one task as JSON")
-    show.add_argument("task_id")
-    show.set_defaults(func=main_exit, action=cmd_tasks_show, client=True)
-    cancel = tasks_sub.add_parser("cancel", parents=[common], help="cancel a queued task")
-    cancel.add_argument("task_id")
-    cancel.set_defaults(func=main_exit, action=cmd_tasks_cancel, client=True)
+        return click.command(name, help=help)(run)
 
-    usage = sub.add_parser("usage", parents=[common], help="the team's budgets and spend")
-    usage.set_defaults(func=main_exit, action=cmd_usage, client=True)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run one client command; errors become one line on stderr and exit status 1."""
-    try:
-        if not args.key:
-            fail("no API key: pass --key or set QGW_API_KEY")
-        with httpx.Client(
-            base_url=args.url.rstrip("/"),
-            headers={"Authorization": f"Bearer {args.key}", "Qingbo-Version": CLI_ANSWER_VERSION},
-            timeout=httpx.Timeout(30, read=60),
-        ) as http:
-            args.action(http, args)
-        return 0
-    except CliError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        return 1
-    except httpx.HTTPError as exc:
-        err.print(f"[red]error:[/red] cannot reach {args.url}: {exc}", soft_wrap=True)
-        return 1
+    return wrap
 
 
 def call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
@@ -125,20 +100,44 @@ def image_value(value: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def cmd_generate(http: httpx.Client, args: argparse.Namespace) -> None:
-    body: dict[str, Any] = {"model": args.model, "prompt": args.prompt}
+@click.option("--prompt", required=True)
+@click.option("--model", default="minimax-hailuo-2.3", show_default=True)
+@click.option("--resolution")
+@click.option("--duration", type=int)
+@click.option("--aspect-ratio")
+@click.option("--image", multiple=True, metavar="FILE_OR_URL", help="First frame.")
+@click.option("--camera", multiple=True, metavar="TAG")
+@click.option("--priority", type=int)
+@click.option("--wait", is_flag=True, help="Follow the task to its end.")
+@click.option("--download", metavar="FILE", help="Save the video here (implies --wait).")
+@client_command("generate", help="Submit a video task (and wait).")
+def generate(
+    http: httpx.Client,
+    *,
+    prompt: str,
+    model: str,
+    resolution: str | None,
+    duration: int | None,
+    aspect_ratio: str | None,
+    image: tuple[str, ...],
+    camera: tuple[str, ...],
+    priority: int | None,
+    wait: bool,
+    download: str | None,
+) -> None:
+    body: dict[str, Any] = {"model": model, "prompt": prompt}
     for field, value in (
-        ("resolution", args.resolution),
-        ("duration", args.duration),
-        ("aspect_ratio", args.aspect_ratio),
-        ("priority", args.priority),
+        ("resolution", resolution),
+        ("duration", duration),
+        ("aspect_ratio", aspect_ratio),
+        ("priority", priority),
     ):
         if value is not None:
             body[field] = value
-    if args.image:
-        body["image_urls"] = [image_value(v) for v in args.image]
-    if args.camera:
-        body["camera_movement_tags"] = args.camera
+    if image:
+        body["image_urls"] = [image_value(v) for v in image]
+    if camera:
+        body["camera_movement_tags"] = list(camera)
     # One key per invocation: a retried POST cannot create (and pay for) a second task.
     task = call(
         http, "POST", "/v1/tasks", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
@@ -148,23 +147,23 @@ def cmd_generate(http: httpx.Client, args: argparse.Namespace) -> None:
         f"{task['resolution']} {task['duration']}s, cost {task['cost_usd']} USD",
         highlight=False,
     )
-    if not (args.wait or args.download):
+    if not (wait or download):
         return
     task = follow(http, task)
-    if task["status"] != "completed":
+    if task["status"] != TaskStatus.COMPLETED:
         error = task.get("error") or {}
         fail(f"task {task['status']}: {error.get('message', 'no reason given')}")
     for video in (task.get("result") or {}).get("videos", []):
         out.print(f"video: {video['url']}", highlight=False, soft_wrap=True)
-    if args.download:
+    if download:
         videos = (task.get("result") or {}).get("videos") or []
         if not videos:
             fail("the task completed without a video to download")
         kept = archived_copy(http, task)
         if kept is not None:  # the gateway's own copy: it outlives Qingbo's link
-            download(kept, Path(args.download), client=http)
+            save(kept, Path(download), client=http)
         else:
-            download(videos[0]["url"], Path(args.download))
+            save(videos[0]["url"], Path(download))
 
 
 def archived_copy(http: httpx.Client, task: dict[str, Any], wait: float = 120) -> str | None:
@@ -176,7 +175,7 @@ def archived_copy(http: httpx.Client, task: dict[str, Any], wait: float = 120) -
         archive = task.get("archive") or {"state": "off"}
         if archive["state"] == "stored":
             return str(archive["videos"][0]["url"])
-        if archive["state"] != "pending" or time.monotonic() > deadline:
+        if archive["state"] != "pending" or time.monotonic() > deadline:  # archive's states
             return None
         time.sleep(1)  # the archive copies within seconds; poll its state
 
@@ -205,14 +204,14 @@ def follow(http: httpx.Client, task: dict[str, Any]) -> dict[str, Any]:
                         last_id = event.id or last_id
                         task = event.json()
                         progress.update(bar, description=task["status"], completed=task["progress"])
-                        if task["status"] in TERMINAL:
+                        if task["status"] in TERMINAL_STATUSES:
                             return task
             except httpx.TransportError:
                 time.sleep(min(2**attempt * 0.2, 5))  # the stream dropped: resume
         fail("lost the event stream; see `qingbo-gateway tasks show`")
 
 
-def download(url: str, path: Path, *, client: httpx.Client | None = None) -> None:
+def save(url: str, path: Path, *, client: httpx.Client | None = None) -> None:
     """Stream `url` to `path`: Qingbo's link, or (with the gateway's `client`, which sends
     the key) the gateway's content URL, whose signed-URL redirect drops the key."""
     opener = client.stream if client is not None else httpx.stream
@@ -231,8 +230,17 @@ def download(url: str, path: Path, *, client: httpx.Client | None = None) -> Non
     out.print(f"saved {path} ({path.stat().st_size} bytes)", highlight=False)
 
 
-def cmd_tasks_list(http: httpx.Client, args: argparse.Namespace) -> None:
-    params = {"limit": args.limit, "status": args.status, "model": args.model}
+@click.group("tasks", help="The team's tasks.")
+def tasks() -> None:
+    pass
+
+
+@click.option("--status", type=click.Choice([s.value for s in STATUSES]))
+@click.option("--model")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@client_command("list", help="Newest first.")
+def list_tasks(http: httpx.Client, *, status: str | None, model: str | None, limit: int) -> None:
+    params = {"limit": limit, "status": status, "model": model}
     page = call(http, "GET", "/v1/tasks", params={k: v for k, v in params.items() if v})
     table = Table("task", "status", "progress", "model", "video", "cost USD", "created")
     for task in page["data"]:
@@ -249,21 +257,31 @@ def cmd_tasks_list(http: httpx.Client, args: argparse.Namespace) -> None:
     out.print(table)
 
 
-def cmd_tasks_show(http: httpx.Client, args: argparse.Namespace) -> None:
-    out.print_json(data=call(http, "GET", f"/v1/tasks/{args.task_id}"))
+@click.argument("task_id")
+@client_command("show", help="One task as JSON.")
+def show_task(http: httpx.Client, *, task_id: str) -> None:
+    out.print_json(data=call(http, "GET", f"/v1/tasks/{task_id}"))
 
 
-def cmd_tasks_cancel(http: httpx.Client, args: argparse.Namespace) -> None:
-    task = call(http, "POST", f"/v1/tasks/{args.task_id}/cancel")
+@click.argument("task_id")
+@client_command("cancel", help="Cancel a queued task.")
+def cancel_task(http: httpx.Client, *, task_id: str) -> None:
+    task = call(http, "POST", f"/v1/tasks/{task_id}/cancel")
     out.print(f"task {task['task_id']} {task['status']}", highlight=False)
 
 
-def cmd_usage(http: httpx.Client, args: argparse.Namespace) -> None:
-    usage = call(http, "GET", "/v1/usage")
-    if not usage["budgets"]:
+tasks.add_command(list_tasks)
+tasks.add_command(show_task)
+tasks.add_command(cancel_task)
+
+
+@client_command("usage", help="The team's budgets and spend.")
+def usage(http: httpx.Client) -> None:
+    standing = call(http, "GET", "/v1/usage")
+    if not standing["budgets"]:
         out.print("no budgets apply to this team")
     table = Table("scope", "window", "limit", "spent", "reserved", "remaining", "resets at")
-    for b in usage["budgets"]:
+    for b in standing["budgets"]:
         scope = f"key {b['key_name']}" if b["scope"] == "key" else b["scope"]
         table.add_row(
             scope,
@@ -274,11 +292,10 @@ def cmd_usage(http: httpx.Client, args: argparse.Namespace) -> None:
             b["remaining_usd"],
             b["resets_at"] or "never",
         )
-    if usage["budgets"]:
+    if standing["budgets"]:
         out.print(table)
-    cap = usage["max_concurrent_tasks"]
-    out.print(f"active tasks: {usage['active_tasks']}" + (f" of {cap}" if cap else ""))
+    cap = standing["max_concurrent_tasks"]
+    out.print(f"active tasks: {standing['active_tasks']}" + (f" of {cap}" if cap else ""))
 
 
-def main_exit(args: argparse.Namespace) -> None:
-    sys.exit(run(args))
+CLIENT_COMMANDS = (generate, tasks, usage)

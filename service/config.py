@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(2, ge=1)
     db_pool_max_size: int = Field(20, ge=1)
     log_level: str = "INFO"
+    # json: one JSON object per line, for machines (the default of every role); pretty:
+    # short lines for a person at a terminal (`qingbo-gateway dev` sets it).
+    log_format: Literal["json", "pretty"] = "json"
     # Per-request HTTP metrics (requests by route and status, latency); off only to
     # measure what they cost (bench/submit.py).
     http_metrics: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -145,6 +146,27 @@ async def current_revision(conn: asyncpg.Connection) -> str | None:
     except asyncpg.UndefinedTableError:
         return None
     return str(value) if value is not None else None
+
+
+SQL_SOURCES = Path(__file__).resolve().parent  # service/: domain SQL files live below it
+
+
+def sql_file_digest(name: str) -> str:
+    """SHA-256 of the SQL source file `name` (a path under service/)."""
+    return hashlib.sha256((SQL_SOURCES / name).read_bytes()).hexdigest()
+
+
+def install_sql_file(name: str, *, sha256: str) -> None:
+    """Run the SQL source file `name` (e.g. "budgets/sql/settle_task.sql") in a migration.
+
+    The functions live in those files, reviewed as diffs of one file; a migration installs
+    them. `sha256` names the version the migration was written for: a file changed since
+    must be installed again by a new migration pinning its new digest (a test,
+    tests/test_sql_files.py, fails until one does), so every database at head runs exactly
+    the reviewed file. An older migration running a newer file is harmless: its functions
+    are CREATE OR REPLACE, and the newer migration installs the same text again.
+    """
+    run_script((SQL_SOURCES / name).read_text())
 
 
 def run_script(sql: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -111,6 +112,8 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
         "QGW_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "QGW_ARCHIVE_URL": archive_url,
         "QGW_POLL_INITIAL_SECONDS": os.environ.get("QGW_POLL_INITIAL_SECONDS", "1"),
+        # Lines for a person: one per task event, libraries quiet (README "Two commands").
+        "QGW_LOG_FORMAT": os.environ.get("QGW_LOG_FORMAT", "pretty"),
         # Webhook receivers on this machine are the point of a dev stack.
         "QGW_WEBHOOK_ALLOW_NETWORKS": os.environ.get(
             "QGW_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8,::1/128"
@@ -128,8 +131,7 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
         wait_until_healthy(f"http://127.0.0.1:{sim_port}/_sim/config")
         wait_until_healthy(f"{api}/healthz")
         key = _ensure_demo_key(api, admin_token)
-        print(
-            f"""
+        banner = f"""
 Qingbo Gateway dev stack is up.
   API        {api}   (docs: {api}/docs, metrics: {api}/metrics)
   simulator  http://127.0.0.1:{sim_port}  (tasks queue 2 s, then process 8 s)
@@ -142,12 +144,17 @@ Submit a task:
     -H 'Content-Type: application/json' \\
     -d '{{"model": "minimax-hailuo-2.3", "prompt": "[推进] a lighthouse at dawn", "duration": 6}}'
 
-Press Ctrl-C to stop.
-""",
-            flush=True,
-        )
+Press Enter to show this again, Ctrl-C to stop.
+"""
+        print(banner, flush=True)
+        interactive = sys.stdin.isatty()
         while all(child.poll() is None for child in children):
-            time.sleep(0.5)
+            # The task events scroll the banner away: Enter brings it back.
+            if interactive and select.select([sys.stdin], [], [], 0.5)[0]:
+                sys.stdin.readline()
+                print(banner, flush=True)
+            elif not interactive:
+                time.sleep(0.5)
         print("a child process exited; stopping the dev stack", file=sys.stderr)
     except KeyboardInterrupt:
         pass

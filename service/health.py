@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.db import current_revision, schema_status
-from service.deps import AppResources, require_metrics_token
 from service.errors import Unauthorized
 from service.metrics import TASK_EVENT_WAITERS
 from service.openapi import error_responses
 from service.state_metrics import STATE, scrape_registry
+from service.tasks.resources import AppResources
+from service.web import require_metrics_token
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger(__name__)
@@ -56,10 +57,6 @@ async def readyz(res: AppResources) -> Any:
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
-
-
-_STAGES = ("pending", "claimed", "submitting", "submitted")
-_state_read_at = 0.0
 
 
 @router.get(

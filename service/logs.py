@@ -1,4 +1,5 @@
-"""Structured JSON logs, one event per line, with the request id on every line of a request."""
+"""Structured JSON logs, one event per line, with the request id on every line of a request;
+or, for a person at a terminal (`qingbo-gateway dev`), short readable lines."""
 
 from __future__ import annotations
 
@@ -21,22 +22,50 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+# Libraries that talk at INFO about themselves (arq names every cron run, every second;
+# alembic its set-up; pgserver its commands): a person reading the dev stack's terminal
+# wants the gateway's own events. httpx logs every URL at INFO, and URLs can carry
+# callback tokens: quiet in every format.
+CHATTY_LIBRARIES = ("arq", "alembic", "pgserver", "uvicorn", "asyncio", "watchfiles")
+_STANDARD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+
+
+class ReadableFormatter(logging.Formatter):
+    """The message, then the event's fields as key=value (no JSON braces)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        fields = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD_FIELDS)
+        return f"{message}  {fields}" if fields else message
+
+
+def configure_logging(level: str, *, log_format: str = "json") -> None:
+    handler: logging.Handler
+    if log_format == "pretty":
+        from rich.logging import RichHandler
+
+        handler = RichHandler(
+            show_path=False, markup=False, rich_tracebacks=True, log_time_format="%H:%M:%S"
         )
-    )
+        handler.setFormatter(ReadableFormatter())
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every URL at INFO; URLs can carry callback tokens, so keep it quiet.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if log_format == "pretty":
+        for chatty in CHATTY_LIBRARIES:
+            logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def accept_request_id(headers: list[tuple[bytes, bytes]]) -> str:

@@ -14,10 +14,11 @@ from service.archive.store import open_store
 from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
-from service.deps import Resources
 from service.quotas.limiter import RateLimiter
+from service.tasks.announce import archived_event
 from service.tasks.events import TaskEvents
 from service.tasks.queue import DispatchKicker
+from service.tasks.resources import Resources
 from service.upstream.client import QingboClient, build_http_client
 from service.webhooks.delivery import WebhookSender
 
@@ -77,7 +78,12 @@ async def open_resources(
                 'Qingbo deletes them (README "Archive")'
             )
         else:
-            archive = Archiver(settings, open_store(settings.archive_url), webhooks.policy)
+            archive = Archiver(
+                settings,
+                open_store(settings.archive_url),
+                webhooks.policy,
+                on_archived=archived_event,
+            )
             stack.push_async_callback(archive.aclose)
         yield Resources(
             settings=settings,

@@ -21,14 +21,15 @@ from prometheus_client.registry import Collector
 from service.archive import repository as archives
 from service.budgets import repository as budgets
 from service.catalog.models import MICROS_PER_USD
-from service.deps import Resources
 from service.spend import repository as spend
 from service.tasks import repository as tasks
+from service.tasks.resources import Resources
+from service.tasks.states import DispatchState
 from service.webhooks import repository as webhooks
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("pending", "claimed", "submitting", "submitted")
+STAGES = tuple(s for s in DispatchState if s != DispatchState.DONE)
 BUDGET_LABELS = ["team", "key", "scope", "window"]
 ARCHIVE_EXPIRY_BUCKETS = ("under_6h", "under_24h", "later", "unknown")
 
@@ -71,8 +72,8 @@ class StateCollector(Collector):
         stage = GaugeMetricFamily(
             "qgw_tasks_in_stage", "Non-terminal tasks by dispatch stage", labels=["stage"]
         )
-        for name in STAGES:
-            stage.add_metric([name], snap.stages.get(name, 0))
+        for state in STAGES:
+            stage.add_metric([state.value], snap.stages.get(state, 0))
         yield stage
         queue = GaugeMetricFamily("qgw_queue_jobs", "arq jobs in the Redis queue", labels=["state"])
         queue.add_metric(["ready"], snap.queue_ready)

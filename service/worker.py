@@ -16,14 +16,17 @@ from arq.worker import Worker
 from fastapi import FastAPI
 
 from service import health
+from service.archive import jobs as archive_jobs
 from service.config import Settings, get_settings
-from service.deps import Resources
 from service.errors import install_error_handlers
 from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.resources import open_resources, redis_settings
 from service.tasks import jobs
 from service.tasks.events import TaskEvents
-from service.tasks.queue import enqueue_delivery
+from service.tasks.queue import SUBMIT_JOB
+from service.tasks.resources import Resources
+from service.webhooks import jobs as webhook_jobs
+from service.webhooks.queue import enqueue_delivery
 
 WEBHOOK_CHANNEL = "qgw_webhook_events"
 
@@ -96,11 +99,12 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 
 
 def instrumented(
-    coroutine: Callable[..., Awaitable[Any]],
+    coroutine: Callable[..., Awaitable[Any]], name: str | None = None
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
     """Count, time and track a job function: qgw_jobs_total{function,outcome},
-    qgw_job_duration_seconds{function}, qgw_jobs_in_progress{function}."""
-    name = coroutine.__name__
+    qgw_job_duration_seconds{function}, qgw_jobs_in_progress{function} (`name`: the job's
+    name, if not its function's)."""
+    name = name or coroutine.__name__
 
     @functools.wraps(coroutine)
     async def run(*args: Any, **kwargs: Any) -> Any:
@@ -129,10 +133,10 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
     # keep_result=0: no result is stored, so a job id dedupes only while the job is queued
     # or running, and a later poll or attempt can always be enqueued again.
-    def job(coroutine: Any) -> Any:
+    def job(coroutine: Any, name: str | None = None) -> Any:
         return func(
-            instrumented(coroutine),
-            name=coroutine.__name__,
+            instrumented(coroutine, name),
+            name=name or coroutine.__name__,
             timeout=job_timeout,
             keep_result=0,
             max_tries=3,
@@ -142,13 +146,13 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [
             job(jobs.dispatch_pending_tasks),
-            job(jobs.submit_task),
+            job(jobs.send_to_qingbo, name=SUBMIT_JOB),
             job(jobs.refresh_task),
-            job(jobs.deliver_webhook),
+            job(webhook_jobs.deliver_webhook),
             # A copy of a long video may take longer than any upstream call.
             func(
-                instrumented(jobs.archive_video),
-                name=jobs.archive_video.__name__,
+                instrumented(archive_jobs.archive_video),
+                name=archive_jobs.archive_video.__name__,
                 timeout=int(settings.archive_lease_seconds),
                 keep_result=0,
                 max_tries=3,
@@ -167,10 +171,17 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 second=EVERY_SECOND,
                 keep_result=0,
             ),
-            cron(jobs.sweep_webhooks, name="cron:webhooks", second=EVERY_SECOND, keep_result=0),
-            cron(jobs.sweep_archive, name="cron:archive", second=EVERY_SECOND, keep_result=0),
             cron(
-                jobs.archive_retention,
+                webhook_jobs.sweep_webhooks,
+                name="cron:webhooks",
+                second=EVERY_SECOND,
+                keep_result=0,
+            ),
+            cron(
+                archive_jobs.sweep_archive, name="cron:archive", second=EVERY_SECOND, keep_result=0
+            ),
+            cron(
+                archive_jobs.archive_retention,
                 name="cron:archive-retention",
                 minute=0,
                 second=0,

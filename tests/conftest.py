@@ -27,8 +27,8 @@ import uvicorn
 from service.app import create_app
 from service.config import Settings
 from service.db import migrate
-from service.deps import Resources
 from service.dev import free_port, wait_until_healthy
+from service.tasks.resources import Resources
 
 ADMIN_TOKEN = "test-admin-token"
 SIM_KEY = "sim-test-key"

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
-from service.deps import Resources
-from service.tasks import execution, submission
+from service.tasks import dispatch, submission, tracking
+from service.tasks.resources import Resources
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -105,7 +105,7 @@ async def claim(res: Resources, db: asyncpg.Connection, task_id: str) -> int:
     """Dispatch until this task is claimed; its attempt number."""
 
     async def claimed() -> int | None:
-        await execution.dispatch_pending(res)
+        await dispatch.dispatch_pending(res)
         row = await db.fetchrow(
             "SELECT dispatch_state, dispatch_attempts FROM tasks WHERE id = $1", task_id
         )
@@ -119,7 +119,7 @@ async def drive_to_end(res: Resources, db: asyncpg.Connection, task_id: str) -> 
     await submission.submit(res, task_id, await claim(res, db, task_id))
 
     async def refreshed() -> str | None:
-        await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
+        await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
         row = await db.fetchrow("SELECT status, dispatch_state FROM tasks WHERE id = $1", task_id)
         return row["status"] if row["dispatch_state"] == "done" else None
 

@@ -1,36 +1,43 @@
-"""`qingbo-gateway admin keys|audit` as an operator runs them: child processes against the
-tests' database; their changes are in the audit trail as the shell user."""
+"""`qingbo-gateway admin keys|audit` as an operator runs them, in process (click's runner)
+against the tests' database; their changes are in the audit trail as the shell user."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
-import os
-import subprocess
-import sys
+from dataclasses import dataclass
 
 import httpx
+from click.testing import CliRunner
 
-from service.config import Settings
+from service.__main__ import cli
+from service.config import Settings, get_settings
 from tests.factories import ADMIN, make_team
 
 
-def admin(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "QGW_DATABASE_URL": settings.database_url, "QGW_LOG_LEVEL": "WARNING"}
-    return subprocess.run(
-        [sys.executable, "-m", "service", "admin", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def admin(settings: Settings, *args: str) -> Ran:
+    """`qingbo-gateway admin ARGS` (in a thread: it runs its own event loop)."""
+    env = {"QGW_DATABASE_URL": settings.database_url, "QGW_LOG_LEVEL": "WARNING"}
+    get_settings.cache_clear()  # read the environment the runner sets
+    try:
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["admin", *args], env=env)
+    finally:
+        get_settings.cache_clear()
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 async def test_keys_and_audit_from_a_shell(client: httpx.AsyncClient, settings: Settings) -> None:
     team = await make_team(client)
     team_id = team.team["id"]
-    issued = admin(
+    issued = await admin(
         settings, "keys", "issue", "--team", team_id, "--name", "ops", "--expires-in-days", "5"
     )
     assert issued.returncode == 0, issued.stderr
@@ -39,19 +46,19 @@ async def test_keys_and_audit_from_a_shell(client: httpx.AsyncClient, settings: 
     answer = await client.get("/v1/tasks", headers={"Authorization": f"Bearer {key['key']}"})
     assert answer.status_code == 200
 
-    listed = admin(settings, "keys", "list", "--team", team_id)
+    listed = await admin(settings, "keys", "list", "--team", team_id)
     names = [json.loads(line)["name"] for line in listed.stdout.splitlines()]
     assert listed.returncode == 0 and names == ["default", "ops"]
     assert key["key"] not in listed.stdout
 
-    assert admin(settings, "keys", "revoke", key["id"]).returncode == 0
+    assert (await admin(settings, "keys", "revoke", key["id"])).returncode == 0
     answer = await client.get("/v1/tasks", headers={"Authorization": f"Bearer {key['key']}"})
     assert answer.status_code == 401
-    missing = admin(settings, "keys", "revoke", "00000000-0000-0000-0000-000000000000")
+    missing = await admin(settings, "keys", "revoke", "00000000-0000-0000-0000-000000000000")
     assert missing.returncode == 1 and "key not found" in missing.stderr
-    assert admin(settings, "keys", "list", "--team", "not-a-uuid").returncode == 2
+    assert (await admin(settings, "keys", "list", "--team", "not-a-uuid")).returncode == 2
 
-    trail = admin(settings, "audit", "--target", key["id"])
+    trail = await admin(settings, "audit", "--target", key["id"])
     entries = [json.loads(line) for line in trail.stdout.splitlines()]
     assert [e["action"] for e in entries] == ["key.revoke", "key.issue"]
     assert {e["actor"] for e in entries} == {f"cli:{getpass.getuser()}"}

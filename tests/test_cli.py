@@ -1,23 +1,29 @@
-"""The human CLI as a user runs it: a child process against the real API and worker."""
+"""The human CLI against the real API and worker: in process (click's runner), and once as
+the child process a user starts."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from service.__main__ import cli as main_cli
 from tests.factories import ADMIN, TeamKey, make_team, submit
 
 pytestmark = pytest.mark.usefixtures("api_server")
 
 
-def cli(api_server: str, team: TeamKey, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(api_server: str, team: TeamKey, *args: str) -> subprocess.CompletedProcess[str]:
+    """`qingbo-gateway ARGS` as a child process, as a user runs it."""
     env = {**os.environ, "QGW_GATEWAY_URL": api_server, "QGW_API_KEY": team.key, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
@@ -27,6 +33,21 @@ def cli(api_server: str, team: TeamKey, *args: str) -> subprocess.CompletedProce
         timeout=60,
         check=False,
     )
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def cli(api_server: str, team: TeamKey, *args: str) -> Ran:
+    """`qingbo-gateway ARGS` in this process (in a thread: the commands block)."""
+    runner = CliRunner()
+    env = {"QGW_GATEWAY_URL": api_server, "QGW_API_KEY": team.key, "COLUMNS": "200"}
+    result = await asyncio.to_thread(runner.invoke, main_cli, list(args), env=env)
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 async def test_generate_waits_with_progress_and_downloads(
@@ -39,7 +60,7 @@ async def test_generate_waits_with_progress_and_downloads(
     team = await make_team(client)
     start_worker()
     target = tmp_path / "out.mp4"
-    done = cli(
+    done = run_cli(
         api_server,
         team,
         "generate",
@@ -68,7 +89,7 @@ async def test_budget_refusal_is_one_line_naming_the_budget(
         json={"budgets": [{"window": "month", "limit_usd": "0.10"}]},
         headers=ADMIN,
     )
-    refused = cli(api_server, team, "generate", "--prompt", "too expensive", "--wait")
+    refused = await cli(api_server, team, "generate", "--prompt", "too expensive", "--wait")
     assert refused.returncode == 1 and refused.stdout == ""
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("error: team month budget exceeded: limit 0.10 USD")
@@ -83,16 +104,16 @@ async def test_tasks_and_usage_commands(client: httpx.AsyncClient, api_server: s
         headers=ADMIN,
     )
     task = await submit(client, team)
-    listed = cli(api_server, team, "tasks", "list")
+    listed = await cli(api_server, team, "tasks", "list")
     assert listed.returncode == 0 and task["task_id"] in listed.stdout
-    shown = cli(api_server, team, "tasks", "show", task["task_id"])
+    shown = await cli(api_server, team, "tasks", "show", task["task_id"])
     assert shown.returncode == 0 and f'"task_id": "{task["task_id"]}"' in shown.stdout
-    cancelled = cli(api_server, team, "tasks", "cancel", task["task_id"])
+    cancelled = await cli(api_server, team, "tasks", "cancel", task["task_id"])
     assert cancelled.stdout.strip() == f"task {task['task_id']} cancelled"
-    usage = cli(api_server, team, "usage")
+    usage = await cli(api_server, team, "usage")
     assert usage.returncode == 0
     assert "25.00" in usage.stdout and "active tasks: 0 of 5" in usage.stdout
-    missing = cli(api_server, team, "tasks", "show", "task-nope")
+    missing = await cli(api_server, team, "tasks", "show", "task-nope")
     assert missing.returncode == 1 and "not found (not_found, HTTP 404)" in missing.stderr
 
 
@@ -106,12 +127,12 @@ async def test_generate_sends_a_local_image_as_base64(
     team = await make_team(client)
     image = tmp_path / "first-frame.png"
     image.write_bytes(base64.b64decode(PNG_1X1))
-    sent = cli(api_server, team, "generate", "--prompt", "it moves", "--image", str(image))
+    sent = await cli(api_server, team, "generate", "--prompt", "it moves", "--image", str(image))
     assert sent.returncode == 0, sent.stderr
     task_id = sent.stdout.split()[1]
     task = (await client.get(f"/v1/tasks/{task_id}", headers=team.headers)).json()
     assert task["action"] == "image2video" and len(task["image_urls"]) == 1
-    missing = cli(api_server, team, "generate", "--prompt", "x", "--image", "nope.png")
+    missing = await cli(api_server, team, "generate", "--prompt", "x", "--image", "nope.png")
     assert (
         missing.returncode == 1 and "neither an http(s) URL nor a readable file" in missing.stderr
     )

@@ -8,8 +8,8 @@ from pydantic import SecretStr
 
 from service.app import create_app
 from service.config import Settings
-from service.deps import Resources
 from service.state_metrics import STATE, scrape_registry
+from service.tasks.resources import Resources
 from tests.factories import ADMIN, make_team, submit
 
 

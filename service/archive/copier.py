@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,14 +23,12 @@ import obstore
 
 from service.archive import repository
 from service.config import Settings
+from service.egress import BlockedDestination, DestinationPolicy, UnresolvedHost
 from service.metrics import (
     ARCHIVE_BYTES,
     ARCHIVE_VIDEOS,
     ARCHIVE_WAIT,
 )
-from service.tasks import repository as tasks
-from service.webhooks import outbox
-from service.webhooks.ssrf import BlockedDestination, DestinationPolicy, UnresolvedHost
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +48,27 @@ def looks_like_mp4(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] == b"ftyp"
 
 
+# Called in the transaction that stores a task's last video, with the task's id and its
+# team's answer version: the task domain announces `archived` to the app.
+OnArchived = Callable[[asyncpg.Connection, str, str], Awaitable[None]]
+
+
+async def _announce_nothing(conn: asyncpg.Connection, task_id: str, version: str) -> None:
+    return None
+
+
 class Archiver:
-    def __init__(self, settings: Settings, store: Any, policy: DestinationPolicy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Any,
+        policy: DestinationPolicy,
+        on_archived: OnArchived = _announce_nothing,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.policy = policy
+        self.on_archived = on_archived
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.archive_read_timeout_seconds, connect=10.0),
             follow_redirects=False,
@@ -112,8 +126,7 @@ class Archiver:
                 return "skipped"
             version = await repository.archived_task_version(conn, task_id)
             if version is not None:  # the last of its videos: tell the app, if it listens
-                task = await tasks.get_task(conn, task_id)
-                await outbox.task_event(conn, task, "archived", version=version)
+                await self.on_archived(conn, task_id, version)
         ARCHIVE_VIDEOS.labels("stored").inc()
         ARCHIVE_BYTES.inc(size)
         ARCHIVE_WAIT.observe(float(stored["waited"]))

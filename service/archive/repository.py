@@ -207,3 +207,10 @@ async def mark_expired(conn: asyncpg.Connection, *, task_id: str, index: int) ->
         task_id,
         index,
     )
+
+
+async def task_status(conn: asyncpg.Connection, *, task_id: str, team_id: UUID) -> str | None:
+    """The status of the team's task (None: no such task of the team's)."""
+    return await conn.fetchval(
+        "SELECT status FROM tasks WHERE id = $1 AND team_id = $2", task_id, team_id
+    )

@@ -6,16 +6,17 @@ given back, then the store is read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
 import obstore
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
+from service.archive.copier import Archiver
 from service.archive.service import etag_of, matches, parse_range, stored_video
 from service.archive.store import can_sign
-from service.deps import AppResources, CurrentCaller
 from service.errors import (
     ArchiveExpired,
     ArchiveGone,
@@ -26,7 +27,9 @@ from service.errors import (
     Unauthorized,
 )
 from service.openapi import error_responses
+from service.teams.auth import CurrentCaller
 from service.types import Storable
+from service.web import AppSettings, DbPool, shared
 
 router = APIRouter(tags=["archive"])
 TaskId = Annotated[str, Path(max_length=100), Storable]
@@ -41,15 +44,39 @@ CONTENT_ERRORS = (
 )
 
 
+async def get_archiver(request: Request) -> Archiver | None:
+    archiver: Archiver | None = shared(request).archive
+    return archiver
+
+
+Archive = Annotated[Archiver | None, Depends(get_archiver)]
+
+
+@dataclass
+class ContentRequest:
+    """What the content routes read the kept copy with."""
+
+    archiver: Archiver | None
+    pool: DbPool
+    settings: AppSettings
+
+
+async def content_request(archiver: Archive, pool: DbPool, settings: AppSettings) -> ContentRequest:
+    return ContentRequest(archiver, pool, settings)
+
+
+Content = Annotated[ContentRequest, Depends(content_request)]
+
+
 async def _content(
-    res: AppResources,
+    res: ContentRequest,
     caller: CurrentCaller,
     task_id: str,
     index: int,
     range_header: str | None,
     if_none_match: str | None,
 ) -> Response:
-    if res.archive is None:
+    if res.archiver is None:
         raise NotArchived("archiving is off on this gateway (QGW_ARCHIVE_URL is not set)")
     async with res.pool.acquire() as conn:
         row = await stored_video(conn, caller=caller, task_id=task_id, index=index)
@@ -57,7 +84,7 @@ async def _content(
     common = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
     if matches(if_none_match, etag):
         return Response(status_code=304, headers=common)
-    store = res.archive.store
+    store = res.archiver.store
     if res.settings.archive_redirect and can_sign(store):
         signed = await obstore.sign_async(
             store, "GET", row["object_key"], timedelta(seconds=SIGNED_URL_SECONDS)
@@ -104,7 +131,7 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def first_video(
     task_id: TaskId,
-    res: AppResources,
+    res: Content,
     caller: CurrentCaller,
     range_header: Annotated[str | None, Header(alias="Range"), Storable] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match"), Storable] = None,
@@ -123,7 +150,7 @@ async def first_video(
 async def video(
     task_id: TaskId,
     index: Annotated[int, Path(ge=0, le=99)],
-    res: AppResources,
+    res: Content,
     caller: CurrentCaller,
     range_header: Annotated[str | None, Header(alias="Range"), Storable] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match"), Storable] = None,

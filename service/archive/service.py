@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from service.archive import repository
+from service.catalog.models import TERMINAL_STATUSES
 from service.errors import (
     ArchiveExpired,
     ArchiveGone,
@@ -17,7 +18,6 @@ from service.errors import (
     NotFound,
     RangeNotSatisfiable,
 )
-from service.tasks import repository as tasks
 from service.teams.service import Caller
 
 RETRY_AFTER_SECONDS = "5"
@@ -29,12 +29,12 @@ async def stored_video(
 ) -> asyncpg.Record:
     """The caller's stored copy of the task's video `index`, or the error that says why
     there is none (another team's task is not found)."""
-    task = await tasks.get_task(conn, task_id, team_id=caller.team_id)
-    if task is None:
+    status = await repository.task_status(conn, task_id=task_id, team_id=caller.team_id)
+    if status is None:
         raise NotFound(f"task {task_id} not found")
     row = await repository.for_task(conn, task_id=task_id, team_id=caller.team_id, index=index)
     if row is None:
-        if task["status"] in ("queued", "processing"):
+        if status not in TERMINAL_STATUSES:
             raise NotArchived(
                 f"task {task_id} has not finished; its video is archived once it completes",
                 headers={"Retry-After": RETRY_AFTER_SECONDS},

@@ -7,13 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from service.audit import repository
 from service.audit.schemas import AuditList
-from service.audit.service import ACTIONS
-from service.deps import AdminCtx, require_admin
+from service.audit.service import list_entries
 from service.errors import InvalidRequest, Unauthorized
 from service.openapi import error_responses
 from service.types import Storable
+from service.web import DbConn, require_admin
 
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -25,7 +24,7 @@ admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require
     responses=error_responses(InvalidRequest, Unauthorized),
 )
 async def list_audit(
-    ctx: AdminCtx,
+    conn: DbConn,
     target: Annotated[
         str | None, Query(max_length=100, description="A team or key id, or company"), Storable
     ] = None,
@@ -36,21 +35,6 @@ async def list_audit(
 ) -> Any:
     """Every admin change (teams, keys, budgets at any scope, webhook secrets, answer
     versions): who, when, from where, before and after; page with next_cursor."""
-    if action is not None and action not in ACTIONS:
-        raise InvalidRequest(f"action: one of {', '.join(ACTIONS)}", param="action")
-    if cursor is not None and not cursor.isdigit():
-        raise InvalidRequest("cursor: not a cursor this API returned", param="cursor")
-    rows = await repository.list_entries(
-        ctx.conn,
-        target=target,
-        action=action,
-        since=since,
-        before_id=int(cursor) if cursor else None,
-        limit=limit + 1,
+    return await list_entries(
+        conn, target=target, action=action, since=since, cursor=cursor, limit=limit
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "data": [dict(r) for r in rows],
-        "next_cursor": str(rows[-1]["id"]) if more else None,
-    }

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from service.audit import repository
+from service.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +94,33 @@ async def record(
             "after": entry["after"],
         },
     )
+
+
+async def list_entries(
+    conn: asyncpg.Connection,
+    *,
+    target: str | None,
+    action: str | None,
+    since: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """A page of the trail, newest first, and the cursor of the next (None: the last)."""
+    if action is not None and action not in ACTIONS:
+        raise InvalidRequest(f"action: one of {', '.join(ACTIONS)}", param="action")
+    if cursor is not None and not cursor.isdigit():
+        raise InvalidRequest("cursor: not a cursor this API returned", param="cursor")
+    rows = await repository.list_entries(
+        conn,
+        target=target,
+        action=action,
+        since=since,
+        before_id=int(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "data": [dict(r) for r in rows],
+        "next_cursor": str(rows[-1]["id"]) if more else None,
+    }

@@ -1,10 +1,10 @@
 """SQL for budgets, their periods and the ledger. Callers own transactions.
 
-The money moves happen in the SQL functions of migrations 0005 and 0007
-(`qgw_admit_task`, `qgw_settle_task`): one statement each, row locks in one fixed order.
-A window's spent and reserved are the sums over its shards (`budget_shards`, 0005).
+The money moves happen in the SQL functions of `service/budgets/sql/`
+(`qgw_reserve_and_insert_task`, `qgw_settle_task`): one statement each, row locks in one
+fixed order. A window's spent and reserved are the sums over its shards (`budget_shards`).
 Ledger kinds: reserve, then settle or release of the same amount; a completed task whose
-charge differs from its reservation also gets an overcharge or undercharge (0007).
+charge differs from its reservation also gets an overcharge or undercharge.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from uuid import UUID
 
 import asyncpg
 
+from service.budgets.errors import admission_refusal
 
-async def admit_task(
+
+async def reserve_and_insert_task(
     conn: asyncpg.Connection,
     *,
     task_id: str,
@@ -34,33 +36,40 @@ async def admit_task(
     alert_percents: list[int],
     exclusive: bool = False,
 ) -> asyncpg.Record:
-    """Reserve and insert in one statement; the row is the task plus `crossings` (JSON list).
+    """Reserve the task's price under every budget covering it and insert it, in one
+    statement; the row is the task plus `crossings` (the alert thresholds it crossed).
 
-    Raises asyncpg errors with SQLSTATE QB402 (a budget; DETAIL is JSON) or QB429
-    (the team's concurrency limit); nothing is stored then. Without `exclusive` it may
-    also raise QBX01: a budget shard had no room; run it again with `exclusive`
-    (migration 0005 says why).
+    Raises BudgetExceeded or ConcurrencyLimited, and nothing is stored then. Without
+    `exclusive` it may also raise BudgetShardFull: run it again with `exclusive`
+    (budgets/sql/reserve_and_insert_task.sql says why).
     """
-    row = await conn.fetchrow(
-        """
-        SELECT (a.task).*, a.crossings
-        FROM qgw_admit_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) a
-        """,
-        task_id,
-        team_id,
-        api_key_id,
-        model,
-        action,
-        request,
-        cost_micros,
-        priority,
-        callback_url,
-        callback_events,
-        now,
-        timezone,
-        alert_percents,
-        exclusive,
-    )
+    try:
+        row = await conn.fetchrow(
+            """
+            SELECT (a.task).*, a.crossings
+            FROM qgw_reserve_and_insert_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                             $13, $14) a
+            """,
+            task_id,
+            team_id,
+            api_key_id,
+            model,
+            action,
+            request,
+            cost_micros,
+            priority,
+            callback_url,
+            callback_events,
+            now,
+            timezone,
+            alert_percents,
+            exclusive,
+        )
+    except asyncpg.PostgresError as exc:
+        refusal = admission_refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from None
     assert row is not None
     return row
 
@@ -82,6 +91,19 @@ _RESERVED = (
     "sum(CASE kind WHEN 'reserve' THEN amount_micros WHEN 'settle' THEN -amount_micros"
     " WHEN 'release' THEN -amount_micros ELSE 0 END)"
 )
+
+
+async def team_concurrency(conn: asyncpg.Connection, team_id: UUID) -> asyncpg.Record | None:
+    """The team's max_concurrent_tasks and how many of its tasks are not done yet."""
+    return await conn.fetchrow(
+        """
+        SELECT max_concurrent_tasks,
+               (SELECT count(*) FROM tasks
+                 WHERE team_id = $1 AND dispatch_state <> 'done') AS active_tasks
+        FROM teams WHERE id = $1
+        """,
+        team_id,
+    )
 
 
 async def team_exists(conn: asyncpg.Connection, team_id: UUID) -> bool:
@@ -267,6 +289,10 @@ async def by_model(
         [p[0] for p in periods],
         [p[1] for p in periods],
     )
+
+
+async def count_periods(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM budget_periods"))
 
 
 async def ledger_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:

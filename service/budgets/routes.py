@@ -7,11 +7,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends
 
+from service.audit.deps import AdminCtx
 from service.budgets import service
 from service.budgets.schemas import Budgets, BudgetsPut, Usage
-from service.deps import AdminCtx, AdminRequest, AppResources, Resources, TeamCtx, require_admin
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
+from service.teams.auth import TeamCtx
+from service.web import AppSettings, Clock, DbConn, require_admin
 
 router = APIRouter()
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -24,14 +26,14 @@ admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require
     summary="The team's budgets and spend",
     responses=error_responses(Unauthorized),
 )
-async def own_usage(ctx: TeamCtx) -> Any:
+async def own_usage(ctx: TeamCtx, settings: AppSettings, clock: Clock) -> Any:
     """Every budget that covers the team's tasks (company, team, each key) in its current
     window: limit, spent, reserved, remaining, when it resets, and a breakdown by model."""
     return await service.team_usage(
         ctx.conn,
         team_id=ctx.caller.team_id,
-        now=ctx.res.clock(),
-        timezone=ctx.res.settings.budget_timezone,
+        now=clock(),
+        timezone=settings.budget_timezone,
     )
 
 
@@ -41,60 +43,11 @@ async def own_usage(ctx: TeamCtx) -> Any:
     summary="A team's budgets and spend",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def team_usage(team_id: UUID, res: AppResources) -> Any:
+async def team_usage(team_id: UUID, conn: DbConn, settings: AppSettings, clock: Clock) -> Any:
     """As `GET /v1/usage`, for any team."""
-    async with res.pool.acquire() as conn:
-        return await service.team_usage(
-            conn, team_id=team_id, now=res.clock(), timezone=res.settings.budget_timezone
-        )
-
-
-async def _standing(
-    res: Resources,
-    conn: Any,
-    *,
-    scope: str,
-    team_id: UUID | None = None,
-    api_key_id: UUID | None = None,
-) -> dict[str, Any]:
-    if scope == "key":
-        team_id = await service.key_team(conn, api_key_id)
-    elif scope == "team" and not await service.team_exists(conn, team_id):
-        raise NotFound("team not found")
-    return await service.scope_budgets(
-        conn,
-        scope=scope,
-        team_id=team_id,
-        api_key_id=api_key_id,
-        now=res.clock(),
-        timezone=res.settings.budget_timezone,
+    return await service.team_usage(
+        conn, team_id=team_id, now=clock(), timezone=settings.budget_timezone
     )
-
-
-async def _put(
-    ctx: AdminRequest,
-    body: BudgetsPut,
-    *,
-    scope: str,
-    team_id: UUID | None = None,
-    api_key_id: UUID | None = None,
-) -> dict[str, Any]:
-    await service.set_budgets(
-        ctx.conn,
-        scope=scope,
-        team_id=team_id,
-        api_key_id=api_key_id,
-        budgets=body.budgets,
-        audit=ctx.audit,
-    )
-    return await _standing(ctx.res, ctx.conn, scope=scope, team_id=team_id, api_key_id=api_key_id)
-
-
-async def _get(
-    res: Resources, *, scope: str, team_id: UUID | None = None, api_key_id: UUID | None = None
-) -> dict[str, Any]:
-    async with res.pool.acquire() as conn:
-        return await _standing(res, conn, scope=scope, team_id=team_id, api_key_id=api_key_id)
 
 
 _BUDGET_DOC = (
@@ -112,8 +65,17 @@ _BUDGET_DOC = (
     description=_BUDGET_DOC,
     responses=error_responses(InvalidRequest, Unauthorized),
 )
-async def put_company_budgets(body: BudgetsPut, ctx: AdminCtx) -> Any:
-    return await _put(ctx, body, scope="company")
+async def put_company_budgets(
+    body: BudgetsPut, ctx: AdminCtx, settings: AppSettings, clock: Clock
+) -> Any:
+    return await service.replace_scope_budgets(
+        ctx.conn,
+        scope="company",
+        budgets=body.budgets,
+        audit=ctx.audit,
+        now=clock(),
+        timezone=settings.budget_timezone,
+    )
 
 
 @admin.get(
@@ -122,9 +84,11 @@ async def put_company_budgets(body: BudgetsPut, ctx: AdminCtx) -> Any:
     summary="The company-wide budgets",
     responses=error_responses(Unauthorized),
 )
-async def get_company_budgets(res: AppResources) -> Any:
+async def get_company_budgets(conn: DbConn, settings: AppSettings, clock: Clock) -> Any:
     """Each company budget in its current window."""
-    return await _get(res, scope="company")
+    return await service.scope_budgets(
+        conn, scope="company", now=clock(), timezone=settings.budget_timezone
+    )
 
 
 @admin.put(
@@ -134,8 +98,18 @@ async def get_company_budgets(res: AppResources) -> Any:
     description=_BUDGET_DOC,
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def put_team_budgets(team_id: UUID, body: BudgetsPut, ctx: AdminCtx) -> Any:
-    return await _put(ctx, body, scope="team", team_id=team_id)
+async def put_team_budgets(
+    team_id: UUID, body: BudgetsPut, ctx: AdminCtx, settings: AppSettings, clock: Clock
+) -> Any:
+    return await service.replace_scope_budgets(
+        ctx.conn,
+        scope="team",
+        team_id=team_id,
+        budgets=body.budgets,
+        audit=ctx.audit,
+        now=clock(),
+        timezone=settings.budget_timezone,
+    )
 
 
 @admin.get(
@@ -144,9 +118,11 @@ async def put_team_budgets(team_id: UUID, body: BudgetsPut, ctx: AdminCtx) -> An
     summary="A team's budgets",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def get_team_budgets(team_id: UUID, res: AppResources) -> Any:
+async def get_team_budgets(team_id: UUID, conn: DbConn, settings: AppSettings, clock: Clock) -> Any:
     """Each budget of the team in its current window."""
-    return await _get(res, scope="team", team_id=team_id)
+    return await service.scope_budgets(
+        conn, scope="team", team_id=team_id, now=clock(), timezone=settings.budget_timezone
+    )
 
 
 @admin.put(
@@ -156,8 +132,18 @@ async def get_team_budgets(team_id: UUID, res: AppResources) -> Any:
     description=_BUDGET_DOC + " A key's budgets apply inside its team's and the company's.",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def put_key_budgets(key_id: UUID, body: BudgetsPut, ctx: AdminCtx) -> Any:
-    return await _put(ctx, body, scope="key", api_key_id=key_id)
+async def put_key_budgets(
+    key_id: UUID, body: BudgetsPut, ctx: AdminCtx, settings: AppSettings, clock: Clock
+) -> Any:
+    return await service.replace_scope_budgets(
+        ctx.conn,
+        scope="key",
+        api_key_id=key_id,
+        budgets=body.budgets,
+        audit=ctx.audit,
+        now=clock(),
+        timezone=settings.budget_timezone,
+    )
 
 
 @admin.get(
@@ -166,6 +152,8 @@ async def put_key_budgets(key_id: UUID, body: BudgetsPut, ctx: AdminCtx) -> Any:
     summary="An API key's budgets",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def get_key_budgets(key_id: UUID, res: AppResources) -> Any:
+async def get_key_budgets(key_id: UUID, conn: DbConn, settings: AppSettings, clock: Clock) -> Any:
     """Each budget of the key in its current window."""
-    return await _get(res, scope="key", api_key_id=key_id)
+    return await service.scope_budgets(
+        conn, scope="key", api_key_id=key_id, now=clock(), timezone=settings.budget_timezone
+    )

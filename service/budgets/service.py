@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,92 +15,13 @@ from service.budgets import repository
 from service.budgets.schemas import BudgetLimit
 from service.catalog.models import format_usd, parse_usd
 from service.errors import (
-    BudgetExceeded,
-    ConcurrencyLimited,
     InvalidRequest,
     NotFound,
-    ServiceError,
 )
-from service.metrics import BUDGET_THRESHOLD_CROSSINGS
 from service.spend import repository as spend_repository
 from service.spend.service import usage_windows
 
 logger = logging.getLogger(__name__)
-
-BUDGET_SQLSTATE = "QB402"
-CONCURRENCY_SQLSTATE = "QB429"
-# A budget shard had no room for a fast admission: run it again exclusively (0005).
-SHARD_FULL_SQLSTATE = "QBX01"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def budget_exceeded(detail: dict[str, Any]) -> BudgetExceeded:
-    limit, spent, reserved = (
-        detail["limit_micros"],
-        detail["spent_micros"],
-        detail["reserved_micros"],
-    )
-    resets_at = detail.get("resets_at")
-    scope, window = detail["scope"], detail["window"]
-    resets = f"; it resets at {resets_at}" if resets_at else "; it does not reset"
-    return BudgetExceeded(
-        f"{scope} {window} budget exceeded: limit {format_usd(limit)} USD, "
-        f"{format_usd(spent)} spent and {format_usd(reserved)} reserved leave "
-        f"{format_usd(max(0, limit - spent - reserved))}, this task costs "
-        f"{format_usd(detail['cost_micros'])}{resets}",
-        extra={
-            "budget": {
-                "scope": scope,
-                "window": window,
-                "limit_usd": format_usd(limit),
-                "spent_usd": format_usd(spent),
-                "reserved_usd": format_usd(reserved),
-                "resets_at": resets_at,
-            }
-        },
-    )
-
-
-def admission_error(
-    exc: asyncpg.PostgresError, *, max_concurrent: int | None
-) -> ServiceError | None:
-    """The caller-facing error for an admission the database refused (None: not a refusal)."""
-    if exc.sqlstate == BUDGET_SQLSTATE:
-        detail = json.loads(exc.detail or "{}")
-        if detail.get("resets_at"):
-            detail["resets_at"] = _iso(datetime.fromisoformat(detail["resets_at"]))
-        return budget_exceeded(detail)
-    if exc.sqlstate == CONCURRENCY_SQLSTATE:
-        return ConcurrencyLimited(
-            f"the team already has {max_concurrent} tasks queued or processing "
-            "(max_concurrent_tasks); retry when one finishes",
-            headers={"Retry-After": "5"},
-        )
-    return None
-
-
-def announce_crossings(team_name: str, crossings: list[dict[str, Any]]) -> None:
-    """Metric and log event for each budget threshold an admission crossed (the alert
-    webhook was written by the admission itself, see migration 0003)."""
-    for c in crossings:
-        team_label = "" if c["scope"] == "company" else team_name
-        BUDGET_THRESHOLD_CROSSINGS.labels(
-            team_label, c["scope"], c["window"], str(c["percent"])
-        ).inc()
-        logger.warning(
-            "budget threshold crossed",
-            extra={
-                "team": team_name,
-                "scope": c["scope"],
-                "window": c["window"],
-                "percent": c["percent"],
-                "limit_usd": format_usd(c["limit_micros"]),
-                "committed_usd": format_usd(c["spent_micros"] + c["reserved_micros"]),
-            },
-        )
 
 
 async def set_budgets(
@@ -123,10 +43,10 @@ async def set_budgets(
             )
         limits[budget.window] = parse_usd(budget.limit_usd)
     async with conn.transaction():
-        if scope == "team" and not await team_exists(conn, team_id):
+        if scope == "team" and (team_id is None or not await repository.team_exists(conn, team_id)):
             raise NotFound("team not found")
         if scope == "key":
-            team_id = await key_team(conn, api_key_id)
+            team_id = await _key_team(conn, api_key_id)
         before = await repository.scope_limits(
             conn, scope=scope, team_id=team_id, api_key_id=api_key_id
         )
@@ -148,18 +68,14 @@ def _as_usd(limits: dict[str, int]) -> dict[str, str]:
     return {window: format_usd(micros) for window, micros in sorted(limits.items())}
 
 
-async def team_exists(conn: asyncpg.Connection, team_id: UUID | None) -> bool:
-    return team_id is not None and await repository.team_exists(conn, team_id)
-
-
-async def key_team(conn: asyncpg.Connection, key_id: UUID | None) -> UUID:
+async def _key_team(conn: asyncpg.Connection, key_id: UUID | None) -> UUID:
     team_id = await repository.key_team(conn, key_id) if key_id is not None else None
     if team_id is None:
         raise NotFound("key not found")
     return team_id
 
 
-def standing_json(row: Any, by_model: list[Any] | None = None) -> dict[str, Any]:
+def budget_standing(row: Any, by_model: list[Any] | None = None) -> dict[str, Any]:
     limit, spent, reserved = row["limit_micros"], row["spent_micros"], row["reserved_micros"]
     total = row["period"] == "total"
     out: dict[str, Any] = {
@@ -193,21 +109,13 @@ async def with_breakdown(conn: asyncpg.Connection, rows: list[Any]) -> list[dict
     grouped: dict[int, list[Any]] = {}
     for m in models:
         grouped.setdefault(m["budget_id"], []).append(m)
-    return [standing_json(r, grouped.get(r["id"], [])) for r in rows]
+    return [budget_standing(r, grouped.get(r["id"], [])) for r in rows]
 
 
 async def team_usage(
     conn: asyncpg.Connection, *, team_id: UUID, now: datetime, timezone: str
 ) -> dict[str, Any]:
-    team = await conn.fetchrow(
-        """
-        SELECT max_concurrent_tasks,
-               (SELECT count(*) FROM tasks
-                 WHERE team_id = $1 AND dispatch_state <> 'done') AS active_tasks
-        FROM teams WHERE id = $1
-        """,
-        team_id,
-    )
+    team = await repository.team_concurrency(conn, team_id)
     if team is None:
         raise NotFound("team not found")
     rows = await repository.team_standing(conn, team_id=team_id, now=now, timezone=timezone)
@@ -225,15 +133,41 @@ async def scope_budgets(
     conn: asyncpg.Connection,
     *,
     scope: str,
-    team_id: UUID | None,
-    api_key_id: UUID | None,
+    team_id: UUID | None = None,
+    api_key_id: UUID | None = None,
     now: datetime,
     timezone: str,
 ) -> dict[str, Any]:
+    """The budgets of one scope (company, a team, a key) in their current windows; a team
+    or key that does not exist is not found."""
+    if scope == "key":
+        team_id = await _key_team(conn, api_key_id)
+    elif scope == "team" and (team_id is None or not await repository.team_exists(conn, team_id)):
+        raise NotFound("team not found")
     rows = await repository.scope_standing(
         conn, scope=scope, team_id=team_id, api_key_id=api_key_id, now=now, timezone=timezone
     )
     return {"budgets": await with_breakdown(conn, rows)}
+
+
+async def replace_scope_budgets(
+    conn: asyncpg.Connection,
+    *,
+    scope: str,
+    team_id: UUID | None = None,
+    api_key_id: UUID | None = None,
+    budgets: list[BudgetLimit],
+    audit: AuditContext,
+    now: datetime,
+    timezone: str,
+) -> dict[str, Any]:
+    """Set the scope's complete set of budgets (audited), and answer them as they stand."""
+    await set_budgets(
+        conn, scope=scope, team_id=team_id, api_key_id=api_key_id, budgets=budgets, audit=audit
+    )
+    return await scope_budgets(
+        conn, scope=scope, team_id=team_id, api_key_id=api_key_id, now=now, timezone=timezone
+    )
 
 
 async def check_fit(
@@ -251,7 +185,7 @@ async def check_fit(
     )
     checks = []
     for row in rows:
-        standing = standing_json(row)
+        standing = budget_standing(row)
         fits = row["spent_micros"] + row["reserved_micros"] + cost_micros <= row["limit_micros"]
         checks.append(
             {
@@ -297,7 +231,7 @@ async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
     than its allowance (one snapshot)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         return LedgerReport(
-            periods_checked=await conn.fetchval("SELECT count(*) FROM budget_periods"),
+            periods_checked=await repository.count_periods(conn),
             period_mismatches=await repository.ledger_mismatches(conn),
             task_mismatches=await repository.task_mismatches(conn),
             overdrawn_shards=await repository.overdrawn_shards(conn),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -16,8 +17,19 @@ MICROS_PER_USD = 1_000_000
 # quota is exactly two micro-dollars.
 MICROS_PER_QUOTA = 2
 
-STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
-TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+
+class TaskStatus(StrEnum):
+    """A task's status as Qingbo names it, and as callers see it (tasks/states.py)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(TaskStatus)
+TERMINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 ACTIONS = ("generate", "image2video")
 IMAGE_MIME_TYPES = ("image/jpeg", "image/png", "image/webp")

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 
 from service.catalog.generations import GENERATIONS, Generation, ModelSpec
 from service.catalog.models import CAMERA_TAGS, PriceTable, format_usd
-from service.deps import TeamCtx
 from service.errors import Unauthorized
 from service.openapi import error_responses
 
+# A team's key is required: service/app.py adds the authentication when it mounts this.
 router = APIRouter(tags=["catalog"])
+
+
+async def get_prices(request: Request) -> PriceTable:
+    prices: PriceTable = request.app.state.resources.prices
+    return prices
+
+
+async def get_live_generation(request: Request) -> Generation:
+    """The generation the upstream speaks (QGW_QINGBO_API_VERSION)."""
+    live: Generation = request.app.state.resources.settings.generation
+    return live
 
 
 def _pricing(spec: ModelSpec, prices: PriceTable) -> dict[str, Any] | None:
@@ -64,10 +75,12 @@ def model_entry(spec: ModelSpec, gen: Generation, prices: PriceTable) -> dict[st
 
 
 @router.get("/v1/models", summary="List models", responses=error_responses(Unauthorized))
-async def list_models(ctx: TeamCtx) -> dict[str, Any]:
+async def list_models(
+    prices: Annotated[PriceTable, Depends(get_prices)],
+    live: Annotated[Generation, Depends(get_live_generation)],
+) -> dict[str, Any]:
     """The models the live upstream offers (`data`), and what each generation offers, with
     their rules, per-second prices (null where unpriced) and the camera tags."""
-    prices, live = ctx.res.prices, ctx.res.settings.generation
     return {
         "object": "list",
         "upstream_api_version": live.version,

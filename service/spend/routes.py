@@ -9,12 +9,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response
 
-from service.deps import AppResources, Resources, TeamCtx, require_admin
 from service.errors import InvalidRequest, Unauthorized
 from service.openapi import error_responses
 from service.spend import service
 from service.spend.schemas import SpendReport
+from service.teams.auth import TeamCtx
 from service.types import Storable
+from service.web import AppSettings, Clock, DbConn, require_admin
 
 router = APIRouter(tags=["usage"])
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -65,19 +66,8 @@ def report_params(
 Params = Annotated[ReportParams, Depends(report_params)]
 
 
-async def _report(
-    res: Resources, conn: Any, params: ReportParams, *, team_id: UUID | None, admin_view: bool
-) -> Any:
-    timezone = res.settings.budget_timezone
-    query = service.parse_query(
-        from_=params.from_,
-        to=params.to,
-        group_by=params.group_by,
-        timezone=timezone,
-        now=res.clock(),
-        admin=admin_view,
-    )
-    report = await service.build_report(conn, query=query, timezone=timezone, team_id=team_id)
+def _answer(report: dict[str, Any], params: ReportParams) -> Any:
+    """JSON, or CSV with `?format=csv` / `Accept: text/csv`."""
     wants_csv = params.format == "csv" or (
         params.format is None and "text/csv" in (params.accept or "")
     )
@@ -96,10 +86,20 @@ async def _report(
     summary="The team's spend, grouped",
     responses={**CSV_ANSWER, **error_responses(InvalidRequest, Unauthorized)},
 )
-async def team_report(ctx: TeamCtx, params: Params) -> Any:
+async def team_report(ctx: TeamCtx, params: Params, settings: AppSettings, clock: Clock) -> Any:
     """Settled spend and task counts of the team's finished tasks admitted in [from, to),
     grouped; JSON, or CSV with `?format=csv` / `Accept: text/csv`."""
-    return await _report(ctx.res, ctx.conn, params, team_id=ctx.caller.team_id, admin_view=False)
+    report = await service.spend_report(
+        ctx.conn,
+        from_=params.from_,
+        to=params.to,
+        group_by=params.group_by,
+        timezone=settings.budget_timezone,
+        now=clock(),
+        team_id=ctx.caller.team_id,
+        admin=False,
+    )
+    return _answer(report, params)
 
 
 @admin.get(
@@ -108,7 +108,22 @@ async def team_report(ctx: TeamCtx, params: Params) -> Any:
     summary="Spend across teams, grouped",
     responses={**CSV_ANSWER, **error_responses(InvalidRequest, Unauthorized)},
 )
-async def admin_report(res: AppResources, params: Params, team_id: UUID | None = None) -> Any:
+async def admin_report(
+    conn: DbConn,
+    params: Params,
+    settings: AppSettings,
+    clock: Clock,
+    team_id: UUID | None = None,
+) -> Any:
     """As `GET /v1/usage/report` across every team (or `team_id`); `group_by=team` too."""
-    async with res.pool.acquire() as conn:
-        return await _report(res, conn, params, team_id=team_id, admin_view=True)
+    report = await service.spend_report(
+        conn,
+        from_=params.from_,
+        to=params.to,
+        group_by=params.group_by,
+        timezone=settings.budget_timezone,
+        now=clock(),
+        team_id=team_id,
+        admin=True,
+    )
+    return _answer(report, params)

@@ -81,6 +81,24 @@ def _month_start(local_now: datetime) -> datetime:
     return local_now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+async def spend_report(
+    conn: asyncpg.Connection,
+    *,
+    from_: str | None,
+    to: str | None,
+    group_by: list[str],
+    timezone: str,
+    now: datetime,
+    team_id: UUID | None,
+    admin: bool,
+) -> dict[str, Any]:
+    """The report a team (its own) or an admin (`admin`: any team, or all) asked for."""
+    query = parse_query(
+        from_=from_, to=to, group_by=group_by, timezone=timezone, now=now, admin=admin
+    )
+    return await build_report(conn, query=query, timezone=timezone, team_id=team_id)
+
+
 async def build_report(
     conn: asyncpg.Connection, *, query: ReportQuery, timezone: str, team_id: UUID | None
 ) -> dict[str, Any]:

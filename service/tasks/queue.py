@@ -15,8 +15,6 @@ logger = logging.getLogger(__name__)
 DISPATCH_JOB = "dispatch_pending_tasks"
 SUBMIT_JOB = "submit_task"
 REFRESH_JOB = "refresh_task"
-DELIVER_JOB = "deliver_webhook"
-ARCHIVE_JOB = "archive_video"
 
 
 async def kick_dispatch(redis: ArqRedis, queue: str) -> None:
@@ -44,20 +42,6 @@ async def enqueue_refresh(
         else f"refresh:{task_id}:cb:{uuid.uuid4().hex}"
     )
     await redis.enqueue_job(REFRESH_JOB, task_id, _job_id=job_id, _queue_name=queue)
-
-
-async def enqueue_delivery(
-    redis: ArqRedis, queue: str, event_id: str, attempt: int | str, *, defer_by: float | None = None
-) -> None:
-    """One job per (event, attempt number): listeners in many workers enqueue it once.
-    (A manual re-send passes its own tag instead of a number.)"""
-    await redis.enqueue_job(
-        DELIVER_JOB,
-        event_id,
-        _job_id=f"webhook:{event_id}:{attempt}",
-        _queue_name=queue,
-        _defer_by=defer_by,
-    )
 
 
 class DispatchKicker:
@@ -96,16 +80,3 @@ class DispatchKicker:
                 await self._task
         if self._wanted.is_set():
             await kick_dispatch(self._redis, self._queue)
-
-
-async def enqueue_archive(
-    redis: ArqRedis, queue: str, task_id: str, index: int, attempts: int
-) -> None:
-    """One job per (video, attempt number): sweeps in many workers enqueue it once."""
-    await redis.enqueue_job(
-        ARCHIVE_JOB,
-        task_id,
-        index,
-        _job_id=f"archive:{task_id}:{index}:{attempts}",
-        _queue_name=queue,
-    )

@@ -21,6 +21,7 @@ from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.catalog.models import TERMINAL_STATUSES, format_usd, micros_to_quota
 from service.catalog.rules import prompt_camera_tags
 from service.tasks.media import summarise_image
+from service.tasks.states import TaskStatus
 
 DEFAULT_VERSION = DEFAULT_ANSWER_VERSION
 
@@ -57,7 +58,9 @@ def _videos(result: Any, *, url_lists: bool) -> dict[str, Any] | None:
 def _progress_text(row: Any) -> str:
     if row["status"] in TERMINAL_STATUSES:
         return "100%"
-    return "" if row["status"] == "queued" and row["progress"] == 0 else f"{row['progress']}%"
+    return (
+        "" if row["status"] == TaskStatus.QUEUED and row["progress"] == 0 else f"{row['progress']}%"
+    )
 
 
 def _gateway_fields(row: Any) -> dict[str, Any]:
@@ -116,7 +119,7 @@ def render_task(
             **_gateway_fields(row),
             "archive": archive_view(row, base_url),
         }
-    queued_submit = submit_answer and row["status"] == "queued"
+    queued_submit = submit_answer and row["status"] == TaskStatus.QUEUED
     path = f"{(base_url or '').rstrip('/')}/v1/tasks/{row['id']}"
     task: dict[str, Any] = {
         "task_id": row["id"],
@@ -135,7 +138,7 @@ def render_task(
         task["pre_consumed_cost"] = micros_to_quota(row["cost_micros"])
     if row["status"] in TERMINAL_STATUSES:
         task["cost"] = micros_to_quota(charged_micros(row))
-        task["billing_status"] = "settled" if row["status"] == "completed" else "refunded"
+        task["billing_status"] = "settled" if row["status"] == TaskStatus.COMPLETED else "refunded"
     return {**task, **_gateway_fields(row), "archive": archive_view(row, base_url)}
 
 
@@ -181,7 +184,7 @@ def _as_datetime(value: Any) -> datetime | None:
 def render_cancelled(row: Any, *, version: str, base_url: str | None) -> dict[str, Any]:
     """A cancel answer: the task, and in 2026-09 what was refunded (cancel.mdx)."""
     task = render_task(row, version=version, base_url=base_url)
-    if version != DEFAULT_VERSION and row["status"] == "cancelled":
+    if version != DEFAULT_VERSION and row["status"] == TaskStatus.CANCELLED:
         task["refunded"] = True
         task["refunded_quota"] = micros_to_quota(row["cost_micros"])
     return task

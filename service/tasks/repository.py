@@ -9,8 +9,9 @@ from uuid import UUID
 import asyncpg
 
 from service.catalog.models import MICROS_PER_QUOTA
+from service.tasks.states import DispatchState
 
-IN_FLIGHT_STATES = ("claimed", "submitting", "submitted")
+IN_FLIGHT_STATES = (DispatchState.CLAIMED, DispatchState.SUBMITTING, DispatchState.SUBMITTED)
 DISPATCH_LOCK_KEY = 0x51_47_57_01  # pg advisory lock: one dispatcher decides at a time
 
 

@@ -17,7 +17,7 @@ from service.catalog.generations import ApiVersion
 from service.catalog.models import STATUSES
 from service.catalog.rules import check_metadata
 from service.catalog.schemas import Status, TaskRequest
-from service.deps import AppResources, CurrentCaller, Resources, SubmissionCtx, TeamCtx
+from service.config import Settings
 from service.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
@@ -35,14 +35,18 @@ from service.errors import (
 from service.openapi import error_responses
 from service.tasks import service, waiting
 from service.tasks.render import render_cancelled, render_task
+from service.tasks.resources import AppResources
 from service.tasks.schemas import (
     SyncTaskObject,
     SyncTaskObjectCurrent,
     TaskAnswer,
     TaskList,
 )
+from service.tasks.states import DispatchState
+from service.teams.auth import CurrentCaller, SubmissionCtx, TeamCtx
 from service.teams.service import Caller
 from service.types import Storable
+from service.web import AppSettings
 
 router = APIRouter(tags=["tasks"])
 TaskId = Annotated[str, Path(max_length=100), Storable]
@@ -60,8 +64,8 @@ def _version(caller: Caller, requested: str | None) -> str:
     return requested or caller.api_version
 
 
-def _base_url(res: Resources, request: Request) -> str:
-    return res.settings.public_base_url or str(request.base_url)
+def _base_url(settings: Settings, request: Request) -> str:
+    return settings.public_base_url or str(request.base_url)
 
 
 _METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$")
@@ -117,6 +121,7 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 async def submit_task(
     body: TaskRequest,
     ctx: SubmissionCtx,
+    res: AppResources,
     request: Request,
     qingbo_version: QingboVersion = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key"), Storable] = None,
@@ -129,10 +134,9 @@ async def submit_task(
     """Submit a video task: Qingbo's body and answer; the price is reserved before it is
     queued. With `Prefer: wait=N` (N capped by QGW_SYNC_MAX_WAIT_SECONDS) the answer is the
     terminal task if it ends in time, else the task as it is then."""
-    res = ctx.res
     wait = prefer_wait(prefer, res.settings.sync_max_wait_seconds)
     assert ctx.lease is not None
-    admission = await service.submit_task(
+    admission = await service.admit_task(
         res,
         ctx.lease,
         caller=ctx.caller,
@@ -150,7 +154,7 @@ async def submit_task(
     task = render_task(
         row,
         version=_version(ctx.caller, qingbo_version),
-        base_url=_base_url(res, request),
+        base_url=_base_url(res.settings, request),
         submit_answer=True,
     )
     return _json(task, headers)
@@ -187,10 +191,10 @@ async def submit_task_sync(
     task = render_task(
         row,
         version=_version(caller, qingbo_version),
-        base_url=_base_url(res, request),
+        base_url=_base_url(res.settings, request),
         submit_answer=True,
     )
-    if row["dispatch_state"] != "done":
+    if row["dispatch_state"] != DispatchState.DONE:
         task["poll_url"] = str(request.url_for("get_task", task_id=row["id"]))
     return _json(task, admission.headers)
 
@@ -249,8 +253,7 @@ async def task_events(
 ) -> Any:
     """The task now, then each status or progress change, until the terminal event. Send
     `Last-Event-ID` on reconnect to skip what was already seen without missing anything."""
-    async with res.pool.acquire() as conn:
-        await service.get_task(conn, caller=caller, task_id=task_id)  # 404 before streaming
+    await service.require_task(res.pool, caller=caller, task_id=task_id)  # 404 before streaming
     return EventSourceResponse(
         waiting.task_events(
             res,
@@ -258,7 +261,7 @@ async def task_events(
             task_id=task_id,
             last_event_id=last_event_id,
             version=_version(caller, qingbo_version),
-            base_url=_base_url(res, request),
+            base_url=_base_url(res.settings, request),
         ),
         ping=res.settings.sse_keepalive_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -271,10 +274,10 @@ async def task_events(
     summary="Price a task and check it against the budgets",
     responses=error_responses(InvalidRequest, Unauthorized, ModelNotAllowed, PayloadTooLarge),
 )
-async def estimate_task(body: TaskRequest, ctx: TeamCtx) -> Any:
+async def estimate_task(body: TaskRequest, ctx: TeamCtx, res: AppResources) -> Any:
     """What the task would cost and whether every budget covering it has room: nothing is
     submitted, reserved or counted against the rate limits."""
-    return _json(await service.estimate_task(ctx.res, ctx.conn, caller=ctx.caller, body=body))
+    return _json(await service.estimate_task(res, ctx.conn, caller=ctx.caller, body=body))
 
 
 @router.get(
@@ -284,12 +287,16 @@ async def estimate_task(body: TaskRequest, ctx: TeamCtx) -> Any:
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
 async def get_task(
-    task_id: TaskId, ctx: TeamCtx, request: Request, qingbo_version: QingboVersion = None
+    task_id: TaskId,
+    ctx: TeamCtx,
+    settings: AppSettings,
+    request: Request,
+    qingbo_version: QingboVersion = None,
 ) -> Any:
     """The task in Qingbo's shape (the answer version asked for), plus the gateway's fields."""
     row = await service.get_task(ctx.conn, caller=ctx.caller, task_id=task_id)
     version = _version(ctx.caller, qingbo_version)
-    return _json(render_task(row, version=version, base_url=_base_url(ctx.res, request)))
+    return _json(render_task(row, version=version, base_url=_base_url(settings, request)))
 
 
 @router.get(
@@ -300,6 +307,7 @@ async def get_task(
 )
 async def list_tasks(
     ctx: TeamCtx,
+    settings: AppSettings,
     request: Request,
     qingbo_version: QingboVersion = None,
     status: Status | None = None,
@@ -318,7 +326,7 @@ async def list_tasks(
         cursor=cursor,
         metadata=metadata_filter(request.query_params.multi_items()),
     )
-    version, base_url = _version(ctx.caller, qingbo_version), _base_url(ctx.res, request)
+    version, base_url = _version(ctx.caller, qingbo_version), _base_url(settings, request)
     data = [render_task(r, version=version, base_url=base_url) for r in rows]
     return _json({"object": "list", "data": data, "next_cursor": next_cursor})
 
@@ -341,4 +349,4 @@ async def cancel_task(
     """Cancel a queued task (at Qingbo too, if it was sent); its reservation is released."""
     row = await service.cancel_task(res, caller=caller, task_id=task_id)
     version = _version(caller, qingbo_version)
-    return _json(render_cancelled(row, version=version, base_url=_base_url(res, request)))
+    return _json(render_cancelled(row, version=version, base_url=_base_url(res.settings, request)))

@@ -13,18 +13,17 @@ import asyncpg
 import orjson
 
 from service.budgets import repository as budgets
-from service.budgets.service import (
-    SHARD_FULL_SQLSTATE,
-    admission_error,
-    announce_crossings,
-    check_fit,
-)
+from service.budgets.alerts import count_crossings, write_alert_webhooks
+from service.budgets.errors import BudgetShardFull
+from service.budgets.service import check_fit
 from service.catalog.models import PriceTable, format_usd
 from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import TaskRequest
 from service.db import ConnectionLease
-from service.deps import Resources
+from service.egress import require_allowed
 from service.errors import (
+    BudgetExceeded,
+    ConcurrencyLimited,
     IdempotencyConflict,
     InvalidRequest,
     ModelNotAllowed,
@@ -40,15 +39,15 @@ from service.metrics import (
     TASKS_REJECTED,
 )
 from service.quotas.limits import Limits
-from service.tasks import repository
-from service.tasks.execution import refresh_from_upstream
+from service.tasks import announce, repository
 from service.tasks.media import split_media
+from service.tasks.resources import Resources
 from service.tasks.schemas import decode_cursor, encode_cursor
 from service.tasks.settlement import finish
+from service.tasks.states import DispatchState, TaskStatus
+from service.tasks.tracking import refresh_from_upstream
 from service.teams.service import Caller
 from service.upstream.errors import UpstreamError, UpstreamRejected
-from service.webhooks import outbox
-from service.webhooks.ssrf import require_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class Admission:
 HOLD_CONNECTION_FOR_REDIS_SECONDS = 0.05
 
 
-async def submit_task(
+async def admit_task(
     res: Resources,
     lease: ConnectionLease,
     *,
@@ -147,7 +146,7 @@ async def submit_task(
     task_id = new_task_id()
     stored_request, media = split_media(task.request)
     admit = partial(
-        budgets.admit_task,
+        budgets.reserve_and_insert_task,
         conn,
         task_id=task_id,
         team_id=caller.team_id,
@@ -163,12 +162,13 @@ async def submit_task(
         timezone=res.settings.budget_timezone,
         alert_percents=res.settings.alert_percents,
     )
-    announce_queued = task.callback_url is not None and "queued" in task.callback_events
+    announce_queued = task.callback_url is not None and TaskStatus.QUEUED in task.callback_events
 
     async def attempt(exclusive: bool) -> asyncpg.Record:
-        if idempotency_key is None and not announce_queued and media is None:
-            # One statement: atomic without BEGIN/COMMIT round trips.
-            return await admit(exclusive=exclusive)
+        if idempotency_key is None and not announce_queued and media is None and not exclusive:
+            # One statement: atomic without BEGIN/COMMIT round trips. (A fast admission
+            # crosses no alert threshold: only the exclusive one writes alerts.)
+            return await admit(exclusive=False)
         async with conn.transaction():
             if idempotency_key is not None:
                 # The key first: a concurrent request with it waits here for this one's
@@ -189,15 +189,21 @@ async def submit_task(
             if media is not None:
                 await repository.store_media(conn, task_id, media)
             if announce_queued:
-                await outbox.task_event(conn, row, "queued", version=caller.api_version)
+                await announce.task_event(conn, row, TaskStatus.QUEUED, version=caller.api_version)
+            if row["crossings"]:
+                await write_alert_webhooks(
+                    conn,
+                    team_id=caller.team_id,
+                    team_name=caller.team_name,
+                    task_id=task_id,
+                    crossings=row["crossings"],
+                )
             return row
 
     try:
         try:
             row = await attempt(exclusive=False)
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate != SHARD_FULL_SQLSTATE:
-                raise
+        except BudgetShardFull:
             # A budget shard had no room: nothing was stored; decide on whole windows.
             BUDGET_EXCLUSIVE_ADMISSIONS.inc()
             row = await attempt(exclusive=True)
@@ -205,15 +211,16 @@ async def submit_task(
         found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
         assert found is not None
         return Admission(found, headers)
-    except asyncpg.PostgresError as exc:
-        error = admission_error(exc, max_concurrent=caller.max_concurrent_tasks)
-        if error is None:
-            raise
-        TASKS_REJECTED.labels(error.code).inc()
-        raise error from None
+    except (BudgetExceeded, ConcurrencyLimited) as refusal:
+        TASKS_REJECTED.labels(refusal.code).inc()
+        raise
     TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.request["resolution"]).inc()
+    logger.info(
+        "task admitted",
+        extra={"task_id": task_id, "team": caller.team_name, "cost_usd": format_usd(cost)},
+    )
     if row["crossings"]:
-        announce_crossings(caller.team_name, row["crossings"])
+        count_crossings(caller.team_name, row["crossings"])
     res.kicker.kick()
     return Admission(row, headers)
 
@@ -258,6 +265,12 @@ async def _replay(
     row = await repository.get_task(conn, bound["task_id"], team_id=caller.team_id)
     assert row is not None
     return row
+
+
+async def require_task(pool: asyncpg.Pool, *, caller: Caller, task_id: str) -> None:
+    """Not found unless the task is the caller's (the connection is given back at once)."""
+    async with pool.acquire() as conn:
+        await get_task(conn, caller=caller, task_id=task_id)
 
 
 async def get_task(conn: asyncpg.Connection, *, caller: Caller, task_id: str) -> asyncpg.Record:
@@ -305,10 +318,11 @@ async def cancel_task(res: Resources, *, caller: Caller, task_id: str) -> asyncp
     read of the task shows it cancelled."""
     async with res.pool.acquire() as conn:
         row = await _team_task(conn, caller, task_id)
-        if row["dispatch_state"] in ("pending", "claimed"):
+        not_sent = (DispatchState.PENDING, DispatchState.CLAIMED)
+        if row["dispatch_state"] in not_sent:
             async with conn.transaction():
                 done = await finish(
-                    conn, task_id, status="cancelled", from_states=("pending", "claimed")
+                    conn, task_id, status=TaskStatus.CANCELLED, from_states=not_sent
                 )
             if done is not None:
                 res.kicker.kick()
@@ -325,7 +339,7 @@ async def cancel_task(res: Resources, *, caller: Caller, task_id: str) -> asyncp
     except UpstreamError as exc:
         raise UpstreamUnavailable(f"could not reach Qingbo to cancel: {exc.message}") from None
     row = await _reread(res, caller, task_id)
-    if row["status"] == "cancelled":
+    if row["status"] == TaskStatus.CANCELLED:
         return row
     _check_cancellable(row)
     raise NotCancellable(
@@ -349,11 +363,11 @@ async def _reread(res: Resources, caller: Caller, task_id: str) -> asyncpg.Recor
 
 
 def _check_cancellable(row: Any) -> None:
-    if row["dispatch_state"] == "done":
+    if row["dispatch_state"] == DispatchState.DONE:
         raise NotCancellable(f"task is already {row['status']}")
-    if row["status"] == "processing":
+    if row["status"] == TaskStatus.PROCESSING:
         raise NotCancellable("task is processing at Qingbo; only queued tasks can be cancelled")
-    if row["dispatch_state"] != "submitted":
+    if row["dispatch_state"] != DispatchState.SUBMITTED:
         raise NotCancellable(
             "task is being submitted to Qingbo right now; retry in a second",
             headers={"Retry-After": "1"},

@@ -20,9 +20,9 @@ from service.metrics import (
     TASKS_TERMINAL,
 )
 from service.spend import repository as spend
-from service.tasks import repository
+from service.tasks import announce, repository
+from service.tasks.states import DispatchState, TaskStatus
 from service.upstream.parse import UpstreamView
-from service.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ async def finish(
     conn: asyncpg.Connection,
     task_id: str,
     *,
-    status: str,
-    from_states: tuple[str, ...],
+    status: TaskStatus,
+    from_states: tuple[DispatchState, ...],
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
     start_time: datetime | None = None,
@@ -62,7 +62,7 @@ async def finish(
         billing_status=upstream.billing_status if upstream is not None else None,
     )
     if row is not None:
-        completed = status == "completed"
+        completed = status == TaskStatus.COMPLETED
         await budgets.settle_task(
             conn,
             task_id=task_id,
@@ -76,7 +76,7 @@ async def finish(
             videos = row["result"].get("videos") or []
             await archives.enqueue(conn, task_id=task_id, team_id=row["team_id"], videos=videos)
             payload_row = {**dict(row), "archive": await archives.task_videos(conn, task_id)}
-        await outbox.task_event(conn, payload_row, status)
+        await announce.task_event(conn, payload_row, status)
         if completed:
             COST_CHARGED.labels(row["team_name"], row["model"]).inc(
                 row["charged_micros"] / MICROS_PER_USD
@@ -95,6 +95,24 @@ async def finish(
             )
         logger.info("task finished", extra={"task_id": task_id, "status": status})
     return row
+
+
+async def fail_task(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    from_states: tuple[DispatchState, ...],
+    message: str,
+    code: str,
+) -> asyncpg.Record | None:
+    """The one way a task fails: `finish` with Qingbo's error envelope ({message, code})."""
+    return await finish(
+        conn,
+        task_id,
+        status=TaskStatus.FAILED,
+        from_states=from_states,
+        error={"message": message, "code": code},
+    )
 
 
 def _count_drift(row: Any) -> None:

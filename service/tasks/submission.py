@@ -24,7 +24,6 @@ from service.catalog.models import STATUSES
 from service.catalog.rules import upstream_body
 from service.config import Settings
 from service.db import DATABASE_UNAVAILABLE
-from service.deps import Resources
 from service.errors import InvalidRequest
 from service.metrics import (
     DATABASE_RETRIES,
@@ -37,7 +36,9 @@ from service.metrics import (
 from service.tasks import repository
 from service.tasks.media import join_media
 from service.tasks.queue import kick_dispatch
-from service.tasks.settlement import finish
+from service.tasks.resources import Resources
+from service.tasks.settlement import fail_task
+from service.tasks.states import DispatchState, TaskStatus
 from service.upstream.errors import (
     UpstreamAccountBlocked,
     UpstreamAmbiguous,
@@ -110,7 +111,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
             state = await repository.dispatch_state(conn, task_id)
             if (
                 state
-                and state["dispatch_state"] == "submitting"
+                and state["dispatch_state"] == DispatchState.SUBMITTING
                 and state["dispatch_attempts"] == attempt
             ):
                 # This job ran before and died inside the call: the outcome is unknown.
@@ -122,12 +123,12 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
             body = upstream_body(join_media(row["request"], row["media"]), gen)
         except InvalidRequest as exc:
             async with conn.transaction():
-                await finish(
+                await fail_task(
                     conn,
                     task_id,
-                    status="failed",
-                    from_states=("submitting",),
-                    error={"message": exc.message, "code": "invalid_request"},
+                    from_states=(DispatchState.SUBMITTING,),
+                    message=exc.message,
+                    code="invalid_request",
                 )
             return "failed"
 
@@ -146,7 +147,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
 
     # A task id means Qingbo made the task: whatever else the answer says, it is recorded
     # as submitted and tracked, never sent again.
-    view = parse_upstream_task({**answer, "status": answer.get("status", "queued")})
+    view = parse_upstream_task({**answer, "status": answer.get("status", TaskStatus.QUEUED)})
     report_oddities(view, operation="submit", task_id=task_id)
 
     async def record() -> asyncpg.Record | None:
@@ -156,7 +157,11 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
                 task_id,
                 attempt=attempt,
                 upstream_task_id=upstream_id,
-                status="processing" if view.status == "processing" else "queued",
+                status=(
+                    TaskStatus.PROCESSING
+                    if view.status == TaskStatus.PROCESSING
+                    else TaskStatus.QUEUED
+                ),
                 progress=view.progress,
                 next_poll_in=settings.poll_initial_seconds,
                 pre_consumed_quota=view.pre_consumed_quota,
@@ -221,7 +226,7 @@ async def _submit_failed(
             await repository.return_to_pending(
                 conn,
                 task_id,
-                from_state="submitting",
+                from_state=DispatchState.SUBMITTING,
                 attempt=attempt,
                 delay_seconds=0,
                 refund_attempt=True,
@@ -244,23 +249,27 @@ async def _submit_failed(
         delay = backoff_seconds(settings, attempt, exc.retry_after)
         async with conn.transaction():
             await repository.return_to_pending(
-                conn, task_id, from_state="submitting", attempt=attempt, delay_seconds=delay
+                conn,
+                task_id,
+                from_state=DispatchState.SUBMITTING,
+                attempt=attempt,
+                delay_seconds=delay,
             )
         UPSTREAM_SUBMIT_RETRIES.labels(f"http_{exc.status}" if exc.status else "unreachable").inc()
         await kick_dispatch(res.redis, settings.arq_queue_name)
         return "retry"
     if isinstance(exc, UpstreamRejected):
-        error = {"message": exc.message, "code": exc.code or "upstream_rejected"}
+        message, code = exc.message, exc.code or "upstream_rejected"
     else:
-        error = {
-            "message": (
-                f"Qingbo unavailable for {settings.upstream_retry_deadline_seconds:g} s "
-                f"({attempt} attempts): {exc.message}"
-            ),
-            "code": "upstream_unavailable",
-        }
+        message = (
+            f"Qingbo unavailable for {settings.upstream_retry_deadline_seconds:g} s "
+            f"({attempt} attempts): {exc.message}"
+        )
+        code = "upstream_unavailable"
     async with conn.transaction():
-        await finish(conn, task_id, status="failed", from_states=("submitting",), error=error)
+        await fail_task(
+            conn, task_id, from_states=(DispatchState.SUBMITTING,), message=message, code=code
+        )
     await kick_dispatch(res.redis, settings.arq_queue_name)
     return "failed"
 
@@ -303,21 +312,18 @@ async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any)
             await repository.return_to_pending(
                 conn,
                 task_id,
-                from_state="submitting",
+                from_state=DispatchState.SUBMITTING,
                 attempt=attempt,
                 delay_seconds=backoff_seconds(settings, attempt),
                 ambiguous_resend=True,
             )
         else:
-            await finish(
+            await fail_task(
                 conn,
                 task_id,
-                status="failed",
-                from_states=("submitting",),
-                error={
-                    "message": AMBIGUOUS_MESSAGE if policy == "fail" else UNRESOLVED_MESSAGE,
-                    "code": "upstream_ambiguous",
-                },
+                from_states=(DispatchState.SUBMITTING,),
+                message=AMBIGUOUS_MESSAGE if policy == "fail" else UNRESOLVED_MESSAGE,
+                code="upstream_ambiguous",
             )
     if resend:
         UPSTREAM_AMBIGUOUS_RESENDS.labels(policy).inc()

@@ -13,10 +13,11 @@ import orjson
 
 from service.catalog.schemas import TaskRequest
 from service.db import ConnectionLease
-from service.deps import Resources
 from service.tasks import repository
 from service.tasks.render import render_task
-from service.tasks.service import Admission, submit_task
+from service.tasks.resources import Resources
+from service.tasks.service import Admission, admit_task
+from service.tasks.states import DispatchState, TaskStatus
 from service.teams.service import Caller
 
 
@@ -29,10 +30,10 @@ async def submit_and_wait(
     wait_seconds: float,
     gone: asyncio.Event | None = None,
 ) -> Admission:
-    """Admit like submit_task, then wait_for_outcome (the connection is given back first)."""
+    """Admit like admit_task, then wait_for_outcome (the connection is given back first)."""
     lease = ConnectionLease(res.pool)
     try:
-        admission = await submit_task(
+        admission = await admit_task(
             res, lease, caller=caller, body=body, idempotency_key=idempotency_key
         )
     finally:
@@ -67,7 +68,7 @@ async def wait_for_outcome(
                 row = await repository.get_task(conn, task_id, team_id=caller.team_id)
             assert row is not None
             remaining = deadline - loop.time()
-            if row["dispatch_state"] == "done" or remaining <= 0:
+            if row["dispatch_state"] == DispatchState.DONE or remaining <= 0:
                 return row
             if not await _wait_for_change(changed, gone, remaining):
                 return row
@@ -88,7 +89,7 @@ async def _wait_for_change(
     return gone is None or not gone.is_set()
 
 
-_STATUS_RANK = {"queued": 0, "processing": 1}
+_STATUS_RANK = {TaskStatus.QUEUED: 0, TaskStatus.PROCESSING: 1}
 
 
 def event_version(row: Any) -> int:
@@ -130,6 +131,6 @@ async def task_events(
                         render_task(row, version=version, base_url=base_url)
                     ).decode(),
                 }
-            if row["dispatch_state"] == "done":
+            if row["dispatch_state"] == DispatchState.DONE:
                 return
             await changed.wait()

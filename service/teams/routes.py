@@ -7,10 +7,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response
 
-from service.deps import AdminCtx, AppResources, require_admin
+from service.audit.deps import AdminCtx
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
-from service.teams import repository, service
+from service.teams import service
 from service.teams.schemas import (
     IssuedKey,
     KeyCreate,
@@ -20,7 +20,7 @@ from service.teams.schemas import (
     TeamList,
     TeamPatch,
 )
-from service.webhooks.ssrf import require_allowed
+from service.web import DbConn, Egress, require_admin
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -32,20 +32,17 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
     summary="Create a team",
     responses=error_responses(InvalidRequest, Unauthorized),
 )
-async def create_team(body: TeamCreate, ctx: AdminCtx) -> Any:
+async def create_team(body: TeamCreate, ctx: AdminCtx, egress: Egress) -> Any:
     """Create a team with optional limits; the answer carries its webhook secret."""
-    require_allowed(ctx.res.webhooks.policy, body.alert_url, param="alert_url")
-    return dict(await service.create_team(ctx.conn, body=body, audit=ctx.audit))
+    return dict(await service.create_team(ctx.conn, body=body, audit=ctx.audit, egress=egress))
 
 
 @router.get(
     "/teams", response_model=TeamList, summary="List teams", responses=error_responses(Unauthorized)
 )
-async def list_teams(res: AppResources) -> Any:
+async def list_teams(conn: DbConn) -> Any:
     """Every team, oldest first."""
-    async with res.pool.acquire() as conn:
-        rows = await repository.list_teams(conn)
-    return {"data": [dict(r) for r in rows]}
+    return {"data": [dict(r) for r in await service.list_teams(conn)]}
 
 
 @router.get(
@@ -54,10 +51,9 @@ async def list_teams(res: AppResources) -> Any:
     summary="Get a team",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def get_team(team_id: UUID, res: AppResources) -> Any:
+async def get_team(team_id: UUID, conn: DbConn) -> Any:
     """One team and its limits."""
-    async with res.pool.acquire() as conn:
-        return dict(await service.get_team(conn, team_id=team_id))
+    return dict(await service.get_team(conn, team_id=team_id))
 
 
 @router.patch(
@@ -66,11 +62,12 @@ async def get_team(team_id: UUID, res: AppResources) -> Any:
     summary="Change a team",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def patch_team(team_id: UUID, body: TeamPatch, ctx: AdminCtx) -> Any:
+async def patch_team(team_id: UUID, body: TeamPatch, ctx: AdminCtx, egress: Egress) -> Any:
     """Change a team's name, limits or answer version; fields left out stay as they are,
     null clears a limit."""
-    require_allowed(ctx.res.webhooks.policy, body.alert_url, param="alert_url")
-    row = await service.patch_team(ctx.conn, team_id=team_id, body=body, audit=ctx.audit)
+    row = await service.patch_team(
+        ctx.conn, team_id=team_id, body=body, audit=ctx.audit, egress=egress
+    )
     return dict(row)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import asyncpg
 
 from service.audit.service import AuditContext, record
 from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
+from service.egress import DestinationPolicy, require_allowed
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
 from service.teams.schemas import KeyCreate, TeamCreate, TeamPatch
@@ -80,8 +80,9 @@ def _check_models(models: list[str] | None) -> list[str] | None:
 
 
 async def create_team(
-    conn: asyncpg.Connection, *, body: TeamCreate, audit: AuditContext
+    conn: asyncpg.Connection, *, body: TeamCreate, audit: AuditContext, egress: DestinationPolicy
 ) -> asyncpg.Record:
+    require_allowed(egress, body.alert_url, param="alert_url")
     async with conn.transaction():
         row = await repository.insert_team(
             conn,
@@ -102,6 +103,10 @@ async def create_team(
     return row
 
 
+async def list_teams(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await repository.list_teams(conn)
+
+
 async def get_team(conn: asyncpg.Connection, *, team_id: UUID) -> asyncpg.Record:
     row = await repository.get_team(conn, team_id)
     if row is None:
@@ -110,8 +115,14 @@ async def get_team(conn: asyncpg.Connection, *, team_id: UUID) -> asyncpg.Record
 
 
 async def patch_team(
-    conn: asyncpg.Connection, *, team_id: UUID, body: TeamPatch, audit: AuditContext
+    conn: asyncpg.Connection,
+    *,
+    team_id: UUID,
+    body: TeamPatch,
+    audit: AuditContext,
+    egress: DestinationPolicy,
 ) -> asyncpg.Record:
+    require_allowed(egress, body.alert_url, param="alert_url")
     changes: dict[str, Any] = {f: getattr(body, f) for f in body.model_fields_set}
     for required in ("name", "api_version"):
         if required in changes and changes[required] is None:
@@ -222,11 +233,3 @@ async def authenticate(conn: asyncpg.Connection, *, token: str | None) -> Caller
         key_rpm_limit=row["key_rpm_limit"],
         api_version=row["api_version"],
     )
-
-
-def authenticate_admin(*, token: str | None, admin_token: str) -> None:
-    if not admin_token:
-        raise Unauthorized("the admin API is disabled: QGW_ADMIN_TOKEN is not set")
-    given = _require_token(token)
-    if not hmac.compare_digest(given.encode(), admin_token.encode()):
-        raise Unauthorized("invalid admin token")

@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from service.config import Settings
+from service.egress import BlockedDestination, DestinationPolicy, IPAddress, UnresolvedHost
 from service.metrics import (
     WEBHOOK_ATTEMPTS,
     WEBHOOK_DEFERRED,
@@ -33,7 +34,6 @@ from service.metrics import (
 )
 from service.webhooks import repository
 from service.webhooks.signing import signature_header
-from service.webhooks.ssrf import BlockedDestination, DestinationPolicy, IPAddress, UnresolvedHost
 
 logger = logging.getLogger(__name__)
 

@@ -36,6 +36,32 @@ async def insert_event(
     )
 
 
+async def task_exists(conn: asyncpg.Connection, task_id: str, *, team_id: UUID | None) -> bool:
+    """Whether the task exists (and is the team's, unless `team_id` is None)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM tasks"
+            " WHERE id = $1 AND ($2::uuid IS NULL OR team_id = $2))",
+            task_id,
+            team_id,
+        )
+    )
+
+
+async def insert_team_alert(
+    conn: asyncpg.Connection, *, event_id: str, team_id: UUID, event: str, payload: dict[str, Any]
+) -> None:
+    """Queue `event` for the team's alert_url, if it has one."""
+    await conn.execute(
+        "INSERT INTO webhook_events (id, team_id, event, url, payload) "
+        "SELECT $1, id, $3, alert_url, $4 FROM teams WHERE id = $2 AND alert_url IS NOT NULL",
+        event_id,
+        team_id,
+        event,
+        payload,
+    )
+
+
 async def mark_progress_event(
     conn: asyncpg.Connection, task_id: str, *, interval_seconds: float
 ) -> asyncpg.Record | None:

@@ -1,18 +1,23 @@
-"""What the webhook routes do beyond one query: a task's delivery log, rotating a team's
-signing secret."""
+"""What the webhook routes do: a task's delivery log, re-sends, rotating a team's signing
+secret. Webhooks know tasks only through the events they are handed (the outbox)."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from service.audit.service import AuditContext, record
 from service.errors import NotFound
-from service.tasks import repository as tasks
 from service.teams.service import new_webhook_secret
 from service.webhooks import repository
+from service.webhooks.queue import enqueue_delivery
 
 
 async def delivery_log(
@@ -21,7 +26,7 @@ async def delivery_log(
     """The task's events with every attempt (404 if the task is not the team's; an admin
     passes no team). Answer bodies only `with_bodies`: the receiver's answer is the
     operator's to read, not the team's."""
-    if await tasks.get_task(conn, task_id, team_id=team_id) is None:
+    if not await repository.task_exists(conn, task_id, team_id=team_id):
         raise NotFound(f"task {task_id} not found")
     rows = await repository.list_for_task(
         conn, task_id=task_id, team_id=team_id, with_bodies=with_bodies
@@ -54,3 +59,37 @@ async def rotate_secret(
             },
         )
     return row
+
+
+async def send_now(redis: ArqRedis, queue: str, event_id: str) -> None:
+    """Enqueue an attempt now; if Redis is down the sweeper cron picks the event up (it is
+    due in Postgres)."""
+    with contextlib.suppress(RedisError, OSError):
+        await enqueue_delivery(redis, queue, event_id, f"resend-{uuid.uuid4().hex}")
+
+
+async def redeliver(
+    conn: asyncpg.Connection,
+    redis: ArqRedis,
+    *,
+    queue: str,
+    event_id: str,
+    task_id: str,
+    team_id: UUID,
+) -> asyncpg.Record:
+    """The team's event, due again now whatever its status, and sent."""
+    row = await repository.redeliver(conn, event_id=event_id, task_id=task_id, team_id=team_id)
+    if row is None:
+        raise NotFound(f"delivery {event_id} of task {task_id} not found")
+    await send_now(redis, queue, event_id)
+    return row
+
+
+async def redeliver_failed(
+    conn: asyncpg.Connection, redis: ArqRedis, *, queue: str, team_id: UUID, since: datetime
+) -> int:
+    """Every event of the team that failed since `since`, due again and sent; how many."""
+    rows = await repository.redeliver_failed(conn, team_id=team_id, since=since)
+    for row in rows:
+        await send_now(redis, queue, row["id"])
+    return len(rows)

@@ -26,9 +26,9 @@ from service.app import create_app
 from service.archive.copier import apply_retention
 from service.archive.store import open_store
 from service.config import Settings
-from service.deps import Resources
 from service.dev import free_port, wait_until_healthy
 from service.simulator.state import mp4_bytes, mp4_chunks
+from service.tasks.resources import Resources
 from tests.archive.conftest import BUCKET
 from tests.conftest import Process, settings_env
 from tests.factories import drive_to_end, make_team, submit, wait_for

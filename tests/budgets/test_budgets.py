@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from service.admin_cli import print_ledger_report
 from service.budgets.service import verify_ledger
 from service.catalog.models import format_usd
-from service.deps import Resources
+from service.tasks.resources import Resources
 from tests.factories import ADMIN, TeamKey, drive_to_end, make_team, submit, task_body
 
 MODEL = "minimax-hailuo-2.3"

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.catalog.models import format_usd
 from service.config import Settings
-from service.deps import Resources
 from service.dev import free_port, wait_until_healthy
+from service.tasks.resources import Resources
 from tests.conftest import Process, settings_env
 from tests.factories import ADMIN, TeamKey, make_team, task_body, wait_for
 

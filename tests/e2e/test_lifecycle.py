@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.config import Settings
-from service.deps import Resources
 from service.dev import free_port
-from service.tasks import execution
+from service.tasks import dispatch
+from service.tasks.resources import Resources
 from tests.factories import TeamKey, make_team, submit, task_status, wait_for, wait_terminal
 
 pytestmark = pytest.mark.usefixtures("api_server")
@@ -128,7 +128,7 @@ async def test_redis_flushed_mid_flight_the_reconciler_recovers_every_task(
     )
     tasks = [await submit(client, team) for _ in range(5)]
     # Claimed for submission, their submit jobs queued in Redis... which is then flushed.
-    assert await execution.dispatch_pending(res) == 5
+    assert await dispatch.dispatch_pending(res) == 5
     queue = aioredis.Redis.from_url(settings.redis_url)
     assert await queue.zcard(settings.arq_queue_name) >= 5
     await queue.flushdb()

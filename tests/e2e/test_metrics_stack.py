@@ -23,8 +23,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
-from service.deps import Resources
 from service.dev import free_port, wait_until_healthy
+from service.tasks.resources import Resources
 from tests.conftest import Process, settings_env
 from tests.factories import ADMIN, make_team, submit, task_body, wait_for, wait_terminal
 from tests.webhooks.receiver import running_receiver

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from service.budgets.service import verify_ledger
-from service.deps import Resources
+from service.tasks.resources import Resources
 from tests.factories import (
     ADMIN,
     TeamKey,

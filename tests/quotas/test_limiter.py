@@ -13,12 +13,12 @@ from redis.asyncio import Redis
 
 from service.catalog.schemas import TaskRequest
 from service.db import ConnectionLease
-from service.deps import Resources
 from service.dev import free_port
 from service.errors import ConcurrencyLimited, UpstreamUnavailable
 from service.quotas.limiter import CLIENT_NAME, RateLimiter
 from service.quotas.limits import Limits
-from service.tasks.service import submit_task
+from service.tasks.resources import Resources
+from service.tasks.service import admit_task
 from service.teams.service import authenticate
 from tests.factories import ADMIN, TeamKey, make_team, task_body, wait_for
 
@@ -126,14 +126,14 @@ async def test_redis_unreachable_follows_the_configured_policy(
     try:
         if policy == "deny":
             with pytest.raises(UpstreamUnavailable):
-                await submit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
+                await admit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
             assert await db.fetchval("SELECT count(*) FROM tasks") == 0
             return
-        admitted = await submit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
+        admitted = await admit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
         assert admitted.row["status"] == "queued" and admitted.headers == {}
         # The rate limit is off, but the concurrency limit (Postgres) still holds.
         with pytest.raises(ConcurrencyLimited):
-            await submit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
+            await admit_task(cut_off, lease, caller=caller, body=body, idempotency_key=None)
     finally:
         await lease.release()
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.deps import Resources
 from service.state_metrics import StateCollector, read_snapshot
+from service.tasks.resources import Resources
 from tests.factories import make_team, task_body
 from tests.spend.test_reports import finish_as
 

@@ -8,8 +8,8 @@ import asyncio
 import asyncpg
 import httpx
 
-from service.deps import Resources
 from service.tasks import submission
+from service.tasks.resources import Resources
 from tests.factories import claim, make_team, submit, wait_for
 from tests.tasks.test_execution import metric, row
 

@@ -8,8 +8,8 @@ import dataclasses
 import asyncpg
 import httpx
 
-from service.deps import Resources
-from service.tasks import execution
+from service.tasks import dispatch
+from service.tasks.resources import Resources
 from tests.factories import make_team, submit
 
 
@@ -23,7 +23,7 @@ async def test_a_team_with_1000_queued_tasks_does_not_delay_another_teams_first(
     capped = dataclasses.replace(
         res, settings=res.settings.model_copy(update={"upstream_max_in_flight": 5})
     )
-    assert await execution.dispatch_pending(capped) == 5  # one dispatch cycle
+    assert await dispatch.dispatch_pending(capped) == 5  # one dispatch cycle
     claimed = await db.fetch("SELECT id FROM tasks WHERE dispatch_state = 'claimed'")
     assert theirs["task_id"] in {r["id"] for r in claimed}
     assert await db.fetchval("SELECT count(*) FROM tasks WHERE team_id = $1", busy.team["id"]) == (
@@ -43,5 +43,5 @@ async def test_submissions_per_second_cap_spreads_dispatch(
         ),
     )
     await db.execute("UPDATE upstream_state SET submit_tokens = NULL")
-    assert await execution.dispatch_pending(slow) == 4  # the burst
-    assert await execution.dispatch_pending(slow) == 0  # then 0.5 per second
+    assert await dispatch.dispatch_pending(slow) == 4  # the burst
+    assert await dispatch.dispatch_pending(slow) == 0  # then 0.5 per second

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from service.deps import Resources
+from service.tasks.resources import Resources
 from tests.factories import make_team, submit, task_body, wait_for, wait_terminal
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks

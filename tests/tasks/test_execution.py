@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from service.deps import Resources
 from service.state_metrics import STATE, scrape_registry
-from service.tasks import execution, submission
+from service.tasks import dispatch, reconciliation, submission, tracking
+from service.tasks.resources import Resources
 from tests.factories import claim, make_team, submit, wait_for
 
 
@@ -72,10 +72,10 @@ async def test_dispatch_is_fair_across_teams(
         await submit(client, busy)
     theirs = await submit(client, quiet)
     capped = variant(res, upstream_max_in_flight=3)
-    assert await execution.dispatch_pending(capped) == 3
+    assert await dispatch.dispatch_pending(capped) == 3
     claimed = await db.fetch("SELECT id, team_id FROM tasks WHERE dispatch_state = 'claimed'")
     assert theirs["task_id"] in {r["id"] for r in claimed}  # within one dispatch cycle
-    assert await execution.dispatch_pending(capped) == 0  # the in-flight cap is exact
+    assert await dispatch.dispatch_pending(capped) == 0  # the in-flight cap is exact
 
 
 async def test_priority_orders_within_a_team(
@@ -84,7 +84,7 @@ async def test_priority_orders_within_a_team(
     team = await make_team(client)
     await submit(client, team)
     urgent = await submit(client, team, priority=10)
-    assert await execution.dispatch_pending(variant(res, upstream_max_in_flight=1)) == 1
+    assert await dispatch.dispatch_pending(variant(res, upstream_max_in_flight=1)) == 1
     assert (
         await db.fetchval("SELECT id FROM tasks WHERE dispatch_state = 'claimed'")
         == urgent["task_id"]
@@ -228,13 +228,13 @@ async def test_account_errors_pause_submissions_instead_of_failing_tasks(
         assert stored["status"] == "queued" and stored["dispatch_state"] in ("pending", "claimed")
     assert (await row(db, first["task_id"]))["dispatch_attempts"] == 0  # the pause costs no attempt
     await db.execute("UPDATE tasks SET dispatch_state = 'pending' WHERE dispatch_state = 'claimed'")
-    assert await execution.dispatch_pending(res) == 0  # paused: nothing goes out
+    assert await dispatch.dispatch_pending(res) == 0  # paused: nothing goes out
     await STATE.refresh(res, max_age=0)
     assert scrape_registry().get_sample_value("qgw_upstream_paused") == 1
 
     await db.execute("UPDATE upstream_state SET paused_until = now()")
     await sim.put("/_sim/config", json={"submit_status": None})
-    assert await execution.dispatch_pending(res) == 2
+    assert await dispatch.dispatch_pending(res) == 2
 
 
 async def test_ambiguous_submission_fails_without_resending(
@@ -297,7 +297,7 @@ async def test_tracking_reaches_completed_and_failed(
     await submission.submit(res, bad["task_id"], await claim(res, db, bad["task_id"]))
 
     async def refreshed(task_id: str) -> str | None:
-        outcome = await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
+        outcome = await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
         return outcome if outcome in ("completed", "failed") else None
 
     assert await wait_for(lambda: refreshed(ok["task_id"]), timeout=10) == "completed"
@@ -321,7 +321,7 @@ async def test_a_task_unknown_upstream_is_read_again_then_fails(
     # Moments after Qingbo accepted it, a 404 may be its store catching up: read again.
     before = metric("qgw_upstream_transient_not_found_total")
     assert (
-        await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
+        await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
         == "not_found_yet"
     )
     assert metric("qgw_upstream_transient_not_found_total") == before + 1
@@ -331,10 +331,10 @@ async def test_a_task_unknown_upstream_is_read_again_then_fails(
     await db.execute(
         "UPDATE tasks SET submitted_at = now() - make_interval(secs => $2) WHERE id = $1",
         task["task_id"],
-        execution.NOT_FOUND_GRACE_SECONDS + 1,
+        tracking.NOT_FOUND_GRACE_SECONDS + 1,
     )
     assert (
-        await execution.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
+        await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
         == "failed"
     )
     assert (await row(db, task["task_id"]))["error"]["code"] in ("not_found", "task_not_found")
@@ -356,7 +356,7 @@ async def test_reconciler_requeues_stale_claims_and_resolves_stale_submissions(
         "submit_started_at = now() - interval '1 hour' WHERE id = $1",
         lost_submit["task_id"],
     )
-    repairs = await execution.reconcile(res)
+    repairs = await reconciliation.reconcile(res)
     assert repairs == {"stale_claim": 1, "stale_submit": 1}
     assert (await row(db, lost_claim["task_id"]))["dispatch_state"] == "claimed"  # re-dispatched
     assert (await row(db, lost_submit["task_id"]))["error"]["code"] == "upstream_ambiguous"

@@ -8,9 +8,9 @@ import base64
 import asyncpg
 import httpx
 
-from service.deps import Resources
 from service.tasks import submission
 from service.tasks.media import MARKER, join_media, split_media
+from service.tasks.resources import Resources
 from tests.factories import claim, make_team, submit
 from tests.tasks.test_execution import sim_tasks
 

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.deps import Resources
+from service.tasks.resources import Resources
 from tests.factories import ADMIN, drive_to_end, make_team, submit, task_body
 from tests.webhooks.receiver import running_receiver
 
@@ -64,7 +64,7 @@ async def test_metadata_is_echoed_everywhere_and_never_sent_upstream(
         event_id = await db.fetchval(
             "SELECT id FROM webhook_events WHERE task_id = $1", task["task_id"]
         )
-        from service.tasks import jobs
+        from service.webhooks import jobs
 
         assert await jobs.deliver_webhook({"resources": res}, event_id) == "delivered"
         assert json.loads(receiver.received[0].body)["metadata"] == labels

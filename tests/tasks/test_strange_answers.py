@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from service.deps import Resources
-from service.tasks import execution, submission
+from service.tasks import submission, tracking
+from service.tasks.resources import Resources
 from service.upstream.parse import UNKNOWN_STATUS, parse_time, parse_upstream_task
 from tests.factories import claim, make_team, submit, wait_for
 from tests.tasks.test_execution import metric, row, sim_tasks
@@ -52,7 +52,7 @@ async def test_a_strange_submit_answer_is_recorded_and_tracked_not_resent(
     # Reads of the unfinished task are just as strange: recorded as a failed read, polled
     # again later, nothing changes and nothing crashes.
     reads = metric("qgw_upstream_odd_answers_total", operation="status", oddity="unknown_status")
-    outcome = await execution.refresh_from_upstream(
+    outcome = await tracking.refresh_from_upstream(
         res.pool, res.qingbo, res.settings, task["task_id"]
     )
     assert outcome == "upstream_error"
@@ -63,7 +63,7 @@ async def test_a_strange_submit_answer_is_recorded_and_tracked_not_resent(
     assert (await row(db, task["task_id"]))["status"] == "queued"
 
     async def finished() -> str | None:  # Qingbo's terminal answers are plain
-        done = await execution.refresh_from_upstream(
+        done = await tracking.refresh_from_upstream(
             res.pool, res.qingbo, res.settings, task["task_id"]
         )
         return done if done == "completed" else None

@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.deps import Resources
+from service.tasks.resources import Resources
 from tests.factories import make_team, submit, task_body, wait_for
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks

@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import pytest
 
-from service.deps import Resources
-from service.tasks import execution, submission
+from service.tasks import submission, tracking
+from service.tasks.resources import Resources
 from tests.factories import ADMIN, claim, make_team, submit, wait_for
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
@@ -51,7 +51,7 @@ async def test_failing_reads_cannot_keep_a_task_forever(
         before = late_answers((await http.get(f"{api_server}/metrics")).text)
 
     async def refreshed() -> str | None:
-        outcome = await execution.refresh_from_upstream(
+        outcome = await tracking.refresh_from_upstream(
             res.pool, impatient.qingbo, impatient.settings, task["task_id"]
         )
         return outcome if outcome == "timed_out" else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
-from service.deps import Resources
+from service.tasks.resources import Resources
 from service.tasks.submission import hash_token
 from tests.factories import make_team, submit
 

@@ -17,8 +17,8 @@ import pytest
 
 from service.app import create_app
 from service.config import Settings
-from service.deps import Resources
 from service.tasks import submission
+from service.tasks.resources import Resources
 from tests.factories import TeamKey, claim, make_team, task_body, wait_for
 
 A, B, C = (f"https://img.example/{n}.png" for n in "abc")

@@ -19,10 +19,10 @@ import asyncpg
 import httpx
 import pytest
 
-from service.deps import Resources
+from service.tasks.resources import Resources
 from service.webhooks import repository
 from service.webhooks.delivery import DestinationSlots, WebhookSender, parse_retry_after
-from service.webhooks.outbox import new_event_id
+from service.webhooks.ids import new_event_id
 from tests.factories import make_team, submit, wait_for
 from tests.webhooks.receiver import running_receiver
 

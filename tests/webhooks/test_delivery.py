@@ -14,8 +14,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service.config import Settings
-from service.deps import Resources
-from service.tasks import jobs
+from service.tasks.resources import Resources
+from service.webhooks import jobs
 from service.webhooks.delivery import WebhookSender
 from tests.factories import ADMIN, TeamKey, make_team, submit, wait_for, wait_terminal
 from tests.webhooks.receiver import Receiver, running_receiver

@@ -9,9 +9,9 @@ import asyncpg
 import httpx
 
 from service.config import Settings
-from service.deps import Resources
-from service.tasks import jobs
-from service.webhooks import outbox
+from service.tasks import announce
+from service.tasks.resources import Resources
+from service.webhooks import jobs
 from service.webhooks.delivery import WebhookSender, parse_retry_after
 from tests.factories import make_team, submit
 from tests.webhooks.receiver import running_receiver
@@ -57,7 +57,7 @@ async def test_a_redirect_is_not_followed_and_counts_as_a_failure(
                 task["task_id"],
             )
             row = await db.fetchrow("SELECT * FROM tasks WHERE id = $1", task["task_id"])
-            event_id = await outbox.task_event(db, row, "completed")
+            event_id = await announce.task_event(db, row, "completed")
         assert event_id is not None
         assert await jobs.deliver_webhook({"resources": res}, event_id) == "retry"
         assert [r.answered for r in receiver.received] == [302]  # once, not followed
@@ -73,7 +73,7 @@ async def test_processing_events_are_throttled_per_task(
         client, team, callback_url="http://10.0.0.1/hook", callback_events=["processing"]
     )
     await db.execute("UPDATE tasks SET status = 'processing' WHERE id = $1", task["task_id"])
-    first = await outbox.progress_event(db, task["task_id"], interval_seconds=60)
-    second = await outbox.progress_event(db, task["task_id"], interval_seconds=60)
+    first = await announce.progress_event(db, task["task_id"], interval_seconds=60)
+    second = await announce.progress_event(db, task["task_id"], interval_seconds=60)
     assert first is not None and second is None
-    assert await outbox.progress_event(db, task["task_id"], interval_seconds=0) is not None
+    assert await announce.progress_event(db, task["task_id"], interval_seconds=0) is not None

@@ -7,7 +7,7 @@ import ipaddress
 import httpx
 import pytest
 
-from service.webhooks.ssrf import BlockedDestination, DestinationPolicy, UnresolvedHost
+from service.egress import BlockedDestination, DestinationPolicy, UnresolvedHost
 from tests.factories import ADMIN, make_team, task_body
 
 DEFAULT = DestinationPolicy()

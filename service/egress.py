@@ -1,5 +1,5 @@
-"""Where webhooks may be sent: http(s) only, and never to addresses that reach the gateway's
-own machine or the cloud's metadata service.
+"""Where the gateway may send requests (webhooks, archive downloads): http(s) only, and never
+to addresses that reach the gateway's own machine or the cloud's metadata service.
 
 Checked twice: when a callback URL is submitted (its form, and its address when it is a
 literal one) and at connect time against the address actually dialled: the host name is

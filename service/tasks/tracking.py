@@ -1,28 +1,28 @@
-"""Driving admitted tasks through Qingbo: dispatch, track, reconcile (submission.py
-submits, settlement.py finishes).
-
-Postgres is the source of truth. Every step is a conditional update on the task's
-`dispatch_state`, so a job that runs twice (arq is at-least-once) changes nothing the
-second time, and a job that vanished is re-driven from the rows by the crons.
-"""
+"""Tracking: reading submitted tasks back from Qingbo (on its callback, or on the adaptive
+poll schedule) until they end, and recording what it says (settlement.py finishes them).
+No connection is held across a Qingbo call."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import random
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from arq.connections import ArqRedis
 
 from service.catalog.models import TERMINAL_STATUSES
 from service.config import Settings
-from service.deps import Resources
-from service.metrics import DISPATCH_CLAIMED, RECONCILER_REPAIRS, UPSTREAM_TRANSIENT_NOT_FOUND
-from service.tasks import repository
-from service.tasks.queue import enqueue_refresh, enqueue_submit
-from service.tasks.settlement import finish
-from service.tasks.submission import resolve_ambiguous
+from service.errors import NotFound
+from service.metrics import CALLBACKS_RECEIVED, UPSTREAM_LATE_ANSWERS, UPSTREAM_TRANSIENT_NOT_FOUND
+from service.tasks import announce, repository
+from service.tasks.queue import enqueue_refresh
+from service.tasks.resources import Resources
+from service.tasks.settlement import fail_task, finish
+from service.tasks.states import DispatchState, TaskStatus
+from service.tasks.submission import hash_token
 from service.upstream.client import QingboClient
 from service.upstream.errors import UpstreamError, UpstreamRejected, UpstreamRetryable
 from service.upstream.parse import (
@@ -31,41 +31,12 @@ from service.upstream.parse import (
     parse_upstream_task,
     report_oddities,
 )
-from service.webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
 # A 404 this soon after Qingbo accepted a task may be its store catching up (a read served
 # by a replica that has not seen the write yet): the task is read again, not failed.
 NOT_FOUND_GRACE_SECONDS = 60.0
-
-
-# --- dispatch -----------------------------------------------------------------------
-
-
-async def dispatch_pending(res: Resources) -> int:
-    """Claim what the in-flight and submissions-per-second caps allow, fairly across teams,
-    and enqueue their submits."""
-    async with res.pool.acquire() as conn, conn.transaction():
-        paused_until = await repository.upstream_paused_until(conn)
-        if paused_until is not None:
-            return 0
-        claimed = await repository.claim_pending(
-            conn,
-            limit=res.settings.dispatch_batch_size,
-            max_in_flight=res.settings.upstream_max_in_flight,
-            submits_per_second=res.settings.upstream_max_submits_per_second,
-            submit_burst=res.settings.upstream_submit_burst,
-        )
-    for row in claimed:
-        await enqueue_submit(
-            res.redis, res.settings.arq_queue_name, row["id"], row["dispatch_attempts"]
-        )
-    DISPATCH_CLAIMED.inc(len(claimed))
-    return len(claimed)
-
-
-# --- tracking -----------------------------------------------------------------------
 
 
 def next_poll_delay(settings: Settings, unchanged_polls: int) -> float:
@@ -85,7 +56,7 @@ async def refresh_from_upstream(
     held across the call: a slow Qingbo must not drain the pool for everyone else."""
     async with pool.acquire() as conn:
         row = await repository.get_task(conn, task_id)
-    if row is None or row["dispatch_state"] != "submitted":
+    if row is None or row["dispatch_state"] != DispatchState.SUBMITTED:
         return "not_tracked"
     try:
         view = parse_upstream_task(await qingbo.get_task(row["upstream_task_id"]))
@@ -119,9 +90,14 @@ async def _rejected_read(
         UPSTREAM_TRANSIENT_NOT_FOUND.inc()
         await repository.poll_later(conn, task_id, delay_seconds=settings.poll_initial_seconds)
         return "not_found_yet"
-    await _fail_tracked(
-        conn, task_id, message=f"Qingbo: {exc.message}", code=exc.code or "upstream_not_found"
-    )
+    async with conn.transaction():
+        await fail_task(
+            conn,
+            task_id,
+            from_states=(DispatchState.SUBMITTED,),
+            message=f"Qingbo: {exc.message}",
+            code=exc.code or "upstream_not_found",
+        )
     return "failed"
 
 
@@ -134,10 +110,10 @@ async def _record_read(
             await finish(
                 conn,
                 task_id,
-                status=view.status,
-                from_states=("submitted",),
+                status=TaskStatus(view.status),
+                from_states=(DispatchState.SUBMITTED,),
                 result=view.result,
-                error=view.error if view.status == "failed" else None,
+                error=view.error if view.status == TaskStatus.FAILED else None,
                 start_time=view.start_time,
                 completed_at=view.completed_at,
                 upstream=view,
@@ -158,8 +134,13 @@ async def _record_read(
             next_poll_in=next_poll_delay(settings, 0 if changed else row["poll_count"] + 1),
             changed=changed,
         )
-        if changed and view.status == "processing":
-            await outbox.progress_event(
+        if changed:
+            logger.info(
+                "task progress",
+                extra={"task_id": task_id, "status": view.status, "progress": view.progress},
+            )
+        if changed and view.status == TaskStatus.PROCESSING:
+            await announce.progress_event(
                 conn, task_id, interval_seconds=settings.webhook_progress_interval_seconds
             )
     return view.status
@@ -170,26 +151,17 @@ def past_tracking_deadline(settings: Settings, row: Any) -> bool:
     return tracked_for > settings.task_max_tracking_seconds
 
 
-async def _fail_tracked(conn: asyncpg.Connection, task_id: str, *, message: str, code: str) -> None:
-    async with conn.transaction():
-        await finish(
-            conn,
-            task_id,
-            status="failed",
-            from_states=("submitted",),
-            error={"message": message, "code": code},
-        )
-
-
 async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) -> str:
     """Give up on a task Qingbo did not finish within QGW_TASK_MAX_TRACKING_SECONDS: it
     fails, and its reservation, concurrency and in-flight slots are released."""
-    await _fail_tracked(
-        conn,
-        task_id,
-        message=f"Qingbo did not finish the task in time (last read: {last_read})",
-        code="upstream_timeout",
-    )
+    async with conn.transaction():
+        await fail_task(
+            conn,
+            task_id,
+            from_states=(DispatchState.SUBMITTED,),
+            message=f"Qingbo did not finish the task in time (last read: {last_read})",
+            code="upstream_timeout",
+        )
     logger.warning("task timed out at Qingbo", extra={"task_id": task_id, "last_read": last_read})
     return "timed_out"
 
@@ -206,26 +178,20 @@ async def enqueue_due_polls(res: Resources) -> int:
     return len(due)
 
 
-# --- reconciler ---------------------------------------------------------------------
-
-
-async def reconcile(res: Resources) -> dict[str, int]:
-    """Re-drive work whose job vanished (Redis flushed, worker killed)."""
-    settings = res.settings
-    repairs = {"stale_claim": 0, "stale_submit": 0}
-    async with res.pool.acquire() as conn:
-        requeued = await repository.requeue_stale_claims(
-            conn, lease_seconds=settings.claim_lease_seconds
-        )
-        repairs["stale_claim"] = len(requeued)
-        for row in await repository.stale_submissions(
-            conn, lease_seconds=settings.submit_lease_seconds
-        ):
-            await resolve_ambiguous(res, conn, row)
-            repairs["stale_submit"] += 1
-    for kind, count in repairs.items():
-        if count:
-            RECONCILER_REPAIRS.labels(kind).inc(count)
-            logger.warning("reconciler repaired tasks", extra={"kind": kind, "count": count})
-    await dispatch_pending(res)
-    return repairs
+async def accept_callback(
+    conn: asyncpg.Connection, redis: ArqRedis, *, queue: str, task_id: str, token: str
+) -> None:
+    """Qingbo called back for the task: check its token, and read the task again now (the
+    callback's body is not trusted; the read is)."""
+    expected = await repository.callback_token_hash(conn, task_id)
+    if expected is None or not hmac.compare_digest(bytes(expected), hash_token(token)):
+        CALLBACKS_RECEIVED.labels("rejected").inc()
+        # Same answer for unknown task and wrong token: nothing to probe.
+        raise NotFound("no such callback")
+    ended_with = await repository.poll_now(conn, task_id)
+    if ended_with == "upstream_timeout":
+        # Qingbo answers for a task the gateway gave up on: count it, the task stays failed.
+        UPSTREAM_LATE_ANSWERS.inc()
+        logger.warning("late answer from Qingbo", extra={"task_id": task_id})
+    await enqueue_refresh(redis, queue, task_id)
+    CALLBACKS_RECEIVED.labels("accepted").inc()

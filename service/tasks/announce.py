@@ -1,18 +1,17 @@
-"""Writing webhook events in the same transaction as the task change they announce."""
+"""Announcing a task's changes to its app: the webhook event, rendered as the task is now,
+written to the webhooks outbox in the same transaction as the change it announces."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import asyncpg
 
+from service.tasks import repository as tasks
 from service.tasks.render import DEFAULT_VERSION, render_task
+from service.tasks.states import TaskStatus
 from service.webhooks import repository
-
-
-def new_event_id() -> str:
-    return "msg_" + uuid.uuid4().hex
+from service.webhooks.ids import new_event_id
 
 
 async def task_event(
@@ -47,4 +46,11 @@ async def progress_event(
 ) -> str | None:
     """A 'processing' event, at most one per task per interval (terminal ones always go)."""
     task = await repository.mark_progress_event(conn, task_id, interval_seconds=interval_seconds)
-    return await task_event(conn, task, "processing") if task is not None else None
+    return await task_event(conn, task, TaskStatus.PROCESSING) if task is not None else None
+
+
+async def archived_event(conn: asyncpg.Connection, task_id: str, version: str) -> None:
+    """`archived`: every video of the task is kept (archive.copier.Archiver's on_archived)."""
+    task = await tasks.get_task(conn, task_id)
+    if task is not None:
+        await task_event(conn, task, "archived", version=version)

@@ -1,0 +1,52 @@
+"""What the task domain works with: every shared client of the process, as the lifespan
+(service/resources.py) or the worker's start-up built them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+from arq.connections import ArqRedis
+from fastapi import Depends, Request
+
+from service.archive.copier import Archiver
+from service.catalog.models import PriceTable
+from service.config import Settings
+from service.egress import DestinationPolicy
+from service.quotas.limiter import RateLimiter
+from service.tasks.events import TaskEvents
+from service.tasks.queue import DispatchKicker
+from service.upstream.client import QingboClient
+from service.webhooks.delivery import WebhookSender
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: ArqRedis
+    qingbo: QingboClient
+    prices: PriceTable
+    kicker: DispatchKicker
+    limiter: RateLimiter
+    webhooks: WebhookSender
+    events: TaskEvents | None = None  # API processes only
+    archive: Archiver | None = None  # with QGW_ARCHIVE_URL
+    # What "now" is for budget windows; tests move it to cross window boundaries.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @property
+    def egress(self) -> DestinationPolicy:
+        """Where webhooks and downloads may go (one policy for both)."""
+        return self.webhooks.policy
+
+
+async def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+AppResources = Annotated[Resources, Depends(get_resources)]

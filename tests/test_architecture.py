@@ -1,0 +1,112 @@
+"""The house rules that keep the code livable: the architecture page names what exists,
+no module grows past 400 lines, SQL lives in repositories, SQL files and migrations, and
+the task states are the database's."""
+
+from __future__ import annotations
+
+import ast
+import re
+import typing
+from pathlib import Path
+
+import asyncpg
+
+from service.catalog.models import TaskStatus
+from service.catalog.schemas import Status
+from service.tasks.states import TRANSITIONS, DispatchState, mermaid_diagram
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE = ROOT / "service"
+MAX_LINES = 400
+REFERENCE = re.compile(r"`(service/[\w/]+\.(?:py|sql))(?:::(\w+))?`")
+SQL = re.compile(r"\b(SELECT\s.+\sFROM|UPDATE\s+\w+\s+SET|INSERT\s+INTO|DELETE\s+FROM)\b", re.S)
+
+
+def defined_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def test_the_architecture_page_names_only_files_and_functions_that_exist() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    references = REFERENCE.findall(page)
+    assert len(references) > 30  # it is the map of the house: it names many rooms
+    missing = [
+        f"{file}::{name}" if name else file
+        for file, name in references
+        if not (ROOT / file).exists() or (name and name not in defined_names(ROOT / file))
+    ]
+    assert not missing, f"docs/architecture.md names what is gone: {missing}"
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in SERVICE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"split these: {long}"
+
+
+def test_sql_text_lives_in_repositories() -> None:
+    """Outside repositories (and the Alembic plumbing in db.py), no string is a query."""
+    found = []
+    for path in SERVICE.rglob("*.py"):
+        if path.name == "repository.py" or path == SERVICE / "db.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if is_text and SQL.search(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, f"SQL outside a repository: {found}"
+
+
+async def test_the_task_states_are_the_databases(db: asyncpg.Connection) -> None:
+    checks = await db.fetch(
+        "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint "
+        "WHERE conrelid = 'tasks'::regclass AND contype = 'c'"
+    )
+    text = " ".join(r["def"] for r in checks)
+
+    def allowed(column: str) -> set[str]:
+        match = re.search(rf"\({column} = ANY \(ARRAY\[(.+?)\]\)\)", text)
+        assert match, f"no CHECK on tasks.{column}"
+        return set(re.findall(r"'(\w+)'", match.group(1)))
+
+    assert allowed("status") == {s.value for s in TaskStatus}
+    assert allowed("dispatch_state") == {s.value for s in DispatchState}
+    assert set(typing.get_args(Status)) == {s.value for s in TaskStatus}
+
+
+def test_every_dispatch_state_written_in_sql_is_a_state() -> None:
+    """A typo in a WHERE would match nothing, silently: each literal must be a state."""
+    words = set()
+    for path in SERVICE.rglob("repository.py"):
+        words |= set(re.findall(r"dispatch_state\s*(?:=|<>)\s*'(\w+)'", path.read_text()))
+    assert len(words) >= 4  # the check looks at the repositories' SQL
+    assert words <= {s.value for s in DispatchState}
+
+
+def test_every_dispatch_state_is_reachable_and_ends_in_done() -> None:
+    reached = {DispatchState.PENDING}
+    changed = True
+    while changed:
+        changed = False
+        for source, target in TRANSITIONS:
+            if source in reached and target not in reached:
+                reached.add(target)
+                changed = True
+    assert reached == set(DispatchState)
+    assert not any(source == DispatchState.DONE for source, _ in TRANSITIONS)
+
+
+def test_the_readme_draws_the_transition_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"```mermaid\n{mermaid_diagram()}\n```" in readme
