@@ -201,6 +201,8 @@ def follow(http: httpx.Client, task: dict[str, Any]) -> dict[str, Any]:
                         stream.response.read()
                         call(http, "GET", f"/v1/tasks/{task['task_id']}")  # names the error
                     for event in stream.iter_sse():
+                        if not event.data:  # a keep-alive, not a state of the task
+                            continue
                         last_id = event.id or last_id
                         task = event.json()
                         progress.update(bar, description=task["status"], completed=task["progress"])

@@ -16,7 +16,7 @@ from service.config import Settings
 from service.db import create_pool as create_db_pool
 from service.quotas.limiter import RateLimiter
 from service.tasks.announce import archived_event
-from service.tasks.events import TaskEvents
+from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
 from service.tasks.resources import Resources
 from service.upstream.client import QingboClient, build_http_client
@@ -59,7 +59,7 @@ async def open_resources(
         stack.push_async_callback(webhooks.aclose)
         events = None
         if listen_for_task_events:
-            events = TaskEvents(settings.database_url)
+            events = NotificationListener(settings.database_url)
             await events.start()
             stack.push_async_callback(events.close)
         kicker = DispatchKicker(redis, settings.arq_queue_name)

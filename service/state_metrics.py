@@ -22,6 +22,7 @@ from service.archive import repository as archives
 from service.budgets import repository as budgets
 from service.catalog.models import MICROS_PER_USD
 from service.spend import repository as spend
+from service.tasks import pipeline_repository as pipeline
 from service.tasks import repository as tasks
 from service.tasks.resources import Resources
 from service.tasks.states import DispatchState
@@ -137,7 +138,7 @@ async def read_snapshot(res: Resources) -> Snapshot:
     snap = Snapshot()
     async with res.pool.acquire() as conn:
         snap.stages = await tasks.count_by_stage(conn)
-        snap.upstream_paused = 1 if await tasks.upstream_paused_until(conn) else 0
+        snap.upstream_paused = 1 if await pipeline.upstream_paused_until(conn) else 0
         snap.webhook_backlog = await webhooks.backlog(conn)
         snap.archive_waiting = await archives.waiting_by_expiry(conn)
         standing = await budgets.all_standing(

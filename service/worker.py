@@ -22,7 +22,7 @@ from service.errors import install_error_handlers
 from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.resources import open_resources, redis_settings
 from service.tasks import jobs
-from service.tasks.events import TaskEvents
+from service.tasks.events import NotificationListener
 from service.tasks.queue import SUBMIT_JOB
 from service.tasks.resources import Resources
 from service.webhooks import jobs as webhook_jobs
@@ -77,7 +77,9 @@ async def _listen_for_webhook_events(stack: AsyncExitStack, res: Resources) -> N
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    listener = TaskEvents(res.settings.database_url, channel=WEBHOOK_CHANNEL, on_notify=notified)
+    listener = NotificationListener(
+        res.settings.database_url, channel=WEBHOOK_CHANNEL, on_notify=notified
+    )
     await listener.start()
     stack.push_async_callback(listener.close)
 

@@ -311,7 +311,10 @@ async def sim(simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(autouse=True)
 async def clean_state(res: Resources) -> None:
-    """Each test starts with no tasks or budgets, submissions unpaused, an empty queue."""
+    """Each test starts with no tasks or budgets, submissions unpaused, an empty queue
+    (this run's: a Redis shared with other runs keeps theirs)."""
+    from tests.factories import drop_queued_jobs  # factories imports this module
+
     async with res.pool.acquire() as conn:
         await conn.execute(
             "DELETE FROM webhook_events; DELETE FROM budget_ledger; DELETE FROM budget_periods; "
@@ -320,4 +323,4 @@ async def clean_state(res: Resources) -> None:
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
             "submit_tokens = NULL"
         )
-    await res.redis.flushdb()
+    await drop_queued_jobs(res.redis, res.settings.arq_queue_name)

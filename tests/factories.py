@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+from prometheus_client import REGISTRY
 
 from service.tasks import dispatch, submission, tracking
 from service.tasks.resources import Resources
@@ -124,3 +126,30 @@ async def drive_to_end(res: Resources, db: asyncpg.Connection, task_id: str) -> 
         return row["status"] if row["dispatch_state"] == "done" else None
 
     return await wait_for(refreshed, timeout=15)
+
+
+async def drop_queued_jobs(redis: Any, queue: str) -> None:
+    """What a flushed Redis loses of this test run's: the jobs queued under `queue` and
+    every key named after it (rate-limit logs, worker health). Other runs and processes
+    sharing the Redis database keep theirs: nothing else is deleted."""
+    job_ids = await redis.zrange(queue, 0, -1)
+    keys = [f"arq:job:{j.decode() if isinstance(j, bytes) else j}" for j in job_ids]
+    keys += [k async for k in redis.scan_iter(match=f"{queue}*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+
+
+def variant(res: Resources, **settings: Any) -> Resources:
+    return dataclasses.replace(res, settings=res.settings.model_copy(update=settings))
+
+
+async def row(db: asyncpg.Connection, task_id: str) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
+
+
+async def sim_tasks(sim: httpx.AsyncClient) -> list[dict[str, Any]]:
+    return list((await sim.get("/_sim/tasks")).json()["tasks"])
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 CHANNEL = "qgw_task_events"
 
 
-class TaskEvents:
-    """Listens on `channel`; wakes subscribers of the payload (a task id), and hands every
+class NotificationListener:
+    """A Postgres LISTEN connection on `channel`: wakes subscribers of the payload (a task
+    id: its changes, for waiters and the event stream), and hands every
     payload to `on_notify` when given (the worker uses that for webhook events)."""
 
     def __init__(

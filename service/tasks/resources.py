@@ -17,7 +17,7 @@ from service.catalog.models import PriceTable
 from service.config import Settings
 from service.egress import DestinationPolicy
 from service.quotas.limiter import RateLimiter
-from service.tasks.events import TaskEvents
+from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
 from service.upstream.client import QingboClient
 from service.webhooks.delivery import WebhookSender
@@ -33,7 +33,7 @@ class Resources:
     kicker: DispatchKicker
     limiter: RateLimiter
     webhooks: WebhookSender
-    events: TaskEvents | None = None  # API processes only
+    events: NotificationListener | None = None  # API processes only
     archive: Archiver | None = None  # with QGW_ARCHIVE_URL
     # What "now" is for budget windows; tests move it to cross window boundaries.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

@@ -33,7 +33,7 @@ from service.metrics import (
     UPSTREAM_PAUSES,
     UPSTREAM_SUBMIT_RETRIES,
 )
-from service.tasks import repository
+from service.tasks import pipeline_repository as pipeline
 from service.tasks.media import join_media
 from service.tasks.queue import kick_dispatch
 from service.tasks.resources import Resources
@@ -100,7 +100,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
     token = secrets.token_urlsafe(32) if settings.callbacks_enabled else None
     async with res.pool.acquire() as conn:
         async with conn.transaction():
-            row = await repository.start_submit(
+            row = await pipeline.start_submit(
                 conn,
                 task_id,
                 attempt=attempt,
@@ -108,7 +108,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
                 api_version=gen.version,
             )
         if row is None:
-            state = await repository.dispatch_state(conn, task_id)
+            state = await pipeline.dispatch_state(conn, task_id)
             if (
                 state
                 and state["dispatch_state"] == DispatchState.SUBMITTING
@@ -152,7 +152,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
 
     async def record() -> asyncpg.Record | None:
         async with res.pool.acquire() as conn:
-            return await repository.record_submitted(
+            return await pipeline.record_submitted(
                 conn,
                 task_id,
                 attempt=attempt,
@@ -213,17 +213,17 @@ async def _submit_failed(
     settings = res.settings
     task_id, attempt = task["id"], task["dispatch_attempts"]
     if isinstance(exc, UpstreamAmbiguous):
-        state = await repository.dispatch_state(conn, task_id)
+        state = await pipeline.dispatch_state(conn, task_id)
         if state is None:
             return "skipped"
         return await resolve_ambiguous(res, conn, dict(state) | {"id": task_id})
     if isinstance(exc, UpstreamAccountBlocked):
         reason = "balance_exhausted" if exc.status == 402 else "unauthorized"
         async with conn.transaction():
-            await repository.pause_upstream(
+            await pipeline.pause_upstream(
                 conn, seconds=settings.upstream_pause_seconds, reason=reason
             )
-            await repository.return_to_pending(
+            await pipeline.return_to_pending(
                 conn,
                 task_id,
                 from_state=DispatchState.SUBMITTING,
@@ -248,7 +248,7 @@ async def _submit_failed(
     ):
         delay = backoff_seconds(settings, attempt, exc.retry_after)
         async with conn.transaction():
-            await repository.return_to_pending(
+            await pipeline.return_to_pending(
                 conn,
                 task_id,
                 from_state=DispatchState.SUBMITTING,
@@ -309,7 +309,7 @@ async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any)
     )
     async with conn.transaction():
         if resend:
-            await repository.return_to_pending(
+            await pipeline.return_to_pending(
                 conn,
                 task_id,
                 from_state=DispatchState.SUBMITTING,

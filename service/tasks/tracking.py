@@ -18,6 +18,7 @@ from service.config import Settings
 from service.errors import NotFound
 from service.metrics import CALLBACKS_RECEIVED, UPSTREAM_LATE_ANSWERS, UPSTREAM_TRANSIENT_NOT_FOUND
 from service.tasks import announce, repository
+from service.tasks import pipeline_repository as pipeline
 from service.tasks.queue import enqueue_refresh
 from service.tasks.resources import Resources
 from service.tasks.settlement import fail_task, finish
@@ -71,7 +72,7 @@ async def refresh_from_upstream(
         async with pool.acquire() as conn:
             if past_tracking_deadline(settings, row):
                 return await time_out(conn, task_id, last_read=exc.message)
-            await repository.poll_later(
+            await pipeline.poll_later(
                 conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
             )
         return "upstream_error"
@@ -88,7 +89,7 @@ async def _rejected_read(
     young = (datetime.now(UTC) - row["submitted_at"]).total_seconds() < NOT_FOUND_GRACE_SECONDS
     if exc.status == 404 and young:
         UPSTREAM_TRANSIENT_NOT_FOUND.inc()
-        await repository.poll_later(conn, task_id, delay_seconds=settings.poll_initial_seconds)
+        await pipeline.poll_later(conn, task_id, delay_seconds=settings.poll_initial_seconds)
         return "not_found_yet"
     async with conn.transaction():
         await fail_task(
@@ -125,7 +126,7 @@ async def _record_read(
         return await time_out(conn, task_id, last_read=f"still {view.status}")
     changed = view.status != row["status"] or view.progress != row["progress"]
     async with conn.transaction():
-        await repository.record_progress(
+        await pipeline.record_progress(
             conn,
             task_id,
             status=view.status,
@@ -168,7 +169,7 @@ async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) ->
 
 async def enqueue_due_polls(res: Resources) -> int:
     async with res.pool.acquire() as conn:
-        due = await repository.claim_due_polls(
+        due = await pipeline.claim_due_polls(
             conn, limit=500, lease_seconds=res.settings.poll_lease_seconds
         )
     for row in due:
@@ -183,12 +184,12 @@ async def accept_callback(
 ) -> None:
     """Qingbo called back for the task: check its token, and read the task again now (the
     callback's body is not trusted; the read is)."""
-    expected = await repository.callback_token_hash(conn, task_id)
+    expected = await pipeline.callback_token_hash(conn, task_id)
     if expected is None or not hmac.compare_digest(bytes(expected), hash_token(token)):
         CALLBACKS_RECEIVED.labels("rejected").inc()
         # Same answer for unknown task and wrong token: nothing to probe.
         raise NotFound("no such callback")
-    ended_with = await repository.poll_now(conn, task_id)
+    ended_with = await pipeline.poll_now(conn, task_id)
     if ended_with == "upstream_timeout":
         # Qingbo answers for a task the gateway gave up on: count it, the task stays failed.
         UPSTREAM_LATE_ANSWERS.inc()

@@ -32,7 +32,7 @@ from service.tasks.resources import Resources
 from tests.archive.conftest import BUCKET
 from tests.conftest import Process, settings_env
 from tests.factories import drive_to_end, make_team, submit, wait_for
-from tests.test_cli import cli
+from tests.test_cli import run_cli
 from tests.webhooks.receiver import running_receiver
 
 pytestmark = pytest.mark.usefixtures("api_server")
@@ -383,7 +383,14 @@ async def test_the_cli_downloads_the_kept_copy(
             team = await make_team(gw)
         target = tmp_path / "out.mp4"
         done = await asyncio.to_thread(
-            cli, gateway, team, "generate", "--prompt", "a paper boat", "--download", str(target)
+            run_cli,
+            gateway,
+            team,
+            "generate",
+            "--prompt",
+            "a paper boat",
+            "--download",
+            str(target),
         )
     finally:
         api.stop()

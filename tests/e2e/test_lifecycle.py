@@ -13,7 +13,15 @@ from service.config import Settings
 from service.dev import free_port
 from service.tasks import dispatch
 from service.tasks.resources import Resources
-from tests.factories import TeamKey, make_team, submit, task_status, wait_for, wait_terminal
+from tests.factories import (
+    TeamKey,
+    drop_queued_jobs,
+    make_team,
+    submit,
+    task_status,
+    wait_for,
+    wait_terminal,
+)
 
 pytestmark = pytest.mark.usefixtures("api_server")
 
@@ -131,11 +139,11 @@ async def test_redis_flushed_mid_flight_the_reconciler_recovers_every_task(
     assert await dispatch.dispatch_pending(res) == 5
     queue = aioredis.Redis.from_url(settings.redis_url)
     assert await queue.zcard(settings.arq_queue_name) >= 5
-    await queue.flushdb()
+    await drop_queued_jobs(queue, settings.arq_queue_name)
     start_worker()
     first = [await wait_terminal(client, team, t["task_id"]) for t in tasks[:2]]
     # Flush again while the rest are tracked: their poll jobs vanish too.
-    await queue.flushdb()
+    await drop_queued_jobs(queue, settings.arq_queue_name)
     await queue.aclose()
     finished = first + [await wait_terminal(client, team, t["task_id"]) for t in tasks[2:]]
     assert [t["status"] for t in finished] == ["completed"] * 5

@@ -17,11 +17,11 @@ from tests.factories import (
     TeamKey,
     drive_to_end,
     make_team,
+    metric,
     task_body,
     wait_for,
     wait_terminal,
 )
-from tests.tasks.test_execution import metric
 
 pytestmark = pytest.mark.usefixtures("api_server")
 CURRENT = "2026-09"

@@ -10,8 +10,7 @@ import httpx
 
 from service.tasks import submission
 from service.tasks.resources import Resources
-from tests.factories import claim, make_team, submit, wait_for
-from tests.tasks.test_execution import metric, row
+from tests.factories import claim, make_team, metric, row, submit, wait_for
 
 
 async def submitted_task(

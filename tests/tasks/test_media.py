@@ -11,8 +11,7 @@ import httpx
 from service.tasks import submission
 from service.tasks.media import MARKER, join_media, split_media
 from service.tasks.resources import Resources
-from tests.factories import claim, make_team, submit
-from tests.tasks.test_execution import sim_tasks
+from tests.factories import claim, make_team, sim_tasks, submit
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
 

@@ -13,8 +13,7 @@ import httpx
 from service.tasks import submission, tracking
 from service.tasks.resources import Resources
 from service.upstream.parse import UNKNOWN_STATUS, parse_time, parse_upstream_task
-from tests.factories import claim, make_team, submit, wait_for
-from tests.tasks.test_execution import metric, row, sim_tasks
+from tests.factories import claim, make_team, metric, row, sim_tasks, submit, wait_for
 
 
 def test_parsing_names_each_oddity_and_never_raises() -> None:

@@ -1,5 +1,6 @@
-"""The tracking deadline holds whatever Qingbo's reads return, and a late answer after it
-is counted (issue 15, point 4)."""
+"""Tracking reads tasks back to their end: completed and failed, a 404 read again before it
+is believed, the tracking deadline whatever Qingbo's reads return, and a late answer
+after it counted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from service.tasks import submission, tracking
 from service.tasks.resources import Resources
-from tests.factories import ADMIN, claim, make_team, submit, wait_for
+from tests.factories import ADMIN, claim, make_team, metric, row, submit, wait_for
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
 
@@ -76,3 +77,56 @@ async def test_failing_reads_cannot_keep_a_task_forever(
     await wait_for(counted, timeout=15)
     still = await db.fetchrow("SELECT status FROM tasks WHERE id = $1", task["task_id"])
     assert still["status"] == "failed"
+
+
+async def test_tracking_reaches_completed_and_failed(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    team = await make_team(client)
+    ok, bad = await submit(client, team), await submit(client, team)
+    await submission.submit(res, ok["task_id"], await claim(res, db, ok["task_id"]))
+    await sim.put("/_sim/config", json={"fail_rate": 1.0})
+    await submission.submit(res, bad["task_id"], await claim(res, db, bad["task_id"]))
+
+    async def refreshed(task_id: str) -> str | None:
+        outcome = await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
+        return outcome if outcome in ("completed", "failed") else None
+
+    assert await wait_for(lambda: refreshed(ok["task_id"]), timeout=10) == "completed"
+    assert await wait_for(lambda: refreshed(bad["task_id"]), timeout=10) == "failed"
+    done = (await client.get(f"/v1/tasks/{ok['task_id']}", headers=team.headers)).json()
+    assert done["progress"] == 100 and done["result"]["videos"][0]["url"].endswith(".mp4")
+    assert done["start_time"] > 1_700_000_000_000 and done["completed_at"] >= done["start_time"]
+    failed = (await client.get(f"/v1/tasks/{bad['task_id']}", headers=team.headers)).json()
+    assert failed["error"]["code"] in ("generation_failed", "task_failed")
+
+
+async def test_a_task_unknown_upstream_is_read_again_then_fails(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    team = await make_team(client)
+    task = await submit(client, team)
+    await submission.submit(res, task["task_id"], await claim(res, db, task["task_id"]))
+    await db.execute(
+        "UPDATE tasks SET upstream_task_id = 'task-gone' WHERE id = $1", task["task_id"]
+    )
+    # Moments after Qingbo accepted it, a 404 may be its store catching up: read again.
+    before = metric("qgw_upstream_transient_not_found_total")
+    assert (
+        await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
+        == "not_found_yet"
+    )
+    assert metric("qgw_upstream_transient_not_found_total") == before + 1
+    young = await row(db, task["task_id"])
+    assert young["dispatch_state"] == "submitted" and young["next_poll_at"] > young["updated_at"]
+    # Past the grace period a 404 is believed.
+    await db.execute(
+        "UPDATE tasks SET submitted_at = now() - make_interval(secs => $2) WHERE id = $1",
+        task["task_id"],
+        tracking.NOT_FOUND_GRACE_SECONDS + 1,
+    )
+    assert (
+        await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
+        == "failed"
+    )
+    assert (await row(db, task["task_id"]))["error"]["code"] in ("not_found", "task_not_found")

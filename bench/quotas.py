@@ -1,0 +1,136 @@
+"""Benchmark the rate-limit check alone: the gateway's limiter (redis-py's own client, the
+Lua script by EVALSHA) against a multiplexing client, valkey-glide, running the same
+script, at the same concurrency on the same Redis, in the same run. Each check is one
+submission's (two limits: key and team).
+
+bench/submit.py measures what the check costs a whole submission; this shows whether
+another client would win enough to matter: the rule (issue 16) is that hand-made or
+extra machinery stays only where the well-kept option costs more than 10 % of a
+submission's p50.
+
+    .venv/bin/pip install valkey-glide   # bench-only
+    .venv/bin/python bench/quotas.py [--seconds 5] [--concurrency 16] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from redis.asyncio import Redis  # noqa: E402
+
+from bench.stack import redis_url  # noqa: E402
+from service.quotas.limiter import CHECK_SCRIPT, WINDOW_MS, RateLimiter  # noqa: E402
+from service.quotas.limits import Limits  # noqa: E402
+
+BIG = 10**9  # limits that never refuse: every check runs the whole script
+Check = Callable[[int], Awaitable[object]]
+Close = Callable[[], Awaitable[None]]
+
+
+async def run_for(seconds: float, concurrency: int, check: Check) -> tuple[float, float, float]:
+    """checks/s, p50 ms, p99 ms of `concurrency` loops calling `check` for `seconds`."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def loop(worker: int) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await check(worker)
+            samples.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(loop(w) for w in range(concurrency)))
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return len(samples) / seconds, statistics.median(samples), p99
+
+
+async def gateway_limiter(
+    url: str,
+) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
+    redis = Redis.from_url(url)
+    limiter = RateLimiter(redis, prefix=f"bench-quotas:{uuid.uuid4().hex[:8]}", on_error="deny")
+    limits = [Limits(uuid.uuid4(), uuid.uuid4(), BIG, BIG) for _ in range(64)]
+
+    async def check(worker: int) -> object:
+        return await limiter.check(limits[worker])
+
+    async def close() -> None:
+        await limiter.aclose()
+        await redis.aclose()
+
+    return check, close
+
+
+async def glide_client(
+    url: str,
+) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
+    from glide import GlideClient, GlideClientConfiguration, NodeAddress, Script
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", ""):
+        raise SystemExit("valkey-glide here needs a TCP Redis (redis://host:port)")
+    config = GlideClientConfiguration(
+        [NodeAddress(parts.hostname or "127.0.0.1", parts.port or 6379)],
+        database_id=int(parts.path.lstrip("/") or 0),
+    )
+    client = await GlideClient.create(config)
+    script = Script(CHECK_SCRIPT)
+    prefix = f"bench-quotas-glide:{uuid.uuid4().hex[:8]}"
+    keys = [[f"{prefix}:key:{w}", f"{prefix}:team:{w}"] for w in range(64)]
+    args = [str(WINDOW_MS), str(BIG), str(BIG)]
+
+    async def check(worker: int) -> object:
+        return await client.invoke_script(script, keys=keys[worker], args=args)
+
+    async def close() -> None:
+        await client.close()
+
+    return check, close
+
+
+async def main(args: argparse.Namespace) -> int:
+    url = redis_url()
+    clients = {"redis-py (gateway)": gateway_limiter, "valkey-glide": glide_client}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in clients}
+    for _ in range(args.rounds):  # alternate: the machine's drift cancels out of the pair
+        for name, make in clients.items():
+            check, close = await make(url)
+            await run_for(0.5, args.concurrency, check)  # warm-up: connections, script
+            results[name].append(await run_for(args.seconds, args.concurrency, check))
+            await close()
+    print(
+        f"\nrate-limit check (2 limits), c={args.concurrency}, {args.seconds:g} s runs, "
+        f"median of {args.rounds} alternating rounds"
+    )
+    print("| client | checks/s | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- |")
+    medians = {}
+    for name, runs in results.items():
+        rate, p50, p99 = (statistics.median(r[i] for r in runs) for i in range(3))
+        medians[name] = p50
+        print(f"| {name} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |")
+    gain = medians["redis-py (gateway)"] - medians["valkey-glide"]
+    print(
+        f"valkey-glide would save {gain:.2f} ms of p50 per check at c={args.concurrency} "
+        f"(compare with a submission's p50 from bench/submit.py: 10 % of it is the bar)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    sys.exit(asyncio.run(main(parser.parse_args())))

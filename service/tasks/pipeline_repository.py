@@ -1,0 +1,293 @@
+"""SQL for a task's way through the gateway: claims for dispatch (fair, capped), the
+submit's intent and outcome, polls, the reconciler's finds, and the upstream pause switch.
+Each move is a conditional UPDATE naming the state it leaves (tasks/states.py). Callers
+own transactions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from service.tasks.states import DispatchState
+
+IN_FLIGHT_STATES = (DispatchState.CLAIMED, DispatchState.SUBMITTING, DispatchState.SUBMITTED)
+DISPATCH_LOCK_KEY = 0x51_47_57_01  # pg advisory lock: one dispatcher decides at a time
+
+
+async def upstream_paused_until(conn: asyncpg.Connection) -> datetime | None:
+    return await conn.fetchval("SELECT paused_until FROM upstream_state WHERE paused_until > now()")
+
+
+async def pause_upstream(conn: asyncpg.Connection, *, seconds: float, reason: str) -> None:
+    await conn.execute(
+        """
+        UPDATE upstream_state SET paused_until = now() + make_interval(secs => $1),
+               pause_reason = $2, updated_at = now()
+        """,
+        seconds,
+        reason,
+    )
+
+
+async def claim_pending(
+    conn: asyncpg.Connection,
+    *,
+    limit: int,
+    max_in_flight: int,
+    submits_per_second: float,
+    submit_burst: int,
+) -> list[asyncpg.Record]:
+    """Claim up to `limit` pending tasks for submission, round-robin across teams.
+
+    Runs under a transaction-scoped advisory lock so that the in-flight count and the
+    submission token bucket it reads cannot be raced by another dispatcher: both caps on
+    what reaches Qingbo hold across every worker.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", DISPATCH_LOCK_KEY)
+    in_flight = await conn.fetchval(
+        "SELECT count(*) FROM tasks WHERE dispatch_state = ANY($1::text[])",
+        list(IN_FLIGHT_STATES),
+    )
+    tokens = await conn.fetchval(
+        """
+        UPDATE upstream_state SET
+            submit_tokens = least($1::float8, coalesce(submit_tokens, $1::float8)
+                + extract(epoch FROM clock_timestamp() - coalesce(tokens_at, clock_timestamp()))
+                  * $2::float8),
+            tokens_at = clock_timestamp()
+        RETURNING submit_tokens
+        """,
+        submit_burst,
+        submits_per_second,
+    )
+    slots = min(limit, max_in_flight - in_flight, int(tokens))
+    if slots <= 0:
+        return []
+    claimed = await conn.fetch(
+        """
+        WITH ranked AS (
+            SELECT id, priority, created_at,
+                   row_number() OVER (PARTITION BY team_id
+                                      ORDER BY priority DESC, created_at, id) AS team_rank
+            FROM tasks
+            WHERE dispatch_state = 'pending' AND dispatch_after <= now()
+        ), picked AS (
+            SELECT id FROM ranked ORDER BY team_rank, priority DESC, created_at, id LIMIT $1
+        )
+        UPDATE tasks t SET dispatch_state = 'claimed', claimed_at = now(),
+               dispatch_attempts = t.dispatch_attempts + 1, updated_at = now()
+        FROM picked
+        WHERE t.id = picked.id AND t.dispatch_state = 'pending'
+        RETURNING t.id, t.dispatch_attempts
+        """,
+        slots,
+    )
+    await conn.execute("UPDATE upstream_state SET submit_tokens = submit_tokens - $1", len(claimed))
+    return claimed
+
+
+async def start_submit(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    attempt: int,
+    callback_token_hash: bytes | None,
+    api_version: str,
+) -> asyncpg.Record | None:
+    """Record the intent to call Qingbo (claimed -> submitting), and when it was first sent
+    and in which generation; None if not ours to submit."""
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET dispatch_state = 'submitting', submit_started_at = now(),
+               callback_token_hash = $3, first_sent_at = coalesce(first_sent_at, now()),
+               upstream_api_version = $4, updated_at = now()
+        WHERE id = $1 AND dispatch_state = 'claimed' AND dispatch_attempts = $2
+        RETURNING id, team_id, model, request, dispatch_attempts, first_sent_at,
+                  (SELECT media FROM task_media m WHERE m.task_id = tasks.id) AS media
+        """,
+        task_id,
+        attempt,
+        callback_token_hash,
+        api_version,
+    )
+
+
+async def dispatch_state(conn: asyncpg.Connection, task_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT dispatch_state, dispatch_attempts, upstream_api_version, first_sent_at, "
+        "ambiguous_resends FROM tasks WHERE id = $1",
+        task_id,
+    )
+
+
+async def record_submitted(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    attempt: int,
+    upstream_task_id: str,
+    status: str,
+    progress: int,
+    next_poll_in: float,
+    pre_consumed_quota: int | None,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET dispatch_state = 'submitted', upstream_task_id = $3,
+               status = $4, progress = $5, submitted_at = now(), poll_count = 0,
+               next_poll_at = now() + make_interval(secs => $6),
+               upstream_pre_consumed_quota = $7, updated_at = now()
+        WHERE id = $1 AND dispatch_state = 'submitting' AND dispatch_attempts = $2
+        RETURNING id, model, extract(epoch FROM submitted_at - created_at) AS queue_wait
+        """,
+        task_id,
+        attempt,
+        upstream_task_id,
+        status,
+        progress,
+        next_poll_in,
+        pre_consumed_quota,
+    )
+
+
+async def return_to_pending(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    from_state: str,
+    attempt: int | None,
+    delay_seconds: float,
+    refund_attempt: bool = False,
+    ambiguous_resend: bool = False,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET dispatch_state = 'pending',
+               dispatch_after = now() + make_interval(secs => $4),
+               dispatch_attempts = dispatch_attempts - CASE WHEN $5 THEN 1 ELSE 0 END,
+               ambiguous_resends = ambiguous_resends + CASE WHEN $6 THEN 1 ELSE 0 END,
+               claimed_at = NULL, submit_started_at = NULL, updated_at = now()
+        WHERE id = $1 AND dispatch_state = $2 AND ($3::int IS NULL OR dispatch_attempts = $3)
+        RETURNING id
+        """,
+        task_id,
+        from_state,
+        attempt,
+        delay_seconds,
+        refund_attempt,
+        ambiguous_resend,
+    )
+
+
+async def claim_due_polls(
+    conn: asyncpg.Connection, *, limit: int, lease_seconds: float
+) -> list[asyncpg.Record]:
+    """Lease the submitted tasks whose next poll is due; a lost job's lease simply expires."""
+    return await conn.fetch(
+        """
+        UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2)
+        WHERE id IN (
+            SELECT id FROM tasks
+            WHERE dispatch_state = 'submitted' AND next_poll_at <= now()
+            ORDER BY next_poll_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, poll_count
+        """,
+        limit,
+        lease_seconds,
+    )
+
+
+async def record_progress(
+    conn: asyncpg.Connection,
+    task_id: str,
+    *,
+    status: str,
+    progress: int,
+    start_time: datetime | None,
+    next_poll_in: float,
+    changed: bool,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        UPDATE tasks SET
+            status = CASE WHEN status = 'queued' THEN $2 ELSE status END,
+            progress = greatest(progress, $3),
+            start_time = coalesce(start_time, $4),
+            next_poll_at = now() + make_interval(secs => $5),
+            poll_count = CASE WHEN $6 THEN 0 ELSE poll_count + 1 END,
+            updated_at = now()
+        WHERE id = $1 AND dispatch_state = 'submitted'
+        RETURNING id
+        """,
+        task_id,
+        status,
+        progress,
+        start_time,
+        next_poll_in,
+        changed,
+    )
+
+
+async def poll_later(conn: asyncpg.Connection, task_id: str, *, delay_seconds: float) -> None:
+    await conn.execute(
+        """
+        UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2),
+               poll_count = poll_count + 1
+        WHERE id = $1 AND dispatch_state = 'submitted'
+        """,
+        task_id,
+        delay_seconds,
+    )
+
+
+async def poll_now(conn: asyncpg.Connection, task_id: str) -> str | None:
+    """Make a tracked task due for a read now; for one that is no longer tracked, the error
+    code it ended with (None when it is tracked, or ended without one)."""
+    row = await conn.fetchrow(
+        """
+        WITH due AS (
+            UPDATE tasks SET next_poll_at = now()
+            WHERE id = $1 AND dispatch_state = 'submitted' RETURNING id
+        )
+        SELECT (SELECT count(*) FROM due) AS tracked,
+               (SELECT error ->> 'code' FROM tasks WHERE id = $1 AND dispatch_state = 'done')
+                   AS ended_with
+        """,
+        task_id,
+    )
+    assert row is not None
+    return None if row["tracked"] else row["ended_with"]
+
+
+async def requeue_stale_claims(conn: asyncpg.Connection, *, lease_seconds: float) -> list[str]:
+    rows = await conn.fetch(
+        """
+        UPDATE tasks SET dispatch_state = 'pending', claimed_at = NULL, updated_at = now()
+        WHERE dispatch_state = 'claimed'
+          AND claimed_at < now() - make_interval(secs => $1)
+        RETURNING id
+        """,
+        lease_seconds,
+    )
+    return [r["id"] for r in rows]
+
+
+async def stale_submissions(
+    conn: asyncpg.Connection, *, lease_seconds: float
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT id, dispatch_attempts, upstream_api_version, first_sent_at, ambiguous_resends
+        FROM tasks WHERE dispatch_state = 'submitting'
+          AND submit_started_at < now() - make_interval(secs => $1)
+        """,
+        lease_seconds,
+    )
+
+
+async def callback_token_hash(conn: asyncpg.Connection, task_id: str) -> bytes | None:
+    return await conn.fetchval("SELECT callback_token_hash FROM tasks WHERE id = $1", task_id)
