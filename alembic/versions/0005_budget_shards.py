@@ -37,7 +37,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from service.db import run_script
+from service.db import install_sql_file, run_script
 
 revision = "0005_budget_shards"
 down_revision = "0004_webhooks"
@@ -190,39 +190,6 @@ LANGUAGE sql AS $$
 $$;
 """
 
-SHARE_OUT = """
--- The caller holds every shard of the window. Shares out evenly what fast admissions may
--- still take: up to the limit, and short of the next threshold above p_alerted, so that
--- only a slow (locked) admission can cross one.
-CREATE FUNCTION qgw_share_out(p_budget bigint, p_starts timestamptz, p_limit bigint,
-                              p_alerted int, p_thresholds int[])
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    used bigint;
-    shards int;
-    room bigint := p_limit;
-    fence bigint;
-BEGIN
-    SELECT sum(spent_micros + reserved_micros), count(*) INTO used, shards
-      FROM budget_shards WHERE budget_id = p_budget AND starts_at = p_starts;
-    IF p_limit > 0 THEN
-        -- The least total at which an unannounced threshold would be crossed.
-        SELECT min((pct::bigint * p_limit + 99) / 100) INTO fence
-          FROM unnest(p_thresholds) AS pct WHERE pct > p_alerted;
-        IF fence IS NOT NULL THEN
-            room := least(room, fence - 1);
-        END IF;
-    END IF;
-    room := greatest(room - used, 0);
-    UPDATE budget_shards
-       SET allowance_micros = spent_micros + reserved_micros + room / shards
-                              + CASE WHEN shard < room % shards THEN 1 ELSE 0 END,
-           limit_micros = p_limit
-     WHERE budget_id = p_budget AND starts_at = p_starts;
-END
-$$;
-"""
-
 SETTLE_TASK = """
 -- Settle a task that just became terminal (same transaction): completed turns each
 -- reservation into spend in the shard and window it was reserved in; anything else
@@ -290,7 +257,12 @@ def upgrade() -> None:
         DROP FUNCTION qgw_admit_task, qgw_settle_task;
         """
     )
-    for function in (SHARE_OUT, ADMIT_TASK, PREVIOUS_ADMIT_TASK, SETTLE_TASK):
+    # qgw_share_out is the text of service/budgets/sql/share_out.sql (0011 installs it too).
+    install_sql_file(
+        "budgets/sql/share_out.sql",
+        sha256="7f14853d063461ff29f0c5bd2756ed9bf31e2d8acbcef6d371a4fb6051abaa81",
+    )
+    for function in (ADMIT_TASK, PREVIOUS_ADMIT_TASK, SETTLE_TASK):
         run_script(function)
 
 

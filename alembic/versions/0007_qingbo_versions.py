@@ -17,53 +17,12 @@ exclusive admission uses) and the next admission there decides on exact totals a
 out again: after an overcharge no admission fits on money that is no longer there.
 """
 
-from service.db import run_script
+from service.db import install_sql_file, run_script
 
 revision = "0007_qingbo_versions"
 down_revision = "0006_ledger_references"
 branch_labels = None
 depends_on = None
-
-SETTLE_TASK = """
-CREATE FUNCTION qgw_settle_task(p_task text, p_completed boolean, p_charged bigint)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-    drift bigint;
-BEGIN
-    FOR r IN
-        SELECT budget_id, starts_at, shard, model, amount_micros FROM budget_ledger
-         WHERE task_id = p_task AND kind = 'reserve'
-         ORDER BY budget_id, shard
-    LOOP
-        drift := CASE WHEN p_completed AND p_charged IS NOT NULL
-                      THEN p_charged - r.amount_micros ELSE 0 END;
-        IF drift > 0 THEN
-            PERFORM 1 FROM budget_shards
-              WHERE budget_id = r.budget_id AND starts_at = r.starts_at
-              ORDER BY shard FOR UPDATE;
-            UPDATE budget_shards SET limit_micros = NULL
-             WHERE budget_id = r.budget_id AND starts_at = r.starts_at;
-        END IF;
-        UPDATE budget_shards
-           SET reserved_micros = reserved_micros - r.amount_micros,
-               spent_micros = spent_micros
-                              + CASE WHEN p_completed THEN r.amount_micros + drift ELSE 0 END
-         WHERE budget_id = r.budget_id AND starts_at = r.starts_at AND shard = r.shard;
-        INSERT INTO budget_ledger (budget_id, starts_at, shard, task_id, model, kind,
-                                   amount_micros)
-        VALUES (r.budget_id, r.starts_at, r.shard, p_task, r.model,
-                CASE WHEN p_completed THEN 'settle' ELSE 'release' END, r.amount_micros);
-        IF drift <> 0 THEN
-            INSERT INTO budget_ledger (budget_id, starts_at, shard, task_id, model, kind,
-                                       amount_micros)
-            VALUES (r.budget_id, r.starts_at, r.shard, p_task, r.model,
-                    CASE WHEN drift > 0 THEN 'overcharge' ELSE 'undercharge' END, abs(drift));
-        END IF;
-    END LOOP;
-END
-$$;
-"""
 
 # Pods of the previous version call the two-argument form during a rollout.
 SETTLE_TASK_AT_ESTIMATE = """
@@ -100,7 +59,11 @@ def upgrade() -> None:
         DROP FUNCTION qgw_settle_task(text, boolean);
         """
     )
-    run_script(SETTLE_TASK)
+    # The three-argument qgw_settle_task is the text of service/budgets/sql/settle_task.sql.
+    install_sql_file(
+        "budgets/sql/settle_task.sql",
+        sha256="7617170392b7829d5e00820d0518e4755c44322f277bd0f7d395c1003cb90f36",
+    )
     run_script(SETTLE_TASK_AT_ESTIMATE)
 
 

@@ -91,14 +91,9 @@ async def _rejected_read(
         UPSTREAM_TRANSIENT_NOT_FOUND.inc()
         await pipeline.poll_later(conn, task_id, delay_seconds=settings.poll_initial_seconds)
         return "not_found_yet"
-    async with conn.transaction():
-        await fail_task(
-            conn,
-            task_id,
-            from_states=(DispatchState.SUBMITTED,),
-            message=f"Qingbo: {exc.message}",
-            code=exc.code or "upstream_not_found",
-        )
+    await _fail_tracked(
+        conn, task_id, message=f"Qingbo: {exc.message}", code=exc.code or "upstream_not_found"
+    )
     return "failed"
 
 
@@ -152,17 +147,22 @@ def past_tracking_deadline(settings: Settings, row: Any) -> bool:
     return tracked_for > settings.task_max_tracking_seconds
 
 
+async def _fail_tracked(conn: asyncpg.Connection, task_id: str, *, message: str, code: str) -> None:
+    async with conn.transaction():
+        await fail_task(
+            conn, task_id, from_states=(DispatchState.SUBMITTED,), message=message, code=code
+        )
+
+
 async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) -> str:
     """Give up on a task Qingbo did not finish within QGW_TASK_MAX_TRACKING_SECONDS: it
     fails, and its reservation, concurrency and in-flight slots are released."""
-    async with conn.transaction():
-        await fail_task(
-            conn,
-            task_id,
-            from_states=(DispatchState.SUBMITTED,),
-            message=f"Qingbo did not finish the task in time (last read: {last_read})",
-            code="upstream_timeout",
-        )
+    await _fail_tracked(
+        conn,
+        task_id,
+        message=f"Qingbo did not finish the task in time (last read: {last_read})",
+        code="upstream_timeout",
+    )
     logger.warning("task timed out at Qingbo", extra={"task_id": task_id, "last_read": last_read})
     return "timed_out"
 
