@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database, drop_database, redis_url  # noqa: E402
+from bench.stack import database, drop_database, redis_url, timed  # noqa: E402
 from bench.submit import ADMIN_TOKEN, limited_key, run_wrk  # noqa: E402
 from service.budgets.service import verify_ledger  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
@@ -176,16 +175,6 @@ async def fill(url: str, tasks: int) -> float:
     return time.perf_counter() - started
 
 
-async def median_ms(runs: int, call: Callable[[], Awaitable[Any]]) -> float:
-    await call()  # warm-up
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
-
-
 async def rolled_back(
     pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[Any]]
 ) -> Any:
@@ -216,7 +205,7 @@ async def in_process(url: str, runs: int) -> dict[str, float]:
 
         teams = await rolled_back(pool, claim_and_count_teams)
         figures = {
-            "dispatch claim of 100": await median_ms(
+            "dispatch claim of 100": await timed(
                 runs,
                 lambda: rolled_back(
                     pool,
@@ -229,20 +218,20 @@ async def in_process(url: str, runs: int) -> dict[str, float]:
                     ),
                 ),
             ),
-            "poller cron (due polls)": await median_ms(
+            "poller cron (due polls)": await timed(
                 runs,
                 lambda: rolled_back(
                     pool, lambda c: pipeline.claim_due_polls(c, limit=500, lease_seconds=60)
                 ),
             ),
-            "reconciler cron": await median_ms(
+            "reconciler cron": await timed(
                 runs,
                 lambda: rolled_back(pool, _reconciler_queries),
             ),
-            "verify-ledger": await median_ms(
+            "verify-ledger": await timed(
                 max(1, runs // 2), lambda: _with_connection(pool, verify_ledger)
             ),
-            "month spend report, all teams": await median_ms(
+            "month spend report, all teams": await timed(
                 runs,
                 lambda: rolled_back(
                     pool,
@@ -311,7 +300,7 @@ async def list_pages(api: str, admin: dict[str, str], runs: int) -> tuple[float,
             params = {"limit": 20, **({"cursor": cursor} if cursor else {})}
             return await http.get("/v1/tasks", params=params, headers=headers)
 
-        return await median_ms(runs, first), await median_ms(runs, deep), page
+        return await timed(runs, first), await timed(runs, deep), page
 
 
 def measure_size(tasks: int, args: argparse.Namespace) -> dict[str, float]:
