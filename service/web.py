@@ -74,11 +74,15 @@ metrics_scheme = HTTPBearer(
 Credentials = HTTPAuthorizationCredentials | None
 
 
-def bearer(credentials: Credentials) -> str:
-    token = credentials.credentials.strip() if credentials else ""
-    if not token:
+def require_token(token: str | None) -> str:
+    """The bearer token, or 401: the one check of every key and token the gateway reads."""
+    if not token or not token.strip():
         raise Unauthorized("missing or malformed Authorization header (expected 'Bearer <key>')")
-    return token
+    return token.strip()
+
+
+def bearer(credentials: Credentials) -> str:
+    return require_token(credentials.credentials if credentials else None)
 
 
 async def require_admin(

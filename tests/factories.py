@@ -153,3 +153,28 @@ async def sim_tasks(sim: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@dataclass
+class Ran:
+    """What a CLI command did: its exit status and its output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def invoke_cli(args: list[str], env: dict[str, str]) -> Ran:
+    """`qingbo-gateway ARGS` in this process, in a thread (the commands block, or run their
+    own event loop), with `env` set and the settings read again from it."""
+    from click.testing import CliRunner
+
+    from service.__main__ import cli
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    finally:
+        get_settings.cache_clear()
+    return Ran(result.exit_code, result.stdout, result.stderr)

@@ -3,35 +3,19 @@ against the tests' database; their changes are in the audit trail as the shell u
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
-from dataclasses import dataclass
 
 import httpx
-from click.testing import CliRunner
 
-from service.__main__ import cli
-from service.config import Settings, get_settings
-from tests.factories import ADMIN, make_team
-
-
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
+from service.config import Settings
+from tests.factories import ADMIN, Ran, invoke_cli, make_team
 
 
 async def admin(settings: Settings, *args: str) -> Ran:
-    """`qingbo-gateway admin ARGS` (in a thread: it runs its own event loop)."""
+    """`qingbo-gateway admin ARGS` in this process."""
     env = {"QGW_DATABASE_URL": settings.database_url, "QGW_LOG_LEVEL": "WARNING"}
-    get_settings.cache_clear()  # read the environment the runner sets
-    try:
-        result = await asyncio.to_thread(CliRunner().invoke, cli, ["admin", *args], env=env)
-    finally:
-        get_settings.cache_clear()
-    return Ran(result.exit_code, result.stdout, result.stderr)
+    return await invoke_cli(["admin", *args], env)
 
 
 async def test_keys_and_audit_from_a_shell(client: httpx.AsyncClient, settings: Settings) -> None:

@@ -3,21 +3,17 @@ the child process a user starts."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
-from service.__main__ import cli as main_cli
-from tests.factories import ADMIN, TeamKey, make_team, submit
+from tests.factories import ADMIN, Ran, TeamKey, invoke_cli, make_team, submit
 
 pytestmark = pytest.mark.usefixtures("api_server")
 
@@ -35,19 +31,10 @@ def run_cli(api_server: str, team: TeamKey, *args: str) -> subprocess.CompletedP
     )
 
 
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 async def cli(api_server: str, team: TeamKey, *args: str) -> Ran:
-    """`qingbo-gateway ARGS` in this process (in a thread: the commands block)."""
-    runner = CliRunner()
+    """`qingbo-gateway ARGS` in this process."""
     env = {"QGW_GATEWAY_URL": api_server, "QGW_API_KEY": team.key, "COLUMNS": "200"}
-    result = await asyncio.to_thread(runner.invoke, main_cli, list(args), env=env)
-    return Ran(result.exit_code, result.stdout, result.stderr)
+    return await invoke_cli(list(args), env)
 
 
 async def test_generate_waits_with_progress_and_downloads(

@@ -32,8 +32,9 @@ async def set_budgets(
     api_key_id: UUID | None = None,
     budgets: list[BudgetLimit],
     audit: AuditContext,
-) -> None:
-    """Replace the scope's budgets, audited with the limits before and after."""
+) -> UUID | None:
+    """Replace the scope's budgets, audited with the limits before and after; the team
+    the scope belongs to (a key's own team; None for the company)."""
     limits: dict[str, int] = {}
     for i, budget in enumerate(budgets):
         if budget.window in limits:
@@ -43,10 +44,7 @@ async def set_budgets(
             )
         limits[budget.window] = parse_usd(budget.limit_usd)
     async with conn.transaction():
-        if scope == "team" and (team_id is None or not await repository.team_exists(conn, team_id)):
-            raise NotFound("team not found")
-        if scope == "key":
-            team_id = await _key_team(conn, api_key_id)
+        team_id = await _scope_team(conn, scope=scope, team_id=team_id, api_key_id=api_key_id)
         before = await repository.scope_limits(
             conn, scope=scope, team_id=team_id, api_key_id=api_key_id
         )
@@ -62,6 +60,7 @@ async def set_budgets(
             before={"team_id": team_id, "budgets": _as_usd(before)},
             after={"team_id": team_id, "budgets": _as_usd(limits)},
         )
+    return team_id
 
 
 def _as_usd(limits: dict[str, int]) -> dict[str, str]:
@@ -140,10 +139,32 @@ async def scope_budgets(
 ) -> dict[str, Any]:
     """The budgets of one scope (company, a team, a key) in their current windows; a team
     or key that does not exist is not found."""
+    team_id = await _scope_team(conn, scope=scope, team_id=team_id, api_key_id=api_key_id)
+    return await _standing(
+        conn, scope=scope, team_id=team_id, api_key_id=api_key_id, now=now, timezone=timezone
+    )
+
+
+async def _scope_team(
+    conn: asyncpg.Connection, *, scope: str, team_id: UUID | None, api_key_id: UUID | None
+) -> UUID | None:
+    """The team of the scope (a key's own), or NotFound for a team or key that is not."""
     if scope == "key":
-        team_id = await _key_team(conn, api_key_id)
-    elif scope == "team" and (team_id is None or not await repository.team_exists(conn, team_id)):
+        return await _key_team(conn, api_key_id)
+    if scope == "team" and (team_id is None or not await repository.team_exists(conn, team_id)):
         raise NotFound("team not found")
+    return team_id
+
+
+async def _standing(
+    conn: asyncpg.Connection,
+    *,
+    scope: str,
+    team_id: UUID | None,
+    api_key_id: UUID | None,
+    now: datetime,
+    timezone: str,
+) -> dict[str, Any]:
     rows = await repository.scope_standing(
         conn, scope=scope, team_id=team_id, api_key_id=api_key_id, now=now, timezone=timezone
     )
@@ -162,10 +183,10 @@ async def replace_scope_budgets(
     timezone: str,
 ) -> dict[str, Any]:
     """Set the scope's complete set of budgets (audited), and answer them as they stand."""
-    await set_budgets(
+    team_id = await set_budgets(
         conn, scope=scope, team_id=team_id, api_key_id=api_key_id, budgets=budgets, audit=audit
     )
-    return await scope_budgets(
+    return await _standing(
         conn, scope=scope, team_id=team_id, api_key_id=api_key_id, now=now, timezone=timezone
     )
 

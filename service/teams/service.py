@@ -19,6 +19,7 @@ from service.egress import DestinationPolicy, require_allowed
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
 from service.teams.schemas import KeyCreate, TeamCreate, TeamPatch
+from service.web import require_token
 
 KEY_PREFIX = "qgw_"
 
@@ -206,15 +207,9 @@ async def list_keys(conn: asyncpg.Connection, *, team_id: UUID) -> list[asyncpg.
     return await repository.list_keys(conn, team_id)
 
 
-def _require_token(token: str | None) -> str:
-    if not token or not token.strip():
-        raise Unauthorized("missing or malformed Authorization header (expected 'Bearer <key>')")
-    return token.strip()
-
-
 async def authenticate(conn: asyncpg.Connection, *, token: str | None) -> Caller:
     """The caller behind `token` (a team API key)."""
-    key = _require_token(token)
+    key = require_token(token)
     row = await repository.find_active_key(conn, hash_key(key))
     if row is None:
         raise Unauthorized("invalid or revoked API key")
