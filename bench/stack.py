@@ -146,3 +146,17 @@ def s3_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """A benchmark's figures: what, the figure, and its goal with PASS/MISS (or blank)."""
+    width = max(len(what) for what, _, _ in rows)
+    print(f"\n{title}")
+    print(f"| {'what':{width}} | {'figure':>10} | goal")
+    print(f"| {'-' * width} | {'-' * 10} | ----")
+    for what, figure, goal in rows:
+        print(f"| {what:{width}} | {figure:>10} | {goal}")

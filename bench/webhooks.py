@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,55 +35,60 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database, redis_url  # noqa: E402
+from bench.stack import database, print_table, redis_url, verdict  # noqa: E402
 from service.catalog.generations import LATEST, generation  # noqa: E402
 from service.catalog.rules import normalize  # noqa: E402
 from service.catalog.schemas import TaskRequest  # noqa: E402
 from service.db import create_pool, migrate  # noqa: E402
+from service.dev import free_port, wait_until_healthy  # noqa: E402
 from service.tasks.settlement import finish  # noqa: E402
 from service.teams.service import new_webhook_secret  # noqa: E402
 
 MAX_JOBS = 50
+PER_DESTINATION = 4  # QGW_WEBHOOK_MAX_CONCURRENCY_PER_DESTINATION's default
 REQUEST = normalize(
     TaskRequest(model="minimax-hailuo-2.3", prompt="[推进] a lighthouse at dawn, waves below"),
     generation(LATEST),
 ).request
 
 
-class _Server(ThreadingHTTPServer):
-    request_queue_size = 512  # the default of 5 resets connections under 50 concurrent
-    daemon_threads = True
-
-
 class Receiver:
+    """bench/receiver_app.py in its own uvicorn process, on a free port."""
+
     def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    receiver.arrived.setdefault(
-                        self.headers.get("webhook-id", secrets.token_hex(8)), time.time()
-                    )
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/hook"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench/receiver_app.py"), "--port", str(port)]
+        )
+        wait_until_healthy(f"{self.base}/count")
 
     def count(self) -> int:
-        with self.lock:
-            return len(self.arrived)
+        return int(httpx.get(f"{self.base}/count").json())
+
+    def arrivals(self) -> dict[str, float]:
+        return dict(httpx.get(f"{self.base}/arrivals").json())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def receiver_ceiling(url: str, connections: int, seconds: int = 5) -> float:
+    """The receiver's own requests/s under wrk (its own process), a webhook-sized body."""
+    script = Path(tempfile.mkdtemp()) / "hook.lua"
+    body = '{"x": "' + "y" * 1500 + '"}'
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = [==[{body}]==]\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    out = subprocess.run(
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "-s",
+         str(script), url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
 
 
 async def make_tasks(pool: asyncpg.Pool, team_id: Any, url: str, n: int) -> list[str]:
@@ -114,10 +119,10 @@ async def finish_all(pool: asyncpg.Pool, ids: list[str], per_second: float | Non
 
 async def wait_for(receiver: Receiver, n: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while receiver.count() < n:
+    while (seen := await asyncio.to_thread(receiver.count)) < n:
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {receiver.count()} of {n} webhooks arrived")
-        await asyncio.sleep(0.05)
+            raise SystemExit(f"only {seen} of {n} webhooks arrived")
+        await asyncio.sleep(0.02)  # polling the receiver's count until the deadline
 
 
 async def event_times(pool: asyncpg.Pool, ids: list[str]) -> dict[str, float]:
@@ -150,6 +155,9 @@ async def floor_rate(url: str, n: int) -> float:
 
 async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
     receiver = Receiver()
+    # The receiving end first, alone: the worker sends to one destination at most
+    # QGW_WEBHOOK_MAX_CONCURRENCY_PER_DESTINATION (4) at a time.
+    ceilings = {c: receiver_ceiling(receiver.url, c) for c in (PER_DESTINATION, MAX_JOBS)}
     env = {
         **os.environ,
         "QGW_DATABASE_URL": db_url,
@@ -163,9 +171,7 @@ async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
         "QGW_UPSTREAM_MAX_IN_FLIGHT": "1",
     }
     pool = await create_pool(db_url, min_size=4, max_size=20)
-    worker = subprocess.Popen(  # noqa: ASYNC220 (started once, before anything is timed)
-        [sys.executable, "-m", "service", "worker"], env=env, cwd=ROOT
-    )
+    worker = subprocess.Popen([sys.executable, "-m", "service", "worker"], env=env, cwd=ROOT)
     try:
         async with pool.acquire() as conn:
             # Nothing may dispatch the bench's tasks: pause submissions for the run.
@@ -182,7 +188,8 @@ async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
         await finish_all(pool, paced, per_second=args.rate)
         await wait_for(receiver, n + 1)
         created = await event_times(pool, paced)
-        latencies = [(receiver.arrived[i] - t) * 1000 for i, t in created.items()]
+        arrived = receiver.arrivals()
+        latencies = [(arrived[i] - t) * 1000 for i, t in created.items()]
 
         burst = await make_tasks(pool, team_id, receiver.url, n)
         before = receiver.count()
@@ -190,7 +197,8 @@ async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
         await finish_all(pool, burst, per_second=None)
         await wait_for(receiver, before + n)
         burst_events = await event_times(pool, burst)
-        last = max(receiver.arrived[i] for i in burst_events)
+        arrived = receiver.arrivals()
+        last = max(arrived[i] for i in burst_events)
         rate = n / (last - started)
         # The floor sends from its own process, as the worker does (not under our GIL).
         out = await asyncio.create_subprocess_exec(
@@ -207,17 +215,27 @@ async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
         worker.terminate()
         worker.wait()
         await pool.close()
-        receiver.server.shutdown()
+        receiver.close()
 
-    print(f"\nwebhooks: one worker process (max_jobs {MAX_JOBS}), receiver on loopback")
-    print(
-        f"latency, terminal state -> receiver, {n} tasks at {args.rate:.0f}/s: "
-        f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
-        f"max {max(latencies):.1f} ms"
-    )
-    print(
-        f"throughput, {n} tasks finished at once: {rate:.0f} deliveries/s; floor (plain httpx "
-        f"POSTs, same concurrency): {floor:.0f}/s; ratio {rate / floor:.2f}"
+    p99 = percentile(latencies, 99)
+    ceiling = ceilings[PER_DESTINATION]
+    paced_at = f"{n} tasks at {args.rate:.0f}/s"
+    rows = [
+        (f"receiver alone, wrk c={PER_DESTINATION} (req/s)", f"{ceiling:.0f}", ""),
+        (f"receiver alone, wrk c={MAX_JOBS} (req/s)", f"{ceilings[MAX_JOBS]:.0f}", ""),
+        (f"latency p50, {paced_at} (ms)", f"{percentile(latencies, 50):.1f}", ""),
+        (f"latency p99, {paced_at} (ms)", f"{p99:.1f}", f"<= 250 {verdict(p99 <= 250)}"),
+        (f"throughput, {n} finished at once (/s)", f"{rate:.0f}", f">= 500 {verdict(rate >= 500)}"),
+        ("floor: plain httpx POSTs, same concurrency (/s)", f"{floor:.0f}", ""),
+        ("throughput against the floor", f"{rate / floor:.2f}x", ""),
+        (
+            "receiver's ceiling over the worker's rate",
+            f"{ceiling / rate:.1f}x",
+            f">= 2, not the bottleneck: {verdict(ceiling >= 2 * rate)}",
+        ),
+    ]
+    print_table(
+        f"webhooks: one worker process (max_jobs {MAX_JOBS}), receiver in its own process", rows
     )
     print(f"measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 

@@ -63,6 +63,12 @@ class ConnectionLease:
             self._conn = await self._pool.acquire()
         return self._conn
 
+    async def __aenter__(self) -> ConnectionLease:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.release()
+
     async def release(self) -> None:
         if self._conn is not None:
             held, self._conn = self._conn, None

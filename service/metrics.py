@@ -157,10 +157,10 @@ UPSTREAM_IN_FLIGHT = Gauge(
     ["operation"],
     multiprocess_mode="livesum",
 )
-RATE_LIMIT_SLOW_CHECKS = Gauge(
-    "qgw_rate_limit_slow_checks",
-    "Submissions waiting on a slow rate-limit store now, their database connection given "
-    "back meanwhile (sum across processes)",
+RATE_LIMIT_CHECKS_IN_PROGRESS = Gauge(
+    "qgw_rate_limit_checks_in_progress",
+    "Submissions waiting on the rate-limit store (Redis) now, none holding a database "
+    "connection after 50 ms; a stalled Redis shows here (sum across processes)",
     multiprocess_mode="livesum",
 )
 ARCHIVE_VIDEOS = Counter(

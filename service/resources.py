@@ -19,6 +19,8 @@ from service.tasks.announce import archived_event
 from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
 from service.tasks.resources import Resources
+from service.teams.key_cache import AUTH_CHANNEL, KeyCache
+from service.teams.service import KnownKey
 from service.upstream.client import QingboClient, build_http_client
 from service.webhooks.delivery import WebhookSender
 
@@ -58,8 +60,14 @@ async def open_resources(
         webhooks = WebhookSender(settings)
         stack.push_async_callback(webhooks.aclose)
         events = None
+        keys: KeyCache[KnownKey] = KeyCache()
         if listen_for_task_events:
-            events = NotificationListener(settings.database_url)
+            events = NotificationListener(
+                settings.database_url,
+                also={AUTH_CHANNEL: keys.forget_all},
+                on_up=keys.trust,
+                on_down=keys.distrust,
+            )
             await events.start()
             stack.push_async_callback(events.close)
         kicker = DispatchKicker(redis, settings.arq_queue_name)
@@ -96,4 +104,5 @@ async def open_resources(
             webhooks=webhooks,
             events=events,
             archive=archive,
+            keys=keys,
         )

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import RateLimited, UpstreamUnavailable
-from service.metrics import RATE_LIMIT_ERRORS, TASKS_REJECTED
+from service.metrics import RATE_LIMIT_CHECKS_IN_PROGRESS, RATE_LIMIT_ERRORS, TASKS_REJECTED
 from service.quotas.limits import Limits
 
 logger = logging.getLogger(__name__)
@@ -174,8 +174,9 @@ class RateLimiter:
             return Decision()
         keys = [key for _, key, _ in entries]
         try:
-            async with asyncio.timeout(self._deadline):
-                raw: Any = await self._script(keys, [WINDOW_MS, *(n for _, _, n in entries)])
+            with RATE_LIMIT_CHECKS_IN_PROGRESS.track_inprogress():
+                async with asyncio.timeout(self._deadline):
+                    raw: Any = await self._script(keys, [WINDOW_MS, *(n for _, _, n in entries)])
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             return self._unavailable(exc)
         quotas = [

@@ -159,7 +159,10 @@ def create_simulator_app(
     @app.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
         task = await lookup(task_id, authorization)
-        return task if isinstance(task, JSONResponse) else sim.answer(sim.render(task))
+        if isinstance(task, JSONResponse):
+            return task
+        task.reads += 1
+        return sim.answer(sim.render(task))
 
     @app.post("/v1/tasks/{task_id}/cancel")
     async def cancel_task(
@@ -269,6 +272,8 @@ def create_simulator_app(
                     "status": t.status_at(now)[0],
                     "request": t.request,
                     "received_at": int(t.received_at * 1000),
+                    "finished_at": int(t.finished_at() * 1000),
+                    "reads": t.reads,
                     "idempotency_key": t.idempotency_key,
                     "submissions": t.submissions,
                     "cost": t.quota,

@@ -103,6 +103,7 @@ class SimTask:
     submissions: int = 1
     cancelled_at: float | None = None
     downloads: int = 0
+    reads: int = 0  # GET /v1/tasks/{id} answered: how hard the gateway polls
     callbacks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def status_at(self, now: float) -> tuple[str, int]:

@@ -33,10 +33,19 @@ class NotificationListener:
         *,
         channel: str = CHANNEL,
         on_notify: Callable[[str], None] | None = None,
+        also: dict[str, Callable[[str], None]] | None = None,
+        on_up: Callable[[], None] | None = None,
+        on_down: Callable[[], None] | None = None,
     ) -> None:
+        """`also`: more channels on the same connection, each with its handler of a
+        payload; `on_up`/`on_down`: called when the connection listens / is lost (what a
+        handler was told may have been missed in between)."""
         self._dsn = dsn
         self._channel = channel
         self._on_notify = on_notify
+        self._also = also or {}
+        self._on_up = on_up or (lambda: None)
+        self._on_down = on_down or (lambda: None)
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -80,6 +89,10 @@ class NotificationListener:
         if self._on_notify is not None:
             self._on_notify(payload)
 
+    def _lost(self, lost: asyncio.Event) -> None:
+        self._on_down()  # at once: what arrives until the reconnect is unheard
+        lost.set()
+
     def _wake_everyone(self) -> None:
         for events in self._waiters.values():
             for event in events:
@@ -92,18 +105,26 @@ class NotificationListener:
             try:
                 conn = await asyncpg.connect(self._dsn)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: self._lost(lost))
                 await conn.add_listener(self._channel, self._notified)
+                for channel, handle in self._also.items():
+                    await conn.add_listener(channel, _payload_to(handle))
                 self._connected.set()
+                self._on_up()
                 delay = 0.5
                 self._wake_everyone()  # changes may have been missed while disconnected
                 await lost.wait()
             except (OSError, asyncpg.PostgresError) as exc:
                 logger.warning("task event listener down", extra={"error": type(exc).__name__})
             finally:
+                self._on_down()
                 self._connected.clear()
                 self._wake_everyone()
                 if conn is not None and not conn.is_closed():
                     await conn.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _payload_to(handle: Callable[[str], None]) -> Callable[[Any, int, str, str], None]:
+    return lambda _conn, _pid, _channel, payload: handle(payload)

@@ -19,6 +19,8 @@ from service.egress import DestinationPolicy
 from service.quotas.limiter import RateLimiter
 from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
+from service.teams.key_cache import KeyCache
+from service.teams.service import KnownKey
 from service.upstream.client import QingboClient
 from service.webhooks.delivery import WebhookSender
 
@@ -35,6 +37,8 @@ class Resources:
     webhooks: WebhookSender
     events: NotificationListener | None = None  # API processes only
     archive: Archiver | None = None  # with QGW_ARCHIVE_URL
+    # Authenticated callers (API processes: trusted while `events` listens).
+    keys: KeyCache[KnownKey] = field(default_factory=KeyCache)
     # What "now" is for budget windows; tests move it to cross window boundaries.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 

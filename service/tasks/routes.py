@@ -18,6 +18,7 @@ from service.catalog.models import STATUSES
 from service.catalog.rules import check_metadata
 from service.catalog.schemas import Status, TaskRequest
 from service.config import Settings
+from service.db import ConnectionLease
 from service.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
@@ -43,7 +44,7 @@ from service.tasks.schemas import (
     TaskList,
 )
 from service.tasks.states import DispatchState
-from service.teams.auth import CurrentCaller, SubmissionCtx, TeamCtx
+from service.teams.auth import CurrentCaller, TeamCtx
 from service.teams.service import Caller
 from service.types import Storable
 from service.web import AppSettings
@@ -120,7 +121,7 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 )
 async def submit_task(
     body: TaskRequest,
-    ctx: SubmissionCtx,
+    caller: CurrentCaller,
     res: AppResources,
     request: Request,
     qingbo_version: QingboVersion = None,
@@ -135,25 +136,20 @@ async def submit_task(
     queued. With `Prefer: wait=N` (N capped by QGW_SYNC_MAX_WAIT_SECONDS) the answer is the
     terminal task if it ends in time, else the task as it is then."""
     wait = prefer_wait(prefer, res.settings.sync_max_wait_seconds)
-    assert ctx.lease is not None
-    admission = await service.admit_task(
-        res,
-        ctx.lease,
-        caller=ctx.caller,
-        body=body,
-        idempotency_key=idempotency_key,
-    )
+    async with ConnectionLease(res.pool) as lease:  # taken only when admission needs it
+        admission = await service.admit_task(
+            res, lease, caller=caller, body=body, idempotency_key=idempotency_key
+        )
     row, headers = admission.row, admission.headers
-    if wait is not None:
-        await ctx.lease.release()  # no connection is held while waiting
+    if wait is not None:  # no connection is held while waiting
         async with _watch_disconnect(request) as gone:
             row = await waiting.wait_for_outcome(
-                res, caller=ctx.caller, task_id=row["id"], wait_seconds=wait, gone=gone
+                res, caller=caller, task_id=row["id"], wait_seconds=wait, gone=gone
             )
         headers = {**headers, "Preference-Applied": f"wait={int(wait)}"}
     task = render_task(
         row,
-        version=_version(ctx.caller, qingbo_version),
+        version=_version(caller, qingbo_version),
         base_url=_base_url(res.settings, request),
         submit_answer=True,
     )

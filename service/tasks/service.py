@@ -34,7 +34,6 @@ from service.errors import (
 )
 from service.metrics import (
     BUDGET_EXCLUSIVE_ADMISSIONS,
-    RATE_LIMIT_SLOW_CHECKS,
     TASKS_ADMITTED,
     TASKS_REJECTED,
 )
@@ -125,21 +124,22 @@ async def admit_task(
     cost = price_of(res.prices, task)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
-    conn = await lease.get()
     if idempotency_key is not None:
         # A retry of a bound key replays before any limit: it creates and spends nothing,
         # so no rate limit, budget or concurrency cap may refuse it.
+        conn = await lease.get()
         bound = await repository.find_idempotency_key(
             conn, team_id=caller.team_id, key=idempotency_key
         )
         if bound is not None:
             return Admission(await _replay(conn, caller, bound, digest))
+    # Without a key, no connection is held yet: the check is a plain await. With one, a
+    # stalled Redis gives the connection back while it answers.
     quota = await lease.without(
         res.limiter.check(
             Limits(caller.key_id, caller.team_id, caller.key_rpm_limit, caller.rpm_limit)
         ),
         hold_seconds=HOLD_CONNECTION_FOR_REDIS_SECONDS,
-        slow=RATE_LIMIT_SLOW_CHECKS,
     )
     headers = quota.headers()
     conn = await lease.get()

@@ -31,13 +31,10 @@ async def submit_and_wait(
     gone: asyncio.Event | None = None,
 ) -> Admission:
     """Admit like admit_task, then wait_for_outcome (the connection is given back first)."""
-    lease = ConnectionLease(res.pool)
-    try:
+    async with ConnectionLease(res.pool) as lease:
         admission = await admit_task(
             res, lease, caller=caller, body=body, idempotency_key=idempotency_key
         )
-    finally:
-        await lease.release()
     row = await wait_for_outcome(
         res, caller=caller, task_id=admission.row["id"], wait_seconds=wait_seconds, gone=gone
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from service.audit.deps import AdminCtx
 from service.errors import InvalidRequest, NotFound, Unauthorized
@@ -20,7 +20,7 @@ from service.teams.schemas import (
     TeamList,
     TeamPatch,
 )
-from service.web import DbConn, Egress, require_admin
+from service.web import DbConn, Egress, require_admin, shared
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -62,12 +62,15 @@ async def get_team(team_id: UUID, conn: DbConn) -> Any:
     summary="Change a team",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def patch_team(team_id: UUID, body: TeamPatch, ctx: AdminCtx, egress: Egress) -> Any:
+async def patch_team(
+    team_id: UUID, body: TeamPatch, ctx: AdminCtx, egress: Egress, request: Request
+) -> Any:
     """Change a team's name, limits or answer version; fields left out stay as they are,
     null clears a limit."""
     row = await service.patch_team(
         ctx.conn, team_id=team_id, body=body, audit=ctx.audit, egress=egress
     )
+    _forget_callers(request)
     return dict(row)
 
 
@@ -103,7 +106,14 @@ async def list_keys(team_id: UUID, ctx: AdminCtx) -> Any:
     summary="Revoke an API key",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
-async def revoke_key(key_id: UUID, ctx: AdminCtx) -> Response:
+async def revoke_key(key_id: UUID, ctx: AdminCtx, request: Request) -> Response:
     """Revoke a key at once; requests with it answer 401 from then on."""
     await service.revoke_key(ctx.conn, key_id=key_id, audit=ctx.audit)
+    _forget_callers(request)
     return Response(status_code=204)
+
+
+def _forget_callers(request: Request) -> None:
+    """The change has committed: this process forgets its cached callers now, not when
+    the trigger's notification (which tells every other process) arrives."""
+    shared(request).keys.forget_all()

@@ -18,6 +18,7 @@ from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
 from service.egress import DestinationPolicy, require_allowed
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
+from service.teams.key_cache import KeyCache
 from service.teams.schemas import KeyCreate, TeamCreate, TeamPatch
 from service.web import require_token
 
@@ -207,17 +208,39 @@ async def list_keys(conn: asyncpg.Connection, *, team_id: UUID) -> list[asyncpg.
     return await repository.list_keys(conn, team_id)
 
 
-async def authenticate(conn: asyncpg.Connection, *, token: str | None) -> Caller:
-    """The caller behind `token` (a team API key)."""
-    key = require_token(token)
-    row = await repository.find_active_key(conn, hash_key(key))
-    if row is None:
-        raise Unauthorized("invalid or revoked API key")
-    expires_at = row["expires_at"]
-    if expires_at is not None and expires_at <= datetime.now(UTC):
-        raise Unauthorized(f"API key expired at {expires_at.isoformat()}")
-    if _LAST_USED.due(row["key_id"]):
-        await repository.touch_key(conn, row["key_id"])
+@dataclass(frozen=True)
+class KnownKey:
+    """What the key cache keeps of an authenticated key."""
+
+    caller: Caller
+    expires_at: datetime | None
+
+
+async def authenticate(
+    pool: asyncpg.Pool, *, token: str | None, keys: KeyCache[KnownKey] | None = None
+) -> Caller:
+    """The caller behind `token` (a team API key): from `keys` when this process knows it
+    (no connection taken), else from the database."""
+    key_hash = hash_key(require_token(token))
+    known = keys.get(key_hash) if keys is not None else None
+    if known is None:
+        read_at = keys.generation if keys is not None else 0
+        async with pool.acquire() as conn:
+            row = await repository.find_active_key(conn, key_hash)
+        if row is None:
+            raise Unauthorized("invalid or revoked API key")
+        known = KnownKey(_caller(row), row["expires_at"])
+        if keys is not None:
+            keys.put(key_hash, known, read_at=read_at)
+    if known.expires_at is not None and known.expires_at <= datetime.now(UTC):
+        raise Unauthorized(f"API key expired at {known.expires_at.isoformat()}")
+    if _LAST_USED.due(known.caller.key_id):
+        async with pool.acquire() as conn:
+            await repository.touch_key(conn, known.caller.key_id)
+    return known.caller
+
+
+def _caller(row: asyncpg.Record) -> Caller:
     return Caller(
         key_id=row["key_id"],
         team_id=row["team_id"],

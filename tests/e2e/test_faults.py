@@ -245,7 +245,7 @@ async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
 
             private_redis.send_signal(signal.SIGSTOP)
             try:
-                before = metric_value("qgw_rate_limit_slow_checks")
+                before = metric_value("qgw_rate_limit_checks_in_progress")
                 submissions = [
                     asyncio.create_task(
                         gw.post("/v1/tasks", json=task_body(), headers=limited.headers)
@@ -254,7 +254,7 @@ async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
                 ]
 
                 async def all_waiting_on_redis() -> bool:
-                    return metric_value("qgw_rate_limit_slow_checks") - before == 40
+                    return metric_value("qgw_rate_limit_checks_in_progress") - before == 40
 
                 await wait_for(all_waiting_on_redis, timeout=10)
                 # 40 submissions wait on Redis, more than the pool's 20 connections: another

@@ -120,7 +120,7 @@ async def test_redis_unreachable_follows_the_configured_policy(
     cut_off = dataclasses.replace(
         res, limiter=RateLimiter(dead_redis, prefix="dead", on_error=policy)
     )
-    caller = await authenticate(db, token=team.key)
+    caller = await authenticate(res.pool, token=team.key)
     body = TaskRequest.model_validate(task_body())
     lease = ConnectionLease(res.pool)
     try:
@@ -147,7 +147,7 @@ async def test_a_redis_that_stops_answering_counts_as_unreachable(
     policy decides; once Redis answers again, so do the checks."""
     team = await make_team(client, rpm_limit=5)
     limiter = RateLimiter(res.redis, prefix="qgw-test:stall", on_error="deny", stall_seconds=0.2)
-    caller = await authenticate(db, token=team.key)
+    caller = await authenticate(res.pool, token=team.key)
     limits = Limits(caller.key_id, caller.team_id, caller.key_rpm_limit, caller.rpm_limit)
     try:
         assert (await limiter.check(limits)).quotas[0].remaining == 4

@@ -1,0 +1,55 @@
+"""The callers this process has authenticated, by key hash, so that a hot request skips
+the database round trip that authenticating it costs.
+
+Measured with bench/submit.py (see README "Performance"): authentication was one pooled
+connection and one query per request, about a tenth of the API process's CPU at c=16.
+
+It is only trusted while the process's LISTEN connection is up (`trust`/`distrust`, from
+tasks/events.py): a trigger NOTIFYs `qgw_auth_changes` on any change to a key or a team
+(migration 0013), which empties it, so a revoked key or a changed limit applies to the
+next request of every process. A process that cannot hear those notifications reads the
+database every time. Entries also expire after `ttl_seconds`, a backstop only. Unknown
+keys are never cached: a new key works at once, and guessing fills no memory.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from cachetools import TTLCache
+
+AUTH_CHANNEL = "qgw_auth_changes"
+V = TypeVar("V")
+
+
+class KeyCache(Generic[V]):
+    def __init__(self, *, ttl_seconds: float = 60.0, max_keys: int = 10_000) -> None:
+        self._entries: TTLCache[bytes, V] = TTLCache(maxsize=max_keys, ttl=ttl_seconds)
+        self._trusted = False
+        # Bumped whenever the entries are forgotten: a read that began before a change
+        # (`put(..., read_at=...)`) must not store what the change made stale.
+        self.generation = 0
+
+    def get(self, key_hash: bytes) -> V | None:
+        return self._entries.get(key_hash) if self._trusted else None
+
+    def put(self, key_hash: bytes, value: V, *, read_at: int) -> None:
+        """Keep `value`, read from the database when `generation` was `read_at`."""
+        if self._trusted and read_at == self.generation:
+            self._entries[key_hash] = value
+
+    def forget_all(self, _payload: str = "") -> None:
+        self.generation += 1
+        self._entries.clear()
+
+    def trust(self) -> None:
+        """The LISTEN connection is up: changes from now on will be heard."""
+        self.forget_all()  # any made while it was down were not
+        self._trusted = True
+
+    def distrust(self) -> None:
+        self._trusted = False
+        self.forget_all()
+
+    def __len__(self) -> int:
+        return len(self._entries)
