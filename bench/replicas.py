@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import statistics
 import subprocess
@@ -34,12 +33,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database, drop_database, print_table, redis_url, verdict  # noqa: E402
+from bench.stack import ADMIN_TOKEN, in_own_database, print_table, stack_env, verdict  # noqa: E402
 from bench.submit import BODY, run_wrk  # noqa: E402
-from service.db import migrate  # noqa: E402
 from service.dev import free_port, wait_until_healthy  # noqa: E402
 
-ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -110,20 +107,16 @@ def throughput(apis: list[str], key: str, seconds: int, rounds: int) -> tuple[li
 async def run(args: argparse.Namespace, db_url: str, r_url: str) -> list[tuple[str, str, str]]:
     sim_port, ports = free_port(), [free_port(), free_port()]
     apis = [f"http://127.0.0.1:{p}" for p in ports]
-    env = {
-        **os.environ,
-        "QGW_DATABASE_URL": db_url,
-        "QGW_REDIS_URL": r_url,
-        "QGW_ADMIN_TOKEN": ADMIN_TOKEN,
-        "QGW_ARQ_QUEUE_NAME": f"qgw-bench:{secrets.token_hex(3)}",
-        "QGW_LOG_LEVEL": "WARNING",
-        "QGW_QINGBO_BASE_URL": f"http://127.0.0.1:{sim_port}",
-        "QGW_QINGBO_API_KEY": "sim-key",
-        "QGW_SIM_API_KEY": "sim-key",
-        "QGW_UPSTREAM_MAX_IN_FLIGHT": "20",
-        "QGW_UPSTREAM_MAX_SUBMITS_PER_SECOND": "1000",
-        "QGW_WORKER_HTTP_PORT": "0",
-    }
+    env = stack_env(
+        db_url,
+        r_url,
+        qingbo_base_url=f"http://127.0.0.1:{sim_port}",
+        qingbo_api_key="sim-key",
+        sim_api_key="sim-key",
+        upstream_max_in_flight="20",
+        upstream_max_submits_per_second="1000",
+        worker_http_port="0",
+    )
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "service", "simulator", "--port", str(sim_port)], env=env
@@ -181,13 +174,7 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=37)
     parser.add_argument("--race", type=int, default=200)
     args = parser.parse_args()
-    base, db_url = database()
-    r_url = redis_url()
-    migrate(db_url)
-    try:
-        rows = asyncio.run(run(args, db_url, r_url))
-    finally:
-        asyncio.run(drop_database(base, db_url))
+    rows = in_own_database(lambda db_url, r_url: run(args, db_url, r_url))
     print_table("two API processes and two workers, one Postgres, one Redis", rows)
 
 

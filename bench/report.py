@@ -23,6 +23,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -33,6 +34,7 @@ ROOT = HERE.parent
 def benchmarks(quick: bool) -> list[tuple[str, list[str]]]:
     return [
         ("submit", ["--seconds", "5", "--rounds", "3", "--concurrency", "1,4,16,64"]),
+        ("cpu", []),
         ("scale", ["--runs", "3", "--sizes", "1000,100000" if quick else "1000,100000,1000000"]),
         ("inflight", ["--tasks", "2000", "--processing-seconds", "30"] if quick else []),
         ("webhooks", []),
@@ -90,14 +92,8 @@ def plot_latency(submit_output: str, path: Path) -> bool:
             ax.plot(xs, [v[0] for _, v in points], marker="o", label=f"{name} p50")
             ax.plot(xs, [v[1] for _, v in points], marker="x", linestyle="--", label=f"{name} p99")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent connections (wrk)")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title("POST /v1/tasks: gateway (limits = every guard on) against the floor")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = "POST /v1/tasks: gateway (limits = every guard on) against the floor"
+    _save(fig, ax, path, "concurrent connections (wrk)", "latency (ms)", title)
     return True
 
 
@@ -117,15 +113,22 @@ def plot_scale(scale_output: str, path: Path) -> bool:
         ax.plot(sizes, values, marker="o", label=row[0])
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("tasks in the tables")
-    ax.set_ylabel("cost (ms, median)")
-    ax.set_title("Cost against table size (bench/scale.py)")
+    title = "Cost against table size (bench/scale.py)"
+    _save(fig, ax, path, "tasks in the tables", "cost (ms, median)", title)
+    return True
+
+
+def _save(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
 
 
 def machine() -> str:

@@ -160,3 +160,32 @@ def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
     print(f"| {'-' * width} | {'-' * 10} | ----")
     for what, figure, goal in rows:
         print(f"| {what:{width}} | {figure:>10} | {goal}")
+
+
+ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
+
+
+def stack_env(db_url: str, r_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a benchmark's gateway processes: its own database and queue,
+    quiet logs, the bench's admin token, and `settings` (QGW_ names without the prefix)."""
+    return {
+        **os.environ,
+        "QGW_DATABASE_URL": db_url,
+        "QGW_REDIS_URL": r_url,
+        "QGW_ADMIN_TOKEN": ADMIN_TOKEN,
+        "QGW_ARQ_QUEUE_NAME": f"qgw-bench:{secrets.token_hex(3)}",
+        "QGW_LOG_LEVEL": "WARNING",
+        **{f"QGW_{name.upper()}": value for name, value in settings.items()},
+    }
+
+
+def in_own_database(run: Callable[[str, str], Awaitable[Any]]) -> Any:
+    """Run `run(database_url, redis_url)` on a migrated database of its own, dropped after."""
+    from service.db import migrate
+
+    base, db_url = database()
+    migrate(db_url)
+    try:
+        return asyncio.run(run(db_url, redis_url()))
+    finally:
+        asyncio.run(drop_database(base, db_url))

@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -44,7 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import database, redis_url  # noqa: E402
+from bench.stack import ADMIN_TOKEN, database, redis_url, stack_env  # noqa: E402
 from service.db import migrate  # noqa: E402
 from service.dev import free_port, wait_until_healthy  # noqa: E402
 
@@ -55,7 +53,6 @@ BODY = {
     "duration": 6,
     "first_frame_image": "https://img.example/lighthouse.jpg",
 }
-ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
 
 
 def set_company_budget(gw: str, admin: dict[str, str], on: bool) -> None:
@@ -154,14 +151,7 @@ def main() -> None:
     _, db_url = database()
     r_url = redis_url()
     migrate(db_url)
-    env = {
-        **os.environ,
-        "QGW_DATABASE_URL": db_url,
-        "QGW_REDIS_URL": r_url,
-        "QGW_ADMIN_TOKEN": ADMIN_TOKEN,
-        "QGW_ARQ_QUEUE_NAME": f"qgw-bench:{secrets.token_hex(3)}",
-        "QGW_LOG_LEVEL": "WARNING",
-    }
+    env = stack_env(db_url, r_url)
     gw_port, floor_port, bare_port = free_port(), free_port(), free_port()
     procs = [
         subprocess.Popen(

@@ -44,7 +44,7 @@ from service.dev import free_port, wait_until_healthy  # noqa: E402
 from service.tasks.settlement import finish  # noqa: E402
 from service.teams.service import new_webhook_secret  # noqa: E402
 
-MAX_JOBS = 50
+MAX_JOBS = 200  # QGW_WORKER_MAX_JOBS's default
 PER_DESTINATION = 4  # QGW_WEBHOOK_MAX_CONCURRENCY_PER_DESTINATION's default
 REQUEST = normalize(
     TaskRequest(model="minimax-hailuo-2.3", prompt="[推进] a lighthouse at dawn, waves below"),

@@ -173,6 +173,7 @@ def settings(database_url: str, redis_url: str, simulator_url: str, api_port: in
         webhook_progress_interval_seconds=0,
         upstream_submit_burst=1000,
         poll_initial_seconds=0.2,
+        poll_initial_seconds_with_callbacks=0.2,
         poll_max_seconds=0.5,
         poll_max_seconds_with_callbacks=0.5,
         claim_lease_seconds=2,

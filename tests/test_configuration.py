@@ -44,7 +44,7 @@ def start(role: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
         ({"QGW_QINGBO_API_VERSION": "2025-01"}, "QGW_QINGBO_API_VERSION:"),
         ({"QGW_BUDGET_TIMEZONE": "Mars/Olympus"}, "QGW_BUDGET_TIMEZONE:"),
         (
-            {"QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS": "60"},
+            {"QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS": "250"},
             "QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS must be below QGW_WORKER_MAX_JOBS",
         ),
         (

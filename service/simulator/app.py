@@ -60,7 +60,9 @@ def create_simulator_app(
     )
 
     async def lifespan(app: FastAPI) -> Any:
-        sim.http = httpx.AsyncClient(timeout=5)
+        # Callbacks wait for a free connection rather than fail: with thousands of tasks
+        # ending together, a burst queues here, as a real sender's would.
+        sim.http = httpx.AsyncClient(timeout=httpx.Timeout(5, pool=None))
         yield
         for task in sim.tasks.values():
             for cb in task.callbacks:

@@ -48,6 +48,9 @@ def qingbo_error(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+CALLBACK_CONNECTIONS = 100  # httpx's default pool size
+
+
 class Simulator:
     def __init__(
         self, *, api_key: str | None, base_url: str, api_version: str, prices: PriceTable
@@ -60,6 +63,10 @@ class Simulator:
         self.tasks: dict[str, SimTask] = {}
         self.keys: dict[str, str] = {}  # Idempotency-Key -> task id
         self.http: httpx.AsyncClient | None = None
+        # Callbacks wait here, not in httpx's pool: its assignment pass scans every queued
+        # request (encode/httpcore#1035), and 2,000 callbacks queued there took the
+        # simulator's whole core (bench/inflight.py, py-spy).
+        self.callback_slots = asyncio.Semaphore(CALLBACK_CONNECTIONS)
 
     @property
     def gen(self) -> Generation:
@@ -130,7 +137,8 @@ class Simulator:
     async def send_callback(self, task: SimTask, url: str) -> None:
         assert self.http is not None
         try:
-            await self.http.post(url, json=self.render(task))
+            async with self.callback_slots:
+                await self.http.post(url, json=self.render(task))
         except httpx.HTTPError as exc:
             logger.warning("simulator callback failed: %s", type(exc).__name__)
 

@@ -28,5 +28,5 @@ async def qingbo_callback(
     token: Annotated[str, Query(max_length=200), Storable] = "",
 ) -> Any:
     """Receives Qingbo's task callbacks; the task is re-read from Qingbo, the body is not used."""
-    await accept_callback(conn, redis, queue=settings.arq_queue_name, task_id=task_id, token=token)
+    await accept_callback(conn, redis, settings, task_id=task_id, token=token)
     return {"ok": True}

@@ -221,7 +221,7 @@ async def record_progress(
     progress: int,
     start_time: datetime | None,
     next_poll_in: float,
-    changed: bool,
+    reset_backoff: bool,
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """
@@ -240,7 +240,7 @@ async def record_progress(
         progress,
         start_time,
         next_poll_in,
-        changed,
+        reset_backoff,
     )
 
 
@@ -256,13 +256,14 @@ async def poll_later(conn: asyncpg.Connection, task_id: str, *, delay_seconds: f
     )
 
 
-async def poll_now(conn: asyncpg.Connection, task_id: str) -> str | None:
-    """Make a tracked task due for a read now; for one that is no longer tracked, the error
-    code it ended with (None when it is tracked, or ended without one)."""
+async def lease_poll(conn: asyncpg.Connection, task_id: str, *, lease_seconds: float) -> str | None:
+    """Lease a tracked task's next poll to a read enqueued now, as the poller's claim does
+    (if that read is lost, the task is due again when the lease ends); for a task no
+    longer tracked, the error code it ended with (None when tracked, or ended without)."""
     row = await conn.fetchrow(
         """
         WITH due AS (
-            UPDATE tasks SET next_poll_at = now()
+            UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2)
             WHERE id = $1 AND dispatch_state = 'submitted' RETURNING id
         )
         SELECT (SELECT count(*) FROM due) AS tracked,
@@ -270,6 +271,7 @@ async def poll_now(conn: asyncpg.Connection, task_id: str) -> str | None:
                    AS ended_with
         """,
         task_id,
+        lease_seconds,
     )
     assert row is not None
     return None if row["tracked"] else row["ended_with"]

@@ -163,7 +163,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
                     else TaskStatus.QUEUED
                 ),
                 progress=view.progress,
-                next_poll_in=settings.poll_initial_seconds,
+                next_poll_in=settings.first_poll_seconds,
                 pre_consumed_quota=view.pre_consumed_quota,
             )
 

@@ -174,7 +174,11 @@ async def test_a_worker_killed_mid_flight_still_settles_every_task_exactly_once(
     assert {a.status_code for a in answers} == {200}
 
     # Polls an hour apart and no callbacks reach this worker's tasks before it dies.
-    doomed = start_worker(poll_initial_seconds=3600, poll_max_seconds=3600)
+    doomed = start_worker(
+        poll_initial_seconds=3600,
+        poll_initial_seconds_with_callbacks=3600,
+        poll_max_seconds=3600,
+    )
 
     async def all_submitted() -> bool:
         return bool(await db.fetchval("SELECT bool_and(dispatch_state = 'submitted') FROM tasks"))

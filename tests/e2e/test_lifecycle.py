@@ -63,7 +63,7 @@ async def test_callbacks_drive_tracking_when_polling_is_slow(
     db: asyncpg.Connection,
 ) -> None:
     # Polls are an hour apart, so only Qingbo's callback (to the API process) can finish it.
-    start_worker(poll_initial_seconds=3600, poll_max_seconds_with_callbacks=3600)
+    start_worker(poll_initial_seconds_with_callbacks=3600, poll_max_seconds_with_callbacks=3600)
     task = await submit(client, team)
     done = await wait_terminal(client, team, task["task_id"], timeout=20)
     assert done["status"] == "completed"

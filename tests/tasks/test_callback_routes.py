@@ -39,10 +39,13 @@ async def test_callback_needs_the_tasks_token_and_ignores_the_body(
     accepted = await client.post(path, params={"token": "right-token"}, json=forged)
     assert accepted.status_code == 200
     stored = await db.fetchrow(
-        "SELECT status, result, next_poll_at <= now() AS due FROM tasks WHERE id = $1",
+        "SELECT status, result, next_poll_at - now() AS lease FROM tasks WHERE id = $1",
         task["task_id"],
     )
     assert stored["status"] == "queued" and stored["result"] is None  # the body changed nothing
-    assert stored["due"]  # a re-read is due now
+    # The read is enqueued now and holds the poll's lease (no second read by the poller;
+    # if it is lost, the task is due again when the lease ends, not in an hour).
+    lease = stored["lease"].total_seconds()
+    assert 0 < lease <= res.settings.poll_lease_seconds
     queued = await res.redis.zrange(res.settings.arq_queue_name, 0, -1)
     assert any(job.decode().startswith(f"refresh:{task['task_id']}:cb:") for job in queued)
