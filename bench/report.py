@@ -131,6 +131,14 @@ def _save(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -
     plt.close(fig)
 
 
+def earlier_sections(path: Path) -> dict[str, tuple[str, str]]:
+    """The sections of an earlier RESULTS.md: name -> (its text, the benchmark's output)."""
+    if not path.exists():
+        return {}
+    found = re.finditer(r"^## (\w+)\n\n.*?\n\n```\n(.*?)\n```\n", path.read_text(), re.M | re.S)
+    return {m.group(1): (m.group(0), m.group(2)) for m in found}
+
+
 def machine() -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -157,10 +165,14 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated benchmark names")
     args = parser.parse_args()
     chosen = set(args.only.split(",")) if args.only else None
+    earlier = earlier_sections(HERE / "RESULTS.md") if chosen else {}
     outputs: dict[str, str] = {}
     sections = []
     for name, bench_args in benchmarks(args.quick):
         if chosen and name not in chosen:
+            if name in earlier:  # --only: the other benchmarks keep their last section
+                sections.append(earlier[name][0])
+                outputs[name] = earlier[name][1]
             continue
         print(f"running bench/{name}.py {' '.join(bench_args)}", file=sys.stderr, flush=True)
         output, seconds, status = run(name, bench_args)
@@ -168,8 +180,8 @@ def main() -> None:
         command = " ".join(["bench/" + name + ".py", *bench_args])
         failed = "" if status == 0 else f" (exit status {status})"
         sections.append(
-            f"## {name}\n\n`.venv/bin/python {command}`, {seconds:.0f} s{failed}\n\n"
-            f"```\n{output}\n```\n"
+            f"## {name}\n\n`.venv/bin/python {command}`, {seconds:.0f} s, "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC{failed}\n\n```\n{output}\n```\n"
         )
     plots = []
     if "submit" in outputs and plot_latency(outputs["submit"], HERE / "latency.png"):
