@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import orjson
-from prometheus_client import Gauge
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
@@ -74,11 +73,9 @@ class ConnectionLease:
             held, self._conn = self._conn, None
             await self._pool.release(held)
 
-    async def without(
-        self, awaitable: Awaitable[T], *, hold_seconds: float, slow: Gauge | None = None
-    ) -> T:
+    async def without(self, awaitable: Awaitable[T], *, hold_seconds: float) -> T:
         """Await `awaitable`; if it takes longer than `hold_seconds`, the connection is
-        given back meanwhile (the next `get` takes one again), and `slow` counts the wait."""
+        given back meanwhile (the next `get` takes one again)."""
         if self._conn is None:
             return await awaitable
         waiting = asyncio.ensure_future(awaitable)
@@ -86,10 +83,7 @@ class ConnectionLease:
         if done:
             return waiting.result()
         await self.release()
-        if slow is None:
-            return await waiting
-        with slow.track_inprogress():
-            return await waiting
+        return await waiting
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
