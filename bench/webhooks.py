@@ -7,9 +7,11 @@ webhook-id arrives:
 
 - latency: 1,000 tasks finished at a steady 100/s; p50/p99 of (receiver got it - event
   committed), both clocks this machine's;
-- throughput: 1,000 tasks finished at once; deliveries/s until the last one arrived,
-  against the floor: the same receiver driven by plain httpx POSTs from another process
-  at the worker's concurrency (QGW_WORKER_MAX_JOBS), measured in the same run.
+- throughput: 1,000 tasks finished at once; deliveries/s until the last one arrived, and
+  the worker's CPU per delivery, against the floor: the same receiver driven by bare
+  httpx POSTs from another process, as many at a time as the worker sends to one
+  destination (QGW_WEBHOOK_MAX_CONCURRENCY_PER_DESTINATION), on httpx's own transport and
+  on the aiohttp one the worker uses, measured in the same run.
 
     .venv/bin/python bench/webhooks.py
 """
@@ -31,6 +33,8 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
+from httpx_aiohttp import AiohttpTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,6 +50,8 @@ from service.teams.service import new_webhook_secret  # noqa: E402
 
 MAX_JOBS = 200  # QGW_WORKER_MAX_JOBS's default
 PER_DESTINATION = 4  # QGW_WEBHOOK_MAX_CONCURRENCY_PER_DESTINATION's default
+# httpx's own (httpcore) and the aiohttp one the worker uses (service/webhooks/delivery.py).
+TRANSPORTS = ("httpcore", "aiohttp")
 REQUEST = normalize(
     TaskRequest(model="minimax-hailuo-2.3", prompt="[推进] a lighthouse at dawn, waves below"),
     generation(LATEST),
@@ -64,8 +70,10 @@ class Receiver:
         )
         wait_until_healthy(f"{self.base}/count")
 
-    def count(self) -> int:
-        return int(httpx.get(f"{self.base}/count").json())
+    def count(self, at_least: int = 0) -> int:
+        """How many have arrived; with `at_least`, once that many have (or after 10 s)."""
+        answer = httpx.get(f"{self.base}/count", params={"at_least": at_least}, timeout=15)
+        return int(answer.json())
 
     def arrivals(self) -> dict[str, float]:
         return dict(httpx.get(f"{self.base}/arrivals").json())
@@ -119,10 +127,9 @@ async def finish_all(pool: asyncpg.Pool, ids: list[str], per_second: float | Non
 
 async def wait_for(receiver: Receiver, n: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while (seen := await asyncio.to_thread(receiver.count)) < n:
+    while (seen := await asyncio.to_thread(receiver.count, n)) < n:
         if time.monotonic() > deadline:
             raise SystemExit(f"only {seen} of {n} webhooks arrived")
-        await asyncio.sleep(0.02)  # polling the receiver's count until the deadline
 
 
 async def event_times(pool: asyncpg.Pool, ids: list[str]) -> dict[str, float]:
@@ -138,19 +145,33 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def floor_rate(url: str, n: int) -> float:
-    """Plain httpx POSTs of a same-sized body at the worker's concurrency."""
+async def floor_rate(url: str, n: int, transport: str) -> tuple[float, float]:
+    """Plain POSTs of a same-sized body, as many at a time as the worker sends to one
+    destination: deliveries/s and CPU ms per POST of this process."""
     body = b"{" + b'"x": "' + b"y" * 1500 + b'"}'
-    semaphore = asyncio.Semaphore(MAX_JOBS)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=MAX_JOBS)) as http:
+    semaphore = asyncio.Semaphore(PER_DESTINATION)
+    limits = httpx.Limits(max_connections=PER_DESTINATION)
+    chosen = AiohttpTransport(limits=limits) if transport == "aiohttp" else None
+    async with httpx.AsyncClient(limits=limits, transport=chosen) as http:
 
         async def post(i: int) -> None:
             async with semaphore:
                 await http.post(url, content=body, headers={"webhook-id": f"floor-{i}"})
 
-        start = time.perf_counter()
+        await post(-1)  # the connection is up before anything is timed
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(post(i) for i in range(n)))
-        return n / (time.perf_counter() - start)
+        return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1000
+
+
+async def floor_in_own_process(url: str, n: int, transport: str) -> tuple[float, float]:
+    """The floor sends from its own process, as the worker does (not under our GIL)."""
+    out = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--floor", url, "--tasks", str(n), "--transport", transport,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    rate, cpu_ms = (await out.communicate())[0].split()
+    return float(rate), float(cpu_ms)
 
 
 async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
@@ -193,24 +214,17 @@ async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
 
         burst = await make_tasks(pool, team_id, receiver.url, n)
         before = receiver.count()
+        worker_cpu = psutil.Process(worker.pid).cpu_times()
         started = time.time()
         await finish_all(pool, burst, per_second=None)
         await wait_for(receiver, before + n)
+        cpu_after = psutil.Process(worker.pid).cpu_times()
+        cpu_ms = (sum(cpu_after[:2]) - sum(worker_cpu[:2])) / n * 1000
         burst_events = await event_times(pool, burst)
         arrived = receiver.arrivals()
         last = max(arrived[i] for i in burst_events)
         rate = n / (last - started)
-        # The floor sends from its own process, as the worker does (not under our GIL).
-        out = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--floor",
-            receiver.url,
-            "--tasks",
-            str(n),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        floor = float((await out.communicate())[0])
+        floors = {t: await floor_in_own_process(receiver.url, n, t) for t in TRANSPORTS}
     finally:
         worker.terminate()
         worker.wait()
@@ -218,6 +232,14 @@ async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
         receiver.close()
 
     p99 = percentile(latencies, 99)
+    floor = floors["aiohttp"][0]
+    floor_rows = []
+    for transport, (floor_rate_, floor_cpu) in floors.items():
+        what = f"floor: bare httpx POSTs, {PER_DESTINATION} at a time, {transport} transport"
+        floor_rows += [
+            (f"{what} (/s)", f"{floor_rate_:.0f}", ""),
+            ("  CPU per POST (ms)", f"{floor_cpu:.2f}", ""),
+        ]
     ceiling = ceilings[PER_DESTINATION]
     paced_at = f"{n} tasks at {args.rate:.0f}/s"
     rows = [
@@ -226,8 +248,9 @@ async def run(args: argparse.Namespace, db_url: str, r_url: str) -> None:
         (f"latency p50, {paced_at} (ms)", f"{percentile(latencies, 50):.1f}", ""),
         (f"latency p99, {paced_at} (ms)", f"{p99:.1f}", f"<= 250 {verdict(p99 <= 250)}"),
         (f"throughput, {n} finished at once (/s)", f"{rate:.0f}", f">= 500 {verdict(rate >= 500)}"),
-        ("floor: plain httpx POSTs, same concurrency (/s)", f"{floor:.0f}", ""),
-        ("throughput against the floor", f"{rate / floor:.2f}x", ""),
+        ("worker CPU per delivery, the burst (ms)", f"{cpu_ms:.2f}", ""),
+        *floor_rows,
+        ("throughput against the floor (aiohttp transport)", f"{rate / floor:.2f}x", ""),
         (
             "receiver's ceiling over the worker's rate",
             f"{ceiling / rate:.1f}x",
@@ -245,9 +268,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="tasks finished per second")
     parser.add_argument("--floor", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--transport", choices=TRANSPORTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor:
-        print(asyncio.run(floor_rate(args.floor, args.tasks)))
+        print(*asyncio.run(floor_rate(args.floor, args.tasks, args.transport)))
         return
     _, db_url = database()
     r_url = redis_url()

@@ -55,7 +55,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             status = int(answer)
             with receiver.lock:
                 receiver.received.append(
-                    Received(dict(self.headers.items()), body, time.time(), status)
+                    Received(received_headers(self.headers), body, time.time(), status)
                 )
             self.send_response(status)
             if status in (429, 503):
@@ -84,3 +84,12 @@ def running_receiver(host: str = "127.0.0.1", **kwargs: Any) -> Iterator[Receive
         receiver.release.set()
         server.shutdown()
         server.server_close()
+
+
+def received_headers(headers: Any) -> dict[str, str]:
+    """Names in lower case (they are case-insensitive; clients differ in what they send),
+    and a name sent twice is a test failure, not a silent overwrite."""
+    names = [name.lower() for name in headers]
+    repeated = {name for name in names if names.count(name) > 1}
+    assert not repeated, f"header sent more than once: {sorted(repeated)}"
+    return {name.lower(): value for name, value in headers.items()}

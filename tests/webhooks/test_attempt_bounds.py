@@ -10,7 +10,7 @@ import contextlib
 import email.utils
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,9 @@ import pytest
 
 from service.tasks.resources import Resources
 from service.webhooks import repository
-from service.webhooks.delivery import DestinationSlots, WebhookSender, parse_retry_after
+from service.webhooks.delivery import WebhookSender, parse_retry_after
 from service.webhooks.ids import new_event_id
+from service.webhooks.slots import DestinationSlots
 from tests.factories import make_team, submit, wait_for
 from tests.webhooks.receiver import running_receiver
 
@@ -157,12 +158,70 @@ def test_retry_after_in_any_form_never_raises() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after("-5") is None
 
 
+def now(check: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    """`check` as a probe for wait_for."""
+
+    async def probe() -> object:
+        return check()
+
+    return probe
+
+
+def slots(**bounds: Any) -> DestinationSlots:
+    return DestinationSlots(**{"max_waiting": 2, "wait_seconds": 5.0, **bounds})
+
+
 def test_destination_slots_cap_each_destination_and_the_whole() -> None:
-    slots = DestinationSlots(total=3, per_destination=2)
-    assert slots.take("a") and slots.take("a") and not slots.take("a")
-    assert slots.take("b") and not slots.take("c")  # the process's cap
-    slots.give_back("a")
-    assert slots.take("c") and slots.open == {"a": 1, "b": 1, "c": 1}
+    capped = slots(total=3, per_destination=2)
+    assert capped.take("a") and capped.take("a") and not capped.take("a")
+    assert capped.take("b") and not capped.take("c")  # the process's cap
+    capped.give_back("a")
+    assert capped.take("c") and capped.open == {"a": 1, "b": 1, "c": 1}
+
+
+async def test_an_attempt_over_the_cap_waits_its_turn_for_a_bounded_time() -> None:
+    capped = slots(total=4, per_destination=1, max_waiting=2)
+    assert capped.take("a")
+    first = asyncio.create_task(capped.wait("a"))
+    second = asyncio.create_task(capped.wait("a"))
+    await wait_for(now(lambda: len(capped.waiting.get("a", ())) == 2))
+    assert await capped.wait("a") is False  # a third waiter is refused at once
+    assert not capped.take("a")  # nor can a newcomer jump the queue
+    capped.give_back("a")
+    assert await first is True and not second.done()  # first come, first served
+    capped.give_back("a")
+    assert await second is True and capped.open == {"a": 1}
+    # A waiter that is not served in time gets no slot, and leaves the queue.
+    hurried = slots(total=4, per_destination=1, wait_seconds=0.05)
+    assert hurried.take("a") and await hurried.wait("a") is False
+    assert hurried.waiting == {} and hurried.open == {"a": 1}
+
+
+async def test_a_slot_freed_in_all_goes_to_a_waiter_of_another_destination() -> None:
+    capped = slots(total=1, per_destination=1)
+    assert capped.take("a")
+    waiter = asyncio.create_task(capped.wait("b"))
+    await wait_for(now(lambda: "b" in capped.waiting))
+    capped.give_back("a")
+    assert await waiter is True and capped.open == {"b": 1}
+
+
+async def test_a_waiting_attempt_is_made_once_the_slot_frees(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    one_at_a_time = sender(res, webhook_max_concurrency_per_destination=1)
+    with running_receiver(script=["hang"]) as receiver:
+        stuck = await event_for(client, db, receiver.url)
+        waiting = await event_for(client, db, receiver.url)
+        first = asyncio.create_task(one_at_a_time.deliver(res.pool, stuck))
+        await wait_for(lambda: attempts(db, stuck))
+        second = asyncio.create_task(one_at_a_time.deliver(res.pool, waiting))
+        await wait_for(now(lambda: one_at_a_time.slots.waiting))
+        receiver.release.set()
+        assert (await first)[0] == "delivered" and (await second)[0] == "delivered"
+        delivered = await event_row(db, waiting)
+        assert delivered["attempts"] == 1 and len(await attempts(db, waiting)) == 1
+    await one_at_a_time.aclose()
 
 
 async def test_a_busy_destination_defers_without_spending_an_attempt(
@@ -230,4 +289,4 @@ async def test_a_receiver_with_several_addresses_is_tried_on_the_next(
         event_id = await event_for(client, db, f"http://{two_address_name}:{port}/hook")
         assert (await res.webhooks.deliver(res.pool, event_id))[0] == "delivered"
     assert len(receiver.received) == 1
-    assert receiver.received[0].headers["Host"] == f"{two_address_name}:{port}"
+    assert receiver.received[0].headers["host"] == f"{two_address_name}:{port}"
