@@ -26,7 +26,6 @@ from service.tasks.events import NotificationListener
 from service.tasks.queue import SUBMIT_JOB
 from service.tasks.resources import Resources
 from service.webhooks import jobs as webhook_jobs
-from service.webhooks.queue import enqueue_delivery
 
 WEBHOOK_CHANNEL = "qgw_webhook_events"
 
@@ -66,17 +65,24 @@ async def _serve_ops(stack: AsyncExitStack, settings: Settings, resources: Any) 
 
 
 async def _listen_for_webhook_events(stack: AsyncExitStack, res: Resources) -> None:
-    """Enqueue an event's first attempt as soon as its transaction commits (NOTIFY); every
-    worker hears it, and the job id makes one job of it. The sweeper cron is the backstop."""
-    pending: set[asyncio.Task[None]] = set()
+    """Attempt an event as soon as its transaction commits (NOTIFY), here or through the
+    arq queue (webhook_jobs.first_attempt); every worker hears it. The sweeper cron is the
+    backstop."""
+    pending: set[asyncio.Task[str]] = set()
 
     def notified(event_id: str) -> None:
-        task = asyncio.create_task(
-            enqueue_delivery(res.redis, res.settings.arq_queue_name, event_id, 0)
-        )
+        task = asyncio.create_task(webhook_jobs.first_attempt(res, event_id))
         pending.add(task)
         task.add_done_callback(pending.discard)
 
+    async def cancel_pending() -> None:
+        # An attempt cut short logs 'cancelled' and is retried on schedule; one still
+        # waiting its turn was never claimed, so the sweeper finds it.
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    stack.push_async_callback(cancel_pending)  # after the listener has closed (LIFO)
     listener = NotificationListener(
         res.settings.database_url, channel=WEBHOOK_CHANNEL, on_notify=notified
     )

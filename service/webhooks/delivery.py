@@ -14,6 +14,7 @@ import email.utils
 import logging
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from service.metrics import (
 )
 from service.webhooks import repository
 from service.webhooks.signing import signature_header
-from service.webhooks.slots import DestinationSlots
+from service.webhooks.slots import DestinationSlots, WaitingRoom
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ USER_AGENT = "QingboGateway-Webhooks/1"
 # How long an attempt over a concurrency cap waits in the process before its event is put
 # off (by as long again, on average): see service/webhooks/slots.py.
 SLOT_WAIT_SECONDS = 1.0
+# First attempts waiting in the process for a turn (jobs.first_attempt) before more go to
+# the arq queue: a burst of this many costs a few MB, not a job each.
+FIRST_ATTEMPTS_QUEUED = 1000
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class WebhookSender:
             per_destination=per_destination,
             max_waiting=4 * per_destination,
             wait_seconds=SLOT_WAIT_SECONDS,
+        )
+        self.first_attempts = WaitingRoom(
+            running=settings.webhook_max_concurrent_attempts, queued=FIRST_ATTEMPTS_QUEUED
         )
         # httpx's interface on aiohttp's connection pool: httpcore spends about 0.95 ms of
         # CPU per POST at 4 at a time, this transport about 0.28 ms (bench/webhooks.py
@@ -215,30 +222,31 @@ class WebhookSender:
 
     async def deliver(self, pool: asyncpg.Pool, event_id: str) -> tuple[str, float | None, int]:
         """One attempt at the event: its result, for a retry the delay until the next, and
-        how many attempts the event has had."""
+        how many attempts the event has had. Two statements in the usual case: the claim
+        with the attempt's start, and its record."""
         sent_at = datetime.now(UTC)
-        async with pool.acquire() as conn, conn.transaction():
-            if await repository.stop_if_receiver_gone(conn, event_id):
-                return "stopped", None, 0
-            event = await repository.claim(conn, event_id, lease_seconds=self.lease_seconds)
+        async with pool.acquire() as conn:
+            event = await repository.claim_and_start(
+                conn, event_id, lease_seconds=self.lease_seconds, started_at=sent_at
+            )
             if event is None:
-                return "skipped", None, 0
-            destination = destination_of(event["url"])
-            attempt_id = None
-            if self.slots.take(destination):  # the usual case: one transaction
-                attempt_id = await self._start(conn, event, sent_at)
-        if attempt_id is None:
+                stopped = await repository.stop_if_receiver_gone(conn, event_id)
+                return ("stopped" if stopped else "skipped"), None, 0
+        destination = destination_of(event["url"])
+        if not self.slots.take(destination):
             # The destination is at its cap: wait for a slot (the lease holds the event).
             if not await self.slots.wait(destination):
                 delay = random.uniform(0.5, 1.5) * SLOT_WAIT_SECONDS
                 async with pool.acquire() as conn:
-                    await repository.defer(conn, event_id, delay_seconds=delay)
+                    await repository.defer(
+                        conn, event_id, attempt_id=event["attempt_id"], delay_seconds=delay
+                    )
                 WEBHOOK_DEFERRED.inc()
                 return "deferred", delay, event["attempts"] - 1
             sent_at = datetime.now(UTC)
             try:
-                async with pool.acquire() as conn, conn.transaction():
-                    attempt_id = await self._start(conn, event, sent_at)
+                async with pool.acquire() as conn:
+                    await repository.restart_attempt(conn, event["attempt_id"], sent_at)
             except BaseException:
                 self.slots.give_back(destination)
                 raise
@@ -249,22 +257,13 @@ class WebhookSender:
             # The job was cancelled (worker stopping): log it and retry on schedule. If even
             # that cannot finish, the next claim marks the attempt interrupted.
             cancelled = AttemptResult(None, None, "cancelled: the worker stopped", None)
-            await asyncio.shield(self._record(pool, event, attempt_id, sent_at, cancelled, 0.0))
+            await asyncio.shield(self._record(pool, event, sent_at, cancelled, 0.0))
             raise
         finally:
             # The slot is the receiver's: it is free once the answer is in, before our own
             # bookkeeping.
             self.slots.give_back(destination)
-        return await self._record(
-            pool, event, attempt_id, sent_at, result, time.perf_counter() - started
-        )
-
-    @staticmethod
-    async def _start(conn: asyncpg.Connection, event: Any, sent_at: datetime) -> int:
-        await repository.close_interrupted_attempts(conn, event["id"])
-        return await repository.start_attempt(
-            conn, event_id=event["id"], attempt=event["attempts"], started_at=sent_at
-        )
+        return await self._record(pool, event, sent_at, result, time.perf_counter() - started)
 
     def _headers(self, event: Any, sent_at: datetime) -> dict[str, str]:
         secrets = [event["webhook_secret"]]
@@ -285,7 +284,6 @@ class WebhookSender:
         self,
         pool: asyncpg.Pool,
         event: Any,
-        attempt_id: int,
         sent_at: datetime,
         result: AttemptResult,
         latency: float,
@@ -305,10 +303,13 @@ class WebhookSender:
         error = result.error
         if error is None and not ok:
             error = f"HTTP {result.status_code}"
-        async with pool.acquire() as conn, conn.transaction():
+        stop_others = status == "stopped" and event["task_id"] is not None
+        # One statement records the attempt; a 410 also stops the callback's other events,
+        # in the same transaction.
+        async with pool.acquire() as conn, conn.transaction() if stop_others else nullcontext():
             await repository.record_attempt(
                 conn,
-                attempt_id=attempt_id,
+                attempt_id=event["attempt_id"],
                 event_id=event_id,
                 latency_ms=round(latency * 1000),
                 status_code=result.status_code,
@@ -318,7 +319,7 @@ class WebhookSender:
                 status=status,
                 next_attempt_at=sent_at + timedelta(seconds=delay) if delay is not None else None,
             )
-            if status == "stopped" and event["task_id"] is not None:
+            if stop_others:
                 await repository.stop_other_events(conn, task_id=event["task_id"], url=event["url"])
         WEBHOOK_ATTEMPTS.labels(_event_label(event["event"]), outcome).inc()
         if result.status_code is not None:

@@ -81,38 +81,46 @@ async def mark_progress_event(
     )
 
 
-async def claim(
-    conn: asyncpg.Connection, event_id: str, *, lease_seconds: float
+async def claim_and_start(
+    conn: asyncpg.Connection, event_id: str, *, lease_seconds: float, started_at: datetime
 ) -> asyncpg.Record | None:
-    """Take a due event for one attempt (a lease, so a dead worker's attempt comes back)."""
+    """Take a due event for one attempt and log the attempt as started, in one statement
+    (one round trip, atomic without a transaction): a lease, so a dead worker's attempt
+    comes back, and any earlier attempt that never ended closed as interrupted. None when
+    the event is not due, held by another worker, or its receiver answered 410 Gone for
+    this task and URL (see stop_if_receiver_gone)."""
     return await conn.fetchrow(
         """
-        UPDATE webhook_events e SET attempts = e.attempts + 1,
-               leased_until = now() + make_interval(secs => $2), updated_at = now()
-        FROM teams t
-        WHERE e.id = $1 AND t.id = e.team_id AND e.status = 'pending'
-          AND e.next_attempt_at <= clock_timestamp() + interval '0.5 seconds'
-          AND (e.leased_until IS NULL OR e.leased_until < now())
-        RETURNING e.id, e.team_id, e.task_id, e.event, e.url, e.payload, e.attempts, e.created_at,
-                  t.webhook_secret, t.previous_webhook_secret, t.previous_secret_expires_at
+        WITH claimed AS (
+            UPDATE webhook_events e SET attempts = e.attempts + 1,
+                   leased_until = now() + make_interval(secs => $2), updated_at = now()
+            FROM teams t
+            WHERE e.id = $1 AND t.id = e.team_id AND e.status = 'pending'
+              AND e.next_attempt_at <= clock_timestamp() + interval '0.5 seconds'
+              AND (e.leased_until IS NULL OR e.leased_until < now())
+              AND NOT EXISTS (SELECT 1 FROM webhook_events g
+                              WHERE g.task_id = e.task_id AND g.url = e.url AND g.id <> e.id
+                                AND g.status = 'stopped' AND g.last_status_code = 410)
+            RETURNING e.id, e.team_id, e.task_id, e.event, e.url, e.payload, e.attempts,
+                      e.created_at, t.webhook_secret, t.previous_webhook_secret,
+                      t.previous_secret_expires_at
+        ), interrupted AS (
+            -- Attempts that started and never ended (the worker was killed mid-attempt):
+            -- logged as such, so the log shows every attempt.
+            UPDATE webhook_attempts SET finished_at = now(),
+                   error = 'interrupted: the worker stopped during the attempt'
+            WHERE event_id = (SELECT id FROM claimed) AND finished_at IS NULL
+        ), started AS (
+            INSERT INTO webhook_attempts (event_id, attempt, started_at)
+            SELECT id, attempts, $3 FROM claimed
+            RETURNING id
+        )
+        SELECT claimed.*, started.id AS attempt_id FROM claimed, started
         """,
         event_id,
         lease_seconds,
+        started_at,
     )
-
-
-async def close_interrupted_attempts(conn: asyncpg.Connection, event_id: str) -> int:
-    """Attempts of the event that started and never ended (the worker was killed or its
-    job cancelled mid-attempt): logged as such, so the log shows every attempt."""
-    closed = await conn.execute(
-        """
-        UPDATE webhook_attempts SET finished_at = now(),
-               error = 'interrupted: the worker stopped during the attempt'
-        WHERE event_id = $1 AND finished_at IS NULL
-        """,
-        event_id,
-    )
-    return int(closed.split()[-1])
 
 
 async def stop_if_receiver_gone(conn: asyncpg.Connection, event_id: str) -> bool:
@@ -134,32 +142,30 @@ async def stop_if_receiver_gone(conn: asyncpg.Connection, event_id: str) -> bool
     return stopped is not None
 
 
-async def defer(conn: asyncpg.Connection, event_id: str, *, delay_seconds: float) -> None:
+async def defer(
+    conn: asyncpg.Connection, event_id: str, *, attempt_id: int, delay_seconds: float
+) -> None:
     """Give a claimed event back without an attempt (its destination is at its
-    concurrency cap): due again after the delay."""
+    concurrency cap): the started attempt is unlogged, and the event due again after the
+    delay."""
     await conn.execute(
         """
+        WITH unlogged AS (DELETE FROM webhook_attempts WHERE id = $3)
         UPDATE webhook_events SET attempts = attempts - 1, leased_until = NULL,
                next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
         WHERE id = $1
         """,
         event_id,
         delay_seconds,
+        attempt_id,
     )
 
 
-async def start_attempt(
-    conn: asyncpg.Connection, *, event_id: str, attempt: int, started_at: datetime
-) -> int:
-    """Log an attempt as it starts; record_attempt completes it."""
-    attempt_id: int = await conn.fetchval(
-        "INSERT INTO webhook_attempts (event_id, attempt, started_at) VALUES ($1, $2, $3) "
-        "RETURNING id",
-        event_id,
-        attempt,
-        started_at,
+async def restart_attempt(conn: asyncpg.Connection, attempt_id: int, started_at: datetime) -> None:
+    """The attempt waited for a slot: it starts now."""
+    await conn.execute(
+        "UPDATE webhook_attempts SET started_at = $2 WHERE id = $1", attempt_id, started_at
     )
-    return attempt_id
 
 
 async def record_attempt(
@@ -176,22 +182,15 @@ async def record_attempt(
     next_attempt_at: datetime | None,
 ) -> None:
     """Complete one attempt's log and move the event: 'pending' again (retry), or its
-    final status."""
+    final status. One statement, so both or neither."""
     await conn.execute(
         """
-        UPDATE webhook_attempts SET latency_ms = $2, status_code = $3, response_excerpt = $4,
-               response_headers = $5, error = $6, finished_at = now()
-        WHERE id = $1
-        """,
-        attempt_id,
-        latency_ms,
-        status_code,
-        response_excerpt,
-        response_headers,
-        error,
-    )
-    await conn.execute(
-        """
+        WITH logged AS (
+            UPDATE webhook_attempts SET latency_ms = $7, status_code = $4,
+                   response_excerpt = $8, response_headers = $9, error = $5,
+                   finished_at = now()
+            WHERE id = $6
+        )
         UPDATE webhook_events SET status = $2, next_attempt_at = coalesce($3, next_attempt_at),
                leased_until = NULL, last_status_code = $4, last_error = $5,
                delivered_at = CASE WHEN $2 = 'delivered' THEN now() END, updated_at = now()
@@ -202,6 +201,10 @@ async def record_attempt(
         next_attempt_at,
         status_code,
         error,
+        attempt_id,
+        latency_ms,
+        response_excerpt,
+        response_headers,
     )
 
 
@@ -216,10 +219,12 @@ async def stop_other_events(conn: asyncpg.Connection, *, task_id: str, url: str)
 
 
 async def due(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    """Events due for a few seconds that nobody holds: the ones just due are being taken
+    by their own notification or job, and sweeping them too would only double the work."""
     return await conn.fetch(
         """
         SELECT id, attempts FROM webhook_events
-        WHERE status = 'pending' AND next_attempt_at <= now()
+        WHERE status = 'pending' AND next_attempt_at <= now() - interval '3 seconds'
           AND (leased_until IS NULL OR leased_until < now())
         ORDER BY next_attempt_at LIMIT $1
         """,

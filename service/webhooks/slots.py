@@ -95,3 +95,28 @@ class DestinationSlots:
                 del self.waiting[destination]
             if self._open_in_all >= self.total:
                 return
+
+
+class WaitingRoom:
+    """At most `running` inside at a time, and at most `queued` more waiting their turn:
+    `full()` says when a newcomer should go elsewhere (the arq queue) instead."""
+
+    def __init__(self, *, running: int, queued: int) -> None:
+        self._turns = asyncio.Semaphore(running)
+        self._limit = running + queued
+        self._inside = 0
+
+    def full(self) -> bool:
+        return self._inside >= self._limit
+
+    async def __aenter__(self) -> None:
+        self._inside += 1  # before the first await: full() and entering are one step
+        try:
+            await self._turns.acquire()
+        except BaseException:
+            self._inside -= 1
+            raise
+
+    async def __aexit__(self, *_: object) -> None:
+        self._turns.release()
+        self._inside -= 1

@@ -125,9 +125,8 @@ async def test_an_attempt_cut_short_by_a_crash_shows_as_interrupted(
     with running_receiver() as receiver:
         event_id = await event_for(client, db, receiver.url)
         # A worker claimed it, logged the start, and was killed (its lease ran out).
-        await repository.claim(db, event_id, lease_seconds=0)
-        await repository.start_attempt(
-            db, event_id=event_id, attempt=1, started_at=datetime.now(UTC)
+        await repository.claim_and_start(
+            db, event_id, lease_seconds=0, started_at=datetime.now(UTC)
         )
         assert (await res.webhooks.deliver(res.pool, event_id))[0] == "delivered"
     first, second = await attempts(db, event_id)
