@@ -81,6 +81,13 @@ async def mark_progress_event(
     )
 
 
+# An earlier event of the same task to the same URL was answered 410 Gone (a constant
+# fragment, no input: the claim skips such an event, stop_if_receiver_gone stops it).
+_RECEIVER_GONE = """EXISTS (SELECT 1 FROM webhook_events g
+                   WHERE g.task_id = e.task_id AND g.url = e.url AND g.id <> e.id
+                     AND g.status = 'stopped' AND g.last_status_code = 410)"""
+
+
 async def claim_and_start(
     conn: asyncpg.Connection, event_id: str, *, lease_seconds: float, started_at: datetime
 ) -> asyncpg.Record | None:
@@ -90,7 +97,7 @@ async def claim_and_start(
     the event is not due, held by another worker, or its receiver answered 410 Gone for
     this task and URL (see stop_if_receiver_gone)."""
     return await conn.fetchrow(
-        """
+        f"""
         WITH claimed AS (
             UPDATE webhook_events e SET attempts = e.attempts + 1,
                    leased_until = now() + make_interval(secs => $2), updated_at = now()
@@ -98,9 +105,7 @@ async def claim_and_start(
             WHERE e.id = $1 AND t.id = e.team_id AND e.status = 'pending'
               AND e.next_attempt_at <= clock_timestamp() + interval '0.5 seconds'
               AND (e.leased_until IS NULL OR e.leased_until < now())
-              AND NOT EXISTS (SELECT 1 FROM webhook_events g
-                              WHERE g.task_id = e.task_id AND g.url = e.url AND g.id <> e.id
-                                AND g.status = 'stopped' AND g.last_status_code = 410)
+              AND NOT {_RECEIVER_GONE}
             RETURNING e.id, e.team_id, e.task_id, e.event, e.url, e.payload, e.attempts,
                       e.created_at, t.webhook_secret, t.previous_webhook_secret,
                       t.previous_secret_expires_at
@@ -127,14 +132,12 @@ async def stop_if_receiver_gone(conn: asyncpg.Connection, event_id: str) -> bool
     """A receiver that answered 410 Gone for this task and URL gets none of its later
     events either: this one is stopped without an attempt."""
     stopped = await conn.fetchval(
-        """
+        f"""
         UPDATE webhook_events e SET status = 'stopped', leased_until = NULL,
                last_error = 'the receiver answered 410 Gone to an earlier event',
                updated_at = now()
         WHERE e.id = $1 AND e.status = 'pending' AND e.task_id IS NOT NULL
-          AND EXISTS (SELECT 1 FROM webhook_events g
-                      WHERE g.task_id = e.task_id AND g.url = e.url AND g.id <> e.id
-                        AND g.status = 'stopped' AND g.last_status_code = 410)
+          AND {_RECEIVER_GONE}
         RETURNING e.id
         """,
         event_id,
