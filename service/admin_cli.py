@@ -205,12 +205,19 @@ def print_ledger_report(report: LedgerReport) -> int:
             f"CHARGE task {row['task_id']} ({row['status']}, charged {row['charged_micros']}): "
             f"charge row {row['amount_micros']} micro-USD ({row['charge_status']})"
         )
+    for row in report.rollup_mismatches:
+        click.echo(
+            f"ROLL-UP day {row['day']} team {row['team_id']} {row['model']} {row['status']}: "
+            f"{row['rolled_up_tasks']} tasks, {row['rolled_up_micros']} micro-USD rolled up, "
+            f"against {row['charged_tasks']} tasks, {row['charged_micros']} micro-USD charged"
+        )
     verdict = "OK" if report.ok else "FAILED"
     click.echo(
         f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "
         f"{len(report.period_mismatches)} shard and {len(report.task_mismatches)} task "
         f"mismatches, {len(report.overdrawn_shards)} overdrawn shards, "
         f"{len(report.orphan_entries)} orphan entries, "
-        f"{len(report.charge_mismatches)} charge mismatches"
+        f"{len(report.charge_mismatches)} charge mismatches, "
+        f"{len(report.rollup_mismatches)} roll-up mismatches"
     )
     return 0 if report.ok else 1

@@ -21,6 +21,7 @@ from service.config import Settings, get_settings
 from service.errors import install_error_handlers
 from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.resources import open_resources, redis_settings
+from service.spend import jobs as spend_jobs
 from service.tasks import jobs
 from service.tasks.events import NotificationListener
 from service.tasks.queue import SUBMIT_JOB
@@ -193,6 +194,13 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 name="cron:archive-retention",
                 minute=0,
                 second=0,
+                keep_result=0,
+            ),
+            cron(
+                # Every 10 s: a report reads at most 10 s of charges besides the roll-up.
+                instrumented(spend_jobs.roll_up_spend),
+                name="cron:spend-rollup",
+                second=set(range(0, 60, 10)),
                 keep_result=0,
             ),
             cron(

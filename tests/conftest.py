@@ -320,7 +320,8 @@ async def clean_state(res: Resources) -> None:
         await conn.execute(
             "DELETE FROM webhook_events; DELETE FROM budget_ledger; DELETE FROM budget_periods; "
             "DELETE FROM budgets; "
-            "DELETE FROM idempotency_keys; DELETE FROM task_charges; DELETE FROM tasks; "
+            "DELETE FROM idempotency_keys; DELETE FROM task_charges; DELETE FROM spend_daily; "
+            "DELETE FROM spend_rollup_state; DELETE FROM tasks; "
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
             "submit_tokens = NULL"
         )

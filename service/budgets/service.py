@@ -19,6 +19,7 @@ from service.errors import (
     NotFound,
 )
 from service.spend import repository as spend_repository
+from service.spend import rollup_repository as spend_rollup
 from service.spend.service import usage_windows
 
 logger = logging.getLogger(__name__)
@@ -234,6 +235,7 @@ class LedgerReport:
     overdrawn_shards: list[asyncpg.Record]
     orphan_entries: list[asyncpg.Record]
     charge_mismatches: list[asyncpg.Record]
+    rollup_mismatches: list[asyncpg.Record]
 
     @property
     def ok(self) -> bool:
@@ -243,6 +245,7 @@ class LedgerReport:
             or self.overdrawn_shards
             or self.orphan_entries
             or self.charge_mismatches
+            or self.rollup_mismatches
         )
 
 
@@ -258,4 +261,5 @@ async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
             overdrawn_shards=await repository.overdrawn_shards(conn),
             orphan_entries=await repository.orphan_entries(conn),
             charge_mismatches=await spend_repository.charge_mismatches(conn),
+            rollup_mismatches=await spend_rollup.mismatches(conn),
         )

@@ -3,7 +3,7 @@ Callers own transactions."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -126,19 +126,34 @@ async def team_spend(
     )
 
 
+# How the roll-up (spend/rollup.py) gives the time dimensions: its days are already days in
+# the budget time zone.
+ROLLED_UP_TIMES = {
+    "day": "c.day::timestamp",
+    "week": "date_trunc('week', c.day::timestamp)",
+    "month": "date_trunc('month', c.day::timestamp)",
+}
+
+
 async def report(
     conn: asyncpg.Connection,
     *,
     dimensions: list[str],
     metadata_keys: list[str],
     since: datetime,
-    until: datetime,
+    until: datetime | None,
     timezone: str,
     team_id: UUID | None,
+    rolled_up_days: tuple[date, date | None] | None = None,
 ) -> list[asyncpg.Record]:
-    """Spend and task counts of tasks admitted in [since, until), grouped by `dimensions`
-    (names of DIMENSIONS, or `metadata.<key>` with the key in `metadata_keys` order)."""
-    inner, outer = [], []
+    """Spend and task counts of tasks admitted in [since, until) (`until` None: up to now),
+    grouped by `dimensions` (names of DIMENSIONS, or `metadata.<key>` with the key in
+    `metadata_keys` order). With `rolled_up_days` (the same window as days in the roll-up's
+    time zone, which must be `timezone`), the roll-up's rows for those days stand in for
+    the charges it holds, and only the charges not yet rolled up are read."""
+    if rolled_up_days is not None and metadata_keys:
+        raise ValueError("the roll-up keeps no metadata: group by it from the charges")
+    inner, outer, rolled = [], [], []
     for i, name in enumerate(dimensions):
         if name.startswith("metadata."):
             # Each metadata key is its own one-element array parameter ($4, $5, ...):
@@ -149,21 +164,44 @@ async def report(
         else:
             grouped, shown = DIMENSIONS[name]
             inner.append(grouped)
+            rolled.append(ROLLED_UP_TIMES.get(name, grouped))
             outer.append(shown.format(g=f"g{i}"))
+    params: list[Any] = [since, until, timezone, *([key] for key in metadata_keys)]
     # Two statements, not "$n IS NULL OR team_id = $n": a generic plan of that form cannot
     # use the (team_id, admitted_at) index.
-    team_filter = f"AND c.team_id = ${4 + len(metadata_keys)}" if team_id is not None else ""
+    team_filter = ""
+    if team_id is not None:
+        params.append(team_id)
+        team_filter = f"AND c.team_id = ${len(params)}"
+    columns = "".join(f"{expr} AS g{i}, " for i, expr in enumerate(inner))
+    upper = "$2::timestamptz IS NULL" if until is None else "c.admitted_at < $2"
+    charges = f"""
+        SELECT {columns} 1 AS tasks, (c.status = 'completed')::int AS completed,
+               c.amount_micros AS spent
+        FROM task_charges c
+        WHERE c.admitted_at >= $1 AND {upper}
+          {team_filter}
+          AND $3::text IS NOT NULL  -- the time zone is a parameter even when unused
+    """
+    if rolled_up_days is not None:
+        params.extend(rolled_up_days)
+        first, end = len(params) - 1, len(params)
+        rolled_columns = "".join(f"{expr} AS g{i}, " for i, expr in enumerate(rolled))
+        charges = f"""
+            SELECT {rolled_columns} c.tasks, c.completed, c.amount_micros AS spent
+            FROM spend_daily c
+            WHERE c.day >= ${first} AND (${end}::date IS NULL OR c.day < ${end}) {team_filter}
+            UNION ALL
+            {charges} AND NOT c.rolled_up
+        """
     groups = ", ".join(f"g{i}" for i in range(len(dimensions)))
     sql = f"""
         WITH grouped AS (
-            SELECT {"".join(f"{expr} AS g{i}, " for i, expr in enumerate(inner))}
-                   count(*) AS tasks,
-                   count(*) FILTER (WHERE c.status = 'completed') AS completed,
-                   coalesce(sum(c.amount_micros), 0)::bigint AS spent_micros
-            FROM task_charges c
-            WHERE c.admitted_at >= $1 AND c.admitted_at < $2
-              {team_filter}
-              AND $3::text IS NOT NULL  -- the time zone is a parameter even when unused
+            SELECT {"".join(f"g{i}, " for i in range(len(dimensions)))}
+                   coalesce(sum(tasks), 0)::bigint AS tasks,
+                   coalesce(sum(completed), 0)::bigint AS completed,
+                   coalesce(sum(spent), 0)::bigint AS spent_micros
+            FROM ({charges}) c
             {"GROUP BY " + groups if groups else ""}
         )
         SELECT {"".join(f"{expr} AS g{i}, " for i, expr in enumerate(outer))}
@@ -171,5 +209,4 @@ async def report(
         FROM grouped
         {"ORDER BY " + groups if groups else ""}
     """
-    params: list[Any] = [since, until, timezone, *([key] for key in metadata_keys)]
-    return await conn.fetch(sql, *params, *([team_id] if team_id is not None else []))
+    return await conn.fetch(sql, *params)

@@ -15,7 +15,7 @@ import asyncpg
 from service.catalog.models import format_usd
 from service.catalog.rules import METADATA_KEY
 from service.errors import InvalidRequest
-from service.spend import repository
+from service.spend import repository, rollup_repository
 
 TEAM_DIMENSIONS = ("day", "week", "month", "model", "resolution", "key", "status")
 MAX_GROUPS = 4
@@ -27,6 +27,7 @@ class ReportQuery:
     since: datetime
     until: datetime
     group_by: list[str]
+    up_to_now: bool = False  # `to` was not given: everything admitted so far
 
 
 def parse_query(
@@ -62,7 +63,7 @@ def parse_query(
             )
     if len(set(group_by)) != len(group_by):
         raise InvalidRequest("group_by: each dimension once", param="group_by")
-    return ReportQuery(since=since, until=until, group_by=group_by)
+    return ReportQuery(since=since, until=until, group_by=group_by, up_to_now=not to)
 
 
 def _instant(text: str, zone: ZoneInfo, param: str) -> datetime:
@@ -108,9 +109,10 @@ async def build_report(
         dimensions=query.group_by,
         metadata_keys=keys,
         since=query.since,
-        until=query.until,
+        until=None if query.up_to_now else query.until,
         timezone=timezone,
         team_id=team_id,
+        rolled_up_days=await _rolled_up_days(conn, query, keys, ZoneInfo(timezone)),
     )
     out = []
     for row in rows:
@@ -133,6 +135,25 @@ async def build_report(
             "spent_usd": format_usd(sum(r["spent_micros"] for r in rows)),
         },
     }
+
+
+async def _rolled_up_days(
+    conn: asyncpg.Connection, query: ReportQuery, keys: list[str], zone: ZoneInfo
+) -> tuple[date, date | None] | None:
+    """The report's window as whole days of the roll-up, or None where it must read the
+    charges: a metadata grouping, a bound within a day, a roll-up in another zone."""
+
+    def day(instant: datetime) -> date | None:
+        local = instant.astimezone(zone)
+        return local.date() if local.time() == time() else None
+
+    first = day(query.since)
+    end = None if query.up_to_now else day(query.until)
+    if keys or first is None or (end is None and not query.up_to_now):
+        return None
+    if await rollup_repository.zone(conn) != zone.key:
+        return None
+    return first, end
 
 
 def report_csv(report: dict[str, Any]) -> str:

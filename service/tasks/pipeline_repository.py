@@ -69,34 +69,48 @@ async def claim_pending(
     slots = min(limit, max_in_flight - in_flight, int(tokens))
     if slots <= 0:
         return []
-    claimed = await conn.fetch(
-        """
-        WITH ranked AS (
-            -- Each team's first $1 waiting tasks, read from its own index range: the
-            -- work is bounded by teams x $1 however many tasks wait (bench/scale.py).
-            SELECT p.id, p.priority, p.created_at,
-                   row_number() OVER (PARTITION BY tm.id
-                                      ORDER BY p.priority DESC, p.created_at, p.id) AS team_rank
-            FROM teams tm
-            CROSS JOIN LATERAL (
-                SELECT id, priority, created_at FROM tasks
-                WHERE team_id = tm.id AND dispatch_state = 'pending' AND dispatch_after <= now()
-                ORDER BY priority DESC, created_at, id
-                LIMIT $1
-            ) p
-        ), picked AS (
-            SELECT id FROM ranked ORDER BY team_rank, priority DESC, created_at, id LIMIT $1
-        )
-        UPDATE tasks t SET dispatch_state = 'claimed', claimed_at = now(),
-               dispatch_attempts = t.dispatch_attempts + 1, updated_at = now()
-        FROM picked
-        WHERE t.id = picked.id AND t.dispatch_state = 'pending'
-        RETURNING t.id, t.dispatch_attempts
-        """,
-        slots,
-    )
+    # First each waiting team's fair share of the slots; a team with less leaves slots
+    # over, and a second pass shares those among the teams that had more. The first pass
+    # claims exactly what one ranking of every team's first `slots` would (those rank
+    # ahead of anything a team has beyond its share), but reads teams x share rows, not
+    # teams x slots (bench/scale.py: 18 ms for a claim of 100 from 10^5 waiting across
+    # 100 teams, against 1.4 ms).
+    claimed = await conn.fetch(_CLAIM_FAIRLY, slots, None)
+    if 0 < len(claimed) < slots:
+        claimed += await conn.fetch(_CLAIM_FAIRLY, slots - len(claimed), slots - len(claimed))
     await conn.execute("UPDATE upstream_state SET submit_tokens = submit_tokens - $1", len(claimed))
     return claimed
+
+
+# $1: how many to claim; $2: how many at most per team, or NULL for an even share of $1
+# among the teams with a task waiting.
+_CLAIM_FAIRLY = """
+WITH waiting AS (
+    SELECT tm.id FROM teams tm
+    WHERE EXISTS (SELECT 1 FROM tasks
+                  WHERE team_id = tm.id AND dispatch_state = 'pending' AND dispatch_after <= now())
+), ranked AS (
+    -- Each team's first tasks, read from its own index range (tasks_pending_by_team).
+    SELECT p.id, p.priority, p.created_at,
+           row_number() OVER (PARTITION BY w.id
+                              ORDER BY p.priority DESC, p.created_at, p.id) AS team_rank
+    FROM waiting w
+    CROSS JOIN LATERAL (
+        SELECT id, priority, created_at FROM tasks
+        WHERE team_id = w.id AND dispatch_state = 'pending' AND dispatch_after <= now()
+        ORDER BY priority DESC, created_at, id
+        LIMIT coalesce($2::int, (SELECT ceil($1::float8 / greatest(count(*), 1))::int
+                                 FROM waiting))
+    ) p
+), picked AS (
+    SELECT id FROM ranked ORDER BY team_rank, priority DESC, created_at, id LIMIT $1
+)
+UPDATE tasks t SET dispatch_state = 'claimed', claimed_at = now(),
+       dispatch_attempts = t.dispatch_attempts + 1, updated_at = now()
+FROM picked
+WHERE t.id = picked.id AND t.dispatch_state = 'pending'
+RETURNING t.id, t.dispatch_attempts
+"""
 
 
 async def start_submit(

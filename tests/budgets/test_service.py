@@ -45,5 +45,5 @@ async def test_verify_ledger_names_every_mismatch(
     assert report[0].startswith("ORPHAN ledger entry") and "task task_gone" in report[0]
     assert report[0].endswith("shard 99): no such shard and task")
     assert report[1].startswith("FAILED") and report[1].endswith(
-        ", 1 orphan entries, 0 charge mismatches"
+        ", 1 orphan entries, 0 charge mismatches, 0 roll-up mismatches"
     )

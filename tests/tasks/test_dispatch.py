@@ -73,3 +73,17 @@ async def test_priority_orders_within_a_team(
         await db.fetchval("SELECT id FROM tasks WHERE dispatch_state = 'claimed'")
         == urgent["task_id"]
     )
+
+
+async def test_slots_a_team_leaves_unused_go_to_the_teams_with_more_waiting(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
+) -> None:
+    busy, quiet = await make_team(client), await make_team(client)
+    for _ in range(10):
+        await submit(client, busy)
+    theirs = await submit(client, quiet)
+    # An even share of 6 slots is 3 a team; the quiet team has 1, so the busy one gets 5.
+    assert await dispatch.dispatch_pending(variant(res, upstream_max_in_flight=6)) == 6
+    claimed = await db.fetch("SELECT id, team_id FROM tasks WHERE dispatch_state = 'claimed'")
+    assert theirs["task_id"] in {r["id"] for r in claimed}
+    assert sum(str(r["team_id"]) == busy.team["id"] for r in claimed) == 5
