@@ -21,7 +21,7 @@ from service.tasks.queue import DispatchKicker
 from service.tasks.resources import Resources
 from service.teams.key_cache import AUTH_CHANNEL, KeyCache
 from service.teams.service import KnownKey
-from service.upstream.client import QingboClient, build_http_client
+from service.upstream.client import QingboClient, build_http_client, build_read_client
 from service.webhooks.delivery import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,14 @@ async def open_resources(
             connect_timeout=settings.upstream_connect_timeout_seconds,
         )
         stack.push_async_callback(http.aclose)
+        reads = build_read_client(
+            timeout=settings.upstream_timeout_seconds,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+        )
+        stack.push_async_callback(reads.aclose)
         qingbo = QingboClient(
             http,
+            reads=reads,
             base_url=settings.qingbo_base_url,
             api_key=settings.qingbo_api_key.get_secret_value(),
         )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -32,16 +33,30 @@ async def enqueue_submit(redis: ArqRedis, queue: str, task_id: str, attempt: int
     )
 
 
+# arq runs due jobs in score order, the score being the time a job is due: a job due this
+# long ago goes ahead of everything enqueued since.
+AHEAD_OF_THE_QUEUE = timedelta(minutes=10)
+
+
 async def enqueue_refresh(
-    redis: ArqRedis, queue: str, task_id: str, *, poll_count: int | None = None
+    redis: ArqRedis,
+    queue: str,
+    task_id: str,
+    *,
+    poll_count: int | None = None,
+    ahead: bool = False,
 ) -> None:
+    """A read of the task from Qingbo; `ahead` of the jobs already waiting."""
     # Poll jobs dedupe per poll; callback-triggered re-reads are always enqueued.
     job_id = (
         f"refresh:{task_id}:{poll_count}"
         if poll_count is not None
         else f"refresh:{task_id}:cb:{uuid.uuid4().hex}"
     )
-    await redis.enqueue_job(REFRESH_JOB, task_id, _job_id=job_id, _queue_name=queue)
+    due = datetime.now(UTC) - AHEAD_OF_THE_QUEUE if ahead else None
+    await redis.enqueue_job(
+        REFRESH_JOB, task_id, _job_id=job_id, _queue_name=queue, _defer_until=due
+    )
 
 
 class DispatchKicker:
