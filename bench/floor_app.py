@@ -39,7 +39,8 @@ def create_floor_app(database_url: str, redis_url: str) -> FastAPI:
         await state["pool"].close()
         await state["redis"].aclose()
 
-    app = FastAPI(lifespan=lifespan)
+    # The gateway's FastAPI settings (service/app.py): no native OpenTelemetry.
+    app = FastAPI(lifespan=lifespan, telemetry={"tracing": False, "metrics": False, "logs": False})
 
     @app.post("/floor")
     async def floor(request: Request) -> Response:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +32,8 @@ from service.teams.auth import team_caller
 from service.webhooks import routes as webhook_routes
 
 logger = logging.getLogger(__name__)
+
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 class _BodyTooLarge(Exception):
@@ -130,6 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             '`{"error": {"message", "code"}}`.'
         ),
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry asks the global tracer, meter and logger providers
+        # (and the environment behind them) on every request whether any is set: 5 % of
+        # the API's CPU per submission (bench/cpu.py --py-spy). The gateway exports
+        # Prometheus metrics and JSON logs; it sets no OpenTelemetry provider.
+        telemetry=NO_OPENTELEMETRY,
     )
     app.state.settings = settings
     install_error_handlers(app)

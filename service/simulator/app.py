@@ -69,7 +69,13 @@ def create_simulator_app(
                 cb.cancel()
         await sim.http.aclose()
 
-    app = FastAPI(title="Qingbo simulator", lifespan=lifespan)
+    # No native OpenTelemetry, as the gateway (service/app.py): it asks the providers on
+    # every request, and the simulator shares the benchmarks' cores.
+    app = FastAPI(
+        title="Qingbo simulator",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.sim = sim
 
     @app.exception_handler(RequestValidationError)
