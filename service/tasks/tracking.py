@@ -30,6 +30,7 @@ from service.upstream.errors import UpstreamError, UpstreamRejected, UpstreamRet
 from service.upstream.parse import (
     UNKNOWN_STATUS,
     UpstreamView,
+    parse_status,
     parse_upstream_task,
     report_oddities,
 )
@@ -191,7 +192,7 @@ def says_finished(body: bytes) -> bool:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(answer, dict) and parse_upstream_task(answer).status in TERMINAL_STATUSES
+    return isinstance(answer, dict) and parse_status(answer.get("status")) in TERMINAL_STATUSES
 
 
 async def accept_callback(

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
+from service.http_client import aiohttp_client
 from service.metrics import UPSTREAM_CALLS, UPSTREAM_IN_FLIGHT, UPSTREAM_LATENCY
 from service.upstream.errors import (
     UpstreamAccountBlocked,
@@ -71,20 +71,10 @@ def build_http_client(*, timeout: float, connect_timeout: float) -> httpx.AsyncC
 
 
 def build_read_client(*, timeout: float, connect_timeout: float) -> httpx.AsyncClient:
-    """For reads of a task: httpx's interface on aiohttp's pool. With 10,000 tasks in
-    flight the worker spent 45 % of its CPU in httpx and httpcore reading them
-    (bench/inflight.py under py-spy). Its errors do not tell "not sent" from "no answer"
-    (a server disconnect comes as ConnectTimeout), which a read may ignore: it is read
-    again either way."""
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            trust_env=False,
-        ),
-        timeout=httpx.Timeout(timeout, connect=connect_timeout),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    """For reads of a task, on aiohttp's pool (service/http_client.py says why). Its errors
+    do not tell "not sent" from "no answer", which a read may ignore: it is read again
+    either way."""
+    return aiohttp_client(timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
 
 class QingboClient:

@@ -127,13 +127,17 @@ def normalize_result(result: Any) -> dict[str, Any] | None:
     return {"images": images if isinstance(images, list) else [], "videos": videos}
 
 
+def parse_status(value: Any) -> str:
+    """One of STATUSES (its aliases too), else UNKNOWN_STATUS."""
+    raw = str(value if value is not None else "").lower()
+    status = _STATUS_ALIASES.get(raw, raw)
+    return status if status in STATUSES else UNKNOWN_STATUS
+
+
 def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
     """Never raises: a status it does not know is UNKNOWN_STATUS, and each oddity is named
     in `oddities` for the caller to log and count."""
-    raw_status = str(answer.get("status", "")).lower()
-    status = _STATUS_ALIASES.get(raw_status, raw_status)
-    if status not in STATUSES:
-        status = UNKNOWN_STATUS
+    status = parse_status(answer.get("status"))
     error = answer.get("error")
     if error is not None and not isinstance(error, dict):
         error = {"message": str(error), "code": "upstream_error"}

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 
 from service.config import Settings
 from service.egress import BlockedDestination, DestinationPolicy, IPAddress, UnresolvedHost
+from service.http_client import aiohttp_client
 from service.metrics import (
     WEBHOOK_ATTEMPTS,
     WEBHOOK_DEFERRED,
@@ -114,21 +114,7 @@ class WebhookSender:
         self.first_attempts = WaitingRoom(
             running=settings.webhook_max_concurrent_attempts, queued=FIRST_ATTEMPTS_QUEUED
         )
-        # httpx's interface on aiohttp's connection pool: httpcore spends about 0.8 ms of
-        # CPU per POST at 4 at a time, this transport about 0.26 ms (bench/webhooks.py
-        # prints both), and a worker delivering 500/s cannot spare half a core on it. It
-        # keeps what delivery relies on: no redirects, sni_hostname, timeouts, streaming.
-        # Not for the Qingbo client: it maps a server disconnect after sending to
-        # ConnectTimeout, which that client must read as "not sent" (never pay twice).
-        self._http = httpx.AsyncClient(
-            transport=AiohttpTransport(
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-                trust_env=False,
-            ),
-            follow_redirects=False,
-            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-            trust_env=False,
-        )
+        self._http = aiohttp_client(timeout=httpx.Timeout(settings.webhook_timeout_seconds))
 
     @property
     def lease_seconds(self) -> float:
