@@ -15,30 +15,26 @@ script ran several times slower on one).
 Only task submissions (`POST /v1/tasks`, `POST /v1/tasks/sync`) count: reads and polls
 are served locally and cost nothing upstream.
 
-The client is redis-py's own (a pool of the limiter's own, the script by EVALSHA with
-NOSCRIPT handled by `register_script`). A hand-made pipelined protocol client and a check
-started before authentication were measured against it with `bench/submit.py` and did
-not earn their place (README "Rate limits").
+The checks go over one pipelined connection of the limiter's own (`pipe.py`, which says
+why redis-py's client is not used here), the script by EVALSHA; a Redis that lost it
+(restart, SCRIPT FLUSH) gets it again by EVAL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio import Redis
 
 from service.errors import RateLimited, UpstreamUnavailable
 from service.metrics import RATE_LIMIT_CHECKS_IN_PROGRESS, RATE_LIMIT_ERRORS, TASKS_REJECTED
 from service.quotas.limits import Limits
+from service.quotas.pipe import RedisPipe, RedisReplyError
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +43,6 @@ CLIENT_NAME = "qgw-rate-limits"  # in Redis's CLIENT LIST
 STALL_SECONDS = 2.0  # no answer for this long: Redis is unreachable for this check
 # One bound for a whole check, retry and reconnection included.
 CHECK_DEADLINE_STALLS = 2.5
-# Connections of the limiter's own per process: a check holds one for one round trip.
-MAX_CONNECTIONS = 32
 
 # KEYS: one list per limit. ARGV: window ms, then one limit per key.
 # Answers {admitted (1/0), index of the limit that refused (1-based) or 0, the time it
@@ -116,43 +110,23 @@ class Decision:
         }
 
 
-def limiter_client(redis: Redis, *, stall_seconds: float) -> Redis:
-    """A client of the limiter's own to the same server as `redis` (arq's): its checks
-    never queue behind arq's commands. A read that stalls for `stall_seconds` or a lost
-    connection is tried once more on a new connection; if that lost answer had been
-    counted, this counts it twice (a limit may refuse one early, never admit one over)."""
-    base = redis.connection_pool
-    pool = BlockingConnectionPool(
-        connection_class=base.connection_class,
-        max_connections=MAX_CONNECTIONS,
-        timeout=math.ceil(stall_seconds),  # waiting for a free connection (whole seconds)
-        **{
-            **base.connection_kwargs,
-            "client_name": CLIENT_NAME,
-            "socket_timeout": stall_seconds,
-            "socket_connect_timeout": stall_seconds,
-            "retry": Retry(NoBackoff(), 1),
-            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-        },
-    )
-    return Redis(connection_pool=pool)
-
-
 class RateLimiter:
     """Admits a submission under its key's and team's per-minute limits, or raises 429."""
 
     def __init__(
         self, redis: Redis, *, prefix: str, on_error: str, stall_seconds: float = STALL_SECONDS
     ) -> None:
-        self._redis = limiter_client(redis, stall_seconds=stall_seconds)
-        self._script = self._redis.register_script(CHECK_SCRIPT)
+        # The server arq's client (`redis`) talks to, on a connection of the limiter's own:
+        # its checks never queue behind arq's commands.
+        self._pipe = RedisPipe(redis, client_name=CLIENT_NAME, stall_seconds=stall_seconds)
+        # EVALSHA names the script by this digest.
+        self._sha = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._deadline = CHECK_DEADLINE_STALLS * stall_seconds
         self.prefix = prefix
         self._on_error = on_error
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
-        await self._redis.connection_pool.disconnect()
+        await self._pipe.aclose()
 
     def log_key(self, scope: str, subject: object) -> str:
         """The Redis list holding one limit's admissions ("key" or "team", and its id)."""
@@ -175,9 +149,8 @@ class RateLimiter:
         keys = [key for _, key, _ in entries]
         try:
             with RATE_LIMIT_CHECKS_IN_PROGRESS.track_inprogress():
-                async with asyncio.timeout(self._deadline):
-                    raw: Any = await self._script(keys, [WINDOW_MS, *(n for _, _, n in entries)])
-        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+                raw = await self._run(keys, [WINDOW_MS, *(n for _, _, n in entries)])
+        except (RedisReplyError, OSError) as exc:  # RedisLost and TimeoutError are OSErrors
             return self._unavailable(exc)
         quotas = [
             Quota(
@@ -198,6 +171,30 @@ class RateLimiter:
                 headers={"Retry-After": str(refused.reset_seconds), **decision.headers()},
             )
         return decision
+
+    async def _run(self, keys: list[str], args: list[int]) -> Any:
+        """The script's answer. A connection lost or stalled is tried once more on a new one
+        (if the lost answer had been counted, this counts it twice: a limit may refuse one
+        early, never admit one over); the whole check stays within the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._deadline
+        for attempt in (1, 2):
+            left = min(self._pipe.stall_seconds, deadline - loop.time())
+            try:
+                try:
+                    return await self._pipe.call(
+                        "EVALSHA", self._sha, len(keys), *keys, *args, seconds=left
+                    )
+                except RedisReplyError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    return await self._pipe.call(
+                        "EVAL", CHECK_SCRIPT, len(keys), *keys, *args, seconds=left
+                    )
+            except OSError:  # lost, stalled, refused or timed out
+                if attempt == 2 or deadline - loop.time() <= 0:
+                    raise
+        raise AssertionError("unreachable")
 
     def _unavailable(self, exc: Exception) -> Decision:
         RATE_LIMIT_ERRORS.labels(self._on_error).inc()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -203,3 +205,24 @@ async def test_refused_requests_do_not_count(
     assert revoked.status_code == 204
     assert (await try_submit(client, team)).status_code == 401
     await wait_for(back_to_one)
+
+
+def test_checks_count_under_uvloop(res: Resources) -> None:
+    """The API serves on uvloop (its transports are not asyncio's classes): concurrent
+    checks there share the limiter's one connection and each is counted once."""
+    import uvloop
+
+    prefix = f"qgw-test:uvloop:{free_port()}"
+
+    async def checks() -> list[int]:
+        limiter = RateLimiter(res.redis, prefix=prefix, on_error="deny")
+        limits = Limits(uuid.uuid4(), uuid.uuid4(), 100, None)
+        try:
+            decisions = await asyncio.gather(*(limiter.check(limits) for _ in range(16)))
+        finally:
+            await limiter.aclose()
+        return sorted(d.quotas[0].remaining for d in decisions)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:  # a loop of its own
+        remaining = thread.submit(uvloop.run, checks()).result(timeout=30)
+    assert remaining == list(range(84, 100))
