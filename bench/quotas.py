@@ -1,7 +1,7 @@
-"""Benchmark the rate-limit check alone: the gateway's limiter (redis-py's own client, the
-Lua script by EVALSHA) against a multiplexing client, valkey-glide, running the same
-script, at the same concurrency on the same Redis, in the same run. Each check is one
-submission's (two limits: key and team).
+"""Benchmark the rate-limit check alone: the gateway's limiter (one pipelined connection,
+service/quotas/pipe.py, the Lua script by EVALSHA) against redis-py's own client and a
+multiplexing client, valkey-glide, running the same script, at the same concurrency on the
+same Redis, in the same run. Each check is one submission's (two limits: key and team).
 
 bench/submit.py measures what the check costs a whole submission; this shows whether
 another client would win enough to matter: the rule (issue 16) is that hand-made or
@@ -39,9 +39,13 @@ Check = Callable[[int], Awaitable[object]]
 Close = Callable[[], Awaitable[None]]
 
 
-async def run_for(seconds: float, concurrency: int, check: Check) -> tuple[float, float, float]:
-    """checks/s, p50 ms, p99 ms of `concurrency` loops calling `check` for `seconds`."""
+async def run_for(
+    seconds: float, concurrency: int, check: Check
+) -> tuple[float, float, float, float]:
+    """checks/s, p50 ms, p99 ms and this process's CPU µs per check (every thread's) of
+    `concurrency` loops calling `check` for `seconds`."""
     samples: list[float] = []
+    cpu_before = time.process_time()
     deadline = time.perf_counter() + seconds
 
     async def loop(worker: int) -> None:
@@ -51,9 +55,10 @@ async def run_for(seconds: float, concurrency: int, check: Check) -> tuple[float
             samples.append((time.perf_counter() - started) * 1000)
 
     await asyncio.gather(*(loop(w) for w in range(concurrency)))
+    cpu_us = (time.process_time() - cpu_before) * 1e6 / len(samples)
     samples.sort()
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-    return len(samples) / seconds, statistics.median(samples), p99
+    return len(samples) / seconds, statistics.median(samples), p99, cpu_us
 
 
 async def gateway_limiter(
@@ -71,6 +76,21 @@ async def gateway_limiter(
         await redis.aclose()
 
     return check, close
+
+
+async def redis_py_client(
+    url: str,
+) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
+    """redis-py's own pool, the script by EVALSHA (register_script): the limiter before."""
+    redis = Redis.from_url(url, max_connections=32)
+    script = redis.register_script(CHECK_SCRIPT)
+    prefix = f"bench-quotas-redispy:{uuid.uuid4().hex[:8]}"
+    keys = [[f"{prefix}:key:{w}", f"{prefix}:team:{w}"] for w in range(64)]
+
+    async def check(worker: int) -> object:
+        return await script(keys[worker], [WINDOW_MS, BIG, BIG])
+
+    return check, redis.aclose
 
 
 async def glide_client(
@@ -102,13 +122,17 @@ async def glide_client(
 
 async def main(args: argparse.Namespace) -> int:
     url = redis_url()
-    clients = {"redis-py (gateway)": gateway_limiter, "valkey-glide": glide_client}
+    clients = {
+        "gateway (pipelined)": gateway_limiter,
+        "redis-py": redis_py_client,
+        "valkey-glide": glide_client,
+    }
     if importlib.util.find_spec("glide") is None:
-        # The comparison's second client is optional: not in the [bench] extra, because
-        # the package index here has no valkey-glide wheel.
-        print("valkey-glide is not installed (pip install valkey-glide): redis-py alone")
+        # valkey-glide is optional: not in the [bench] extra (a Rust wheel of 10 MB for
+        # one comparison).
+        print("valkey-glide is not installed (pip install valkey-glide): without it")
         del clients["valkey-glide"]
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in clients}
+    results: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in clients}
     for _ in range(args.rounds):  # alternate: the machine's drift cancels out of the pair
         for name, make in clients.items():
             check, close = await make(url)
@@ -119,16 +143,16 @@ async def main(args: argparse.Namespace) -> int:
         f"\nrate-limit check (2 limits), c={args.concurrency}, {args.seconds:g} s runs, "
         f"median of {args.rounds} alternating rounds"
     )
-    print("| client | checks/s | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- |")
+    print("| client | checks/s | p50 ms | p99 ms | client CPU µs/check |")
+    print("| --- | --- | --- | --- | --- |")
     medians = {}
     for name, runs in results.items():
-        rate, p50, p99 = (statistics.median(r[i] for r in runs) for i in range(3))
+        rate, p50, p99, cpu = (statistics.median(r[i] for r in runs) for i in range(4))
         medians[name] = p50
-        print(f"| {name} | {rate:,.0f} | {p50:.2f} | {p99:.2f} |")
+        print(f"| {name} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.1f} |")
     if "valkey-glide" not in medians:
         return 0
-    gain = medians["redis-py (gateway)"] - medians["valkey-glide"]
+    gain = medians["gateway (pipelined)"] - medians["valkey-glide"]
     print(
         f"valkey-glide would save {gain:.2f} ms of p50 per check at c={args.concurrency} "
         f"(compare with a submission's p50 from bench/submit.py: 10 % of it is the bar)"
