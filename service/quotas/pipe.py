@@ -2,13 +2,13 @@
 
 Why hand-made: redis-py's asyncio client takes a pooled connection, wraps the command in
 its retry machinery, checks the socket and parses through its own layers for every
-command: 83 µs of the API's CPU per check, against 9 µs for one connection on which every
-check is written at once and the answers are matched in order (RESP answers in order),
-parsed by hiredis (the parser redis-py itself uses). With every guard on, the check was
-0.12 ms of the API's 0.80 ms per submission, and the throughput 0.80x of the same run
-without it (bench/submit.py; README "Rate limits"). valkey-glide, the well-kept
-multiplexing client, measured no faster there: its Rust thread's CPU counts on the same
-two cores.
+command. bench/quotas.py, client CPU per check at 16 at once: the script alone costs
+71 µs on redis-py's pool and 46 µs on valkey-glide (the well-kept multiplexing client),
+the limiter's whole check 24 µs here, on one connection on which every check is written
+at once and the answers are matched in order (RESP answers in order), parsed by hiredis
+(the parser redis-py itself uses). In a submission with every guard on, the guards cost
+the API 0.12 ms on redis-py and 0.04 ms on this (bench/cpu.py; README "Rate limits on one
+pipelined connection"); glide, tried in the API, was no faster than redis-py there.
 
 The connection is opened on first use and again after it is lost. A connection that does
 not answer for `stall_seconds` is given up: every request waiting on it fails, and the
