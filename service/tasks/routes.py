@@ -33,6 +33,7 @@ from service.errors import (
     Unauthorized,
     UpstreamUnavailable,
 )
+from service.lean_route import lean_post
 from service.openapi import error_responses
 from service.tasks import service, waiting
 from service.tasks.render import render_cancelled, render_task
@@ -113,7 +114,8 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 ]
 
 
-@router.post(
+@lean_post(  # the hot path: FastAPI's declaration, a handler of its own (service/lean_route.py)
+    router,
     "/v1/tasks",
     response_model=TaskAnswer,
     summary="Submit a task",
@@ -156,7 +158,8 @@ async def submit_task(
     return _json(task, headers)
 
 
-@router.post(
+@lean_post(
+    router,
     "/v1/tasks/sync",
     response_model=SyncTaskObject | SyncTaskObjectCurrent,
     summary="Submit a task and wait",
