@@ -18,16 +18,28 @@ overrides) is refused when the route is built or called, never served differentl
 
 from __future__ import annotations
 
+import copy
 import email.message
+import functools
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi._compat import Undefined
+from fastapi._compat import (
+    ModelField,
+    Undefined,
+    field_annotation_is_sequence,
+    get_missing_field_error,
+)
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    _is_json_field,
+    request_body_to_args,
+)
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import Request
@@ -91,6 +103,49 @@ async def _solve(step: _Step, request: Request, cache: dict[Any, Any]) -> dict[s
     return values
 
 
+@dataclass(frozen=True)
+class _Param:
+    """A header, query or path parameter: one plain value under one name."""
+
+    field: ModelField
+    alias: str
+    loc: tuple[str, str]
+
+    def value(self, received: Any, values: dict[str, Any], errors: list[Any]) -> None:
+        """FastAPI's request_params_to_args for one such field (its checks made once)."""
+        raw = received.get(self.alias)
+        if raw is None:
+            if self.field.field_info.is_required():
+                errors.append(get_missing_field_error(loc=self.loc))
+                return
+            default = copy.deepcopy(self.field.default)
+            if not self.field.field_info.validate_default:
+                values[self.field.name] = default
+                return
+            raw = default
+        value, wrong = self.field.validate(raw, values, loc=self.loc)
+        if wrong:
+            errors.extend(wrong)
+        else:
+            values[self.field.name] = value
+
+
+def _params(fields: list[ModelField], kind: str) -> tuple[_Param, ...]:
+    params = []
+    for field in fields:
+        aliases = _get_param_aliases(field)
+        if (
+            len(aliases) != 1
+            or _get_param_model(field) is not None
+            or _is_json_field(field)
+            or field_annotation_is_sequence(field.field_info.annotation)
+        ):
+            raise TypeError(f"LeanRoute takes plain {kind} parameters only ({field.name})")
+        params.append(_Param(field=field, alias=aliases[0][1], loc=(kind, aliases[0][1])))
+    return tuple(params)
+
+
+@functools.lru_cache(maxsize=64)  # a few content types, parsed once each
 def _is_json(content_type: str | None) -> bool:
     """FastAPI's rule (strict content type): a JSON body says so."""
     if not content_type:
@@ -109,6 +164,11 @@ class LeanRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         dependant = self.dependant
         plan = _plan(dependant, top=True)
+        sources = (
+            ("path_params", _params(dependant.path_params, "path")),
+            ("query_params", _params(dependant.query_params, "query")),
+            ("headers", _params(dependant.header_params, "header")),
+        )
         body_field = self.body_field
         endpoint = self.endpoint
         overrides = self.dependency_overrides_provider
@@ -118,15 +178,11 @@ class LeanRoute(APIRoute):
                 raise RuntimeError("LeanRoute does not apply dependency overrides")
             errors: list[Any] = []
             values = await _solve(plan, request, {})
-            for fields, received in (
-                (dependant.path_params, request.path_params),
-                (dependant.query_params, request.query_params),
-                (dependant.header_params, request.headers),
-            ):
-                if fields:
-                    found, wrong = request_params_to_args(fields, received)
-                    values.update(found)
-                    errors.extend(wrong)
+            for source, params in sources:
+                if params:
+                    received = getattr(request, source)
+                    for param in params:
+                        param.value(received, values, errors)
             body: Any = Undefined
             if body_field is not None:
                 raw = await request.body()

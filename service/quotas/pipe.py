@@ -50,6 +50,7 @@ class _Protocol(asyncio.Protocol):
         self._reader = hiredis.Reader()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
+        self._unsent: list[bytes] = []
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,10 +77,20 @@ class _Protocol(asyncio.Protocol):
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         if self.lost or self._transport is None:
             raise RedisLost("Redis connection closed")
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiting.append(waiter)
-        self._transport.write(packed)
+        # The commands of one turn of the event loop go in one write: a write to a loopback
+        # socket also runs the receiving side's network stack, in this process's time.
+        if not self._unsent:
+            loop.call_soon(self._flush)
+        self._unsent.append(packed)
         return waiter
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self._transport is not None and not self.lost:
+            self._transport.write(b"".join(unsent))
 
     def abort(self) -> None:
         if self._transport is not None:
