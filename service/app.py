@@ -21,6 +21,7 @@ from service.budgets import routes as budget_routes
 from service.catalog import routes as catalog_routes
 from service.config import Settings, get_settings
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
+from service.heap import freeze_startup_heap
 from service.logs import accept_request_id, request_id_var
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.resources import open_resources
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings, listen_for_task_events=True) as resources:
             app.state.resources = resources
+            freeze_startup_heap()
             yield
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # drop this process's live gauges
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ from service import health
 from service.archive import jobs as archive_jobs
 from service.config import Settings, get_settings
 from service.errors import install_error_handlers
+from service.heap import freeze_startup_heap
 from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.resources import open_resources, redis_settings
 from service.spend import jobs as spend_jobs
@@ -99,6 +100,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     await _listen_for_webhook_events(stack, resources)
     if settings.worker_http_port:
         await _serve_ops(stack, settings, ctx["resources"])
+    freeze_startup_heap()
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
