@@ -37,7 +37,9 @@ class RedisLost(ConnectionError):
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
+    """One command in RESP: an array of bulk strings. The same bytes as redis-py's
+    PythonRespSerializer, which was tried here and cost 6 µs more per check (bench/quotas.py:
+    38.5 against 32.3 µs of client CPU in back-to-back runs)."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
