@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # ended 1.4 s late at p99, the jobs queued behind each other; with 200, 0.35 s at 0.37
     # of a core (bench/inflight.py, 5,000 over 60 s).
     worker_max_jobs: int = Field(200, ge=1)
+    # Reads of tracked tasks running at once per worker process, beside its arq jobs.
+    worker_max_reads: int = Field(100, ge=1)
     # How often an idle worker asks Redis for jobs (arq's poll_delay; its default is 0.5 s).
     worker_poll_delay_seconds: float = Field(0.05, gt=0, le=5)
     # Each worker serves /healthz, /readyz and /metrics here (0: none).

@@ -24,6 +24,7 @@ from service.catalog.models import MICROS_PER_USD
 from service.spend import repository as spend
 from service.tasks import pipeline_repository as pipeline
 from service.tasks import repository as tasks
+from service.tasks.reads import lane_keys
 from service.tasks.resources import Resources
 from service.tasks.states import DispatchState
 from service.webhooks import repository as webhooks
@@ -40,6 +41,7 @@ class Snapshot:
     stages: dict[str, int] = field(default_factory=dict)
     queue_ready: int = 0
     queue_deferred: int = 0
+    reads_waiting: dict[str, int] = field(default_factory=dict)  # read lane list -> length
     upstream_paused: int = 0
     webhook_backlog: int = 0
     # (team, key, scope, window) -> (limit, spent, reserved) in micro-dollars
@@ -80,6 +82,14 @@ class StateCollector(Collector):
         queue.add_metric(["ready"], snap.queue_ready)
         queue.add_metric(["deferred"], snap.queue_deferred)
         yield queue
+        reads = GaugeMetricFamily(
+            "qgw_reads_waiting",
+            "Reads of tracked tasks waiting in the read lane (ends: a callback said it ended)",
+            labels=["lane"],
+        )
+        for lane, count in snap.reads_waiting.items():
+            reads.add_metric([lane], count)
+        yield reads
         yield GaugeMetricFamily(
             "qgw_upstream_paused", "1 while submissions to Qingbo are paused", snap.upstream_paused
         )
@@ -160,6 +170,11 @@ async def read_snapshot(res: Resources) -> Snapshot:
     total = await res.redis.zcard(queue)
     snap.queue_ready = await res.redis.zcount(queue, "-inf", int(time.time() * 1000))
     snap.queue_deferred = total - snap.queue_ready
+    async with res.redis.pipeline(transaction=False) as pipe:
+        for lane in lane_keys(queue):
+            pipe.llen(lane)
+        ends, others = await pipe.execute()
+    snap.reads_waiting = {"ends": ends, "others": others}
     return snap
 
 

@@ -23,9 +23,10 @@ from service.heap import freeze_startup_heap
 from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.resources import open_resources, redis_settings
 from service.spend import jobs as spend_jobs
-from service.tasks import jobs
+from service.tasks import jobs, tracking
 from service.tasks.events import NotificationListener
-from service.tasks.queue import SUBMIT_JOB
+from service.tasks.queue import REFRESH_JOB, SUBMIT_JOB
+from service.tasks.reads import ReadLane
 from service.tasks.resources import Resources
 from service.webhooks import jobs as webhook_jobs
 
@@ -92,12 +93,31 @@ async def _listen_for_webhook_events(stack: AsyncExitStack, res: Resources) -> N
     stack.push_async_callback(listener.close)
 
 
+async def _run_read_lane(stack: AsyncExitStack, res: Resources) -> None:
+    """Read the tracked tasks that callbacks and the poll cron hand over (tasks/reads.py),
+    counted in the qgw_jobs_* metrics as the refresh_task jobs they replace."""
+
+    async def read(task_id: str) -> str:
+        return await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
+
+    lane = ReadLane(
+        res.redis,
+        res.settings.arq_queue_name,
+        instrumented(read, REFRESH_JOB),
+        concurrency=res.settings.worker_max_reads,
+        timeout_seconds=job_timeout_seconds(res.settings),
+    )
+    lane.start()
+    stack.push_async_callback(lane.close)
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     stack = AsyncExitStack()
     ctx["stack"] = stack
     settings: Settings = ctx["settings"]
     ctx["resources"] = resources = await stack.enter_async_context(open_resources(settings))
     await _listen_for_webhook_events(stack, resources)
+    await _run_read_lane(stack, resources)
     if settings.worker_http_port:
         await _serve_ops(stack, settings, ctx["resources"])
     freeze_startup_heap()
@@ -137,10 +157,13 @@ def instrumented(
     return run
 
 
+def job_timeout_seconds(settings: Settings) -> int:
+    """Longer than any one upstream call, with room for the database around it."""
+    return int(settings.upstream_timeout_seconds + settings.upstream_connect_timeout_seconds) + 10
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
-    job_timeout = (
-        int(settings.upstream_timeout_seconds + settings.upstream_connect_timeout_seconds) + 10
-    )
+    job_timeout = job_timeout_seconds(settings)
 
     # keep_result=0: no result is stored, so a job id dedupes only while the job is queued
     # or running, and a later poll or attempt can always be enqueued again.

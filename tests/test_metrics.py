@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.config import Settings
 from service.state_metrics import STATE, scrape_registry
+from service.tasks.reads import hand_over
 from service.tasks.resources import Resources
 from tests.factories import ADMIN, make_team, submit
 
@@ -24,11 +25,15 @@ async def test_backlog_gauges_come_from_postgres_and_redis(
     tasks = [await submit(client, team) for _ in range(3)]
     await client.post(f"/v1/tasks/{tasks[0]['task_id']}/cancel", headers=team.headers)
     await res.redis.enqueue_job("dispatch_pending_tasks", _queue_name=res.settings.arq_queue_name)
+    await hand_over(res.redis, res.settings.arq_queue_name, ["task-a", "task-b"])
+    await hand_over(res.redis, res.settings.arq_queue_name, ["task-c"], ended=True)
     await STATE.refresh(res, max_age=0)
     registry = scrape_registry()
     assert registry.get_sample_value("qgw_tasks_in_stage", {"stage": "pending"}) == 2
     assert registry.get_sample_value("qgw_tasks_in_stage", {"stage": "submitted"}) == 0
     assert (registry.get_sample_value("qgw_queue_jobs", {"state": "ready"}) or 0) >= 1
+    assert registry.get_sample_value("qgw_reads_waiting", {"lane": "others"}) == 2
+    assert registry.get_sample_value("qgw_reads_waiting", {"lane": "ends"}) == 1
     scrape = (await client.get("/metrics")).text
     assert 'qgw_tasks_in_stage{stage="pending"}' in scrape
 

@@ -30,7 +30,7 @@ async def refresh_task(ctx: dict[str, Any], task_id: str) -> str:
 
 
 async def poll_due_tasks(ctx: dict[str, Any]) -> int:
-    return await tracking.enqueue_due_polls(_resources(ctx))
+    return await tracking.hand_over_due_polls(_resources(ctx))
 
 
 async def reconcile_tasks(ctx: dict[str, Any]) -> dict[str, int]:

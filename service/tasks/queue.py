@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -15,6 +13,8 @@ logger = logging.getLogger(__name__)
 
 DISPATCH_JOB = "dispatch_pending_tasks"
 SUBMIT_JOB = "submit_task"
+# Reads of tracked tasks go through the read lane (tasks/reads.py), not arq; the worker
+# still runs a "refresh_task" job queued by an older release.
 REFRESH_JOB = "refresh_task"
 
 
@@ -30,32 +30,6 @@ async def enqueue_submit(redis: ArqRedis, queue: str, task_id: str, attempt: int
     # One job id per attempt: a re-claimed task never collides with its previous job.
     await redis.enqueue_job(
         SUBMIT_JOB, task_id, attempt, _job_id=f"submit:{task_id}:{attempt}", _queue_name=queue
-    )
-
-
-# arq runs due jobs in score order, the score being the time a job is due: a job due this
-# long ago goes ahead of everything enqueued since.
-AHEAD_OF_THE_QUEUE = timedelta(minutes=10)
-
-
-async def enqueue_refresh(
-    redis: ArqRedis,
-    queue: str,
-    task_id: str,
-    *,
-    poll_count: int | None = None,
-    ahead: bool = False,
-) -> None:
-    """A read of the task from Qingbo; `ahead` of the jobs already waiting."""
-    # Poll jobs dedupe per poll; callback-triggered re-reads are always enqueued.
-    job_id = (
-        f"refresh:{task_id}:{poll_count}"
-        if poll_count is not None
-        else f"refresh:{task_id}:cb:{uuid.uuid4().hex}"
-    )
-    due = datetime.now(UTC) - AHEAD_OF_THE_QUEUE if ahead else None
-    await redis.enqueue_job(
-        REFRESH_JOB, task_id, _job_id=job_id, _queue_name=queue, _defer_until=due
     )
 
 

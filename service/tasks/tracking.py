@@ -20,7 +20,7 @@ from service.errors import NotFound
 from service.metrics import CALLBACKS_RECEIVED, UPSTREAM_LATE_ANSWERS, UPSTREAM_TRANSIENT_NOT_FOUND
 from service.tasks import announce, repository
 from service.tasks import pipeline_repository as pipeline
-from service.tasks.queue import enqueue_refresh
+from service.tasks.reads import hand_over
 from service.tasks.resources import Resources
 from service.tasks.settlement import fail_task, finish
 from service.tasks.states import DispatchState, TaskStatus
@@ -173,15 +173,12 @@ async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) ->
     return "timed_out"
 
 
-async def enqueue_due_polls(res: Resources) -> int:
+async def hand_over_due_polls(res: Resources) -> int:
     async with res.pool.acquire() as conn:
         due = await pipeline.claim_due_polls(
             conn, limit=500, lease_seconds=res.settings.poll_lease_seconds
         )
-    for row in due:
-        await enqueue_refresh(
-            res.redis, res.settings.arq_queue_name, row["id"], poll_count=row["poll_count"]
-        )
+    await hand_over(res.redis, res.settings.arq_queue_name, [row["id"] for row in due])
     return len(due)
 
 
@@ -208,10 +205,9 @@ async def accept_callback(
     callback's body is not trusted; the read is). The read takes the poll's lease, so the
     poller does not read it a second time (bench/inflight.py: a callback cost two reads).
 
-    A callback that says the task `finished` is read ahead of the queue: with 10,000 tasks
-    in flight the queue holds hundreds of polls and "processing" re-reads, and an end read
-    behind them was seen 11 s late (bench/inflight.py). Only ends go ahead: "processing"
-    callbacks ahead of the queue starved the submissions of the tasks still waiting."""
+    A callback that says the task `finished` is read before the other reads waiting (the
+    read lane's ends list): with 10,000 tasks in flight hundreds of polls and "processing"
+    re-reads wait, and an end read behind them was seen 11 s late (bench/inflight.py)."""
     expected = await pipeline.callback_token_hash(conn, task_id)
     if expected is None or not hmac.compare_digest(bytes(expected), hash_token(token)):
         CALLBACKS_RECEIVED.labels("rejected").inc()
@@ -222,5 +218,5 @@ async def accept_callback(
         # Qingbo answers for a task the gateway gave up on: count it, the task stays failed.
         UPSTREAM_LATE_ANSWERS.inc()
         logger.warning("late answer from Qingbo", extra={"task_id": task_id})
-    await enqueue_refresh(redis, settings.arq_queue_name, task_id, ahead=finished)
+    await hand_over(redis, settings.arq_queue_name, [task_id], ended=finished)
     CALLBACKS_RECEIVED.labels("accepted").inc()

@@ -1,12 +1,12 @@
 """Qingbo's callback route: token-checked, it only triggers a re-read; a body that says the
-task ended only puts that read ahead of the queue."""
+task ended only puts that read before the others waiting in the read lane."""
 
 from __future__ import annotations
 
 import asyncpg
 import httpx
 
-from service.tasks.queue import enqueue_refresh
+from service.tasks.reads import ReadLane, hand_over
 from service.tasks.resources import Resources
 from service.tasks.submission import hash_token
 from service.tasks.tracking import says_finished
@@ -50,11 +50,22 @@ async def test_callback_needs_the_tasks_token_and_ignores_the_body(
     # if it is lost, the task is due again when the lease ends, not in an hour).
     lease = stored["lease"].total_seconds()
     assert 0 < lease <= res.settings.poll_lease_seconds
-    queued = await res.redis.zrange(res.settings.arq_queue_name, 0, -1)
-    assert any(job.decode().startswith(f"refresh:{task['task_id']}:cb:") for job in queued)
+    assert await waiting_reads(res) == [task["task_id"]]
 
 
-async def test_a_callback_that_says_the_task_ended_is_read_ahead_of_the_queue(
+async def never(task_id: str) -> None:
+    raise AssertionError("this lane only shows what waits")
+
+
+async def waiting_reads(res: Resources) -> list[str]:
+    """The reads handed over to the lane, in the order a worker would run them (taken)."""
+    lane = ReadLane(
+        res.redis, res.settings.arq_queue_name, read=never, concurrency=1, timeout_seconds=1
+    )
+    return [task_id.decode() for task_id in await lane.take(1000)]
+
+
+async def test_a_callback_that_says_the_task_ended_is_read_before_the_others(
     client: httpx.AsyncClient, db: asyncpg.Connection, res: Resources
 ) -> None:
     team = await make_team(client)
@@ -68,7 +79,7 @@ async def test_a_callback_that_says_the_task_ended_is_read_ahead_of_the_queue(
             f"up-{n}",
         )
     queue = res.settings.arq_queue_name
-    await enqueue_refresh(res.redis, queue, "a-poll-due-now", poll_count=1)
+    await hand_over(res.redis, queue, ["a-poll-due-now"])
     bodies = [
         {"task_id": "up-0", "status": "processing", "progress": 40},
         {"task_id": "up-1", "status": "completed", "progress": 100},
@@ -81,12 +92,9 @@ async def test_a_callback_that_says_the_task_ended_is_read_ahead_of_the_queue(
             **({"content": body} if isinstance(body, bytes) else {"json": body}),
         )
         assert answer.status_code == 200, answer.text
-    # Only the reads: admissions also queue dispatch kicks, at times of their own.
-    jobs = [job.decode() for job in await res.redis.zrange(queue, 0, -1)]
-    order = [job for job in jobs if job.startswith("refresh:")]
-    assert order[0].startswith(f"refresh:{tasks[1]['task_id']}:cb:")  # the end, first
-    assert order[1] == "refresh:a-poll-due-now:1"  # then in the order they came
-    assert [j.split(":")[1] for j in order[2:]] == [tasks[0]["task_id"], tasks[2]["task_id"]]
+    order = await waiting_reads(res)
+    assert order[0] == tasks[1]["task_id"]  # the end, first
+    assert order[1:] == ["a-poll-due-now", tasks[0]["task_id"], tasks[2]["task_id"]]  # as they came
 
 
 def test_only_a_task_s_own_end_says_finished() -> None:
