@@ -29,6 +29,7 @@ from service.config import Settings
 from service.db import migrate
 from service.dev import free_port, wait_until_healthy
 from service.tasks.resources import Resources
+from tests.private_redis import private_redis  # noqa: F401 (a fixture for every test module)
 
 ADMIN_TOKEN = "test-admin-token"
 SIM_KEY = "sim-test-key"

