@@ -77,6 +77,11 @@ CALLBACKS_RECEIVED = Counter(
 DISPATCH_CLAIMED = Counter("qgw_dispatch_claimed_total", "Tasks claimed for submission")
 
 _TASK_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+ADMISSION_BATCH_SIZE = Histogram(
+    "qgw_admission_batch_size",
+    "Admissions sent to Postgres together (tasks/admission_batch.py)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 TASK_QUEUE_WAIT = Histogram(
     "qgw_task_queue_wait_seconds",
     "From admission to Qingbo accepting the task",

@@ -15,6 +15,7 @@ from service.catalog.models import load_price_table
 from service.config import Settings
 from service.db import create_pool as create_db_pool
 from service.quotas.limiter import RateLimiter
+from service.tasks.admission_batch import AdmissionBatcher
 from service.tasks.announce import archived_event
 from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
@@ -99,9 +100,12 @@ async def open_resources(
                 on_archived=archived_event,
             )
             stack.push_async_callback(archive.aclose)
+        admissions = AdmissionBatcher(pool)
+        stack.push_async_callback(admissions.close)
         yield Resources(
             settings=settings,
             pool=pool,
+            admissions=admissions,
             redis=redis,
             qingbo=qingbo,
             prices=prices,

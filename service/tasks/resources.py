@@ -17,6 +17,7 @@ from service.catalog.models import PriceTable
 from service.config import Settings
 from service.egress import DestinationPolicy
 from service.quotas.limiter import RateLimiter
+from service.tasks.admission_batch import AdmissionBatcher
 from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
 from service.teams.key_cache import KeyCache
@@ -29,6 +30,7 @@ from service.webhooks.delivery import WebhookSender
 class Resources:
     settings: Settings
     pool: asyncpg.Pool
+    admissions: AdmissionBatcher  # fast admissions, gathered into shared statements
     redis: ArqRedis
     qingbo: QingboClient
     prices: PriceTable

@@ -6,7 +6,6 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import asyncpg
@@ -142,12 +141,9 @@ async def admit_task(
         hold_seconds=HOLD_CONNECTION_FOR_REDIS_SECONDS,
     )
     headers = quota.headers()
-    conn = await lease.get()
     task_id = new_task_id()
     stored_request, media = split_media(task.request)
-    admit = partial(
-        budgets.reserve_and_insert_task,
-        conn,
+    new = budgets.NewTask(
         task_id=task_id,
         team_id=caller.team_id,
         api_key_id=caller.key_id,
@@ -159,16 +155,17 @@ async def admit_task(
         callback_url=task.callback_url,
         callback_events=task.callback_events,
         now=res.clock(),
-        timezone=res.settings.budget_timezone,
-        alert_percents=res.settings.alert_percents,
     )
     announce_queued = task.callback_url is not None and TaskStatus.QUEUED in task.callback_events
+    zone, percents = res.settings.budget_timezone, res.settings.alert_percents
 
     async def attempt(exclusive: bool) -> asyncpg.Record:
         if idempotency_key is None and not announce_queued and media is None and not exclusive:
-            # One statement: atomic without BEGIN/COMMIT round trips. (A fast admission
+            # One statement, atomic without BEGIN/COMMIT round trips, and shared with the
+            # admissions that arrive meanwhile (admission_batch.py). (A fast admission
             # crosses no alert threshold: only the exclusive one writes alerts.)
-            return await admit(exclusive=False)
+            return await res.admissions.admit(new, timezone=zone, alert_percents=percents)
+        conn = await lease.get()
         async with conn.transaction():
             if idempotency_key is not None:
                 # The key first: a concurrent request with it waits here for this one's
@@ -185,7 +182,13 @@ async def admit_task(
                 if bound is not None:
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
-            row = await admit(exclusive=exclusive)
+            row = await budgets.reserve_and_insert_task(
+                conn,
+                **new.columns(),
+                timezone=zone,
+                alert_percents=percents,
+                exclusive=exclusive,
+            )
             if media is not None:
                 await repository.store_media(conn, task_id, media)
             if announce_queued:
@@ -208,6 +211,7 @@ async def admit_task(
             BUDGET_EXCLUSIVE_ADMISSIONS.inc()
             row = await attempt(exclusive=True)
     except _Replay as replay:
+        conn = await lease.get()
         found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
         assert found is not None
         return Admission(found, headers)

@@ -1,0 +1,142 @@
+"""Admission batches (tasks/admission_batch.py, budgets/sql/reserve_and_insert_tasks.sql)
+on real Postgres: several teams' tasks in one statement, all or none; a batch the
+statement refuses gives each task its own answer; and concurrent submissions through the
+API are batched and keep the ledger exact."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+from prometheus_client import REGISTRY
+
+from service.budgets import repository
+from service.budgets.service import verify_ledger
+from service.catalog.models import format_usd
+from service.errors import BudgetExceeded
+from service.tasks.admission_batch import AdmissionBatcher
+from service.tasks.resources import Resources
+from tests.factories import ADMIN, TeamKey, make_team, task_body
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+PRICE = 100_000  # 0.10 USD
+
+
+async def team_with_budget(client: httpx.AsyncClient, limit: int, **team: object) -> TeamKey:
+    made = await make_team(client, **team)
+    body = {"budgets": [{"window": "day", "limit_usd": format_usd(limit)}]}
+    answer = await client.put(f"/admin/teams/{made.team['id']}/budgets", json=body, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    return made
+
+
+async def new_task(db: asyncpg.Connection, team: TeamKey) -> repository.NewTask:
+    key_id = await db.fetchval("SELECT id FROM api_keys WHERE team_id = $1", team.team["id"])
+    return repository.NewTask(
+        task_id="task-" + secrets.token_hex(12),
+        team_id=team.team["id"],
+        api_key_id=key_id,
+        model="minimax-hailuo-2.3",
+        action="generate",
+        request={"prompt": "a lighthouse"},
+        cost_micros=PRICE,
+        priority=0,
+        callback_url=None,
+        callback_events=["completed"],
+        now=NOW,
+    )
+
+
+async def open_window(db: asyncpg.Connection, team: TeamKey) -> None:
+    """The window's first admission goes the exclusive way and makes its shards."""
+    task = await new_task(db, team)
+    async with db.transaction():
+        await repository.reserve_and_insert_task(
+            db, **task.columns(), timezone="UTC", alert_percents=[], exclusive=True
+        )
+
+
+async def stored(db: asyncpg.Connection, tasks: list[repository.NewTask]) -> int:
+    ids = [t.task_id for t in tasks]
+    return int(await db.fetchval("SELECT count(*) FROM tasks WHERE id = ANY($1)", ids))
+
+
+async def test_one_statement_admits_several_teams_tasks_or_none(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    roomy = [await team_with_budget(client, 100 * PRICE) for _ in range(2)]
+    full = await team_with_budget(client, PRICE)  # its one task is admitted below
+    capped = await make_team(client, max_concurrent_tasks=5)
+    for team in (*roomy, full):
+        await open_window(db, team)
+
+    batch = [await new_task(db, team) for team in (*roomy, roomy[0])]
+    rows = await repository.reserve_and_insert_tasks(db, batch, timezone="UTC")
+    assert rows is not None and [r["id"] for r in rows] == [t.task_id for t in batch]
+    assert all(r["crossings"] == [] and r["status"] == "queued" for r in rows)
+    assert await db.fetchval(
+        "SELECT array_agg(task_id ORDER BY task_id) FROM budget_ledger WHERE kind = 'reserve'"
+        " AND task_id = ANY($1)",
+        [t.task_id for t in batch],
+    ) == sorted(t.task_id for t in batch)
+
+    for refused_with in (full, capped):  # no room in the shard; a capped team
+        declined = [await new_task(db, roomy[1]), await new_task(db, refused_with)]
+        assert await repository.reserve_and_insert_tasks(db, declined, timezone="UTC") is None
+        assert await stored(db, declined) == 0  # not even the one that had room
+    report = await verify_ledger(db)
+    assert report.ok, report
+
+
+async def test_a_refused_batch_gives_each_task_its_own_answer(
+    client: httpx.AsyncClient, db: asyncpg.Connection, res: Resources
+) -> None:
+    roomy = await team_with_budget(client, 100 * PRICE)
+    full = await team_with_budget(client, PRICE)
+    for team in (roomy, full):
+        await open_window(db, team)
+    # One batch at Postgres at a time: the first goes alone, the three after it together.
+    batcher = AdmissionBatcher(res.pool, max_in_flight=1)
+    tasks = [await new_task(db, t) for t in (roomy, roomy, full, roomy)]
+    answers = await asyncio.gather(
+        *(batcher.admit(t, timezone="UTC", alert_percents=[]) for t in tasks),
+        return_exceptions=True,
+    )
+    await batcher.close()
+    assert [type(a).__name__ for a in answers] == ["Record", "Record", "BudgetShardFull", "Record"]
+    assert await stored(db, tasks) == 3
+    report = await verify_ledger(db)
+    assert report.ok, report
+
+
+def batched_admissions() -> tuple[float, float]:
+    """(admissions, batches) sent to Postgres so far in this process."""
+    count = REGISTRY.get_sample_value("qgw_admission_batch_size_count") or 0.0
+    total = REGISTRY.get_sample_value("qgw_admission_batch_size_sum") or 0.0
+    return total, count
+
+
+async def test_concurrent_submissions_share_statements_and_the_ledger_stays_exact(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    teams = [await team_with_budget(client, 1_000 * PRICE) for _ in range(3)]
+    exhausted = await team_with_budget(client, 1)  # below any price: always refused
+    for team in teams:  # each window's first admission makes its shards
+        warm = await client.post("/v1/tasks", json=task_body(), headers=team.headers)
+        assert warm.status_code == 200, warm.text
+    before = batched_admissions()
+    posts = [
+        client.post("/v1/tasks", json=task_body(), headers=team.headers)
+        for team in [*teams * 10, exhausted, exhausted]
+    ]
+    answers = await asyncio.gather(*posts)
+    assert [a.status_code for a in answers] == [200] * 30 + [402, 402]
+    assert {a.json()["error"]["code"] for a in answers[30:]} == {BudgetExceeded.code}
+    admissions, batches = (now - then for now, then in zip(batched_admissions(), before, strict=True))
+    assert admissions >= 30 and batches < admissions  # some went together
+    assert len({a.json()["task_id"] for a in answers[:30]}) == 30
+    report = await verify_ledger(db)
+    assert report.ok, report
