@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from service.budgets import repository as budgets
-from service.budgets.repository import NewTask
+from service.budgets import admission_repository as admissions
+from service.budgets.admission_repository import NewTask
 from service.metrics import ADMISSION_BATCH_SIZE
 
 
@@ -53,7 +53,7 @@ class AdmissionBatcher:
     async def admit(
         self, task: NewTask, *, timezone: str, alert_percents: list[int]
     ) -> asyncpg.Record:
-        """Reserve and insert `task` by the fast path, as `budgets.reserve_and_insert_task`
+        """Reserve and insert `task` by the fast path, as `admissions.reserve_and_insert_task`
         (exclusive=False) would, and raise what it raises (BudgetShardFull included)."""
         done: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(task, timezone, alert_percents, done))
@@ -82,7 +82,7 @@ class AdmissionBatcher:
             async with self._pool.acquire() as conn:
                 ADMISSION_BATCH_SIZE.observe(len(batch))
                 if len(batch) > 1:
-                    rows = await budgets.reserve_and_insert_tasks(
+                    rows = await admissions.reserve_and_insert_tasks(
                         conn, [w.task for w in batch], timezone=batch[0].timezone
                     )
                     if rows is not None:
@@ -105,7 +105,7 @@ class AdmissionBatcher:
 
 
 async def _admit_alone(conn: asyncpg.Connection, waiting: _Waiting) -> asyncpg.Record:
-    return await budgets.reserve_and_insert_task(
+    return await admissions.reserve_and_insert_task(
         conn,
         **waiting.task.columns(),
         timezone=waiting.timezone,

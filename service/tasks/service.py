@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from service.budgets import repository as budgets
+from service.budgets import admission_repository as admissions
 from service.budgets.alerts import count_crossings, write_alert_webhooks
 from service.budgets.errors import BudgetShardFull
 from service.budgets.service import check_fit
@@ -143,7 +143,7 @@ async def admit_task(
     headers = quota.headers()
     task_id = new_task_id()
     stored_request, media = split_media(task.request)
-    new = budgets.NewTask(
+    new = admissions.NewTask(
         task_id=task_id,
         team_id=caller.team_id,
         api_key_id=caller.key_id,
@@ -182,7 +182,7 @@ async def admit_task(
                 if bound is not None:
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
-            row = await budgets.reserve_and_insert_task(
+            row = await admissions.reserve_and_insert_task(
                 conn,
                 **new.columns(),
                 timezone=zone,

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.budgets import repository
+from service.budgets import admission_repository as admissions
 from service.budgets.errors import BudgetShardFull
 from service.catalog.models import format_usd
 from service.errors import BudgetExceeded, ConcurrencyLimited
@@ -23,27 +23,32 @@ PRICE = 100_000  # 0.10 USD
 THRESHOLDS = [50, 80, 100]
 
 
+async def new_task(
+    db: asyncpg.Connection, team: TeamKey, *, cost: int = PRICE
+) -> admissions.NewTask:
+    key_id = await db.fetchval("SELECT id FROM api_keys WHERE team_id = $1", team.team["id"])
+    return admissions.NewTask(
+        task_id="task-" + secrets.token_hex(12),
+        team_id=team.team["id"],
+        api_key_id=key_id,
+        model="minimax-hailuo-2.3",
+        action="generate",
+        request={"prompt": "a lighthouse"},
+        cost_micros=cost,
+        priority=0,
+        callback_url=None,
+        callback_events=[],
+        now=NOW,
+    )
+
+
 async def admit(
     db: asyncpg.Connection, team: TeamKey, *, exclusive: bool, cost: int = PRICE
 ) -> asyncpg.Record:
-    key_id = await db.fetchval("SELECT id FROM api_keys WHERE team_id = $1", team.team["id"])
+    task = await new_task(db, team, cost=cost)
     async with db.transaction():
-        return await repository.reserve_and_insert_task(
-            db,
-            task_id="task-" + secrets.token_hex(12),
-            team_id=team.team["id"],
-            api_key_id=key_id,
-            model="minimax-hailuo-2.3",
-            action="generate",
-            request={"prompt": "a lighthouse"},
-            cost_micros=cost,
-            priority=0,
-            callback_url=None,
-            callback_events=[],
-            now=NOW,
-            timezone="UTC",
-            alert_percents=THRESHOLDS,
-            exclusive=exclusive,
+        return await admissions.reserve_and_insert_task(
+            db, **task.columns(), timezone="UTC", alert_percents=THRESHOLDS, exclusive=exclusive
         )
 
 

@@ -6,60 +6,31 @@ API are batched and keep the ledger exact."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from datetime import UTC, datetime
+import dataclasses
 
 import asyncpg
 import httpx
 from prometheus_client import REGISTRY
 
-from service.budgets import repository
+from service.budgets import admission_repository as admissions
 from service.budgets.service import verify_ledger
-from service.catalog.models import format_usd
 from service.errors import BudgetExceeded
 from service.tasks.admission_batch import AdmissionBatcher
 from service.tasks.resources import Resources
-from tests.factories import ADMIN, TeamKey, make_team, task_body
-
-NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-PRICE = 100_000  # 0.10 USD
-
-
-async def team_with_budget(client: httpx.AsyncClient, limit: int, **team: object) -> TeamKey:
-    made = await make_team(client, **team)
-    body = {"budgets": [{"window": "day", "limit_usd": format_usd(limit)}]}
-    answer = await client.put(f"/admin/teams/{made.team['id']}/budgets", json=body, headers=ADMIN)
-    assert answer.status_code == 200, answer.text
-    return made
-
-
-async def new_task(db: asyncpg.Connection, team: TeamKey) -> repository.NewTask:
-    key_id = await db.fetchval("SELECT id FROM api_keys WHERE team_id = $1", team.team["id"])
-    return repository.NewTask(
-        task_id="task-" + secrets.token_hex(12),
-        team_id=team.team["id"],
-        api_key_id=key_id,
-        model="minimax-hailuo-2.3",
-        action="generate",
-        request={"prompt": "a lighthouse"},
-        cost_micros=PRICE,
-        priority=0,
-        callback_url=None,
-        callback_events=["completed"],
-        now=NOW,
-    )
+from tests.budgets.test_repository import PRICE, new_task, team_with_budget
+from tests.factories import TeamKey, make_team, task_body
 
 
 async def open_window(db: asyncpg.Connection, team: TeamKey) -> None:
     """The window's first admission goes the exclusive way and makes its shards."""
     task = await new_task(db, team)
     async with db.transaction():
-        await repository.reserve_and_insert_task(
+        await admissions.reserve_and_insert_task(
             db, **task.columns(), timezone="UTC", alert_percents=[], exclusive=True
         )
 
 
-async def stored(db: asyncpg.Connection, tasks: list[repository.NewTask]) -> int:
+async def stored(db: asyncpg.Connection, tasks: list[admissions.NewTask]) -> int:
     ids = [t.task_id for t in tasks]
     return int(await db.fetchval("SELECT count(*) FROM tasks WHERE id = ANY($1)", ids))
 
@@ -74,9 +45,11 @@ async def test_one_statement_admits_several_teams_tasks_or_none(
         await open_window(db, team)
 
     batch = [await new_task(db, team) for team in (*roomy, roomy[0])]
-    rows = await repository.reserve_and_insert_tasks(db, batch, timezone="UTC")
+    batch[1] = dataclasses.replace(batch[1], callback_events=["completed", "failed"])
+    rows = await admissions.reserve_and_insert_tasks(db, batch, timezone="UTC")
     assert rows is not None and [r["id"] for r in rows] == [t.task_id for t in batch]
     assert all(r["crossings"] == [] and r["status"] == "queued" for r in rows)
+    assert [r["callback_events"] for r in rows] == [[], ["completed", "failed"], []]
     assert await db.fetchval(
         "SELECT array_agg(task_id ORDER BY task_id) FROM budget_ledger WHERE kind = 'reserve'"
         " AND task_id = ANY($1)",
@@ -85,7 +58,7 @@ async def test_one_statement_admits_several_teams_tasks_or_none(
 
     for refused_with in (full, capped):  # no room in the shard; a capped team
         declined = [await new_task(db, roomy[1]), await new_task(db, refused_with)]
-        assert await repository.reserve_and_insert_tasks(db, declined, timezone="UTC") is None
+        assert await admissions.reserve_and_insert_tasks(db, declined, timezone="UTC") is None
         assert await stored(db, declined) == 0  # not even the one that had room
     report = await verify_ledger(db)
     assert report.ok, report
