@@ -61,6 +61,8 @@ class AdmissionBatcher:
         return await done
 
     def _send_more(self) -> None:
+        # A request that went away while its admission waited (cancelled) is not admitted.
+        self._waiting = [w for w in self._waiting if not w.done.done()]
         while self._waiting and self._in_flight < self._max_in_flight:
             # The budget time zone is one per batch (one per process, but for tests).
             zone = self._waiting[0].timezone

@@ -161,10 +161,14 @@ async def admit_task(
 
     async def attempt(exclusive: bool) -> asyncpg.Record:
         if idempotency_key is None and not announce_queued and media is None and not exclusive:
-            # One statement, atomic without BEGIN/COMMIT round trips, and shared with the
-            # admissions that arrive meanwhile (admission_batch.py). (A fast admission
+            # One statement, atomic without BEGIN/COMMIT round trips. (A fast admission
             # crosses no alert threshold: only the exclusive one writes alerts.)
-            return await res.admissions.admit(new, timezone=zone, alert_percents=percents)
+            if caller.max_concurrent_tasks is None:  # shared with those arriving meanwhile
+                return await res.admissions.admit(new, timezone=zone, alert_percents=percents)
+            # A capped team admits one task at a time (on its row): a batch would decline.
+            return await admissions.reserve_and_insert_task(
+                await lease.get(), **new.columns(), timezone=zone, alert_percents=percents
+            )
         conn = await lease.get()
         async with conn.transaction():
             if idempotency_key is not None:

@@ -85,6 +85,22 @@ async def test_a_refused_batch_gives_each_task_its_own_answer(
     assert report.ok, report
 
 
+async def test_an_admission_whose_request_went_away_while_waiting_is_not_made(
+    client: httpx.AsyncClient, db: asyncpg.Connection, res: Resources
+) -> None:
+    team = await team_with_budget(client, 100 * PRICE)
+    await open_window(db, team)
+    batcher = AdmissionBatcher(res.pool, max_in_flight=1)
+    first, gone = await new_task(db, team), await new_task(db, team)
+    sent = asyncio.create_task(batcher.admit(first, timezone="UTC", alert_percents=[]))
+    waiting = asyncio.create_task(batcher.admit(gone, timezone="UTC", alert_percents=[]))
+    await asyncio.sleep(0)  # one turn: the first is at Postgres, the other waits its turn
+    waiting.cancel()
+    await sent
+    await batcher.close()
+    assert await stored(db, [first]) == 1 and await stored(db, [gone]) == 0
+
+
 def batched_admissions() -> tuple[float, float]:
     """(admissions, batches) sent to Postgres so far in this process."""
     count = REGISTRY.get_sample_value("qgw_admission_batch_size_count") or 0.0
