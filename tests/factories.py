@@ -78,6 +78,15 @@ async def wait_for(
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
+async def until(condition: Callable[[], bool], *, timeout: float = 20.0) -> None:
+    """wait_for for a plain condition (state of this process, no I/O to await)."""
+
+    async def holds() -> bool:
+        return condition()
+
+    await wait_for(holds, timeout=timeout)
+
+
 def wait_until(probe: Callable[[], object], *, timeout: float = 30.0) -> None:
     """Synchronous twin of wait_for, for code outside the event loop."""
     deadline = time.monotonic() + timeout

@@ -46,6 +46,11 @@ class AdmissionBatcher:
         self._in_flight = 0
         self._sending: set[asyncio.Task[None]] = set()
 
+    @property
+    def waiting(self) -> int:
+        """Admissions waiting for a turn at Postgres."""
+        return len(self._waiting)
+
     async def close(self) -> None:
         """Wait for the batches at Postgres (their requests are waiting for them)."""
         await asyncio.gather(*self._sending, return_exceptions=True)

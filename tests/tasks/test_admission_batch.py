@@ -18,7 +18,7 @@ from service.errors import BudgetExceeded
 from service.tasks.admission_batch import AdmissionBatcher
 from service.tasks.resources import Resources
 from tests.budgets.test_repository import PRICE, new_task, team_with_budget
-from tests.factories import TeamKey, make_team, task_body
+from tests.factories import TeamKey, make_team, task_body, until
 
 
 async def open_window(db: asyncpg.Connection, team: TeamKey) -> None:
@@ -94,7 +94,7 @@ async def test_an_admission_whose_request_went_away_while_waiting_is_not_made(
     first, gone = await new_task(db, team), await new_task(db, team)
     sent = asyncio.create_task(batcher.admit(first, timezone="UTC", alert_percents=[]))
     waiting = asyncio.create_task(batcher.admit(gone, timezone="UTC", alert_percents=[]))
-    await asyncio.sleep(0)  # one turn: the first is at Postgres, the other waits its turn
+    await until(lambda: batcher.waiting == 1)  # the first is at Postgres, it waits its turn
     waiting.cancel()
     await sent
     await batcher.close()

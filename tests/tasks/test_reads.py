@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
 
 from arq.connections import RedisSettings, create_pool
 
 from service.tasks.reads import ReadLane, hand_over
 from service.tasks.resources import Resources
-from tests.factories import wait_for
+from tests.factories import until, wait_for
 from tests.private_redis import PrivateRedis
 
 
@@ -38,13 +37,6 @@ class Reads:
             self.finished.append(task_id)
         finally:
             self.running -= 1
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async def holds() -> bool:
-        return condition()
-
-    await wait_for(holds)
 
 
 def lane_for(res: Resources, reads: Reads, *, concurrency: int) -> tuple[ReadLane, str]:
