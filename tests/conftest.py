@@ -183,6 +183,11 @@ def settings(database_url: str, redis_url: str, simulator_url: str, api_port: in
         reconcile_every_seconds=1,
         worker_http_port=0,
         sync_max_wait_seconds=3,
+        # The suite's in-process apps (one per upstream generation) and the API and worker
+        # processes it starts all share the machine's Postgres (max_connections 100), and
+        # a pool keeps what it grew to: at 20 each the budget race's two APIs and worker
+        # met "too many clients" in CI.
+        db_pool_max_size=10,
     )
 
 
