@@ -92,10 +92,17 @@ async def test_an_admission_whose_request_went_away_while_waiting_is_not_made(
     await open_window(db, team)
     batcher = AdmissionBatcher(res.pool, max_in_flight=1)
     first, gone = await new_task(db, team), await new_task(db, team)
-    sent = asyncio.create_task(batcher.admit(first, timezone="UTC", alert_percents=[]))
-    waiting = asyncio.create_task(batcher.admit(gone, timezone="UTC", alert_percents=[]))
-    await until(lambda: batcher.waiting == 1)  # the first is at Postgres, it waits its turn
-    waiting.cancel()
+    async with db.transaction():  # the window's shards locked: the first waits at Postgres
+        await db.execute(
+            "SELECT 1 FROM budget_shards s JOIN budgets b ON b.id = s.budget_id"
+            " WHERE b.team_id = $1 FOR UPDATE OF s",
+            team.team["id"],
+        )
+        sent = asyncio.create_task(batcher.admit(first, timezone="UTC", alert_percents=[]))
+        waiting = asyncio.create_task(batcher.admit(gone, timezone="UTC", alert_percents=[]))
+        await until(lambda: batcher.waiting == 1)  # the other waits its turn behind it
+        waiting.cancel()
+        await until(waiting.done)
     await sent
     await batcher.close()
     assert await stored(db, [first]) == 1 and await stored(db, [gone]) == 0
