@@ -249,7 +249,9 @@ class PrivatePostgres:
     def __init__(self) -> None:
         import pgserver
 
-        self.server = pgserver.get_server(tempfile.mkdtemp(prefix="qgw-pg-fault-"))
+        self.server = pgserver.get_server(
+            tempfile.mkdtemp(prefix="qgw-pg-fault-"), cleanup_mode="delete"
+        )
         self.url = self.server.get_uri()
 
     def stop(self) -> None:
