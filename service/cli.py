@@ -280,6 +280,13 @@ tasks.add_command(cancel_task)
 @client_command("usage", help="The team's budgets and spend.")
 def usage(http: httpx.Client) -> None:
     standing = call(http, "GET", "/v1/usage")
+    # The team's money in the current windows, whether or not a budget covers them.
+    spend = Table("window", "spent", "reserved", "tasks", "resets at")
+    for s in standing["spend"]:
+        spend.add_row(
+            s["window"], s["spent_usd"], s["reserved_usd"], str(s["tasks"]), s["resets_at"]
+        )
+    out.print(spend)
     if not standing["budgets"]:
         out.print("no budgets apply to this team")
     table = Table("scope", "window", "limit", "spent", "reserved", "remaining", "resets at")

@@ -100,9 +100,20 @@ async def test_tasks_and_usage_commands(client: httpx.AsyncClient, api_server: s
     usage = await cli(api_server, team, "usage")
     assert usage.returncode == 0
     assert "25.00" in usage.stdout and "active tasks: 0 of 5" in usage.stdout
+    # The spend of the current windows shows even for a team no budget covers.
+    unbudgeted = await make_team(client)
+    done = await submit(client, unbudgeted)
+    await client.post(f"/v1/tasks/{done['task_id']}/cancel", headers=unbudgeted.headers)
+    spend = await cli(api_server, unbudgeted, "usage")
+    assert spend.returncode == 0 and "no budgets apply to this team" in spend.stdout
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in spend.stdout.splitlines()]
+    tasks_by_window = {row[0]: row[3] for row in rows if row and row[0] in WINDOWS}
+    assert tasks_by_window == dict.fromkeys(WINDOWS, "1"), spend.stdout
     missing = await cli(api_server, team, "tasks", "show", "task-nope")
     assert missing.returncode == 1 and "not found (not_found, HTTP 404)" in missing.stderr
 
+
+WINDOWS = ("day", "week", "month")
 
 PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAAB"
 PNG_1X1 += "JRU5ErkJggg=="
