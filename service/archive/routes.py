@@ -75,6 +75,8 @@ async def _content(
     index: int,
     range_header: str | None,
     if_none_match: str | None,
+    *,
+    head: bool = False,
 ) -> Response:
     if res.archiver is None:
         raise NotArchived("archiving is off on this gateway (QGW_ARCHIVE_URL is not set)")
@@ -100,8 +102,9 @@ async def _content(
         status = 206
         headers["Content-Length"] = str(wanted.length)
         headers["Content-Range"] = f"bytes {wanted.start}-{wanted.end - 1}/{size}"
-    if size == 0:
-        return Response(b"", status_code=200, headers=headers, media_type=row["content_type"])
+    if size == 0 or head:
+        # HEAD: what a GET would answer, without reading the store.
+        return Response(status_code=status, headers=headers, media_type=row["content_type"])
     got = await obstore.get_async(store, row["object_key"], options=options)  # type: ignore[arg-type]
 
     async def body() -> Any:
@@ -129,7 +132,14 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_class=Response,
     responses=CONTENT_RESPONSES,
 )
+@router.head(
+    "/v1/tasks/{task_id}/content",
+    summary="The headers of the task's first video (size, ETag), without its bytes",
+    response_class=Response,
+    responses=CONTENT_RESPONSES,
+)
 async def first_video(
+    request: Request,
     task_id: TaskId,
     res: Content,
     caller: CurrentCaller,
@@ -138,7 +148,8 @@ async def first_video(
 ) -> Response:
     """The kept copy of the task's first video: `Range` (206) and `If-None-Match` (304)
     work; 404 `not_archived` with `Retry-After` until it is stored, 410 after a failure."""
-    return await _content(res, caller, task_id, 0, range_header, if_none_match)
+    head = request.method == "HEAD"
+    return await _content(res, caller, task_id, 0, range_header, if_none_match, head=head)
 
 
 @router.get(
@@ -147,7 +158,14 @@ async def first_video(
     response_class=Response,
     responses=CONTENT_RESPONSES,
 )
+@router.head(
+    "/v1/tasks/{task_id}/content/{index}",
+    summary="The headers of one of the task's videos, without its bytes",
+    response_class=Response,
+    responses=CONTENT_RESPONSES,
+)
 async def video(
+    request: Request,
     task_id: TaskId,
     index: Annotated[int, Path(ge=0, le=99)],
     res: Content,
@@ -156,4 +174,5 @@ async def video(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match"), Storable] = None,
 ) -> Response:
     """The kept copy of video `index` (from 0) of the task, as `/content`."""
-    return await _content(res, caller, task_id, index, range_header, if_none_match)
+    head = request.method == "HEAD"
+    return await _content(res, caller, task_id, index, range_header, if_none_match, head=head)

@@ -156,6 +156,13 @@ async def test_the_copy_is_byte_identical_and_served_after_the_link_expired(
     assert whole.headers["content-length"] == str(len(expected))
     etag = whole.headers["etag"]
     assert etag == f'"{video["sha256"]}"'
+    for path in ("content", "content/0"):  # HEAD: a GET's headers, no bytes
+        head = await gw.head(f"/v1/tasks/{task['task_id']}/{path}", headers=team.headers)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(expected))
+        assert head.headers["etag"] == etag and head.headers["content-type"] == "video/mp4"
+    theirs_head = await gw.head(f"/v1/tasks/{task['task_id']}/content", headers=other.headers)
+    assert theirs_head.status_code == 404
 
     part = await gw.get(
         f"/v1/tasks/{task['task_id']}/content/0", headers={**team.headers, "Range": "bytes=4-11"}
