@@ -162,7 +162,7 @@ def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
         print(f"| {what:{width}} | {figure:>10} | {goal}")
 
 
-ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
+ADMIN_TOKEN = "bench-admin-token-of-at-least-32-chars"  # noqa: S105 (a throwaway local stack)
 
 
 def stack_env(db_url: str, r_url: str, **settings: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from bench.stack import database, drop_database, redis_url  # noqa: E402
 from service.db import migrate  # noqa: E402
 from service.dev import free_port, wait_until_healthy  # noqa: E402
 
-ADMIN_TOKEN = "bench-admin"  # noqa: S105 (a throwaway local stack)
+ADMIN_TOKEN = "bench-admin-token-of-at-least-32-chars"  # noqa: S105 (a throwaway local stack)
 GOAL_CPU_SHARE = 0.10  # of one core, while every waiter waits
 GOAL_KIB_PER_WAITER = 200
 

@@ -11,7 +11,7 @@ import click
 
 from service.admin_cli import admin
 from service.cli import CLIENT_COMMANDS
-from service.config import RETIRED_SETTINGS, Settings, get_settings
+from service.config import RETIRED_SETTINGS, Settings, get_settings, weak_tokens
 
 
 def configure_logging_for(settings: Settings) -> None:
@@ -54,6 +54,16 @@ def start_role() -> Settings:
     return settings
 
 
+def refuse_weak_tokens(settings: Settings) -> None:
+    """Exit 2 naming each admin or metrics token that is set but guessable: they guard
+    every team's keys, budgets and spend."""
+    problems = weak_tokens(settings)
+    for line in problems:
+        print(f"configuration error: {line}", file=sys.stderr)
+    if problems:
+        sys.exit(2)
+
+
 @click.group(help="Qingbo Gateway: every role of the service, the dev stack and the CLI.")
 def cli() -> None:
     pass
@@ -66,7 +76,7 @@ def cli() -> None:
 def api(host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    start_role()
+    refuse_weak_tokens(start_role())
     if workers > 1:
         _multiprocess_metrics_dir()
     uvicorn.run(
@@ -108,6 +118,7 @@ def worker(burst: bool) -> None:
     from service.worker import build_worker
 
     settings = start_role()
+    refuse_weak_tokens(settings)
     uvloop.install()
     build_worker(settings, burst=burst).run()
 

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.catalog.generations import LATEST, ApiVersion, Generation, generation
 from service.catalog.rules import METADATA_KEY
+from service.egress import parse_host_pattern
 
 # Settings that no longer exist: a role refuses to start with one set rather than silently
 # ignore it (an operator who set it expects it to mean something).
@@ -20,6 +21,12 @@ RETIRED_SETTINGS = {
     "QGW_UPSTREAM_MAX_SUBMIT_ATTEMPTS": "replaced by QGW_UPSTREAM_RETRY_DEADLINE_SECONDS "
     "(submissions are retried until a deadline, not a count)",
 }
+# Bearer tokens the api and worker refuse at start when set but weaker than this, or still
+# the template's placeholder (deploy/k8s/secret.yaml). Empty stays allowed: it turns the
+# admin API off, or leaves /metrics open (README "Configuration").
+MIN_TOKEN_CHARS = 32
+TOKEN_PLACEHOLDER = "REPLACE_ME"  # noqa: S105 (the value refused, not a secret)
+STRONG_TOKEN_SETTINGS = ("admin_token", "metrics_token")
 
 
 class Settings(BaseSettings):
@@ -73,6 +80,18 @@ class Settings(BaseSettings):
     poll_max_seconds: float = Field(30.0, gt=0)
     poll_max_seconds_with_callbacks: float = Field(60.0, gt=0)
     poll_backoff_factor: float = Field(1.5, ge=1)
+    # A failed read (429, 5xx, no answer) is retried on a short backoff of its own, from
+    # base doubling to max, jittered, Qingbo's Retry-After honoured up to its bound: on the
+    # schedule above the next poll was minutes away, and in a storm of 429s and 5xx a task
+    # Qingbo had finished stayed `queued` at the gateway for minutes (issue 31).
+    poll_retry_base_seconds: float = Field(0.5, gt=0)
+    poll_retry_max_seconds: float = Field(5.0, gt=0)
+    poll_retry_after_max_seconds: float = Field(10.0, ge=0)
+    # A task someone looks at (its GET, event stream or a wait on it) is read this often,
+    # until QGW_WATCH_TTL_SECONDS after the last look: its progress rises where someone
+    # sees it, while the tasks nobody watches keep the cheap schedule above.
+    poll_watched_seconds: float = Field(3.0, gt=0)
+    watch_ttl_seconds: float = Field(30.0, gt=0)
     task_max_tracking_seconds: float = Field(3 * 3600.0, gt=0)
 
     # Leases after which the reconciler takes back work whose job vanished.
@@ -148,8 +167,19 @@ class Settings(BaseSettings):
     # always leave job slots to the task jobs.
     webhook_max_concurrent_attempts: int = Field(20, ge=1)
     webhook_max_concurrency_per_destination: int = Field(4, ge=1)
+    # Attempts one team may have open at once in a worker process (unset: half of
+    # QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS), so one team's slow receivers always leave
+    # slots to the others; free slots go to the team holding the fewest.
+    webhook_max_concurrent_attempts_per_team: int | None = Field(None, ge=1)
+    # Where webhooks and archive downloads may go (service/egress.py): public addresses,
+    # plus what is opened here for the company (CIDRs; host names or *.suffix) or for one
+    # team (its open_destinations). Private, loopback and link-local ranges are closed
+    # unless opened; the deny list closes more (public) ranges; an opening wins.
     webhook_allow_networks: str = ""
+    webhook_allow_hosts: str = ""
     webhook_deny_networks: str = ""
+    # POST .../redeliver requests one team may make per minute (429 beyond).
+    webhook_redeliveries_per_minute: int = Field(30, ge=1)
 
     @field_validator("webhook_retry_schedule")
     @classmethod
@@ -178,6 +208,11 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(part.strip())
         return value
 
+    @field_validator("webhook_allow_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        return ",".join(parse_host_pattern(h) for h in value.split(",") if h.strip())
+
     @field_validator("metrics_metadata_keys")
     @classmethod
     def _metadata_keys(cls, value: str) -> str:
@@ -205,6 +240,12 @@ class Settings(BaseSettings):
     @property
     def webhook_retry_delays(self) -> list[float]:
         return [float(p) for p in self.webhook_retry_schedule.split(",") if p.strip()]
+
+    @property
+    def webhook_attempts_per_team(self) -> int:
+        total = self.webhook_max_concurrent_attempts
+        chosen = self.webhook_max_concurrent_attempts_per_team
+        return min(total, chosen) if chosen is not None else max(1, total // 2)
 
     @field_validator("budget_timezone")
     @classmethod
@@ -241,6 +282,24 @@ class Settings(BaseSettings):
         if self.callbacks_enabled:
             return self.poll_initial_seconds_with_callbacks
         return self.poll_initial_seconds
+
+
+def weak_tokens(settings: Settings) -> list[str]:
+    """What is wrong with each set but weak token, naming the setting (never the value)."""
+    problems = []
+    for field in STRONG_TOKEN_SETTINGS:
+        value = getattr(settings, field).get_secret_value()
+        name = f"QGW_{field.upper()}"
+        if not value:
+            continue
+        if TOKEN_PLACEHOLDER in value:
+            problems.append(f"{name}: still the template's placeholder; set a random one")
+        elif len(value) < MIN_TOKEN_CHARS:
+            problems.append(
+                f"{name}: at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`), "
+                "or empty to turn it off"
+            )
+    return problems
 
 
 @lru_cache

@@ -104,7 +104,9 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
 
     # The simulator next to the API when that port is free, else anywhere (the banner says).
     sim_port = port + 1 if port_is_free(port + 1) else free_port()
-    admin_token = os.environ.get("QGW_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    # A random token of 43 characters unless one is given (the api refuses one under 32;
+    # the banner prints it with how to use it).
+    admin_token = os.environ.get("QGW_ADMIN_TOKEN") or secrets.token_urlsafe(32)
     # Paid videos are kept in the data directory unless told otherwise (README "Archive").
     archive_url = os.environ.get("QGW_ARCHIVE_URL") or f"file://{root / 'archive'}"
     env = {

@@ -31,7 +31,7 @@ from service.dev import free_port, wait_until_healthy
 from service.tasks.resources import Resources
 from tests.private_redis import private_redis  # noqa: F401 (a fixture for every test module)
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-padded-to-32-chars"  # api and worker refuse shorter ones
 SIM_KEY = "sim-test-key"
 # The generation of Qingbo's API the whole suite runs against (scripts/test runs both).
 UPSTREAM_VERSION = os.environ.get("QGW_TEST_QINGBO_API_VERSION", "2026-09")

@@ -186,3 +186,90 @@ def test_the_operator_rules_are_the_alert_rules() -> None:
     (rule,) = [d for d in K8S_DOCS if d["kind"] == "PrometheusRule"]
     alerts = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text("utf-8"))
     assert rule["spec"]["groups"] == alerts["groups"]
+
+
+def test_compose_keeps_prometheus_and_grafana_on_loopback_and_grafana_closed(
+    compose: dict[str, Any],
+) -> None:
+    """Issue 31, point 8: every team's spend is in Prometheus and Grafana. Neither is
+    published beyond the host's loopback; Grafana has no anonymous viewer and its admin
+    password comes from a compose secret (the environment of the one who starts it), never
+    a default or a value in the file."""
+    services = compose["services"]
+    assert services["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
+    env = services["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env  # a value in the file is no secret
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert services["grafana"]["secrets"] == ["grafana_admin_password"]
+    assert compose["secrets"]["grafana_admin_password"] == {"environment": "GRAFANA_ADMIN_PASSWORD"}
+    # Compose stops with this message when it is unset: no Grafana with an empty password.
+    required = compose["x-required-secrets"]
+    assert re.fullmatch(
+        r"\$\{GRAFANA_ADMIN_PASSWORD:\?set GRAFANA_ADMIN_PASSWORD\b.*\}", required["grafana"]
+    )
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            if name != "api":  # the one door meant for the network
+                assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def _pods() -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+    """Each workload's pod spec and pod labels, by component."""
+    pods = {}
+    for doc in K8S_DOCS:
+        if doc["kind"] in ("Deployment", "Job"):
+            template = doc["spec"]["template"]
+            component = template["metadata"]["labels"]["app.kubernetes.io/component"]
+            pods[component] = (template["spec"], template["metadata"]["labels"])
+    return pods
+
+
+def test_kubernetes_pods_mount_no_service_account_token_and_use_seccomp() -> None:
+    """Issue 31, point 9: the gateway never calls the Kubernetes API, so no pod carries a
+    service account token; every pod runs under the runtime's default seccomp profile."""
+    pods = _pods()
+    assert set(pods) == {"api", "worker", "migrate"}
+    for component, (pod, _) in pods.items():
+        assert pod["automountServiceAccountToken"] is False, component
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, component
+
+
+def _ports(rules: list[dict[str, Any]]) -> set[tuple[str, Any]]:
+    return {(p.get("protocol", "TCP"), p["port"]) for rule in rules for p in rule["ports"]}
+
+
+def test_kubernetes_network_policies_open_only_what_each_role_needs() -> None:
+    """Issue 31, point 9: the API takes traffic on its port only, a worker on its metrics
+    and probe port only, the migration job none; out, each reaches DNS, Postgres, Redis and
+    HTTPS (Qingbo, the archive store, receivers) and nothing else."""
+    policies = [d for d in K8S_DOCS if d["kind"] == "NetworkPolicy"]
+    by_component = {}
+    for policy in policies:
+        assert policy["apiVersion"] == "networking.k8s.io/v1"
+        spec = policy["spec"]
+        assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+        selected = spec["podSelector"]["matchLabels"]
+        matches = [c for c, (_, labels) in _pods().items() if selected.items() <= labels.items()]
+        assert len(matches) == 1, (policy["metadata"]["name"], matches)
+        by_component[matches[0]] = spec
+    assert set(by_component) == {"api", "worker", "migrate"}
+    containers = {c: pod["containers"][0] for c, (pod, _) in _pods().items()}
+    api_port = containers["api"]["ports"][0]
+    worker_port = containers["worker"]["ports"][0]
+    assert _ports(by_component["api"]["ingress"]) in (
+        {("TCP", api_port["name"])},
+        {("TCP", api_port["containerPort"])},
+    )
+    assert _ports(by_component["worker"]["ingress"]) in (
+        {("TCP", worker_port["name"])},
+        {("TCP", worker_port["containerPort"])},
+    )
+    assert by_component["migrate"].get("ingress", []) == []
+    dns = {("UDP", 53), ("TCP", 53)}
+    for component in ("api", "worker"):
+        egress = _ports(by_component[component]["egress"])
+        assert egress == dns | {("TCP", 5432), ("TCP", 6379), ("TCP", 443)}, component
+    assert _ports(by_component["migrate"]["egress"]) == dns | {("TCP", 5432)}

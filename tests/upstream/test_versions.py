@@ -19,7 +19,7 @@ from service.app import create_app
 from service.config import Settings
 from service.tasks import submission
 from service.tasks.resources import Resources
-from tests.factories import TeamKey, claim, make_team, task_body, wait_for
+from tests.factories import ADMIN, TeamKey, claim, make_team, task_body, wait_for
 
 A, B, C = (f"https://img.example/{n}.png" for n in "abc")
 PRICED_02 = {"512p": "0.02", "768p": "0.04", "1080p": "0.08"}
@@ -236,7 +236,7 @@ async def test_a_task_the_live_generation_cannot_take_fails_and_is_released(
     await client.put(
         f"/admin/teams/{team.team['id']}/budgets",
         json={"budgets": [{"window": "month", "limit_usd": "5.00"}]},
-        headers={"Authorization": "Bearer test-admin-token"},
+        headers=ADMIN,
     )
     async with gateway(gateways, "2026-04") as http:
         answer = await http.post(
