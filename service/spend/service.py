@@ -160,16 +160,22 @@ def report_csv(report: dict[str, Any]) -> str:
     """The report's rows with a header row (the grouping columns, then the figures)."""
     buffer = io.StringIO()
     columns = [*report["group_by"], "tasks", "completed", "spent_usd"]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    # RFC 4180's CRLF: the writer quotes a cell holding either character (with "\n" alone
+    # it left a CR bare, and readers split the row there).
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
     for row in report["rows"]:
         writer.writerow({name: _cell(row[name]) for name in columns})
     return buffer.getvalue()
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (a TAB or CR before
+# one too): metadata and names are app input (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
-    # A spreadsheet runs a cell starting with = + - @ as a formula: metadata is app input.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
 

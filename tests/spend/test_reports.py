@@ -132,3 +132,25 @@ async def test_verify_ledger_names_a_charge_that_disagrees_with_its_task(
     assert [r["task_id"] for r in report.charge_mismatches] == [task_id] and not report.ok
     await db.execute("DELETE FROM task_charges WHERE task_id = $1", task_id)
     assert [r["amount_micros"] for r in (await verify_ledger(db)).charge_mismatches] == [None]
+
+
+async def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """Issue 31, point 7: metadata is the app's input, and a spreadsheet runs a cell that
+    starts with = + - @, or a TAB or CR before one, as a formula (OWASP CSV injection)."""
+    team = await make_team(client)
+    dangerous = ["=1+2", "+1+2", "-1+2", "@SUM(A1)", "\t=1+2", "\r=1+2"]
+    for value in [*dangerous, "plain"]:
+        body = {**task_body(), "metadata": {"project": value}}
+        answer = await client.post("/v1/tasks", json=body, headers=team.headers)
+        assert answer.status_code == 200, answer.text
+        await finish_as(db, answer.json()["task_id"], "completed")
+    answer = await client.get(
+        "/v1/usage/report",
+        params={"format": "csv", "group_by": "metadata.project"},
+        headers=team.headers,
+    )
+    rows = csv.DictReader(io.StringIO(answer.text, newline=""))
+    cells = {r["metadata.project"] for r in rows}
+    assert cells == {"'" + v for v in dangerous} | {"plain"}
