@@ -28,6 +28,7 @@ from service.simulator.state import (
     SimConfig,
     SimTask,
     billed_quota,
+    patch_terminal,
     render,
     strange,
 )
@@ -73,12 +74,15 @@ class Simulator:
         return generation(self.config.api_version)
 
     def render(self, task: SimTask) -> dict[str, Any]:
-        return render(
+        """The task as the live generation shows it (every read, callback, wait and cancel
+        answer goes through here), with the terminal patch when one is set."""
+        body = render(
             task,
             version=self.config.api_version,
             base_url=self.base_url,
             result_ttl=self.config.result_ttl(),
         )
+        return patch_terminal(body, self.config.terminal_patch)
 
     def answer(self, body: dict[str, Any]) -> Any:
         """What Qingbo sends for `body`, strange when the simulator is told to be."""
@@ -129,7 +133,10 @@ class Simulator:
                 task.callbacks.append(asyncio.create_task(self._callback_at(task, url, at)))
 
     async def _callback_at(self, task: SimTask, url: str, at: float) -> None:
-        await asyncio.sleep(max(0.0, at - time.time()))
+        # The loop's clock is not time.time(): a wake-up a hair early would render the task
+        # one state short (a "completed" callback saying "processing").
+        while time.time() < at:
+            await asyncio.sleep(max(0.001, at - time.time()))
         if task.cancelled_at is not None or not self.config.send_callbacks:
             return
         await self.send_callback(task, url)

@@ -57,6 +57,9 @@ class SimConfigPatch(BaseModel):
     download_bytes_per_second: int | None = Field(None, ge=0)
     # The first this many downloads of each result video fail (503): retries, exactly.
     download_failures_per_video: int | None = Field(None, ge=0)
+    # Merged into every terminal answer served while set (reads, callbacks, waits, cancels;
+    # both generations): an odd answer from Qingbo on demand (issue 31). `null` clears it.
+    terminal_patch: dict[str, Any] | None = None
 
 
 class SimConfig(SimConfigPatch):
@@ -169,6 +172,22 @@ def render(
             body["cost"] = task.quota if status == "completed" else 0
             body["billing_status"] = "settled"
     return body
+
+
+def patch_terminal(body: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
+    """`body` with `patch` merged in when it is a terminal answer: each top-level member of
+    the patch replaces the answer's, except that an object member meeting an object (the
+    `error`, the `result`) is merged one level down, so `{"error": {"message": ...}}`
+    keeps the answer's `code`."""
+    if not patch or body.get("status") not in TERMINAL:
+        return body
+    merged = dict(body)
+    for name, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **value}
+        else:
+            merged[name] = value
+    return merged
 
 
 def _progress(status: str, progress: int) -> str:

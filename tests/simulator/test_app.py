@@ -3,9 +3,11 @@ shapes, cancel rules, idempotency, billing, waiting, controls."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import SIM_KEY
@@ -220,3 +222,62 @@ async def test_result_links_expire_and_downloads_can_fail(sim: httpx.AsyncClient
     assert (await sim.get(url)).status_code == 503
     await sim.put("/_sim/config", json={"download_fail_rate": 0.0, "result_ttl_seconds": 0})
     assert (await sim.get(url)).status_code == 404
+
+
+async def _receive_one_post(received: asyncio.Queue[bytes]) -> asyncio.Server:
+    """A bare HTTP receiver on loopback: the body of each POST it gets, answered 204."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await received.put(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@BOTH
+async def test_terminal_patch_is_merged_into_every_terminal_answer(
+    sim: httpx.AsyncClient, version: str
+) -> None:
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    server = await _receive_one_post(received)
+    port = server.sockets[0].getsockname()[1]
+    patch = {"cost": 5 * 10**14, "error": {"message": "bad\u0000"}, "extra_member": [1]}
+    await use(sim, version, queue_seconds=0, processing_seconds=0.2, terminal_patch=patch)
+    body = valid_body(version, callback_url=f"http://127.0.0.1:{port}/hook")
+    created = (await sim.post("/v1/tasks", json=body, headers=KEY)).json()
+    assert "extra_member" not in created  # the submit answer is not terminal
+
+    async with server:
+        called = orjson.loads(await asyncio.wait_for(received.get(), timeout=10))
+    read = (await sim.get(f"/v1/tasks/{created['task_id']}", headers=KEY)).json()
+    for answer in (called, read):
+        assert answer["status"] == "completed" and answer["cost"] == 5 * 10**14
+        assert answer["extra_member"] == [1] and answer["error"] == {"message": "bad\u0000"}
+        assert answer["result"]["videos"]  # members the patch does not name are kept
+    # A member that is an object on both sides is merged one level down.
+    await sim.put("/_sim/config", json={"fail_rate": 1.0})
+    failing = (await sim.post("/v1/tasks", json=valid_body(version), headers=KEY)).json()
+
+    async def failed() -> dict[str, Any] | None:
+        answer = (await sim.get(f"/v1/tasks/{failing['task_id']}", headers=KEY)).json()
+        return answer if answer["status"] == "failed" else None
+
+    ended = await wait_for(failed, timeout=5)
+    assert ended["error"]["message"] == "bad\u0000" and ended["error"]["code"] in (
+        "task_failed",
+        "generation_failed",
+    )
+    cleared = await sim.put("/_sim/config", json={"terminal_patch": None})
+    assert cleared.json()["terminal_patch"] is None
+    plain = (await sim.get(f"/v1/tasks/{created['task_id']}", headers=KEY)).json()
+    assert "extra_member" not in plain and plain.get("cost", 0) != 5 * 10**14
+    refused = await sim.put("/_sim/config", json={"terminal_patch": [1]})
+    assert refused.status_code == 400
