@@ -135,8 +135,9 @@ class Simulator:
     async def _callback_at(self, task: SimTask, url: str, at: float) -> None:
         # The loop's clock is not time.time(): a wake-up a hair early would render the task
         # one state short (a "completed" callback saying "processing").
-        while time.time() < at:
-            await asyncio.sleep(max(0.001, at - time.time()))
+        await asyncio.sleep(max(0.0, at - time.time()))
+        if time.time() < at:
+            await asyncio.sleep(at - time.time() + 0.002)
         if task.cancelled_at is not None or not self.config.send_callbacks:
             return
         await self.send_callback(task, url)
