@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import mimetypes
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,8 +28,9 @@ from service.catalog.models import STATUSES, TERMINAL_STATUSES, TaskStatus
 
 # The answer shape this CLI parses (README "Qingbo versions"), whatever the team's default.
 CLI_ANSWER_VERSION = "2026-04"
-out = Console()
-err = Console(stderr=True)
+# Written to a file or a pipe, a line stays one line (rich would wrap it at 80 columns).
+out = Console(soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 class CliError(Exception):
