@@ -13,6 +13,7 @@ import asyncpg
 
 from service.audit import repository
 from service.errors import InvalidRequest
+from service.logs import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ ACTIONS = (
     "key.revoke",
     "budgets.set",
     "webhook_secret.rotate",
+    "dispute.accept",
+    "dispute.reject",
 )
 SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "key")  # shown by prefix
 DROPPED_FIELDS = ("key_hash",)  # never shown at all
@@ -40,10 +43,11 @@ class AuditContext:
 
 
 def redact(value: Any) -> Any:
-    """`value` with every secret cut to its prefix (keys and webhook secrets)."""
+    """`value` with every secret cut to its prefix (keys and webhook secrets), and URLs
+    (`alert_url`, `callback_url`, ...) without the credentials they carry."""
     if isinstance(value, dict):
         return {
-            k: _prefix(v) if k in SECRET_FIELDS else redact(v)
+            k: _prefix(v) if k in SECRET_FIELDS else _redact_field(k, v)
             for k, v in value.items()
             if k not in DROPPED_FIELDS
         }
@@ -52,6 +56,12 @@ def redact(value: Any) -> Any:
     if isinstance(value, UUID):  # asyncpg's own UUID type is no JSON orjson knows
         return str(value)
     return value
+
+
+def _redact_field(name: str, value: Any) -> Any:
+    if name.endswith("url") and isinstance(value, str):
+        return redact_url(value)
+    return redact(value)
 
 
 def _prefix(secret: Any) -> Any:

@@ -4,6 +4,8 @@ secret in it, filters and pages; Postgres refuses to change or remove an entry."
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from typing import Any
 
 import asyncpg
@@ -115,3 +117,73 @@ async def test_postgres_refuses_to_change_the_trail(
             await db.execute(sql)
         assert refused.value.sqlstate == "QB403" and "append-only" in str(refused.value)
     assert await db.fetchval("SELECT count(*) FROM admin_audit WHERE actor = 'mallory'") == 0
+
+
+# Credentials an app or operator may put in a URL (issue 31, point 7).
+SECRETS_IN_URLS = ("s3cret-pass", "tok-123", "key-456", "sig-789", "pw-000")
+
+
+def url_with_credentials(path: str) -> str:
+    return (
+        f"http://alice:s3cret-pass@127.0.0.1:9/{path}?team=video&access_token=tok-123"
+        "&api_key=key-456&X-Amz-Signature=sig-789&password=pw-000"
+    )
+
+
+async def test_credentials_in_an_alert_url_are_redacted_in_the_trail_and_its_log_line(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The trail and the log line show the URL without its userinfo and secret-named
+    parameters; the team keeps the URL as given, for delivery."""
+    given, changed = url_with_credentials("alerts"), url_with_credentials("alerts/v2")
+    with caplog.at_level(logging.INFO, logger="service.audit.service"):
+        created = await client.post(
+            "/admin/teams", json={"name": "audited-url", "alert_url": given}, headers=ADMIN
+        )
+        assert created.status_code == 201, created.text
+        team_id = created.json()["id"]
+        patched = await client.patch(
+            f"/admin/teams/{team_id}", json={"alert_url": changed}, headers=ADMIN
+        )
+        assert patched.status_code == 200, patched.text
+    stored = (await client.get(f"/admin/teams/{team_id}", headers=ADMIN)).json()
+    assert stored["alert_url"] == changed  # delivery uses it as given
+
+    entries = (await audit(client, target=team_id))["data"]
+    shown = (
+        "http://***@127.0.0.1:9/alerts?team=video&access_token=***&api_key=***"
+        "&X-Amz-Signature=***&password=***"
+    )
+    assert entries[1]["after"]["alert_url"] == shown
+    assert entries[0]["before"]["alert_url"] == shown
+    assert entries[0]["after"]["alert_url"] == shown.replace("/alerts?", "/alerts/v2?")
+    logged = [r for r in caplog.records if r.getMessage() == "admin change"]
+    assert len(logged) == 2
+    for text in (str(entries), *(str(vars(r)) for r in logged)):
+        for secret in SECRETS_IN_URLS:
+            assert secret not in text
+
+
+@pytest.mark.parametrize("log_format", ["json", "pretty"])
+def test_every_log_line_of_a_process_loses_url_credentials(tmp_path: Any, log_format: str) -> None:
+    """Whoever logs a URL (an error naming a callback_url, a Postgres DETAIL quoting a row,
+    a traceback): the process's log line shows it without its credentials."""
+    script = f"""
+import logging
+from service.logs import configure_logging
+configure_logging("INFO", log_format={log_format!r})
+log = logging.getLogger("probe")
+url = {url_with_credentials("hook")!r}
+log.warning("delivery to %s failed", url, extra={{"callback_url": url, "urls": [url]}})
+try:
+    raise RuntimeError(f"cannot reach {{url}}")
+except RuntimeError:
+    log.exception("unhandled error")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "delivery to http://***@127.0.0.1:9/hook?team=video" in done.stderr, done.stderr
+    assert "RuntimeError: cannot reach http://***@127.0.0.1:9/hook" in done.stderr, done.stderr
+    for secret in SECRETS_IN_URLS:
+        assert secret not in done.stderr, done.stderr
