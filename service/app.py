@@ -20,6 +20,7 @@ from service.audit import routes as audit_routes
 from service.budgets import routes as budget_routes
 from service.catalog import routes as catalog_routes
 from service.config import Settings, get_settings
+from service.console.mount import mount_console
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.heap import freeze_startup_heap
 from service.logs import accept_request_id, request_id_var
@@ -153,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
         app.include_router(module.admin)
     app.include_router(audit_routes.admin)
+    # Last, so the API's routes match first; it adds routes only, no middleware.
+    mount_console(app, settings)
     app.add_middleware(
         EdgeMiddleware, max_bytes=settings.max_request_bytes, metrics=settings.http_metrics
     )

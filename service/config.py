@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     # Where Qingbo can reach /internal/qingbo/callback; unset means polling only.
     public_base_url: str | None = None
     price_table: Path | None = None
+    # The web console (/console, README "Console"): the key that signs its session cookie
+    # (unset: one made at start, so sessions end at a restart and do not span replicas),
+    # how long an idle session lives, and the Grafana dashboard its operations page links.
+    console_secret: SecretStr = SecretStr("")
+    console_idle_minutes: int = Field(30, ge=1, le=24 * 60)
+    grafana_url: str | None = None
 
     # Upstream protection and retry policy.
     upstream_max_in_flight: int = Field(50, ge=1)

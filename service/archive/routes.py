@@ -116,6 +116,9 @@ async def _content(
     )
 
 
+# The console (service/console) serves the same bytes behind its session.
+serve_video = _content
+
 _VIDEO = {"content": {"video/mp4": {}}, "description": "The video's bytes"}
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: _VIDEO,

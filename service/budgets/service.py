@@ -263,3 +263,11 @@ async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
             charge_mismatches=await spend_repository.charge_mismatches(conn),
             rollup_mismatches=await spend_rollup.mismatches(conn),
         )
+
+
+async def all_budgets(
+    conn: asyncpg.Connection, *, now: datetime, timezone: str
+) -> list[dict[str, Any]]:
+    """Every live budget in its current window, with its team's name (operators)."""
+    rows = await repository.all_standing(conn, now=now, timezone=timezone)
+    return [budget_standing(r) | {"team_name": r["team_name"]} for r in rows]

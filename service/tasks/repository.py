@@ -167,3 +167,42 @@ async def count_by_stage(conn: asyncpg.Connection) -> dict[str, int]:
         "WHERE dispatch_state <> 'done' GROUP BY dispatch_state"
     )
     return {r["dispatch_state"]: r["n"] for r in rows}
+
+
+async def upstream_pause(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    """Until when submissions to Qingbo are paused, and why (None: they are not)."""
+    return await conn.fetchrow(
+        "SELECT paused_until, pause_reason FROM upstream_state WHERE paused_until > now()"
+    )
+
+
+async def waiting_by_team(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Unfinished tasks of each team that has any: waiting for a slot, and at Qingbo."""
+    return await conn.fetch(
+        """
+        SELECT t.id AS team_id, t.name AS team_name,
+               count(*) FILTER (WHERE k.dispatch_state = 'pending') AS waiting,
+               count(*) FILTER (WHERE k.dispatch_state <> 'pending') AS in_flight
+        FROM tasks k JOIN teams t ON t.id = k.team_id
+        WHERE k.dispatch_state <> 'done'
+        GROUP BY t.id, t.name ORDER BY waiting DESC, t.name
+        """
+    )
+
+
+async def event_counts(conn: asyncpg.Connection, *, event: str, since: datetime) -> int:
+    """How many webhook events named `event` were written since `since` (budget alerts)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM webhook_events WHERE event = $1 AND created_at >= $2",
+            event,
+            since,
+        )
+    )
+
+
+async def dispute_count(conn: asyncpg.Connection) -> int | None:
+    """Charge disputes recorded, where the gateway records them (None: no such table yet)."""
+    if await conn.fetchval("SELECT to_regclass('charge_disputes')") is None:
+        return None
+    return int(await conn.fetchval("SELECT count(*) FROM charge_disputes"))

@@ -380,3 +380,11 @@ def _check_cancellable(row: Any) -> None:
             "task is being submitted to Qingbo right now; retry in a second",
             headers={"Retry-After": "1"},
         )
+
+
+async def find_task(conn: asyncpg.Connection, *, task_id: str) -> asyncpg.Record:
+    """Any team's task (operators: the console's admin view), or not found."""
+    row = await repository.get_task(conn, task_id)
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
+    return row

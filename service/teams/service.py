@@ -221,7 +221,14 @@ async def authenticate(
 ) -> Caller:
     """The caller behind `token` (a team API key): from `keys` when this process knows it
     (no connection taken), else from the database."""
-    key_hash = hash_key(require_token(token))
+    return await authenticate_hash(pool, key_hash=hash_key(require_token(token)), keys=keys)
+
+
+async def authenticate_hash(
+    pool: asyncpg.Pool, *, key_hash: bytes, keys: KeyCache[KnownKey] | None = None
+) -> Caller:
+    """As `authenticate`, from the key's hash: the console keeps only the hash of the key a
+    session signed in with, and checks it on every page (a revoked key's session ends)."""
     known = keys.get(key_hash) if keys is not None else None
     if known is None:
         read_at = keys.generation if keys is not None else 0

@@ -318,3 +318,21 @@ async def rotate_secret(
         new_secret,
         grace_seconds,
     )
+
+
+async def list_for_team(
+    conn: asyncpg.Connection, *, team_id: UUID, status: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """The team's newest events (tasks' and budget alerts'), with the attempts each made."""
+    return await conn.fetch(
+        f"""
+        SELECT {_EVENT_COLUMNS}
+        FROM webhook_events e
+        WHERE e.team_id = $1 AND ($2::text IS NULL OR e.status = $2)
+        ORDER BY e.created_at DESC, e.id DESC
+        LIMIT $3
+        """,
+        team_id,
+        status,
+        limit,
+    )

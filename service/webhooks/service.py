@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from service.audit.service import AuditContext, record
-from service.errors import NotFound
+from service.errors import InvalidRequest, NotFound
 from service.teams.service import new_webhook_secret
 from service.webhooks import repository
 from service.webhooks.queue import enqueue_delivery
@@ -93,3 +93,15 @@ async def redeliver_failed(
     for row in rows:
         await send_now(redis, queue, row["id"])
     return len(rows)
+
+
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "stopped")
+
+
+async def team_delivery_log(
+    conn: asyncpg.Connection, *, team_id: UUID, status: str | None, limit: int = 100
+) -> list[asyncpg.Record]:
+    """The team's newest webhook events, of one status or all (the console's team log)."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidRequest(f"status: one of {', '.join(DELIVERY_STATUSES)}", param="status")
+    return await repository.list_for_team(conn, team_id=team_id, status=status, limit=limit)
