@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -46,13 +47,13 @@ class Settings(BaseSettings):
     metrics_token: SecretStr = SecretStr("")
     # Where Qingbo can reach /internal/qingbo/callback; unset means polling only.
     public_base_url: str | None = None
-    price_table: Path | None = None
     # The web console (/console, README "Console"): the key that signs its session cookie
     # (unset: one made at start, so sessions end at a restart and do not span replicas),
     # how long an idle session lives, and the Grafana dashboard its operations page links.
     console_secret: SecretStr = SecretStr("")
     console_idle_minutes: int = Field(30, ge=1, le=24 * 60)
     grafana_url: str | None = None
+    price_table: Path | None = None
 
     # Upstream protection and retry policy.
     upstream_max_in_flight: int = Field(50, ge=1)
@@ -99,6 +100,10 @@ class Settings(BaseSettings):
     poll_watched_seconds: float = Field(3.0, gt=0)
     watch_ttl_seconds: float = Field(30.0, gt=0)
     task_max_tracking_seconds: float = Field(3 * 3600.0, gt=0)
+    # A terminal answer Postgres refuses to record (after sanitize.py has cleaned it) is
+    # tried this many reads, then the task fails `upstream_answer_unrecordable`, its
+    # reservation and slots released: it never holds them forever (issue 31).
+    upstream_answer_max_record_tries: int = Field(3, ge=1)
 
     # Leases after which the reconciler takes back work whose job vanished.
     claim_lease_seconds: float = Field(60.0, gt=0)
@@ -123,11 +128,21 @@ class Settings(BaseSettings):
     # Idle GET /v1/tasks/{id}/events streams get a ": ping" comment this often.
     sse_keepalive_seconds: float = Field(15.0, gt=0)
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
+    # Bodies are read only once the caller is known (key, admin token, callback token), at
+    # most these many bytes by route: large where Base64 images are allowed (submit, sync,
+    # estimate), modest for the admin API's JSON, a few KiB for Qingbo's callbacks (a
+    # status, only a hint). Over them: 413. A body not all in within the timeout: 408.
     max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_admin_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_callback_body_bytes: int = Field(16 * 1024, ge=1024)
+    body_read_timeout_seconds: float = Field(30.0, gt=0)
     # Each Base64 image of a task, decoded (larger ones belong behind a URL).
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     db_pool_min_size: int = Field(2, ge=1)
     db_pool_max_size: int = Field(20, ge=1)
+    # API processes: a request waits this long for a pooled connection, then gets 503 with
+    # Retry-After (and /readyz fails), instead of queueing for ever behind stuck ones.
+    db_acquire_timeout_seconds: float = Field(5.0, gt=0)
     log_level: str = "INFO"
     # json: one JSON object per line, for machines (the default of every role); pretty:
     # short lines for a person at a terminal (`qingbo-gateway dev` sets it).
@@ -148,11 +163,19 @@ class Settings(BaseSettings):
     archive_retry_max_seconds: float = Field(300.0, gt=0)
     archive_read_timeout_seconds: float = Field(60.0, gt=0)
     archive_lease_seconds: float = Field(900.0, gt=0)
+    # A download that declares or sends more than this is cut off there and its video's
+    # archive failed at once (a forged or broken link must not fill the store or stream
+    # for ever); Qingbo's 10 s 1080p videos are tens of MB.
+    archive_max_bytes: int = Field(4 * 1024**3, ge=1024 * 1024)
     # Kept copies older than this are deleted (unset: kept for ever).
     archive_retention_days: int | None = Field(None, ge=1)
 
     # Budgets: day/week/month windows are calendar windows in this zone (weeks start Monday).
     budget_timezone: str = "UTC"
+    # Budgets are charged at most the reservation times this factor, whatever Qingbo
+    # reports: the excess is a dispute an admin accepts or rejects (budgets/disputes.py).
+    # A decimal (at most 3 places), applied as an integer ratio: no float touches money.
+    charge_cap_factor: Decimal = Field(Decimal(2), ge=1, le=1000, decimal_places=3)
     # Percent levels of a budget's limit whose crossing is announced (metric, log, webhook).
     budget_alert_percents: str = "50,80,100"
     # Requests-per-minute limits live in Redis; when it cannot be reached: "allow" keeps
@@ -253,6 +276,11 @@ class Settings(BaseSettings):
         chosen = self.webhook_max_concurrent_attempts_per_team
         return min(total, chosen) if chosen is not None else max(1, total // 2)
 
+    @property
+    def charge_cap_ratio(self) -> tuple[int, int]:
+        """QGW_CHARGE_CAP_FACTOR as (numerator, denominator): cap = reserved * n // d."""
+        return self.charge_cap_factor.as_integer_ratio()
+
     @field_validator("budget_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -266,7 +294,7 @@ class Settings(BaseSettings):
     @classmethod
     def _percent_list(cls, value: str) -> str:
         parts = [p.strip() for p in value.split(",") if p.strip()]
-        if not all(p.isdigit() and 1 <= int(p) <= 1000 for p in parts):
+        if not all(p.isascii() and p.isdigit() and 1 <= int(p) <= 1000 for p in parts):
             raise ValueError("comma-separated whole percents between 1 and 1000")
         return ",".join(parts)
 

@@ -65,6 +65,11 @@ DATABASE_RETRIES = Counter(
 UPSTREAM_SUBMIT_RETRIES = Counter(
     "qgw_upstream_submit_retries_total", "Submissions put back for a retry", ["reason"]
 )
+UPSTREAM_READ_RETRIES = Counter(
+    "qgw_upstream_read_retries_total",
+    "Failed reads of tracked tasks retried on the short read backoff",
+    ["reason"],
+)
 UPSTREAM_PAUSES = Counter(
     "qgw_upstream_pauses_total", "Times submissions were paused by Qingbo's answer", ["reason"]
 )
@@ -114,6 +119,23 @@ COST_DRIFT = Counter(
     "qgw_upstream_cost_drift_usd_total",
     "USD by which Qingbo's reported cost differed from the price table's estimate",
     ["model", "direction"],
+)
+# Issue 31: a charge beyond the reservation times QGW_CHARGE_CAP_FACTOR is disputed
+# (budgets/disputes.py); a terminal answer Postgres refuses ends the task (tracking.py).
+CHARGE_DISPUTES = Counter(
+    "qgw_charge_disputes_total",
+    "Charges Qingbo reported beyond the cap (reservation x QGW_CHARGE_CAP_FACTOR): disputes",
+    ["team", "model"],
+)
+CHARGE_DISPUTED_USD = Counter(
+    "qgw_charge_disputed_usd_total",
+    "USD Qingbo reported beyond the cap, not charged to budgets until an admin accepts it",
+    ["team", "model"],
+)
+TASKS_UNRECORDABLE = Counter(
+    "qgw_tasks_unrecordable_total",
+    "Tasks failed upstream_answer_unrecordable: Qingbo's terminal answer could not be stored",
+    ["model"],
 )
 BUDGET_THRESHOLD_CROSSINGS = Counter(
     "qgw_budget_threshold_crossings_total",
@@ -174,6 +196,11 @@ ARCHIVE_VIDEOS = Counter(
     ["outcome"],
 )
 ARCHIVE_BYTES = Counter("qgw_archive_bytes_total", "Bytes of video stored in the archive")
+ARCHIVE_TOO_LARGE = Counter(
+    "qgw_archive_too_large_total",
+    "Result videos not archived because their link declared or sent more than "
+    "QGW_ARCHIVE_MAX_BYTES (the download is cut off there; the video's archive is failed)",
+)
 ARCHIVE_WAIT = Histogram(
     "qgw_archive_wait_seconds",
     "From a task's completion to its video stored in the archive",

@@ -26,6 +26,7 @@ from service.config import Settings
 from service.egress import BlockedDestination, DestinationPolicy, UnresolvedHost
 from service.metrics import (
     ARCHIVE_BYTES,
+    ARCHIVE_TOO_LARGE,
     ARCHIVE_VIDEOS,
     ARCHIVE_WAIT,
 )
@@ -39,8 +40,30 @@ MAX_ATTEMPTS_WITHOUT_EXPIRY = 12
 MP4_CONTENT_TYPE = "video/mp4"
 
 
+# Why a copy failed, as the team may see it (the content route, README "Archive"): a
+# class, never the worker's error text, which can name addresses and the store.
+UNREACHABLE = "link_unreachable"  # blocked by the egress policy, unresolved, transport error
+LINK_ERROR = "link_error"  # the link answered something other than 200
+NOT_A_VIDEO = "not_a_video"
+TOO_LARGE = "too_large"  # more than QGW_ARCHIVE_MAX_BYTES, declared or sent
+STORE_ERROR = "store_error"
+ERROR_CLASSES = (UNREACHABLE, LINK_ERROR, NOT_A_VIDEO, TOO_LARGE, STORE_ERROR)
+
+
 class CopyFailed(Exception):
-    """This attempt did not store the video (the message says why, naming no secret)."""
+    """This attempt did not store the video: `kind` (one of ERROR_CLASSES) and a detail
+    for operators (naming no secret). `final`: trying again cannot help."""
+
+    def __init__(self, kind: str, detail: str, *, final: bool = False) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.final = final
+
+
+def error_class(last_error: str | None) -> str:
+    """The class of a recorded failure (`<class>: <detail>`), for the team's eyes."""
+    kind = (last_error or "").split(":", 1)[0]
+    return kind if kind in ERROR_CLASSES else "archive_failed"
 
 
 def looks_like_mp4(head: bytes) -> bool:
@@ -100,7 +123,9 @@ class Archiver:
         try:
             size, digest = await self.copy(row["source_url"], row["object_key"])
         except CopyFailed as exc:
-            retry_at = self.retry_at(row)
+            retry_at = None if exc.final else self.retry_at(row)
+            if exc.kind == TOO_LARGE:
+                ARCHIVE_TOO_LARGE.inc()
             async with pool.acquire() as conn:
                 await repository.record_failure(
                     conn, task_id=task_id, index=index, error=str(exc), retry_at=retry_at
@@ -139,7 +164,7 @@ class Archiver:
             scheme, host, port = self.policy.check_url(url)
             addresses = await self.policy.resolve(host, port)
         except (BlockedDestination, UnresolvedHost) as exc:
-            raise CopyFailed(str(exc)) from None
+            raise CopyFailed(UNREACHABLE, str(exc)) from None
         parts = urlsplit(url)
         address = addresses[0]
         dial = f"[{address}]" if address.version == 6 else str(address)
@@ -147,12 +172,19 @@ class Archiver:
         extensions = {"sni_hostname": host} if scheme == "https" else {}
         digest = hashlib.sha256()
         size = 0
+        limit = self.settings.archive_max_bytes
+        too_large = CopyFailed(TOO_LARGE, f"the link sent more than {limit} bytes", final=True)
         try:
             async with self._http.stream(
                 "GET", target, headers={"Host": parts.netloc}, extensions=extensions
             ) as response:
                 if response.status_code != 200:
-                    raise CopyFailed(f"the link answered HTTP {response.status_code}")
+                    raise CopyFailed(LINK_ERROR, f"the link answered HTTP {response.status_code}")
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > limit:  # refused before a byte of the body is read
+                    raise CopyFailed(
+                        TOO_LARGE, f"the link declared {declared} bytes, over {limit}", final=True
+                    )
                 chunks = response.aiter_bytes(CHUNK_BYTES)
                 head = b""
                 async for chunk in chunks:  # enough of the start to check what it is
@@ -160,7 +192,7 @@ class Archiver:
                     if len(head) >= 8:
                         break
                 if not looks_like_mp4(head):
-                    raise CopyFailed("the link did not serve an MP4 video")
+                    raise CopyFailed(NOT_A_VIDEO, "the link did not serve an MP4 video")
 
                 async def hashed() -> AsyncIterator[bytes]:
                     nonlocal size
@@ -169,11 +201,12 @@ class Archiver:
                         size += len(piece)
                         yield piece
                     async for chunk in chunks:
-                        digest.update(chunk)
                         size += len(chunk)
+                        if size > limit:  # no Content-Length, or one that lied: cut off
+                            raise too_large
+                        digest.update(chunk)
                         yield chunk
 
-                declared = int(response.headers.get("content-length") or 0)
                 if 0 < declared <= PART_BYTES:
                     # One PUT instead of a multipart upload's three requests: measured
                     # 0.69x the floor's videos/s on 1 MiB videos with multipart
@@ -187,11 +220,14 @@ class Archiver:
                         self.store, key, hashed(), chunk_size=PART_BYTES, max_concurrency=4
                     )
         except httpx.HTTPError as exc:
-            raise CopyFailed(f"download failed: {type(exc).__name__}") from None
+            raise CopyFailed(UNREACHABLE, f"download failed: {type(exc).__name__}") from None
         except CopyFailed:
             raise
         except Exception as exc:  # obstore's errors: the store could not take it
-            raise CopyFailed(f"the store refused it: {type(exc).__name__}: {exc}"[:300]) from None
+            if size > limit:  # the cut-off, raised inside the store's upload
+                raise too_large from None
+            detail = f"the store refused it: {type(exc).__name__}: {exc}"[:300]
+            raise CopyFailed(STORE_ERROR, detail) from None
         return size, digest.hexdigest()
 
 

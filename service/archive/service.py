@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from service.archive import repository
+from service.archive.copier import error_class
 from service.catalog.models import TERMINAL_STATUSES
 from service.errors import (
     ArchiveExpired,
@@ -47,8 +48,9 @@ async def stored_video(
         )
     if row["state"] == "failed":
         raise ArchiveGone(
-            f"video {index} of task {task_id} could not be archived before Qingbo's link "
-            f"expired ({row['last_error']})"
+            # The class only: the worker's error text can name addresses and the store.
+            f"video {index} of task {task_id} could not be archived "
+            f"({error_class(row['last_error'])})"
         )
     if row["state"] == "expired":
         raise ArchiveExpired(

@@ -212,7 +212,8 @@ async def test_a_link_that_expires_before_the_copy_is_a_failed_archive(
     assert archive["videos"][0]["state"] == "failed"
     gone = await gw.get(f"/v1/tasks/{task['task_id']}/content", headers=team.headers)
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "archive_failed"
-    assert "HTTP 404" in gone.json()["error"]["message"]
+    # The class of the failure, not the worker's error text (issue 31, point 5).
+    assert gone.json()["error"]["message"].endswith("could not be archived (link_error)")
     async with httpx.AsyncClient() as http:  # what QingboVideosLostBeforeArchiving reads
         scrape = (await http.get(archiving.worker_metrics)).text
     assert 'qgw_archive_videos_total{outcome="failed"} 1.0' in scrape
