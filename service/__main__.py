@@ -144,7 +144,14 @@ def migrate(revision: str) -> None:
     default=None,
     help="The generation of Qingbo's API to follow (default: QGW_QINGBO_API_VERSION).",
 )
-def simulator(host: str, port: int, api_key: str | None, api_version: str | None) -> None:
+@click.option(
+    "--base-url",
+    default=None,
+    help="Where others reach it, for its links (videos, poll URLs); default http://HOST:PORT.",
+)
+def simulator(
+    host: str, port: int, api_key: str | None, api_version: str | None, base_url: str | None
+) -> None:
     import uvicorn
 
     from service.catalog.models import load_price_table
@@ -153,7 +160,7 @@ def simulator(host: str, port: int, api_key: str | None, api_version: str | None
     settings = start_role()
     app = create_simulator_app(
         api_key=api_key or os.environ.get("QGW_SIM_API_KEY") or None,
-        base_url=f"http://{host}:{port}",
+        base_url=base_url or f"http://{host}:{port}",
         api_version=api_version or settings.qingbo_api_version,
         prices=load_price_table(settings.price_table),
     )

@@ -121,11 +121,14 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
         "QGW_POLL_INITIAL_SECONDS": os.environ.get("QGW_POLL_INITIAL_SECONDS", "1"),
         # Lines for a person: one per task event, libraries quiet (README "Two commands").
         "QGW_LOG_FORMAT": os.environ.get("QGW_LOG_FORMAT", "pretty"),
-        # Webhook receivers on this machine are the point of a dev stack.
+        # Webhook receivers on this machine are the point of a dev stack, and the
+        # simulator's video links (the archive downloads them) are on loopback too: the
+        # rest of the private ranges stay closed, as in production (README "Webhooks").
         "QGW_WEBHOOK_ALLOW_NETWORKS": os.environ.get(
             "QGW_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8,::1/128"
         ),
     }
+    opened = env["QGW_WEBHOOK_ALLOW_NETWORKS"] or "nothing"
     cmd = [sys.executable, "-m", "service"]
     signal.signal(signal.SIGTERM, _raise_interrupt)
     children = [
@@ -145,6 +148,8 @@ Qingbo Gateway dev stack is up.
   admin      Authorization: Bearer {admin_token}
   demo key   {key}
   archive    {archive_url}  (finished videos: {api}/v1/tasks/<id>/content)
+  webhooks   public addresses and {opened} (QGW_WEBHOOK_ALLOW_NETWORKS); other
+             private ranges are closed unless opened (README "Webhooks")
 
 Submit a task:
   curl -s {api}/v1/tasks -H 'Authorization: Bearer {key}' \\

@@ -73,8 +73,9 @@ async def _listen_for_webhook_events(stack: AsyncExitStack, res: Resources) -> N
     backstop."""
     pending: set[asyncio.Task[str]] = set()
 
-    def notified(event_id: str) -> None:
-        task = asyncio.create_task(webhook_jobs.first_attempt(res, event_id))
+    def notified(payload: str) -> None:
+        event_id, team = webhook_jobs.parse_notification(payload)
+        task = asyncio.create_task(webhook_jobs.first_attempt(res, event_id, team))
         pending.add(task)
         task.add_done_callback(pending.discard)
 

@@ -13,7 +13,8 @@ push on the tail). A sorted set would sort again what arrives sorted (measured: 
 script ran several times slower on one).
 
 Only task submissions (`POST /v1/tasks`, `POST /v1/tasks/sync`) count: reads and polls
-are served locally and cost nothing upstream.
+are served locally and cost nothing upstream. `check_counter` applies the same log to
+other per-minute limits (a team's webhook re-sends).
 
 The checks go over one pipelined connection of the limiter's own (`pipe.py`, which says
 why redis-py's client is not used here), the script by EVALSHA; a Redis that lost it
@@ -143,7 +144,16 @@ class RateLimiter:
 
     async def check(self, limits: Limits) -> Decision:
         """Admit one submission under `limits`, or raise RateLimited (429)."""
-        entries = self._entries(limits)
+        return await self._check(self._entries(limits), what="submissions")
+
+    async def check_counter(
+        self, log: str, subject: object, limit: int, *, what: str, name: str = "team"
+    ) -> Decision:
+        """Admit one `what` under `limit` per minute in `subject`'s log named `log` (its
+        own, apart from the submissions'), or raise RateLimited (429)."""
+        return await self._check([(name, self.log_key(log, subject), limit)], what=what)
+
+    async def _check(self, entries: list[tuple[str, str, int]], *, what: str) -> Decision:
         if not entries:
             return Decision()
         keys = [key for _, key, _ in entries]
@@ -164,9 +174,10 @@ class RateLimiter:
         decision = Decision(quotas)
         if not int(raw[0]):
             refused = quotas[int(raw[1]) - 1]
-            TASKS_REJECTED.labels(f"rate_limited_{refused.name}").inc()
+            if what == "submissions":
+                TASKS_REJECTED.labels(f"rate_limited_{refused.name}").inc()
             raise RateLimited(
-                f"{refused.name} rate limit of {refused.limit} submissions per minute reached; "
+                f"{refused.name} rate limit of {refused.limit} {what} per minute reached; "
                 f"retry in {refused.reset_seconds} s",
                 headers={"Retry-After": str(refused.reset_seconds), **decision.headers()},
             )

@@ -119,7 +119,8 @@ async def admit_task(
         )
     task = normalize(body, res.settings.generation, max_image_bytes=res.settings.max_image_bytes)
     check_admissible(caller, task)
-    require_allowed(res.webhooks.policy, task.callback_url, param="callback_url")
+    egress = res.webhooks.policy.for_team(caller.open_destinations)
+    require_allowed(egress, task.callback_url, param="callback_url")
     cost = price_of(res.prices, task)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""

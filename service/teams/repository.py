@@ -10,7 +10,7 @@ import asyncpg
 
 _TEAM_COLUMNS = (
     "id, name, rpm_limit, max_concurrent_tasks, allowed_models, alert_url, api_version, "
-    "webhook_secret, created_at"
+    "open_destinations, webhook_secret, created_at"
 )
 
 
@@ -29,13 +29,14 @@ async def insert_team(
     alert_url: str | None,
     api_version: str,
     webhook_secret: str,
+    open_destinations: list[str],
 ) -> asyncpg.Record | None:
     """The new team, or None when the name is taken."""
     return await conn.fetchrow(
         f"""
         INSERT INTO teams (name, rpm_limit, max_concurrent_tasks, allowed_models, alert_url,
-                           api_version, webhook_secret)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+                           api_version, webhook_secret, open_destinations)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT (name) DO NOTHING
         RETURNING {_TEAM_COLUMNS}
         """,
@@ -46,6 +47,7 @@ async def insert_team(
         alert_url,
         api_version,
         webhook_secret,
+        open_destinations,
     )
 
 
@@ -70,6 +72,7 @@ async def update_team(
         "allowed_models",
         "alert_url",
         "api_version",
+        "open_destinations",
     }
     columns = [c for c in changes if c in allowed]
     if not columns:
@@ -139,7 +142,7 @@ async def find_active_key(conn: asyncpg.Connection, key_hash: bytes) -> asyncpg.
     return await conn.fetchrow(
         """
         SELECT k.id AS key_id, k.team_id, t.name AS team_name, t.rpm_limit,
-               t.max_concurrent_tasks, t.allowed_models, t.api_version,
+               t.max_concurrent_tasks, t.allowed_models, t.api_version, t.open_destinations,
                k.rpm_limit AS key_rpm_limit, k.expires_at
         FROM api_keys k JOIN teams t ON t.id = k.team_id
         WHERE k.key_hash = $1 AND k.revoked_at IS NULL

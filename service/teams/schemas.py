@@ -15,6 +15,14 @@ AlertUrl = Annotated[
     str, Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$"), Storable
 ]
 TeamName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$"), Storable]
+OpenDestinations = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=253), Storable]], Field(max_length=100)
+]
+_OPEN_DESTINATIONS = (
+    "Destinations opened for this team's webhooks beyond the company's: CIDRs (10.20.0.0/16), "
+    "exact host names (hooks.payments.internal) or *.suffix (any name below the suffix). "
+    "Private, loopback and link-local addresses are closed unless opened (README Webhooks)"
+)
 
 
 class TeamCreate(BaseModel):
@@ -34,6 +42,9 @@ class TeamCreate(BaseModel):
         description="Answer shape of the team's task answers, events and webhooks "
         "(a Qingbo-Version header overrides it per call)",
     )
+    open_destinations: OpenDestinations = Field(
+        default_factory=list, description=_OPEN_DESTINATIONS
+    )
 
 
 class TeamPatch(BaseModel):
@@ -47,6 +58,9 @@ class TeamPatch(BaseModel):
     allowed_models: Annotated[list[SafeText], Field(max_length=100)] | None = None
     alert_url: AlertUrl | None = None
     api_version: ApiVersion | None = None
+    open_destinations: OpenDestinations | None = Field(
+        None, description=_OPEN_DESTINATIONS + "; the list given replaces the team's"
+    )
 
 
 class Team(BaseModel):
@@ -57,6 +71,7 @@ class Team(BaseModel):
     allowed_models: list[str] | None
     alert_url: str | None
     api_version: ApiVersion
+    open_destinations: list[str] = Field(description=_OPEN_DESTINATIONS)
     webhook_secret: str
     created_at: datetime
 

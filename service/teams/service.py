@@ -15,7 +15,7 @@ import asyncpg
 
 from service.audit.service import AuditContext, record
 from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
-from service.egress import DestinationPolicy, require_allowed
+from service.egress import DestinationPolicy, normal_openings, require_allowed
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
 from service.teams.key_cache import KeyCache
@@ -59,6 +59,8 @@ class Caller:
     key_rpm_limit: int | None = None
     # The answer shape the team's apps were written for, unless a call says otherwise.
     api_version: str = DEFAULT_ANSWER_VERSION
+    # Destinations an operator opened for the team's webhooks (service/egress.py).
+    open_destinations: tuple[str, ...] = ()
 
 
 def hash_key(key: str) -> bytes:
@@ -84,7 +86,8 @@ def _check_models(models: list[str] | None) -> list[str] | None:
 async def create_team(
     conn: asyncpg.Connection, *, body: TeamCreate, audit: AuditContext, egress: DestinationPolicy
 ) -> asyncpg.Record:
-    require_allowed(egress, body.alert_url, param="alert_url")
+    opened = normal_openings(body.open_destinations, param="open_destinations")
+    require_allowed(egress.for_team(opened), body.alert_url, param="alert_url")
     async with conn.transaction():
         row = await repository.insert_team(
             conn,
@@ -95,6 +98,7 @@ async def create_team(
             alert_url=body.alert_url,
             api_version=body.api_version,
             webhook_secret=new_webhook_secret(),
+            open_destinations=opened,
         )
         if row is None:
             raise InvalidRequest(f"name: a team named {body.name!r} exists already", param="name")
@@ -124,17 +128,23 @@ async def patch_team(
     audit: AuditContext,
     egress: DestinationPolicy,
 ) -> asyncpg.Record:
-    require_allowed(egress, body.alert_url, param="alert_url")
     changes: dict[str, Any] = {f: getattr(body, f) for f in body.model_fields_set}
-    for required in ("name", "api_version"):
+    for required in ("name", "api_version", "open_destinations"):
         if required in changes and changes[required] is None:
             raise InvalidRequest(f"{required}: must not be null", param=required)
     if "allowed_models" in changes:
         changes["allowed_models"] = _check_models(changes["allowed_models"])
+    if "open_destinations" in changes:
+        changes["open_destinations"] = normal_openings(
+            changes["open_destinations"], param="open_destinations"
+        )
     async with conn.transaction():
         before = await repository.get_team(conn, team_id, for_update=True)
         if before is None:
             raise NotFound("team not found")
+        # The alert URL as the team's destinations will be: given now, or as they are.
+        opened = changes.get("open_destinations", before["open_destinations"])
+        require_allowed(egress.for_team(opened), body.alert_url, param="alert_url")
         try:
             row = await repository.update_team(conn, team_id, changes)
         except asyncpg.UniqueViolationError:
@@ -257,4 +267,5 @@ def _caller(row: asyncpg.Record) -> Caller:
         allowed_models=row["allowed_models"],
         key_rpm_limit=row["key_rpm_limit"],
         api_version=row["api_version"],
+        open_destinations=tuple(row["open_destinations"]),
     )

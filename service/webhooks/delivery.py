@@ -5,6 +5,10 @@ that dies mid-attempt leaves it leased; when the lease runs out the sweeper hand
 another worker, which sends it again with the same webhook-id (receivers de-duplicate on
 it). Only 2xx within the timeout counts; redirects are not followed; 410 Gone stops the
 callback; 429/503 Retry-After is honoured up to a cap.
+
+Each failed attempt gets a generic class (ERROR_CLASSES), all the team's delivery log
+shows of it: what its own receiver could have told it, never an address the gateway
+resolved or a library's error text. The detail is for operators (the admin API, logs).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import ssl
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -50,14 +55,68 @@ SLOT_WAIT_SECONDS = 1.0
 FIRST_ATTEMPTS_QUEUED = 1000
 
 
+# What a team may read of a failed attempt (delivery log `error`).
+TIMEOUT, CONNECTION_REFUSED = "timeout", "connection_refused"
+CONNECTION_FAILED = "connection_failed"
+DNS_FAILURE, TLS_ERROR, BLOCKED = "dns_failure", "tls_error", "blocked_destination"
+HTTP_ERROR, PROTOCOL_ERROR, INTERRUPTED = "http_error", "protocol_error", "interrupted"
+ERROR_CLASSES = (
+    TIMEOUT,
+    CONNECTION_REFUSED,
+    CONNECTION_FAILED,
+    DNS_FAILURE,
+    TLS_ERROR,
+    BLOCKED,
+    HTTP_ERROR,
+    PROTOCOL_ERROR,
+    INTERRUPTED,
+)
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     status_code: int | None
     excerpt: str | None
-    error: str | None
+    error: str | None  # the detail, for operators
     retry_after: float | None
-    blocked: bool = False
+    error_class: str | None = None  # for the team
     headers: dict[str, str] | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.error_class == BLOCKED
+
+
+def failure(error_class: str, detail: str) -> AttemptResult:
+    return AttemptResult(None, None, detail[:300], None, error_class=error_class)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps (the transport maps aiohttp's errors to httpx's)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 10:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo += [current.__cause__, current.__context__, getattr(current, "os_error", None)]
+    return seen
+
+
+def classify(exc: httpx.HTTPError) -> str:
+    causes = _causes(exc)
+    if any(isinstance(c, ssl.SSLError | ssl.CertificateError) for c in causes):
+        return TLS_ERROR
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return CONNECTION_REFUSED
+    if isinstance(exc, httpx.TimeoutException) and any(isinstance(c, TimeoutError) for c in causes):
+        return TIMEOUT
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
+        return TIMEOUT
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return CONNECTION_FAILED
+    return PROTOCOL_ERROR
 
 
 # Answer headers not kept in the delivery log: they can carry credentials.
@@ -102,17 +161,27 @@ class WebhookSender:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.policy = DestinationPolicy.from_settings(
-            settings.webhook_allow_networks, settings.webhook_deny_networks
+            settings.webhook_allow_networks,
+            settings.webhook_deny_networks,
+            settings.webhook_allow_hosts,
+        )
+        # Built once per process at start: say where webhooks and archive downloads may go.
+        logger.info(
+            "destinations: public addresses, and %s (teams add their open_destinations)",
+            self.policy.describe(),
         )
         per_destination = settings.webhook_max_concurrency_per_destination
         self.slots = DestinationSlots(
             total=settings.webhook_max_concurrent_attempts,
             per_destination=per_destination,
+            per_team=settings.webhook_attempts_per_team,
             max_waiting=4 * per_destination,
             wait_seconds=SLOT_WAIT_SECONDS,
         )
         self.first_attempts = WaitingRoom(
-            running=settings.webhook_max_concurrent_attempts, queued=FIRST_ATTEMPTS_QUEUED
+            running=settings.webhook_max_concurrent_attempts,
+            per_team=settings.webhook_attempts_per_team,
+            queued=FIRST_ATTEMPTS_QUEUED,
         )
         self._http = aiohttp_client(timeout=httpx.Timeout(settings.webhook_timeout_seconds))
 
@@ -137,36 +206,44 @@ class WebhookSender:
             delay = max(delay, min(retry_after, self.settings.webhook_max_retry_after_seconds))
         return delay
 
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptResult:
+    async def post(
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        policy: DestinationPolicy | None = None,
+    ) -> AttemptResult:
         """One attempt, bounded as a whole by QGW_WEBHOOK_TIMEOUT_SECONDS: resolving,
         connecting, sending and reading the answer (a receiver that drips its answer a
-        byte at a time fails at that deadline, not at each read's)."""
+        byte at a time fails at that deadline, not at each read's). `policy`: the
+        company's plus the team's openings (else the company's)."""
         timeout = self.settings.webhook_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
-                return await self._post(url, headers, body)
+                return await self._post(url, headers, body, policy or self.policy)
         except TimeoutError:
-            return AttemptResult(None, None, f"timed out after {timeout:g} s", None)
+            return failure(TIMEOUT, f"timed out after {timeout:g} s")
 
-    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptResult:
+    async def _post(
+        self, url: str, headers: dict[str, str], body: bytes, policy: DestinationPolicy
+    ) -> AttemptResult:
         try:
-            scheme, host, port = self.policy.check_url(url)
-            addresses = await self.policy.resolve(host, port)
+            scheme, host, port = policy.check_url(url)
+            addresses = await policy.resolve(host, port)
         except BlockedDestination as exc:
-            return AttemptResult(None, None, f"blocked: {exc}", None, blocked=True)
+            return failure(BLOCKED, f"blocked: {exc}")
         except UnresolvedHost as exc:
-            return AttemptResult(None, None, f"DNS: {exc}", None)
-        failure = ""
+            return failure(DNS_FAILURE, f"DNS: {exc}")
+        last = failure(CONNECTION_FAILED, "no address")
         for address in addresses:  # the next address when one cannot be reached
             try:
                 return await self._post_to(address, scheme, port, url, headers, body)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                failure = f"{type(exc).__name__} to {len(addresses)} address(es): {exc}"
-            except httpx.TimeoutException:
-                return AttemptResult(None, None, "timed out", None)
+                detail = f"{type(exc).__name__} to {len(addresses)} address(es): {exc}"
+                last = failure(classify(exc), detail)
             except httpx.HTTPError as exc:
-                return AttemptResult(None, None, f"{type(exc).__name__}: {exc}"[:300], None)
-        return AttemptResult(None, None, failure[:300], None)
+                return failure(classify(exc), f"{type(exc).__name__}: {exc}")
+        return last
 
     async def _post_to(
         self,
@@ -220,10 +297,11 @@ class WebhookSender:
             if event is None:
                 stopped = await repository.stop_if_receiver_gone(conn, event_id)
                 return ("stopped" if stopped else "skipped"), None, 0
-        destination = destination_of(event["url"])
-        if not self.slots.take(destination):
-            # The destination is at its cap: wait for a slot (the lease holds the event).
-            if not await self.slots.wait(destination):
+        destination, team = destination_of(event["url"]), str(event["team_id"])
+        if not self.slots.take(destination, team):
+            # The destination or the team is at its cap: wait for a slot (the lease holds
+            # the event).
+            if not await self.slots.wait(destination, team):
                 delay = random.uniform(0.5, 1.5) * SLOT_WAIT_SECONDS
                 async with pool.acquire() as conn:
                     await repository.defer(
@@ -236,21 +314,24 @@ class WebhookSender:
                 async with pool.acquire() as conn:
                     await repository.restart_attempt(conn, event["attempt_id"], sent_at)
             except BaseException:
-                self.slots.give_back(destination)
+                self.slots.give_back(destination, team)
                 raise
         started = time.perf_counter()
+        policy = self.policy.for_team(event["open_destinations"])
         try:
-            result = await self.post(event["url"], self._headers(event, sent_at), event_body(event))
+            result = await self.post(
+                event["url"], self._headers(event, sent_at), event_body(event), policy
+            )
         except asyncio.CancelledError:
             # The job was cancelled (worker stopping): log it and retry on schedule. If even
             # that cannot finish, the next claim marks the attempt interrupted.
-            cancelled = AttemptResult(None, None, "cancelled: the worker stopped", None)
+            cancelled = failure(INTERRUPTED, "cancelled: the worker stopped")
             await asyncio.shield(self._record(pool, event, sent_at, cancelled, 0.0))
             raise
         finally:
             # The slot is the receiver's: it is free once the answer is in, before our own
             # bookkeeping.
-            self.slots.give_back(destination)
+            self.slots.give_back(destination, team)
         return await self._record(pool, event, sent_at, result, time.perf_counter() - started)
 
     def _headers(self, event: Any, sent_at: datetime) -> dict[str, str]:
@@ -288,9 +369,9 @@ class WebhookSender:
         else:
             delay = self.next_delay(attempt, result.retry_after)
             status, outcome = ("pending", "retry") if delay is not None else ("failed", "failed")
-        error = result.error
+        error, error_class = result.error, result.error_class
         if error is None and not ok:
-            error = f"HTTP {result.status_code}"
+            error, error_class = f"HTTP {result.status_code}", HTTP_ERROR
         stop_others = status == "stopped" and event["task_id"] is not None
         # One statement records the attempt; a 410 also stops the callback's other events,
         # in the same transaction.
@@ -304,6 +385,7 @@ class WebhookSender:
                 response_excerpt=result.excerpt,
                 response_headers=result.headers,
                 error=error,
+                error_class=error_class,
                 status=status,
                 next_attempt_at=sent_at + timedelta(seconds=delay) if delay is not None else None,
             )
@@ -326,6 +408,11 @@ class WebhookSender:
                 "outcome": outcome,
                 "status_code": result.status_code,
                 "latency_ms": round(latency * 1000),
+                # For operators: the detail names no secret (URLs are not in it; the
+                # destination is scheme, host and port).
+                "error_class": error_class,
+                "error": error,
+                "destination": destination_of(event["url"]),
             },
         )
         return outcome, delay, attempt

@@ -27,12 +27,20 @@ async def attempt_and_schedule(res: Any, event_id: str) -> str:
     return outcome
 
 
-async def first_attempt(res: Any, event_id: str) -> str:
+def parse_notification(payload: str) -> tuple[str, str]:
+    """(event id, team id) from an event's NOTIFY payload "<event id> <team id>" (migration
+    0018; before it the payload was the id alone, and its team is "")."""
+    event_id, _, team = payload.partition(" ")
+    return event_id, team
+
+
+async def first_attempt(res: Any, event_id: str, team: str = "") -> str:
     """An event has just committed (its NOTIFY, which every worker hears): its first
     attempt is made here, in this process, without an arq job, when the process has room
-    (WebhookSender.first_attempts); otherwise it is queued as a job, which the job id
-    makes one job whichever workers enqueue it. Where several workers attempt it, the
-    claim's lease lets one through and the others skip it.
+    (WebhookSender.first_attempts, which shares its turns fairly across teams); otherwise
+    it is queued as a job, which the job id makes one job whichever workers enqueue it.
+    Where several workers attempt it, the claim's lease lets one through and the others
+    skip it.
 
     Why not a job each time: a job is about ten Redis round trips (enqueue, start, run,
     finish), a third of a delivery's CPU in the worker (bench/webhooks.py profiled under
@@ -41,7 +49,7 @@ async def first_attempt(res: Any, event_id: str) -> str:
     if first_attempts.full():
         await enqueue_delivery(res.redis, res.settings.arq_queue_name, event_id, 0)
         return "queued"
-    async with first_attempts:
+    async with first_attempts.turn(team):
         return await attempt_and_schedule(res, event_id)
 
 

@@ -8,9 +8,14 @@ from uuid import UUID
 
 import asyncpg
 
+# `last_error` is the generic class the team may read (older events: 'error'); the
+# detail is `last_error_detail`, for admins.
 _EVENT_COLUMNS = """
     e.id, e.task_id, e.event, e.url, e.status, e.attempts, e.next_attempt_at,
-    e.last_status_code, e.last_error, e.delivered_at, e.created_at
+    e.last_status_code,
+    CASE WHEN e.last_error IS NOT NULL THEN coalesce(e.last_error_class, 'error') END
+        AS last_error,
+    e.last_error AS last_error_detail, e.delivered_at, e.created_at
 """
 
 
@@ -108,11 +113,11 @@ async def claim_and_start(
               AND NOT {_RECEIVER_GONE}
             RETURNING e.id, e.team_id, e.task_id, e.event, e.url, e.payload, e.attempts,
                       e.created_at, t.webhook_secret, t.previous_webhook_secret,
-                      t.previous_secret_expires_at
+                      t.previous_secret_expires_at, t.open_destinations
         ), interrupted AS (
             -- Attempts that started and never ended (the worker was killed mid-attempt):
             -- logged as such, so the log shows every attempt.
-            UPDATE webhook_attempts SET finished_at = now(),
+            UPDATE webhook_attempts SET finished_at = now(), error_class = 'interrupted',
                    error = 'interrupted: the worker stopped during the attempt'
             WHERE event_id = (SELECT id FROM claimed) AND finished_at IS NULL
         ), started AS (
@@ -135,6 +140,7 @@ async def stop_if_receiver_gone(conn: asyncpg.Connection, event_id: str) -> bool
         f"""
         UPDATE webhook_events e SET status = 'stopped', leased_until = NULL,
                last_error = 'the receiver answered 410 Gone to an earlier event',
+               last_error_class = 'http_error',
                updated_at = now()
         WHERE e.id = $1 AND e.status = 'pending' AND e.task_id IS NOT NULL
           AND {_RECEIVER_GONE}
@@ -181,6 +187,7 @@ async def record_attempt(
     response_excerpt: str | None,
     response_headers: dict[str, str] | None,
     error: str | None,
+    error_class: str | None,
     status: str,
     next_attempt_at: datetime | None,
 ) -> None:
@@ -191,11 +198,12 @@ async def record_attempt(
         WITH logged AS (
             UPDATE webhook_attempts SET latency_ms = $7, status_code = $4,
                    response_excerpt = $8, response_headers = $9, error = $5,
-                   finished_at = now()
+                   error_class = $10, finished_at = now()
             WHERE id = $6
         )
         UPDATE webhook_events SET status = $2, next_attempt_at = coalesce($3, next_attempt_at),
                leased_until = NULL, last_status_code = $4, last_error = $5,
+               last_error_class = $10,
                delivered_at = CASE WHEN $2 = 'delivered' THEN now() END, updated_at = now()
         WHERE id = $1
         """,
@@ -208,6 +216,7 @@ async def record_attempt(
         latency_ms,
         response_excerpt,
         response_headers,
+        error_class,
     )
 
 
@@ -243,7 +252,8 @@ async def list_for_task(
     conn: asyncpg.Connection, *, task_id: str, team_id: UUID | None, with_bodies: bool
 ) -> list[asyncpg.Record]:
     """A task's events with their attempt logs; `team_id` None reads any team's (admins).
-    Response bodies only `with_bodies`: a receiver's answer is the admin's to read."""
+    `error` is the generic class; the detail and the response bodies only `with_bodies`:
+    they are the admin's to read."""
     return await conn.fetch(
         f"""
         SELECT {_EVENT_COLUMNS},
@@ -251,9 +261,11 @@ async def list_for_task(
                             'attempt', a.attempt, 'started_at', a.started_at,
                             'latency_ms', a.latency_ms, 'status_code', a.status_code,
                             'response_headers', coalesce(a.response_headers, '{{}}'),
-                            'error', a.error)
+                            'error', CASE WHEN a.error IS NOT NULL
+                                          THEN coalesce(a.error_class, 'error') END)
                           || CASE WHEN $3 THEN jsonb_build_object(
-                                 'response_excerpt', a.response_excerpt)
+                                 'response_excerpt', a.response_excerpt,
+                                 'error_detail', a.error)
                              ELSE '{{}}' END
                           ORDER BY a.attempt, a.id)
                          FROM webhook_attempts a WHERE a.event_id = e.id), '[]') AS attempt_log

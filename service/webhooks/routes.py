@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 
 from service.audit.deps import AdminCtx
-from service.errors import InvalidRequest, NotFound, Unauthorized
+from service.errors import InvalidRequest, NotFound, RateLimited, Unauthorized
 from service.openapi import error_responses
 from service.teams.auth import TeamCtx
 from service.types import Storable
-from service.web import AppRedis, AppSettings, DbConn, require_admin
+from service.web import AdminRoute, AppRedis, AppSettings, DbConn, require_admin, shared
 from service.webhooks import service
 from service.webhooks.schemas import (
     AdminDeliveryList,
@@ -24,7 +24,10 @@ from service.webhooks.schemas import (
 )
 
 router = APIRouter(tags=["webhooks"])
-admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+# Admin routes authenticate before they read a body (service/web.py::GuardedRoute).
+admin = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], route_class=AdminRoute
+)
 TaskId = Annotated[str, Path(max_length=100), Storable]
 DeliveryId = Annotated[str, Path(max_length=100), Storable]
 
@@ -37,8 +40,9 @@ DeliveryId = Annotated[str, Path(max_length=100), Storable]
 )
 async def list_deliveries(task_id: TaskId, ctx: TeamCtx) -> Any:
     """Every event sent (or to be sent) to the task's callback_url, oldest first, with each
-    attempt: time, HTTP status, latency, the receiver's answer headers, the error. The
-    answer's body is not shown here (the admin API shows its first bytes)."""
+    attempt: time, HTTP status, latency, the receiver's answer headers, the error's generic
+    class. The answer's body and the error's detail are not shown here (the admin API
+    shows them)."""
     return await service.delivery_log(
         ctx.conn, task_id=task_id, team_id=ctx.caller.team_id, with_bodies=False
     )
@@ -51,8 +55,8 @@ async def list_deliveries(task_id: TaskId, ctx: TeamCtx) -> Any:
     responses=error_responses(InvalidRequest, Unauthorized, NotFound),
 )
 async def admin_list_deliveries(task_id: TaskId, conn: DbConn) -> Any:
-    """The team's delivery log plus the first 512 bytes of each answer, for operators
-    debugging a receiver."""
+    """The team's delivery log plus the first 512 bytes of each answer and each error's
+    detail, for operators debugging a receiver."""
     return await service.delivery_log(conn, task_id=task_id, team_id=None, with_bodies=True)
 
 
@@ -60,7 +64,7 @@ async def admin_list_deliveries(task_id: TaskId, conn: DbConn) -> Any:
     "/v1/tasks/{task_id}/deliveries/{delivery_id}/redeliver",
     response_model=Delivery,
     summary="Send a webhook again now",
-    responses=error_responses(InvalidRequest, Unauthorized, NotFound),
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound, RateLimited),
 )
 async def redeliver(
     task_id: TaskId,
@@ -68,9 +72,11 @@ async def redeliver(
     ctx: TeamCtx,
     redis: AppRedis,
     settings: AppSettings,
+    request: Request,
 ) -> Any:
     """Send the event again now, with the same webhook-id and a fresh signature, whatever
-    its status; a delivered event is sent once more (receivers de-duplicate on the id)."""
+    its status; a delivered event is sent once more (receivers de-duplicate on the id).
+    At most QGW_WEBHOOK_REDELIVERIES_PER_MINUTE per team (429 `rate_limited` beyond)."""
     row = await service.redeliver(
         ctx.conn,
         redis,
@@ -78,6 +84,8 @@ async def redeliver(
         event_id=delivery_id,
         task_id=task_id,
         team_id=ctx.caller.team_id,
+        limiter=shared(request).limiter,
+        per_minute=settings.webhook_redeliveries_per_minute,
     )
     return dict(row)
 

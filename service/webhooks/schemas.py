@@ -8,6 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_ERROR = (
+    "Why the attempt failed, as a generic class: timeout, connection_refused, "
+    "connection_failed, dns_failure, tls_error, blocked_destination (the destination is "
+    "not open to the team), http_error (a non-2xx answer), protocol_error, interrupted; "
+    "'error' for attempts logged before classes existed"
+)
+
 
 class Attempt(BaseModel):
     attempt: int
@@ -17,11 +24,14 @@ class Attempt(BaseModel):
     response_headers: dict[str, str] = Field(
         description="The receiver's answer headers (cookies and credentials left out)"
     )
-    error: str | None
+    error: str | None = Field(description=_ERROR)
 
 
 class AdminAttempt(Attempt):
     response_excerpt: str | None = Field(description="The first 512 bytes of the answer")
+    error_detail: str | None = Field(
+        None, description="What failed, for operators (may name resolved addresses)"
+    )
 
 
 class Delivery(BaseModel):
@@ -35,7 +45,7 @@ class Delivery(BaseModel):
     attempts: int
     next_attempt_at: datetime | None
     last_status_code: int | None
-    last_error: str | None
+    last_error: str | None = Field(description="The last attempt's error class")
     delivered_at: datetime | None
     created_at: datetime
     attempt_log: Sequence[Attempt]
@@ -47,6 +57,7 @@ class DeliveryList(BaseModel):
 
 
 class AdminDelivery(Delivery):
+    last_error_detail: str | None = Field(None, description="The last attempt's error detail")
     attempt_log: Sequence[AdminAttempt]
 
 

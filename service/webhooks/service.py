@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -68,6 +68,14 @@ async def send_now(redis: ArqRedis, queue: str, event_id: str) -> None:
         await enqueue_delivery(redis, queue, event_id, f"resend-{uuid.uuid4().hex}")
 
 
+class PerMinuteLimit(Protocol):
+    """The process's rate limiter (service/quotas/limiter.py, a layer above this one)."""
+
+    async def check_counter(
+        self, log: str, subject: object, limit: int, *, what: str, name: str = "team"
+    ) -> object: ...
+
+
 async def redeliver(
     conn: asyncpg.Connection,
     redis: ArqRedis,
@@ -76,8 +84,13 @@ async def redeliver(
     event_id: str,
     task_id: str,
     team_id: UUID,
+    limiter: PerMinuteLimit,
+    per_minute: int,
 ) -> asyncpg.Record:
-    """The team's event, due again now whatever its status, and sent."""
+    """The team's event, due again now whatever its status, and sent; at most `per_minute`
+    re-sends a minute per team (429 beyond), so a team cannot make the gateway knock on a
+    destination as fast as it likes."""
+    await limiter.check_counter("redeliver", team_id, per_minute, what="redeliveries")
     row = await repository.redeliver(conn, event_id=event_id, task_id=task_id, team_id=team_id)
     if row is None:
         raise NotFound(f"delivery {event_id} of task {task_id} not found")

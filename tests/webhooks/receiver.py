@@ -28,6 +28,7 @@ class Receiver:
     script: list[int | str] = field(default_factory=list)
     default: int = 200
     received: list[Received] = field(default_factory=list)
+    arrived: int = 0  # requests that came in, answered or not (a "hang" is held)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -48,6 +49,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with receiver.lock:
+                receiver.arrived += 1
             answer = receiver.next_answer()
             if answer == "hang":
                 receiver.release.wait(timeout=30)

@@ -95,6 +95,7 @@ async def test_a_dripping_receiver_fails_at_the_attempt_deadline(
     assert outcome == "retry" and delay is not None
     (attempt,) = await attempts(db, event_id)
     assert attempt["error"] == "timed out after 1 s" and attempt["finished_at"] is not None
+    assert attempt["error_class"] == "timeout"
     assert (await event_row(db, event_id))["status"] == "pending"
 
 
@@ -111,6 +112,7 @@ async def test_a_cancelled_attempt_is_logged_and_retried_on_schedule(
             await job
     (attempt,) = await attempts(db, event_id)
     assert attempt["error"] == "cancelled: the worker stopped" and attempt["finished_at"]
+    assert attempt["error_class"] == "interrupted"
     event = await event_row(db, event_id)
     first_delay = res.settings.webhook_retry_delays[0]
     assert event["status"] == "pending" and event["leased_until"] is None
@@ -131,6 +133,7 @@ async def test_an_attempt_cut_short_by_a_crash_shows_as_interrupted(
         assert (await res.webhooks.deliver(res.pool, event_id))[0] == "delivered"
     first, second = await attempts(db, event_id)
     assert first["error"] == "interrupted: the worker stopped during the attempt"
+    assert first["error_class"] == "interrupted"
     assert second["status_code"] == 200 and second["attempt"] == 2
 
 
@@ -142,6 +145,7 @@ async def test_a_name_that_does_not_resolve_is_retried_not_blocked(
     assert outcome == "retry" and delay is not None
     (attempt,) = await attempts(db, event_id)
     assert attempt["error"].startswith("DNS: host 'no-such-receiver.invalid' does not resolve")
+    assert attempt["error_class"] == "dns_failure"
 
 
 def test_retry_after_in_any_form_never_raises() -> None:
@@ -183,7 +187,7 @@ async def test_an_attempt_over_the_cap_waits_its_turn_for_a_bounded_time() -> No
     assert capped.take("a")
     first = asyncio.create_task(capped.wait("a"))
     second = asyncio.create_task(capped.wait("a"))
-    await wait_for(now(lambda: len(capped.waiting.get("a", ())) == 2))
+    await wait_for(now(lambda: capped.waiting_for.get("a") == 2))
     assert await capped.wait("a") is False  # a third waiter is refused at once
     assert not capped.take("a")  # nor can a newcomer jump the queue
     capped.give_back("a")
@@ -200,7 +204,7 @@ async def test_a_slot_freed_in_all_goes_to_a_waiter_of_another_destination() -> 
     capped = slots(total=1, per_destination=1)
     assert capped.take("a")
     waiter = asyncio.create_task(capped.wait("b"))
-    await wait_for(now(lambda: "b" in capped.waiting))
+    await wait_for(now(lambda: "b" in capped.waiting_for))
     capped.give_back("a")
     assert await waiter is True and capped.open == {"b": 1}
 

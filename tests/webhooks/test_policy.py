@@ -70,7 +70,7 @@ async def test_processing_events_are_throttled_per_task(
 ) -> None:
     team = await make_team(client)
     task = await submit(
-        client, team, callback_url="http://10.0.0.1/hook", callback_events=["processing"]
+        client, team, callback_url="http://127.0.0.1:9/hook", callback_events=["processing"]
     )
     await db.execute("UPDATE tasks SET status = 'processing' WHERE id = $1", task["task_id"])
     first = await announce.progress_event(db, task["task_id"], interval_seconds=60)
