@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -39,11 +40,19 @@ async def settled(client: httpx.AsyncClient, team: TeamKey, task_id: str) -> lis
 
 
 async def test_a_loopback_alias_is_closed_unless_the_team_has_it_opened(
-    client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any, logs_dir: Path
 ) -> None:
     # The worker opens only 127.0.0.1 (the simulator) for the company; 127.0.0.2 is the
     # company's network here, opened for one team only.
     start_worker(webhook_allow_networks="127.0.0.1/32")
+
+    async def says_what_is_open() -> bool:  # the worker's start-up line
+        log = (logs_dir / "worker.log").read_text("utf-8", "replace")
+        return "public addresses, and opened for the company: 127.0.0.1/32;" in log
+
+    await wait_for(says_what_is_open)
+    api_log = (logs_dir / "api.log").read_text("utf-8", "replace")
+    assert "opened for the company: 127.0.0.0/8;" in api_log  # the API process's
     closed = await make_team(client)
     opened = await make_team(client, open_destinations=["127.0.0.2/32"])
     with running_receiver(host="127.0.0.2") as receiver:
