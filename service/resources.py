@@ -20,6 +20,7 @@ from service.tasks.announce import archived_event
 from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
 from service.tasks.resources import Resources
+from service.tasks.watching import Watching
 from service.teams.key_cache import AUTH_CHANNEL, KeyCache
 from service.teams.service import KnownKey
 from service.upstream.client import QingboClient, build_http_client, build_read_client
@@ -42,6 +43,9 @@ async def open_resources(
             settings.database_url,
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
+            # An API process answers 503 when no connection comes free in time; a worker's
+            # jobs wait their turn.
+            acquire_timeout=settings.db_acquire_timeout_seconds if listen_for_task_events else None,
         )
         stack.push_async_callback(pool.close)
         redis = await create_pool(
@@ -67,6 +71,7 @@ async def open_resources(
         webhooks = WebhookSender(settings)
         stack.push_async_callback(webhooks.aclose)
         events = None
+        watching = None
         keys: KeyCache[KnownKey] = KeyCache()
         if listen_for_task_events:
             events = NotificationListener(
@@ -77,6 +82,11 @@ async def open_resources(
             )
             await events.start()
             stack.push_async_callback(events.close)
+            watching = Watching(
+                redis, settings.arq_queue_name, ttl_seconds=settings.watch_ttl_seconds
+            )
+            watching.start()
+            stack.push_async_callback(watching.close)
         kicker = DispatchKicker(redis, settings.arq_queue_name)
         kicker.start()
         stack.push_async_callback(kicker.close)
@@ -113,6 +123,7 @@ async def open_resources(
             limiter=limiter,
             webhooks=webhooks,
             events=events,
+            watching=watching,
             archive=archive,
             keys=keys,
         )

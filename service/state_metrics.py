@@ -19,12 +19,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service.archive import repository as archives
+from service.budgets import disputes_repository as disputes
 from service.budgets import repository as budgets
 from service.catalog.models import MICROS_PER_USD
 from service.spend import repository as spend
 from service.tasks import pipeline_repository as pipeline
 from service.tasks import repository as tasks
-from service.tasks.reads import lane_keys
+from service.tasks.reads import lane_keys, watched_key
 from service.tasks.resources import Resources
 from service.tasks.states import DispatchState
 from service.webhooks import repository as webhooks
@@ -42,6 +43,7 @@ class Snapshot:
     queue_ready: int = 0
     queue_deferred: int = 0
     reads_waiting: dict[str, int] = field(default_factory=dict)  # read lane list -> length
+    tasks_watched: int = 0  # tasks someone looks at (tasks/watching.py)
     upstream_paused: int = 0
     webhook_backlog: int = 0
     # (team, key, scope, window) -> (limit, spent, reserved) in micro-dollars
@@ -50,6 +52,8 @@ class Snapshot:
     by_metadata: dict[tuple[str, str], int] = field(default_factory=dict)
     # Videos not yet archived, by how soon their Qingbo link expires.
     archive_waiting: dict[str, int] = field(default_factory=dict)
+    # Open charge disputes: how many, and their excess in micro-dollars.
+    open_disputes: tuple[int, int] = (0, 0)
 
 
 class StateCollector(Collector):
@@ -90,6 +94,11 @@ class StateCollector(Collector):
         for lane, count in snap.reads_waiting.items():
             reads.add_metric([lane], count)
         yield reads
+        yield GaugeMetricFamily(
+            "qgw_tasks_watched",
+            "Tasks someone is looking at (GET, event stream, wait): read at the watched pace",
+            snap.tasks_watched,
+        )
         yield GaugeMetricFamily(
             "qgw_upstream_paused", "1 while submissions to Qingbo are paused", snap.upstream_paused
         )
@@ -142,6 +151,16 @@ class StateCollector(Collector):
         for bucket in ARCHIVE_EXPIRY_BUCKETS:
             waiting.add_metric([bucket], snap.archive_waiting.get(bucket, 0))
         yield waiting
+        yield GaugeMetricFamily(
+            "qgw_charge_disputes_open",
+            "Charge disputes waiting for an admin (GET /admin/disputes?status=open)",
+            snap.open_disputes[0],
+        )
+        yield GaugeMetricFamily(
+            "qgw_charge_disputes_open_usd",
+            "USD Qingbo reported beyond the charge cap in open disputes (not in any budget)",
+            snap.open_disputes[1] / MICROS_PER_USD,
+        )
 
 
 async def read_snapshot(res: Resources) -> Snapshot:
@@ -151,6 +170,7 @@ async def read_snapshot(res: Resources) -> Snapshot:
         snap.upstream_paused = 1 if await pipeline.upstream_paused_until(conn) else 0
         snap.webhook_backlog = await webhooks.backlog(conn)
         snap.archive_waiting = await archives.waiting_by_expiry(conn)
+        snap.open_disputes = await disputes.open_totals(conn)
         standing = await budgets.all_standing(
             conn, now=res.clock(), timezone=res.settings.budget_timezone
         )
@@ -173,7 +193,8 @@ async def read_snapshot(res: Resources) -> Snapshot:
     async with res.redis.pipeline(transaction=False) as pipe:
         for lane in lane_keys(queue):
             pipe.llen(lane)
-        ends, others = await pipe.execute()
+        pipe.zcount(watched_key(queue), time.time(), "+inf")
+        ends, others, snap.tasks_watched = await pipe.execute()
     snap.reads_waiting = {"ends": ends, "others": others}
     return snap
 

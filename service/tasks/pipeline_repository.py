@@ -162,6 +162,7 @@ async def record_submitted(
         """
         UPDATE tasks SET dispatch_state = 'submitted', upstream_task_id = $3,
                status = $4, progress = $5, submitted_at = now(), poll_count = 0,
+               last_read_at = now(),
                next_poll_at = now() + make_interval(secs => $6),
                upstream_pre_consumed_quota = $7, updated_at = now()
         WHERE id = $1 AND dispatch_state = 'submitting' AND dispatch_attempts = $2
@@ -212,7 +213,8 @@ async def claim_due_polls(
     """Lease the submitted tasks whose next poll is due; a lost job's lease simply expires."""
     return await conn.fetch(
         """
-        UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2)
+        UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2),
+               poll_leased_until = now() + make_interval(secs => $2)
         WHERE id IN (
             SELECT id FROM tasks
             WHERE dispatch_state = 'submitted' AND next_poll_at <= now()
@@ -245,6 +247,7 @@ async def record_progress(
             start_time = coalesce(start_time, $4),
             next_poll_at = now() + make_interval(secs => $5),
             poll_count = CASE WHEN $6 THEN 0 ELSE poll_count + 1 END,
+            read_failures = 0, poll_leased_until = NULL, last_read_at = now(),
             updated_at = now()
         WHERE id = $1 AND dispatch_state = 'submitted'
         RETURNING id
@@ -262,12 +265,55 @@ async def poll_later(conn: asyncpg.Connection, task_id: str, *, delay_seconds: f
     await conn.execute(
         """
         UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2),
-               poll_count = poll_count + 1
+               poll_count = poll_count + 1, poll_leased_until = NULL
         WHERE id = $1 AND dispatch_state = 'submitted'
         """,
         task_id,
         delay_seconds,
     )
+
+
+async def retry_read(conn: asyncpg.Connection, task_id: str, *, delay_seconds: float) -> None:
+    """A read that failed (429, 5xx, no answer): read again in `delay_seconds`, one more
+    failure in a row; the regular schedule (`poll_count`) is left as it was."""
+    await conn.execute(
+        """
+        UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2),
+               read_failures = read_failures + 1, poll_leased_until = NULL
+        WHERE id = $1 AND dispatch_state = 'submitted'
+        """,
+        task_id,
+        delay_seconds,
+    )
+
+
+async def pull_watched_polls(
+    conn: asyncpg.Connection, task_ids: list[str], *, within_seconds: float
+) -> int:
+    """Bring the next poll of these watched tasks to `within_seconds` after Qingbo's last
+    answer (now, if that is longer ago), unless a read of one is out (its lease holds: one
+    read at a time) or failing (its own backoff holds). A task already due that soon is
+    left alone, so a watched task is read about every `within_seconds`, not faster. By
+    primary key: the cost follows the watched tasks alone."""
+    done = await conn.execute(
+        """
+        WITH watched AS (
+            SELECT id, greatest(now(), coalesce(last_read_at, now())
+                                       + make_interval(secs => $2)) AS due
+            FROM tasks
+            WHERE id = ANY($1::text[]) AND dispatch_state = 'submitted' AND read_failures = 0
+              AND (poll_leased_until IS NULL OR poll_leased_until <= now())
+        )
+        UPDATE tasks t SET next_poll_at = w.due
+        FROM watched w
+        WHERE t.id = w.id AND t.dispatch_state = 'submitted' AND t.next_poll_at > w.due
+          -- again on the row as updated, if a claim leased it meanwhile
+          AND (t.poll_leased_until IS NULL OR t.poll_leased_until <= now())
+        """,
+        task_ids,
+        within_seconds,
+    )
+    return int(done.split()[-1])
 
 
 async def lease_poll(conn: asyncpg.Connection, task_id: str, *, lease_seconds: float) -> str | None:
@@ -277,7 +323,8 @@ async def lease_poll(conn: asyncpg.Connection, task_id: str, *, lease_seconds: f
     row = await conn.fetchrow(
         """
         WITH due AS (
-            UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2)
+            UPDATE tasks SET next_poll_at = now() + make_interval(secs => $2),
+                   poll_leased_until = now() + make_interval(secs => $2)
             WHERE id = $1 AND dispatch_state = 'submitted' RETURNING id
         )
         SELECT (SELECT count(*) FROM due) AS tracked,
@@ -319,3 +366,13 @@ async def stale_submissions(
 
 async def callback_token_hash(conn: asyncpg.Connection, task_id: str) -> bytes | None:
     return await conn.fetchval("SELECT callback_token_hash FROM tasks WHERE id = $1", task_id)
+
+
+async def count_record_failure(conn: asyncpg.Connection, task_id: str) -> int:
+    """One more read whose answer could not be recorded (migration 0017); how many so far."""
+    tries: int | None = await conn.fetchval(
+        "UPDATE tasks SET record_failures = record_failures + 1 WHERE id = $1 "
+        "RETURNING record_failures",
+        task_id,
+    )
+    return tries or 0

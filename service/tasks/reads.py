@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -148,3 +149,26 @@ class ReadLane:
                 await self._read(task_id)
         except Exception:  # the lease brings the read back; one bad read must not stop the lane
             logger.exception("read failed", extra={"task_id": task_id})
+
+
+def watched_key(queue: str) -> str:
+    """The sorted set of the tasks someone is looking at: id -> when the look lapses (Unix
+    seconds). API processes write it (tasks/watching.py); the poll cron reads it."""
+    return f"{queue}:watched"
+
+
+async def watch(redis: Redis, queue: str, until: dict[str, float]) -> None:
+    """Mark these tasks watched until the given Unix times. One round trip for any number."""
+    if until:
+        await cast(Awaitable[int], redis.zadd(watched_key(queue), until))
+
+
+async def watched_tasks(redis: Redis, queue: str) -> list[str]:
+    """The tasks watched now, the lapsed marks dropped on the way: one round trip, the cost
+    of the watched alone, whatever else is in flight."""
+    key = watched_key(queue)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(key, "-inf", time.time())
+        pipe.zrange(key, 0, -1)
+        _, ids = await pipe.execute()
+    return [task_id.decode() for task_id in ids]

@@ -20,6 +20,7 @@ from service.quotas.limiter import RateLimiter
 from service.tasks.admission_batch import AdmissionBatcher
 from service.tasks.events import NotificationListener
 from service.tasks.queue import DispatchKicker
+from service.tasks.watching import Watching
 from service.teams.key_cache import KeyCache
 from service.teams.service import KnownKey
 from service.upstream.client import QingboClient
@@ -38,6 +39,7 @@ class Resources:
     limiter: RateLimiter
     webhooks: WebhookSender
     events: NotificationListener | None = None  # API processes only
+    watching: Watching | None = None  # API processes only: looks at tasks (tasks/watching.py)
     archive: Archiver | None = None  # with QGW_ARCHIVE_URL
     # Authenticated callers (API processes: trusted while `events` listens).
     keys: KeyCache[KnownKey] = field(default_factory=KeyCache)

@@ -29,6 +29,7 @@ from service.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     ServiceError,
     Unauthorized,
     UpstreamUnavailable,
@@ -45,12 +46,13 @@ from service.tasks.schemas import (
     TaskList,
 )
 from service.tasks.states import DispatchState
-from service.teams.auth import CurrentCaller, TeamCtx
+from service.teams.auth import CurrentCaller, TeamCtx, team_key_checked
 from service.teams.service import Caller
 from service.types import Storable
-from service.web import AppSettings
+from service.web import AppSettings, guarded_route, read_task_body
 
-router = APIRouter(tags=["tasks"])
+# The key is checked before a byte of a body is read, and a body is a task's at most.
+router = APIRouter(tags=["tasks"], route_class=guarded_route(team_key_checked, read_task_body))
 TaskId = Annotated[str, Path(max_length=100), Storable]
 QingboVersion = Annotated[
     ApiVersion | None,
@@ -92,9 +94,11 @@ def prefer_wait(value: str | None, limit: float) -> float | None:
     match = _PREFER_WAIT.search(value or "")
     if match is None:
         return None
-    if not match.group(1).isdigit():
+    seconds = match.group(1)
+    # ASCII digits only: "²" passes str.isdigit() and float() refuses it, "٣" reads as 3.
+    if not (seconds.isascii() and seconds.isdigit()):
         raise InvalidRequest("Prefer: wait takes whole seconds, e.g. wait=30", param="Prefer")
-    return min(float(match.group(1)), limit)
+    return min(float(seconds), limit)  # any number of digits: capped
 
 
 def _json(content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -109,6 +113,7 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
     ModelNotAllowed,
     IdempotencyConflict,
     PayloadTooLarge,
+    RequestTimeout,
     RateLimited,
     ConcurrencyLimited,
 ]
@@ -117,6 +122,7 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 @lean_post(  # the hot path: FastAPI's declaration, a handler of its own (service/lean_route.py)
     router,
     "/v1/tasks",
+    read_body=read_task_body,
     response_model=TaskAnswer,
     summary="Submit a task",
     responses=error_responses(*SUBMIT_ERRORS),
@@ -161,6 +167,7 @@ async def submit_task(
 @lean_post(
     router,
     "/v1/tasks/sync",
+    read_body=read_task_body,
     response_model=SyncTaskObject | SyncTaskObjectCurrent,
     summary="Submit a task and wait",
     responses=error_responses(*SUBMIT_ERRORS),
@@ -271,7 +278,9 @@ async def task_events(
     "/v1/tasks/estimate",
     response_model=Estimate,
     summary="Price a task and check it against the budgets",
-    responses=error_responses(InvalidRequest, Unauthorized, ModelNotAllowed, PayloadTooLarge),
+    responses=error_responses(
+        InvalidRequest, Unauthorized, ModelNotAllowed, PayloadTooLarge, RequestTimeout
+    ),
 )
 async def estimate_task(body: TaskRequest, ctx: TeamCtx, res: AppResources) -> Any:
     """What the task would cost and whether every budget covering it has room: nothing is
@@ -289,11 +298,14 @@ async def get_task(
     task_id: TaskId,
     ctx: TeamCtx,
     settings: AppSettings,
+    res: AppResources,
     request: Request,
     qingbo_version: QingboVersion = None,
 ) -> Any:
     """The task in Qingbo's shape (the answer version asked for), plus the gateway's fields."""
     row = await service.get_task(ctx.conn, caller=ctx.caller, task_id=task_id)
+    if res.watching is not None and row["dispatch_state"] != DispatchState.DONE:
+        res.watching.look(task_id)  # read at the watched pace a while (no write here)
     version = _version(ctx.caller, qingbo_version)
     return _json(render_task(row, version=version, base_url=_base_url(settings, request)))
 

@@ -13,14 +13,21 @@ from typing import Any
 import asyncpg
 import orjson
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from service.catalog.models import TERMINAL_STATUSES
 from service.config import Settings
 from service.errors import NotFound
-from service.metrics import CALLBACKS_RECEIVED, UPSTREAM_LATE_ANSWERS, UPSTREAM_TRANSIENT_NOT_FOUND
+from service.metrics import (
+    CALLBACKS_RECEIVED,
+    TASKS_UNRECORDABLE,
+    UPSTREAM_LATE_ANSWERS,
+    UPSTREAM_READ_RETRIES,
+    UPSTREAM_TRANSIENT_NOT_FOUND,
+)
 from service.tasks import announce, repository
 from service.tasks import pipeline_repository as pipeline
-from service.tasks.reads import hand_over
+from service.tasks.reads import hand_over, watched_tasks
 from service.tasks.resources import Resources
 from service.tasks.settlement import fail_task, finish
 from service.tasks.states import DispatchState, TaskStatus
@@ -52,6 +59,21 @@ def next_poll_delay(settings: Settings, unchanged_polls: int) -> float:
     return min(ceiling, delay) * random.uniform(0.9, 1.1)
 
 
+def read_retry_delay(settings: Settings, failures: int, retry_after: float | None) -> float:
+    """When to read again after `failures` failed reads in a row: from
+    QGW_POLL_RETRY_BASE_SECONDS doubling to QGW_POLL_RETRY_MAX_SECONDS, jittered over the
+    upper half so a storm's failures spread out instead of coming back together; Qingbo's
+    Retry-After wins when longer, up to QGW_POLL_RETRY_AFTER_MAX_SECONDS."""
+    ceiling = min(
+        settings.poll_retry_max_seconds,
+        settings.poll_retry_base_seconds * 2 ** max(0, failures - 1),
+    )
+    delay: float = ceiling * random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.poll_retry_after_max_seconds))
+    return delay
+
+
 async def refresh_from_upstream(
     pool: asyncpg.Pool, qingbo: QingboClient, settings: Settings, task_id: str
 ) -> str:
@@ -61,8 +83,11 @@ async def refresh_from_upstream(
         row = await repository.get_task(conn, task_id)
     if row is None or row["dispatch_state"] != DispatchState.SUBMITTED:
         return "not_tracked"
+    answered = False  # Qingbo answered 2xx: what failed is the answer, not the read
     try:
-        view = parse_upstream_task(await qingbo.get_task(row["upstream_task_id"]))
+        answer = await qingbo.get_task(row["upstream_task_id"])
+        answered = True
+        view = parse_upstream_task(answer)
         report_oddities(view, operation="status", task_id=task_id)
         if view.status == UNKNOWN_STATUS:
             raise UpstreamRetryable("Qingbo answered a status the gateway does not know")
@@ -74,12 +99,23 @@ async def refresh_from_upstream(
         async with pool.acquire() as conn:
             if past_tracking_deadline(settings, row):
                 return await time_out(conn, task_id, last_read=exc.message)
-            await pipeline.poll_later(
-                conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
-            )
+            if isinstance(exc, UpstreamRetryable) and not answered:
+                # 429, 5xx, no answer: read again soon, not at the next poll minutes away.
+                delay = read_retry_delay(settings, row["read_failures"] + 1, exc.retry_after)
+                await pipeline.retry_read(conn, task_id, delay_seconds=delay)
+                UPSTREAM_READ_RETRIES.labels(
+                    f"http_{exc.status}" if exc.status else "no_answer"
+                ).inc()
+            else:
+                await pipeline.poll_later(
+                    conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
+                )
         return "upstream_error"
     async with pool.acquire() as conn:
-        return await _record_read(conn, settings, row, view)
+        try:
+            return await _record_read(conn, settings, row, view)
+        except UNRECORDABLE as exc:
+            return await unrecordable(conn, settings, row, exc)
 
 
 async def _rejected_read(
@@ -116,6 +152,7 @@ async def _record_read(
                 completed_at=view.completed_at,
                 upstream=view,
                 archive=settings.archive_url is not None,
+                charge_cap=settings.charge_cap_ratio,
             )
         return view.status
 
@@ -160,6 +197,48 @@ async def _fail_tracked(conn: asyncpg.Connection, task_id: str, *, message: str,
         )
 
 
+# What Postgres (or its driver) says when it cannot store an answer: bad text, a number
+# out of range, a constraint. Not a lost connection: an outage must not fail tasks.
+UNRECORDABLE = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
+
+
+async def unrecordable(
+    conn: asyncpg.Connection, settings: Settings, row: Any, exc: Exception
+) -> str:
+    """Qingbo answered, and the answer could not be recorded (sanitize.py should have made
+    that impossible: this is the backstop). Read again later, up to
+    QGW_UPSTREAM_ANSWER_MAX_RECORD_TRIES reads or the tracking deadline; then the task
+    fails `upstream_answer_unrecordable`, releasing its reservation and slots."""
+    task_id = row["id"]
+    tries = await pipeline.count_record_failure(conn, task_id)
+    logger.error(
+        "Qingbo's answer could not be recorded",
+        extra={"task_id": task_id, "error": type(exc).__name__, "tries": tries},
+    )
+    if tries < settings.upstream_answer_max_record_tries and not past_tracking_deadline(
+        settings, row
+    ):
+        await pipeline.poll_later(
+            conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
+        )
+        return "unrecordable"
+    await _fail_tracked(
+        conn,
+        task_id,
+        message=f"Qingbo's answer could not be recorded ({tries} reads)",
+        code="upstream_answer_unrecordable",
+    )
+    TASKS_UNRECORDABLE.labels(row["model"]).inc()
+    return "failed"
+
+
 async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) -> str:
     """Give up on a task Qingbo did not finish within QGW_TASK_MAX_TRACKING_SECONDS: it
     fails, and its reservation, concurrency and in-flight slots are released."""
@@ -174,7 +253,18 @@ async def time_out(conn: asyncpg.Connection, task_id: str, *, last_read: str) ->
 
 
 async def hand_over_due_polls(res: Resources) -> int:
+    """Hand the due polls to the read lane, the watched tasks' first brought forward to
+    QGW_POLL_WATCHED_SECONDS (tasks/watching.py): a cost that follows the watched alone."""
+    try:
+        watched = await watched_tasks(res.redis, res.settings.arq_queue_name)
+    except (RedisError, OSError) as exc:
+        logger.warning("watched tasks unknown", extra={"error": type(exc).__name__})
+        watched = []
     async with res.pool.acquire() as conn:
+        if watched:
+            await pipeline.pull_watched_polls(
+                conn, watched, within_seconds=res.settings.poll_watched_seconds
+            )
         due = await pipeline.claim_due_polls(
             conn, limit=500, lease_seconds=res.settings.poll_lease_seconds
         )
@@ -192,27 +282,32 @@ def says_finished(body: bytes) -> bool:
     return isinstance(answer, dict) and parse_status(answer.get("status")) in TERMINAL_STATUSES
 
 
+async def check_callback_token(conn: asyncpg.Connection, *, task_id: str, token: str) -> None:
+    """404 unless `token` is the task's callback token: checked before the callback's body
+    is read (a stranger's body is never read), with a connection given back before it."""
+    expected = await pipeline.callback_token_hash(conn, task_id)
+    if expected is None or not hmac.compare_digest(bytes(expected), hash_token(token)):
+        CALLBACKS_RECEIVED.labels("rejected").inc()
+        # Same answer for unknown task and wrong token: nothing to probe.
+        raise NotFound("no such callback")
+
+
 async def accept_callback(
     conn: asyncpg.Connection,
     redis: ArqRedis,
     settings: Settings,
     *,
     task_id: str,
-    token: str,
     finished: bool = False,
 ) -> None:
-    """Qingbo called back for the task: check its token, and read the task again now (the
-    callback's body is not trusted; the read is). The read takes the poll's lease, so the
-    poller does not read it a second time (bench/inflight.py: a callback cost two reads).
+    """Qingbo called back for the task (its token checked: check_callback_token): read the
+    task again now (the callback's body is not trusted; the read is). The read takes the
+    poll's lease, so the poller does not read it a second time (bench/inflight.py: a
+    callback cost two reads).
 
     A callback that says the task `finished` is read before the other reads waiting (the
     read lane's ends list): with 10,000 tasks in flight hundreds of polls and "processing"
     re-reads wait, and an end read behind them was seen 11 s late (bench/inflight.py)."""
-    expected = await pipeline.callback_token_hash(conn, task_id)
-    if expected is None or not hmac.compare_digest(bytes(expected), hash_token(token)):
-        CALLBACKS_RECEIVED.labels("rejected").inc()
-        # Same answer for unknown task and wrong token: nothing to probe.
-        raise NotFound("no such callback")
     ended_with = await pipeline.lease_poll(conn, task_id, lease_seconds=settings.poll_lease_seconds)
     if ended_with == "upstream_timeout":
         # Qingbo answers for a task the gateway gave up on: count it, the task stays failed.

@@ -5,6 +5,7 @@ while waiting."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,12 +14,15 @@ import orjson
 
 from service.catalog.schemas import TaskRequest
 from service.db import ConnectionLease
+from service.errors import Unauthorized
 from service.tasks import repository
 from service.tasks.render import render_task
 from service.tasks.resources import Resources
 from service.tasks.service import Admission, admit_task
 from service.tasks.states import DispatchState, TaskStatus
+from service.teams.key_watch import REVOKED_MESSAGE, KeyWatch, watch_key
 from service.teams.service import Caller
+from service.types import whole_number
 
 
 async def submit_and_wait(
@@ -58,16 +62,22 @@ async def wait_for_outcome(
     assert res.events is not None, "waits need the API's task event listener"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
-    with res.events.subscribe(task_id) as changed:
+    with (
+        res.events.subscribe(task_id) as changed,
+        watched(res, task_id),
+        _watch_key(res, caller, changed) as key,
+    ):
         while True:
             changed.clear()
+            if not await key.holds():  # revoked while waiting: the task goes on
+                raise Unauthorized(REVOKED_MESSAGE)
             async with res.pool.acquire() as conn:
                 row = await repository.get_task(conn, task_id, team_id=caller.team_id)
             assert row is not None
             remaining = deadline - loop.time()
             if row["dispatch_state"] == DispatchState.DONE or remaining <= 0:
                 return row
-            if not await _wait_for_change(changed, gone, remaining):
+            if not await _wait_for_change(changed, gone, key.wait_seconds(remaining)):
                 return row
 
 
@@ -84,6 +94,20 @@ async def _wait_for_change(
         for waiting in waits:
             waiting.cancel()
     return gone is None or not gone.is_set()
+
+
+def _watch_key(
+    res: Resources, caller: Caller, wake: asyncio.Event
+) -> contextlib.AbstractContextManager[KeyWatch]:
+    """The caller's key re-checked on any key change (`wake` is set) and on each
+    keep-alive tick, so a revoked key ends the wait or stream it holds open."""
+    every = res.settings.sse_keepalive_seconds
+    return watch_key(res.pool, res.keys, caller, every=every, wake=wake)
+
+
+def watched(res: Resources, task_id: str) -> contextlib.AbstractContextManager[None]:
+    """The task is read at the watched pace while someone waits on it or streams it."""
+    return res.watching.watch(task_id) if res.watching else contextlib.nullcontext()
 
 
 _STATUS_RANK = {TaskStatus.QUEUED: 0, TaskStatus.PROCESSING: 1}
@@ -109,11 +133,20 @@ async def task_events(
     reconnects with Last-Event-ID gets the current state if it moved on, and never an old
     one. Woken by the same notifications as the sync waiters; no connection is held.
     """
-    seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+    given = whole_number(last_event_id)  # an id this stream did not send counts as none
+    seen = -1 if given is None else given
     assert res.events is not None, "event streams need the API's task event listener"
-    with res.events.subscribe(task_id) as changed:
+    with (
+        res.events.subscribe(task_id) as changed,
+        watched(res, task_id),
+        _watch_key(res, caller, changed) as key,
+    ):
         while True:
             changed.clear()
+            if not await key.holds():  # revoked: say so, and end the stream
+                error = {"error": {"message": REVOKED_MESSAGE, "code": Unauthorized.code}}
+                yield {"event": "error", "data": orjson.dumps(error).decode()}
+                return
             async with res.pool.acquire() as conn:
                 row = await repository.get_task(conn, task_id, team_id=caller.team_id)
             if row is None:
@@ -130,4 +163,5 @@ async def task_events(
                 }
             if row["dispatch_state"] == DispatchState.DONE:
                 return
-            await changed.wait()
+            with contextlib.suppress(TimeoutError):  # the key's tick: check it again
+                await asyncio.wait_for(changed.wait(), key.wait_seconds(float("inf")))

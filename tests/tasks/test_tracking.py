@@ -5,6 +5,7 @@ after it counted."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import asyncpg
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from service.tasks import submission, tracking
 from service.tasks.resources import Resources
-from tests.factories import ADMIN, claim, make_team, metric, row, submit, wait_for
+from tests.factories import ADMIN, claim, make_team, metric, row, sim_tasks, submit, wait_for
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
 
@@ -130,3 +131,65 @@ async def test_a_task_unknown_upstream_is_read_again_then_fails(
         == "failed"
     )
     assert (await row(db, task["task_id"]))["error"]["code"] in ("not_found", "task_not_found")
+
+
+# Production's pace of polls, long enough that only the read backoff sees an end soon.
+SLOW_POLLS = {
+    "poll_initial_seconds_with_callbacks": 60.0,
+    "poll_max_seconds_with_callbacks": 120.0,
+    "poll_lease_seconds": 30.0,
+}
+READ_BACKOFF = {
+    "poll_retry_base_seconds": 0.5,
+    "poll_retry_max_seconds": 4.0,
+    "poll_retry_after_max_seconds": 5.0,
+}
+
+
+async def test_in_a_storm_failed_reads_are_retried_soon_and_every_end_is_seen(
+    client: httpx.AsyncClient, db: asyncpg.Connection, sim: httpx.AsyncClient, start_worker: Any
+) -> None:
+    """Issue 31 point 10: Qingbo answers 40 % 429 and 30 % 5xx to submits and reads alike.
+    A failed read is read again within the read backoff (read from the schedule in the
+    database), never at the next poll a minute away; so every end Qingbo reached is seen
+    by the gateway soon after (nobody looks at the tasks: no watched pace helps)."""
+    await sim.put("/_sim/config", json={"queue_seconds": 0.5, "processing_seconds": 2.0})
+    team = await make_team(client)
+    start_worker(**SLOW_POLLS, **READ_BACKOFF)
+    await sim.put("/_sim/config", json={"http_429_rate": 0.4, "http_5xx_rate": 0.3})
+    ids = [(await submit(client, team))["task_id"] for _ in range(8)]
+    bound = max(
+        READ_BACKOFF["poll_retry_max_seconds"], READ_BACKOFF["poll_retry_after_max_seconds"]
+    )
+    failures_seen = 0
+
+    async def schedule_after_failures_is_soon() -> bool:
+        """One look at the schedule: every task whose last read failed (and that is not
+        being read now) is due again within the bound. True once every task ended."""
+        nonlocal failures_seen
+        rows = await db.fetch(
+            """
+            SELECT id, dispatch_state, read_failures,
+                   next_poll_at - now() <= make_interval(secs => $2) AS soon,
+                   coalesce(poll_leased_until > now(), false) AS being_read
+            FROM tasks WHERE id = ANY($1::text[])
+            """,
+            ids,
+            bound,
+        )
+        for task in rows:
+            if task["dispatch_state"] == "submitted" and task["read_failures"] > 0:
+                failures_seen += 1
+                assert task["soon"] or task["being_read"], dict(task)
+        return all(task["dispatch_state"] == "done" for task in rows)
+
+    async def ended_at_qingbo() -> bool:
+        tasks = await sim_tasks(sim)
+        return len(tasks) == len(ids) and all(t["status"] == "completed" for t in tasks)
+
+    await wait_for(ended_at_qingbo, timeout=60)
+    # From Qingbo's last end, the gateway sees every end within about 30 s.
+    await wait_for(schedule_after_failures_is_soon, timeout=30, interval=0.05)
+    assert failures_seen > 0  # reads did fail: the storm was real
+    statuses = await db.fetch("SELECT status, read_failures FROM tasks WHERE id = ANY($1)", ids)
+    assert {r["status"] for r in statuses} == {"completed"}
