@@ -128,6 +128,7 @@ async def test_a_teams_log_shows_generic_error_classes_and_no_internal_detail(
         cases = {
             "connection_refused": f"http://127.0.0.1:{closed_port()}/hook",
             "http_error": failing.url,
+            "tls_error": failing.url.replace("http://", "https://"),  # TLS to a plain server
             "blocked_destination": f"http://localhost:{closed_port()}/hook",
         }
         task_of: dict[str, str] = {}
