@@ -26,7 +26,7 @@ from service.config import Settings
 from service.db import migrate
 from service.dev import free_port, wait_until_healthy
 from tests.conftest import Process, settings_env
-from tests.e2e.faults import FaultRow, FaultTable, tally
+from tests.e2e.faults import TERMINAL, FaultRow, FaultTable, tally
 from tests.factories import (
     ADMIN,
     TeamKey,
@@ -107,6 +107,54 @@ async def test_an_upstream_storm_of_429s_and_5xx_ends_with_every_task_completed_
     assert row.completed == 15  # a 429 is "slow down", never a failure within the deadline
     sent = (await sim.get("/_sim/tasks")).json()["tasks"]
     assert len(sent) == 15
+
+
+async def test_in_a_storm_every_end_is_seen_soon_though_polls_are_a_minute_apart(
+    client: httpx.AsyncClient,
+    sim: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    start_worker: Any,
+    table: FaultTable,
+) -> None:
+    """Issue 31 point 10: the same storm at production's pace of polls (callbacks on, the
+    first poll a minute after submission): a failed read is read again on its own short
+    backoff, so every task Qingbo ended ends at the gateway within 30 s of its last end
+    there. Waited on in the database: a GET would mark the tasks watched (read faster)."""
+    await sim.put(
+        "/_sim/config",
+        json={
+            "http_429_rate": 0.4,
+            "http_5xx_rate": 0.3,
+            "queue_seconds": 0.5,
+            "processing_seconds": 2,
+        },
+    )
+    teams = [await budgeted_team(client) for _ in range(2)]
+    start_worker(
+        poll_initial_seconds_with_callbacks=60,
+        poll_max_seconds_with_callbacks=120,
+        poll_lease_seconds=30,
+        poll_retry_base_seconds=0.5,
+        poll_retry_max_seconds=5,
+    )
+    admitted = await admit(client, teams, 10)
+    ids = [task_id for _, task_id in admitted]
+
+    async def ended_at_qingbo() -> bool:
+        tasks = (await sim.get("/_sim/tasks")).json()["tasks"]
+        return len(tasks) == len(ids) and all(t["status"] in TERMINAL for t in tasks)
+
+    async def ended_here() -> bool:
+        done = await db.fetchval(
+            "SELECT count(*) FROM tasks WHERE id = ANY($1) AND dispatch_state = 'done'", ids
+        )
+        return bool(done == len(ids))
+
+    await wait_for(ended_at_qingbo, timeout=90)
+    await wait_for(ended_here, timeout=30)
+    row = await tally("the same storm, polls a minute apart", client, sim, db, admitted)
+    assert_survived(row, table)
+    assert row.completed == 10
 
 
 async def test_strange_answers_are_tracked_not_resent(
