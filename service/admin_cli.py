@@ -20,6 +20,7 @@ import click
 from service.archive import repository as archives
 from service.audit.service import AuditContext, list_entries
 from service.budgets.service import LedgerReport, verify_ledger
+from service.catalog.models import format_usd
 from service.config import get_settings
 from service.db import create_pool
 from service.egress import DestinationPolicy
@@ -213,6 +214,16 @@ def print_ledger_report(report: LedgerReport) -> int:
             f"{row['rolled_up_tasks']} tasks, {row['rolled_up_micros']} micro-USD rolled up, "
             f"against {row['charged_tasks']} tasks, {row['charged_micros']} micro-USD charged"
         )
+    for row in report.dispute_mismatches:
+        click.echo(
+            f"DISPUTE {row['id']} task {row['task_id']} budget {row['budget_id']}: disputed "
+            f"{row['disputed']} in the ledger vs excess {row['excess_micros']} (micro-USD)"
+        )
+    # Shown apart: disputed money is in no budget until an admin accepts it.
+    click.echo(
+        f"disputed_usd: {format_usd(report.disputed_micros)} in {report.open_disputes} "
+        "open charge disputes (not charged to budgets; GET /admin/disputes?status=open)"
+    )
     verdict = "OK" if report.ok else "FAILED"
     click.echo(
         f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "
@@ -220,6 +231,7 @@ def print_ledger_report(report: LedgerReport) -> int:
         f"mismatches, {len(report.overdrawn_shards)} overdrawn shards, "
         f"{len(report.orphan_entries)} orphan entries, "
         f"{len(report.charge_mismatches)} charge mismatches, "
-        f"{len(report.rollup_mismatches)} roll-up mismatches"
+        f"{len(report.rollup_mismatches)} roll-up mismatches, "
+        f"{len(report.dispute_mismatches)} dispute mismatches"
     )
     return 0 if report.ok else 1

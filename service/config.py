@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     console_idle_minutes: int = Field(30, ge=1, le=24 * 60)
     grafana_url: str | None = None
     price_table: Path | None = None
+    # One whole catalog document (JSON) to load instead of the shipped one (built from
+    # service/catalog/families/*.json); refused whole at start when bad (README "Catalog").
+    catalog_file: Path | None = None
+    # How often each API and worker process looks for a catalog an operator put in force
+    # (PUT /admin/catalog): every process uses the new one within this many seconds.
+    catalog_refresh_seconds: float = Field(2.0, gt=0, le=60)
+    # The largest catalog document PUT /admin/catalog reads (the shipped one is ~150 KiB).
+    max_catalog_body_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
 
     # Upstream protection and retry policy.
     upstream_max_in_flight: int = Field(50, ge=1)

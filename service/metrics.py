@@ -226,3 +226,18 @@ JOBS_IN_PROGRESS = Gauge(
     ["function"],
     multiprocess_mode="livesum",
 )
+
+# Issue 30: the catalog each process prices and checks by (service/catalog/refresh.py).
+CATALOG_INFO = Gauge(
+    "qgw_catalog_info",
+    "1 for the catalog document (by digest) this process uses; summed across processes, "
+    "how many use each digest (all on the new one within QGW_CATALOG_REFRESH_SECONDS)",
+    ["digest"],
+    multiprocess_mode="livesum",
+)
+CATALOG_LOAD_FAILURES = Counter(
+    "qgw_catalog_load_failures_total",
+    "Catalog documents in force that this process could not load (invalid: the document "
+    "refused, the old one kept; database: the in-force digest could not be read)",
+    ["reason"],
+)

@@ -328,7 +328,7 @@ async def clean_state(res: Resources) -> None:
             "DELETE FROM webhook_events; DELETE FROM budget_ledger; DELETE FROM budget_periods; "
             "DELETE FROM budgets; "
             "DELETE FROM idempotency_keys; DELETE FROM task_charges; DELETE FROM spend_daily; "
-            "DELETE FROM spend_rollup_state; DELETE FROM tasks; "
+            "DELETE FROM spend_rollup_state; DELETE FROM charge_disputes; DELETE FROM tasks; "
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
             "submit_tokens = NULL"
         )

@@ -14,6 +14,7 @@ import asyncpg
 from service.audit import repository
 from service.errors import InvalidRequest
 from service.logs import redact_url
+from service.types import whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +119,15 @@ async def list_entries(
     """A page of the trail, newest first, and the cursor of the next (None: the last)."""
     if action is not None and action not in ACTIONS:
         raise InvalidRequest(f"action: one of {', '.join(ACTIONS)}", param="action")
-    if cursor is not None and not cursor.isdigit():
+    before_id = whole_number(cursor)
+    if cursor is not None and before_id is None:
         raise InvalidRequest("cursor: not a cursor this API returned", param="cursor")
     rows = await repository.list_entries(
         conn,
         target=target,
         action=action,
         since=since,
-        before_id=int(cursor) if cursor else None,
+        before_id=before_id,
         limit=limit + 1,
     )
     more = len(rows) > limit

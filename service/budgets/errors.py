@@ -9,12 +9,19 @@ from typing import Any
 import asyncpg
 
 from service.catalog.models import format_usd
-from service.errors import BudgetExceeded, ConcurrencyLimited
+from service.errors import BudgetExceeded, ConcurrencyLimited, ServiceError
 
 # SQLSTATEs raised by qgw_reserve_and_insert_task (budgets/sql/reserve_and_insert_task.sql).
 BUDGET_SQLSTATE = "QB402"
 CONCURRENCY_SQLSTATE = "QB429"
 SHARD_FULL_SQLSTATE = "QBX01"
+
+
+class DisputeResolved(ServiceError):
+    """An admin accepting or rejecting a dispute that is no longer open."""
+
+    status = 409
+    code = "dispute_resolved"
 
 
 class BudgetShardFull(Exception):

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from service.audit.deps import AdminCtx
-from service.budgets import service
-from service.budgets.schemas import Budgets, BudgetsPut, Usage
+from service.budgets import disputes, service
+from service.budgets.errors import DisputeResolved
+from service.budgets.schemas import Budgets, BudgetsPut, Dispute, Disputes, Usage
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
 from service.teams.auth import TeamCtx
-from service.web import AppSettings, Clock, DbConn, require_admin
+from service.web import AdminRoute, AppSettings, Clock, DbConn, require_admin
 
 router = APIRouter()
-admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+# Admin routes authenticate before they read a body (service/web.py::GuardedRoute).
+admin = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], route_class=AdminRoute
+)
 
 
 @router.get(
@@ -157,3 +161,42 @@ async def get_key_budgets(key_id: UUID, conn: DbConn, settings: AppSettings, clo
     return await service.scope_budgets(
         conn, scope="key", api_key_id=key_id, now=clock(), timezone=settings.budget_timezone
     )
+
+
+@admin.get(
+    "/disputes",
+    response_model=Disputes,
+    summary="Charge disputes",
+    responses=error_responses(InvalidRequest, Unauthorized),
+)
+async def list_disputes(
+    conn: DbConn,
+    status: Literal["open", "accepted", "rejected"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Charges Qingbo reported beyond the cap (the reservation times
+    QGW_CHARGE_CAP_FACTOR), oldest first: the budgets were charged the cap."""
+    return await disputes.list_disputes(conn, status=status, limit=limit)
+
+
+@admin.post(
+    "/disputes/{dispute_id}/accept",
+    response_model=Dispute,
+    summary="Accept a charge dispute",
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound, DisputeResolved),
+)
+async def accept_dispute(dispute_id: int, ctx: AdminCtx) -> Any:
+    """Charge the disputed excess to every budget the task covered, its spend and reports
+    (audited); only an open dispute."""
+    return await disputes.resolve(ctx.conn, dispute_id=dispute_id, accept=True, audit=ctx.audit)
+
+
+@admin.post(
+    "/disputes/{dispute_id}/reject",
+    response_model=Dispute,
+    summary="Reject a charge dispute",
+    responses=error_responses(InvalidRequest, Unauthorized, NotFound, DisputeResolved),
+)
+async def reject_dispute(dispute_id: int, ctx: AdminCtx) -> Any:
+    """The capped charge stands; nothing else changes (audited); only an open dispute."""
+    return await disputes.resolve(ctx.conn, dispute_id=dispute_id, accept=False, audit=ctx.audit)

@@ -90,8 +90,32 @@ class BudgetCheck(_BudgetFigures):
 
 class Estimate(BaseModel):
     model: str
-    resolution: str
-    duration: int
-    cost_usd: str
+    family: str | None = None
+    catalog_digest: str | None = Field(None, description="The catalog the price comes from")
+    resolution: str | None = Field(None, description="As asked (null: the model's default)")
+    duration: int | None = Field(None, description="As asked (null: the model's default)")
+    cost_usd: str = Field(description="The reservation: the most the task can cost")
     fits: bool = Field(description="Whether every budget that covers the task has room now")
     budgets: list[BudgetCheck]
+
+
+class Dispute(BaseModel):
+    """Qingbo reported more than the cap (the reservation times QGW_CHARGE_CAP_FACTOR):
+    the budgets were charged the cap; the rest waits for an admin."""
+
+    id: int
+    task_id: str
+    team_id: UUID
+    team_name: str | None
+    model: str
+    status: Literal["open", "accepted", "rejected"]
+    reserved_usd: str = Field(description="What the task reserved (the price table's estimate)")
+    reported_usd: str = Field(description="What Qingbo reported it cost")
+    charged_usd: str = Field(description="What the budgets were charged when it settled")
+    disputed_usd: str = Field(description="reported - charged: charged to budgets if accepted")
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class Disputes(BaseModel):
+    disputes: list[Dispute]

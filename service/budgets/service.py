@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from service.audit.service import AuditContext, record
-from service.budgets import repository
+from service.budgets import disputes_repository, repository
 from service.budgets.schemas import BudgetLimit
 from service.catalog.models import format_usd, parse_usd
 from service.errors import (
@@ -236,6 +236,10 @@ class LedgerReport:
     orphan_entries: list[asyncpg.Record]
     charge_mismatches: list[asyncpg.Record]
     rollup_mismatches: list[asyncpg.Record]
+    # Open charge disputes (budgets/disputes.py): shown apart, not a failure.
+    open_disputes: int = 0
+    disputed_micros: int = 0
+    dispute_mismatches: list[asyncpg.Record] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -246,14 +250,17 @@ class LedgerReport:
             or self.orphan_entries
             or self.charge_mismatches
             or self.rollup_mismatches
+            or self.dispute_mismatches
         )
 
 
 async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
     """Prove every budget shard equals the sum of its ledger entries, every task's entries
     match its state and price, every entry's shard and task exist, and no shard holds more
-    than its allowance (one snapshot)."""
+    than its allowance (one snapshot); open disputes are counted apart, and each one's
+    'disputed' ledger entries must be its excess."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        open_disputes, disputed_micros = await disputes_repository.open_totals(conn)
         return LedgerReport(
             periods_checked=await repository.count_periods(conn),
             period_mismatches=await repository.ledger_mismatches(conn),
@@ -262,6 +269,9 @@ async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
             orphan_entries=await repository.orphan_entries(conn),
             charge_mismatches=await spend_repository.charge_mismatches(conn),
             rollup_mismatches=await spend_rollup.mismatches(conn),
+            open_disputes=open_disputes,
+            disputed_micros=disputed_micros,
+            dispute_mismatches=await disputes_repository.ledger_disagreements(conn),
         )
 
 

@@ -69,6 +69,26 @@ async def charge_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     )
 
 
+async def open_disputed(
+    conn: asyncpg.Connection, *, since: datetime, until: datetime | None, team_id: UUID | None
+) -> int:
+    """What open charge disputes (budgets/disputes.py) hold beyond the charges of tasks
+    admitted in [since, until): not spent until an admin accepts them."""
+    total: int = await conn.fetchval(
+        """
+        SELECT coalesce(sum(d.excess_micros), 0)::bigint
+        FROM charge_disputes d JOIN tasks t ON t.id = d.task_id
+        WHERE d.status = 'open' AND t.created_at >= $1
+          AND ($2::timestamptz IS NULL OR t.created_at < $2)
+          AND ($3::uuid IS NULL OR d.team_id = $3)
+        """,
+        since,
+        until,
+        team_id,
+    )
+    return total
+
+
 async def month_spend_by_metadata(
     conn: asyncpg.Connection, *, keys: list[str], top: int, now: datetime, timezone: str
 ) -> list[asyncpg.Record]:

@@ -11,6 +11,10 @@ class SpendTotal(BaseModel):
     tasks: int
     completed: int
     spent_usd: str
+    disputed_usd: str = Field(
+        description="Reported by Qingbo beyond the charge cap for these tasks, in open "
+        "disputes: not in spent_usd until an admin accepts them"
+    )
 
 
 class SpendReport(BaseModel):

@@ -114,6 +114,9 @@ async def build_report(
         team_id=team_id,
         rolled_up_days=await _rolled_up_days(conn, query, keys, ZoneInfo(timezone)),
     )
+    disputed = await repository.open_disputed(
+        conn, since=query.since, until=None if query.up_to_now else query.until, team_id=team_id
+    )
     out = []
     for row in rows:
         item: dict[str, Any] = {name: row[f"g{i}"] for i, name in enumerate(query.group_by)}
@@ -133,6 +136,7 @@ async def build_report(
             "tasks": sum(r["tasks"] for r in rows),
             "completed": sum(r["completed"] for r in rows),
             "spent_usd": format_usd(sum(r["spent_micros"] for r in rows)),
+            "disputed_usd": format_usd(disputed),
         },
     }
 

@@ -120,11 +120,14 @@ async def finish_task(
     completed_at: datetime | None = None,
     reported_cost_micros: int | None = None,
     billing_status: str | None = None,
+    charge_cap: tuple[int, int] | None = None,
 ) -> asyncpg.Record | None:
     """Move a task to a terminal status once; None if it was not in one of `from_states`.
 
     `charged_micros` becomes what the task cost: for a completed one Qingbo's reported cost
-    where it reported one, else the estimate; nothing for any other ending."""
+    where it reported one, else the estimate, at most the estimate times `charge_cap`
+    (numerator, denominator; integer division: budgets/disputes.py); nothing for any other
+    ending. `upstream_cost_quota` keeps what Qingbo reported, whatever the cap."""
     return await conn.fetchrow(
         """
         UPDATE tasks SET
@@ -133,7 +136,9 @@ async def finish_task(
             result = coalesce($4, result), error = $5,
             start_time = coalesce($6, start_time),
             completed_at = coalesce($7, now()),
-            charged_micros = CASE WHEN $2 = 'completed' THEN coalesce($8, cost_micros)
+            charged_micros = CASE WHEN $2 = 'completed'
+                                  THEN least(coalesce($8, cost_micros),
+                                             cost_micros * $11::bigint / $12::bigint)
                                   ELSE 0 END,
             upstream_cost_quota = coalesce($9, upstream_cost_quota),
             upstream_billing_status = coalesce($10, upstream_billing_status),
@@ -153,6 +158,8 @@ async def finish_task(
         reported_cost_micros,
         None if reported_cost_micros is None else reported_cost_micros // MICROS_PER_QUOTA,
         billing_status,
+        charge_cap[0] if charge_cap else None,
+        charge_cap[1] if charge_cap else None,
     )
 
 

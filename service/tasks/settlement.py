@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from service.archive import repository as archives
+from service.budgets import disputes
 from service.budgets import repository as budgets
 from service.catalog.models import MICROS_PER_USD, format_usd, quota_to_micros
 from service.metrics import (
@@ -39,6 +40,7 @@ async def finish(
     completed_at: datetime | None = None,
     upstream: UpstreamView | None = None,
     archive: bool = False,
+    charge_cap: tuple[int, int] | None = None,
 ) -> asyncpg.Record | None:
     """The one way into a terminal status (inside the caller's transaction); once per task.
 
@@ -46,9 +48,12 @@ async def finish(
     turns the task's reservations into spend at what Qingbo charged (its reported `cost`,
     where it reports one; else the estimate), anything else releases them, so no crash can
     leave one without the other or lose the event. With `archive`, a completed task's
-    videos are queued for the archive in the same transaction.
+    videos are queued for the archive in the same transaction. With `charge_cap`
+    (QGW_CHARGE_CAP_FACTOR as a ratio) budgets are charged at most the reservation times
+    it, and what Qingbo reported beyond that becomes a dispute (budgets/disputes.py).
     """
     reported = upstream.cost_quota if upstream is not None else None
+    reported_micros = quota_to_micros(reported) if reported is not None else None
     row = await repository.finish_task(
         conn,
         task_id,
@@ -58,8 +63,9 @@ async def finish(
         error=error,
         start_time=start_time,
         completed_at=completed_at,
-        reported_cost_micros=quota_to_micros(reported) if reported is not None else None,
+        reported_cost_micros=reported_micros,
         billing_status=upstream.billing_status if upstream is not None else None,
+        charge_cap=charge_cap,
     )
     if row is not None:
         completed = status == TaskStatus.COMPLETED
@@ -70,6 +76,8 @@ async def finish(
             charged_micros=row["charged_micros"] if completed else None,
         )
         await spend.record_charge(conn, row)
+        if completed:
+            await disputes.open_if_over_cap(conn, row, reported_micros=reported_micros)
         payload_row: Any = row
         if completed and archive and row["result"]:
             # The videos to keep, in this transaction: no crash or Redis flush loses them.

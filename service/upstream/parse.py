@@ -13,6 +13,7 @@ from typing import Any
 
 from service.catalog.models import STATUSES
 from service.metrics import UPSTREAM_ODD_ANSWERS
+from service.upstream.sanitize import MAX_MESSAGE_CHARS, clean_answer, clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,14 @@ _STATUS_ALIASES = {
     "error": "failed",
     "canceled": "cancelled",
 }
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
+# A number, matched on a string already cut to _MAX_PROGRESS_CHARS: no two quantifiers can
+# share a character, so matching is linear (the old `\s*%?\s*$` backtracked quadratically:
+# 20 kB of spaces blocked the worker's loop for seconds).
+_NUMBER = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
+_MAX_PROGRESS_CHARS = 32
+# More than any task costs (2e9 USD, in quota at 500,000 a dollar): a larger `cost` is held
+# here, named as an oddity, and becomes a dispute (budgets/disputes.py), not an overflow.
+MAX_COST_QUOTA = 10**15
 # Later than this as seconds means milliseconds (year 5138 in seconds; 1973 in ms).
 _MS_THRESHOLD = 100_000_000_000
 # Timestamps outside these bounds are absurd (Qingbo did not exist before; a clock a year
@@ -54,13 +62,20 @@ class UpstreamView:
     oddities: tuple[str, ...] = ()
 
 
+def _progress_number(text: str) -> float | None:
+    """`"45%"`, `" 45.5 % "` or `"45"` as a number; None for anything else or too long."""
+    if len(text) > _MAX_PROGRESS_CHARS:
+        return None
+    digits = text.strip().removesuffix("%").rstrip()
+    return float(digits) if _NUMBER.fullmatch(digits) else None
+
+
 def parse_progress(value: Any) -> int:
     """0-100 from an integer, a float, `"45%"`, `"45"` or `""`; anything else is 0."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, str):
-        match = _PERCENT.match(value)
-        value = float(match.group(1)) if match else 0
+        value = _progress_number(value) or 0
     if not isinstance(value, int | float) or not math.isfinite(value):
         return 0
     return min(100, max(0, int(value)))
@@ -89,7 +104,7 @@ def _oddities(answer: dict[str, Any], status: str) -> tuple[str, ...]:
     progress = answer.get("progress")
     if progress not in (None, "") and (
         isinstance(progress, bool)
-        or (isinstance(progress, str) and not _PERCENT.match(progress))
+        or (isinstance(progress, str) and _progress_number(progress) is None)
         or (isinstance(progress, float) and not math.isfinite(progress))
         or not isinstance(progress, int | float | str)
     ):
@@ -98,13 +113,19 @@ def _oddities(answer: dict[str, Any], status: str) -> tuple[str, ...]:
         if answer.get(name) is not None and parse_time(answer[name]) is None:
             found.append("bad_time")
             break
+    cost = answer.get("cost")
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > MAX_COST_QUOTA:
+        found.append("absurd_cost")
     return tuple(found)
 
 
 def parse_quota(value: Any) -> int | None:
+    """A whole, non-negative quota amount, held at MAX_COST_QUOTA; else None."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return int(value) if value >= 0 and value == int(value) else None
+    if value < 0 or value != int(value):
+        return None
+    return min(int(value), MAX_COST_QUOTA)
 
 
 def normalize_result(result: Any) -> dict[str, Any] | None:
@@ -118,29 +139,47 @@ def normalize_result(result: Any) -> dict[str, Any] | None:
         urls = item.get("url")
         if isinstance(urls, str):
             urls = [urls]
-        url_list = [u for u in urls or [] if isinstance(u, str)]
+        url_list = [u for u in urls if isinstance(u, str) and u] if isinstance(urls, list) else []
         expires = parse_time(item.get("expires_at"))
         videos.append(
             {"url": url_list, "expires_at": int(expires.timestamp()) if expires else None}
         )
     images = result.get("images")
-    return {"images": images if isinstance(images, list) else [], "videos": videos}
+    listed = images if isinstance(images, list) else []
+    kept = [i for i in listed if i and isinstance(i, str | dict)]
+    return {"images": kept, "videos": videos}
+
+
+def normalize_error(error: Any) -> dict[str, Any] | None:
+    """Qingbo's error as {message, code}, whatever shape it came in (strings, cut)."""
+    if error is None:
+        return None
+    if not isinstance(error, dict):
+        message: Any = clean_text(str(error), limit=MAX_MESSAGE_CHARS)
+        return {"message": message, "code": "upstream_error"}
+    message, code = error.get("message"), error.get("code")
+    return {
+        "message": clean_text(str(message if message is not None else ""), limit=MAX_MESSAGE_CHARS),
+        "code": clean_text(str(code), limit=64) if code is not None else "upstream_error",
+    }
 
 
 def parse_status(value: Any) -> str:
     """One of STATUSES (its aliases too), else UNKNOWN_STATUS."""
-    raw = str(value if value is not None else "").lower()
+    raw = str(value if value is not None else "")[:32].lower()
     status = _STATUS_ALIASES.get(raw, raw)
     return status if status in STATUSES else UNKNOWN_STATUS
 
 
 def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
-    """Never raises: a status it does not know is UNKNOWN_STATUS, and each oddity is named
-    in `oddities` for the caller to log and count."""
+    """Never raises, and takes time linear in the answer's size: the answer is cleaned
+    first (sanitize.py: no NUL or control characters, sizes and counts capped), a status it
+    does not know is UNKNOWN_STATUS, and each oddity is named in `oddities` for the caller
+    to log and count."""
+    raw = answer
+    answer = clean_answer(raw)
     status = parse_status(answer.get("status"))
-    error = answer.get("error")
-    if error is not None and not isinstance(error, dict):
-        error = {"message": str(error), "code": "upstream_error"}
+    error = normalize_error(answer.get("error"))
     billing = answer.get("billing_status")
     return UpstreamView(
         status=status,
@@ -151,8 +190,8 @@ def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
         completed_at=parse_time(answer.get("completed_at")),
         pre_consumed_quota=parse_quota(answer.get("pre_consumed_cost")),
         cost_quota=parse_quota(answer.get("cost")),
-        billing_status=billing if isinstance(billing, str) else None,
-        oddities=_oddities(answer, status),
+        billing_status=billing[:32] if isinstance(billing, str) else None,
+        oddities=_oddities(raw, status),
     )
 
 
