@@ -42,6 +42,7 @@ from service.simulator.state import (
     mp4_size,
     submit_answer,
 )
+    playable_mp4,
 
 logger = logging.getLogger(__name__)
 _PREFER_WAIT = re.compile(r"wait\s*=\s*(\d+)")
@@ -244,6 +245,8 @@ def create_simulator_app(
             return Response(mp4_bytes(task.task_id), media_type="video/mp4")
 
         async def chunks() -> AsyncIterator[bytes]:
+        if sim.config.playable_videos:
+            return Response(playable_mp4(task.task_id), media_type="video/mp4")
             step = min(rate, 256 * 1024) if rate else 1024 * 1024
             for part in mp4_chunks(task.task_id, size, chunk=max(32, step)):
                 yield part

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +58,9 @@ class SimConfigPatch(BaseModel):
     download_bytes_per_second: int | None = Field(None, ge=0)
     # The first this many downloads of each result video fail (503): retries, exactly.
     download_failures_per_video: int | None = Field(None, ge=0)
+    # Result videos are a real 2 s clip a browser plays (clip.mp4), plus a box naming the
+    # task: for the console's browser tests. Off: the small box-only files below.
+    playable_videos: bool | None = None
     # Merged into every terminal answer served while set (reads, callbacks, waits, cancels;
     # both generations): an odd answer from Qingbo on demand (issue 31). `null` clears it.
     terminal_patch: dict[str, Any] | None = None
@@ -80,6 +84,7 @@ class SimConfig(SimConfigPatch):
     video_bytes: int = Field(0, ge=0, le=4 * 1024**3)
     download_bytes_per_second: int = Field(0, ge=0)
     download_failures_per_video: int = Field(0, ge=0)
+    playable_videos: bool = False
 
     def result_ttl(self) -> float:
         if self.result_ttl_seconds is not None:
@@ -215,6 +220,15 @@ def submit_answer(task: SimTask, *, version: str) -> dict[str, Any]:
 def mp4_bytes(task_id: str) -> bytes:
     """A small valid MP4 (ftyp, free and an empty mdat box), different for every task."""
     return b"".join(mp4_chunks(task_id, 0))
+
+
+CLIP = Path(__file__).with_name("clip.mp4")  # 64x64 VP9, 8 fps, 2 s (ffmpeg via PyAV)
+
+
+def playable_mp4(task_id: str) -> bytes:
+    """The clip with a `free` box naming the task at its end: plays, and differs per task."""
+    payload = task_id.encode()
+    return CLIP.read_bytes() + (8 + len(payload)).to_bytes(4, "big") + b"free" + payload
 
 
 def mp4_chunks(task_id: str, size: int, chunk: int = 1024 * 1024) -> Iterator[bytes]:
