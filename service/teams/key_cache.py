@@ -14,6 +14,9 @@ keys are never cached: a new key works at once, and guessing fills no memory.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from cachetools import TTLCache
@@ -29,6 +32,9 @@ class KeyCache(Generic[V]):
         # Bumped whenever the entries are forgotten: a read that began before a change
         # (`put(..., read_at=...)`) must not store what the change made stale.
         self.generation = 0
+        # Woken whenever the entries are forgotten: open streams and waits re-check their
+        # key then (tasks/waiting.py), so a revocation ends them too.
+        self._watchers: set[asyncio.Event] = set()
 
     def get(self, key_hash: bytes) -> V | None:
         return self._entries.get(key_hash) if self._trusted else None
@@ -41,6 +47,18 @@ class KeyCache(Generic[V]):
     def forget_all(self, _payload: str = "") -> None:
         self.generation += 1
         self._entries.clear()
+        for event in self._watchers:
+            event.set()
+
+    @contextlib.contextmanager
+    def watch(self, event: asyncio.Event) -> Iterator[None]:
+        """Set `event` whenever a key or team may have changed (or the changes can no
+        longer be heard), while inside."""
+        self._watchers.add(event)
+        try:
+            yield
+        finally:
+            self._watchers.discard(event)
 
     def trust(self) -> None:
         """The LISTEN connection is up: changes from now on will be heard."""

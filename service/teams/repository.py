@@ -138,6 +138,20 @@ async def touch_key(conn: asyncpg.Connection, key_id: UUID) -> None:
     )
 
 
+async def key_is_live(conn: asyncpg.Connection, key_id: UUID) -> bool:
+    """Neither revoked nor expired (what find_active_key and the expiry check accept)."""
+    return bool(
+        await conn.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM api_keys
+                           WHERE id = $1 AND revoked_at IS NULL
+                             AND (expires_at IS NULL OR expires_at > now()))
+            """,
+            key_id,
+        )
+    )
+
+
 async def find_active_key(conn: asyncpg.Connection, key_hash: bytes) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """

@@ -146,3 +146,65 @@ async def test_another_teams_task_is_404_and_no_key_is_401(
         url = f"{live_url}/v1/tasks/{task['task_id']}/events"
         assert (await http.get(url, headers=stranger.headers)).status_code == 404
         assert (await http.get(url)).status_code == 401
+
+
+async def revoke_the_key(client: httpx.AsyncClient, team: Any) -> None:
+    from tests.factories import ADMIN
+
+    keys = await client.get(f"/admin/teams/{team.team['id']}/keys", headers=ADMIN)
+    revoked = await client.delete(f"/admin/keys/{keys.json()['data'][0]['id']}", headers=ADMIN)
+    assert revoked.status_code == 204
+
+
+async def test_a_stream_ends_with_an_error_event_when_its_key_is_revoked(
+    client: httpx.AsyncClient, live_url: str
+) -> None:
+    """Issue 31, point 7: a revoked key reads nothing more, not even on a stream it opened
+    before (no worker runs: the task would stay queued and the stream open for ever)."""
+    team = await make_team(client)
+    task = await submit(client, team)
+    url = f"{live_url}/v1/tasks/{task['task_id']}/events"
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        aconnect_sse(http, "GET", url, headers=team.headers) as sse,
+    ):
+        events = sse.aiter_sse()
+        first = await anext(events)
+        assert first.event == "queued"
+        await revoke_the_key(client, team)
+
+        async def the_rest() -> list[Any]:
+            return [event async for event in events]
+
+        rest = await asyncio.wait_for(the_rest(), timeout=10)  # the stream ended by itself
+    assert [e.event for e in rest] == ["error"], rest
+    error = json.loads(rest[-1].data)["error"]
+    assert error["code"] == "unauthorized" and "revoked" in error["message"]
+
+
+@pytest.mark.parametrize("route", ["prefer-wait", "sync"])
+async def test_a_wait_ends_with_401_when_its_key_is_revoked(
+    client: httpx.AsyncClient, res: Resources, live_url: str, route: str
+) -> None:
+    team = await make_team(client)
+    if route == "sync":
+        path, headers = "/v1/tasks/sync", team.headers
+    else:
+        path, headers = "/v1/tasks", {**team.headers, "Prefer": "wait=60"}
+    waiters = res.events.waiting if res.events else 0
+
+    async def wait() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=70) as http:
+            return await http.post(f"{live_url}{path}", json=task_body(), headers=headers)
+
+    waiting = asyncio.create_task(wait())
+
+    async def admitted_and_waiting() -> bool:
+        return bool(res.events and res.events.waiting > waiters)
+
+    await wait_for(admitted_and_waiting, timeout=10)
+    await revoke_the_key(client, team)
+    answer = await waiting
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"]["code"] == "unauthorized"
+    assert "revoked" in answer.json()["error"]["message"]
