@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     sync_max_wait_seconds: float = Field(60.0, gt=0, le=600)
     # Idle GET /v1/tasks/{id}/events streams get a ": ping" comment this often.
     sse_keepalive_seconds: float = Field(15.0, gt=0)
+    # Each process's LISTEN connection proves it still hears with a NOTIFY to itself this
+    # often, and counts one not back within it as a drop: a silently half-open connection
+    # is noticed within twice this, and the key cache trusts no more than 3x it unproven.
+    listener_check_seconds: float = Field(5.0, gt=0, le=60)
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=1)
     # Bodies are read only once the caller is known (key, admin token, callback token), at
     # most these many bytes by route: large where Base64 images are allowed (submit, sync,

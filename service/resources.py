@@ -11,7 +11,9 @@ from arq.connections import RedisSettings
 
 from service.archive.copier import Archiver
 from service.archive.store import open_store
+from service.catalog.engine import load_catalog
 from service.catalog.models import load_price_table
+from service.catalog.refresh import CatalogRefresher
 from service.config import Settings
 from service.db import create_pool as create_db_pool
 from service.quotas.limiter import RateLimiter
@@ -39,6 +41,7 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
         prices = load_price_table(settings.price_table)
+        catalog = load_catalog(settings.catalog_file)
         pool = await create_db_pool(
             settings.database_url,
             min_size=settings.db_pool_min_size,
@@ -72,13 +75,16 @@ async def open_resources(
         stack.push_async_callback(webhooks.aclose)
         events = None
         watching = None
-        keys: KeyCache[KnownKey] = KeyCache()
+        check = settings.listener_check_seconds
+        keys: KeyCache[KnownKey] = KeyCache(trust_seconds=3 * check)
         if listen_for_task_events:
             events = NotificationListener(
                 settings.database_url,
                 also={AUTH_CHANNEL: keys.forget_all},
                 on_up=keys.trust,
                 on_down=keys.distrust,
+                on_alive=keys.proven_alive,
+                check_seconds=check,
             )
             await events.start()
             stack.push_async_callback(events.close)
@@ -112,13 +118,14 @@ async def open_resources(
             stack.push_async_callback(archive.aclose)
         admissions = AdmissionBatcher(pool)
         stack.push_async_callback(admissions.close)
-        yield Resources(
+        resources = Resources(
             settings=settings,
             pool=pool,
             admissions=admissions,
             redis=redis,
             qingbo=qingbo,
             prices=prices,
+            catalog=catalog,
             kicker=kicker,
             limiter=limiter,
             webhooks=webhooks,
@@ -127,3 +134,20 @@ async def open_resources(
             archive=archive,
             keys=keys,
         )
+        await _follow_catalog(stack, resources)
+        yield resources
+
+
+async def _follow_catalog(stack: AsyncExitStack, resources: Resources) -> None:
+    """Start on the catalog in force (an operator's, else this process's own) and follow it
+    (service/catalog/refresh.py)."""
+    refresher = CatalogRefresher(
+        resources.pool,
+        resources.catalog,
+        interval=resources.settings.catalog_refresh_seconds,
+        on_change=lambda catalog: setattr(resources, "catalog", catalog),
+    )
+    resources.catalog_refresh = refresher
+    await refresher.refresh()
+    refresher.start()
+    stack.push_async_callback(refresher.close)

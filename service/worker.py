@@ -88,7 +88,10 @@ async def _listen_for_webhook_events(stack: AsyncExitStack, res: Resources) -> N
 
     stack.push_async_callback(cancel_pending)  # after the listener has closed (LIFO)
     listener = NotificationListener(
-        res.settings.database_url, channel=WEBHOOK_CHANNEL, on_notify=notified
+        res.settings.database_url,
+        channel=WEBHOOK_CHANNEL,
+        on_notify=notified,
+        check_seconds=res.settings.listener_check_seconds,
     )
     await listener.start()
     stack.push_async_callback(listener.close)

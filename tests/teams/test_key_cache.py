@@ -4,11 +4,19 @@ and not trusted while the process cannot hear those changes."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import tempfile
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
 
+from service.app import create_app
+from service.config import Settings
+from service.db import migrate
+from service.tasks.events import LISTENER_NAME
 from service.tasks.resources import Resources
 from service.teams.service import hash_key
 from tests.factories import ADMIN, make_team, task_body, wait_for
@@ -55,7 +63,8 @@ async def test_while_the_listener_is_down_every_request_reads_the_database(
     assert res.keys.get(key_hash) is not None
     killed = await db.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND query LIKE 'LISTEN %qgw_auth_changes%'"
+        "WHERE datname = current_database() AND application_name = $1",
+        LISTENER_NAME,
     )
     assert killed >= 1  # each in-process app of the session listens
     # Down, the cache keeps nothing: a revocation it could not hear still applies at once.
@@ -75,3 +84,72 @@ def _forgotten(res: Resources, key_hash: bytes) -> Callable[[], Awaitable[bool]]
         return res.keys.get(key_hash) is None
 
     return probe
+
+
+class PrivatePostgres:
+    """A Postgres of this test's own (pgserver), so one of its backends can be stopped."""
+
+    def __init__(self) -> None:
+        import pgserver
+
+        self.server = pgserver.get_server(
+            tempfile.mkdtemp(prefix="qgw-pg-listener-"), cleanup_mode="delete"
+        )
+        self.url = self.server.get_uri()
+
+
+async def test_a_silently_half_open_listener_stops_the_cache_being_trusted(
+    settings: Settings,
+) -> None:
+    """Issue 31, point 7: the listener's backend is frozen (SIGSTOP): its socket stays open
+    and says nothing, so no change is heard. The listener's own NOTIFY round trip fails
+    within its bound, the cache stops being trusted, and a key revoked meanwhile is
+    refused, long before the cache's TTL."""
+    pg = await asyncio.to_thread(PrivatePostgres)
+    try:
+        await asyncio.to_thread(migrate, pg.url)
+        stack = settings.model_copy(
+            update={
+                "database_url": pg.url,
+                "arq_queue_name": f"{settings.arq_queue_name}-listener",
+                "listener_check_seconds": 0.5,
+            }
+        )
+        app = create_app(stack)
+        async with app.router.lifespan_context(app):
+            res: Resources = app.state.resources
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                await frozen_listener_then_revoke(client, res, pg.url)
+    finally:
+        await asyncio.to_thread(pg.server.cleanup)
+
+
+async def frozen_listener_then_revoke(client: httpx.AsyncClient, res: Resources, url: str) -> None:
+    team = await make_team(client)
+    assert (await client.get("/v1/tasks", headers=team.headers)).status_code == 200
+    assert res.keys.get(hash_key(team.key)) is not None  # trusted, cached
+    admin = await asyncpg.connect(url)
+    try:
+        pid = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", LISTENER_NAME
+        )
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Revoked elsewhere (another replica, or by hand): only the NOTIFY tells this one.
+            revoked = await admin.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE team_id = $1", team.team["id"]
+            )
+            assert revoked == "UPDATE 1"
+
+            async def refused() -> bool:
+                answer = await client.get("/v1/tasks", headers=team.headers)
+                return answer.status_code == 401
+
+            # The cache's TTL is 60 s: only the round trip's failure ends its trust sooner.
+            await wait_for(refused, timeout=10)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        await admin.close()
