@@ -236,7 +236,7 @@ async def _watch_disconnect(request: Request) -> AsyncIterator[asyncio.Event]:
                         "type": "object",
                         "required": ["event", "id", "data"],
                         "properties": {
-                            "event": {"type": "string", "enum": list(STATUSES)},
+                            "event": {"type": "string", "enum": [*STATUSES, "error"]},
                             "id": {"type": "string", "description": "the state's version"},
                             "data": {"type": "string", "description": "the task as JSON"},
                         },
@@ -244,7 +244,8 @@ async def _watch_disconnect(request: Request) -> AsyncIterator[asyncio.Event]:
                 }
             },
             "description": "`event: <status>`, `id: <version>`, `data: <the task as JSON>`; "
-            "ends after the terminal event; `: ping` comments keep idle streams open",
+            "ends after the terminal event; `: ping` comments keep idle streams open; "
+            "a key revoked meanwhile ends it with `event: error` (`data`: the error envelope)",
         },
         **error_responses(InvalidRequest, Unauthorized, NotFound),
     },
