@@ -6,6 +6,7 @@ lapses after QGW_WATCH_TTL_SECONDS."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
@@ -13,12 +14,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
 from service.state_metrics import STATE, scrape_registry
 from service.tasks.reads import watch, watched_key, watched_tasks
 from service.tasks.resources import Resources
 from service.tasks.watching import Watching
-from tests.factories import make_team, sim_tasks, submit, until, wait_for
+from tests.factories import make_team, sim_tasks, submit, task_body, until, wait_for
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
 
@@ -117,3 +119,48 @@ async def test_the_watched_are_counted_in_a_gauge(res: Resources) -> None:
     await watch(res.redis, queue, {"lapsed": time.time() - 1})
     await STATE.refresh(res, max_age=0)
     assert scrape_registry().get_sample_value("qgw_tasks_watched") == 2
+
+
+async def test_a_get_an_event_stream_and_a_wait_mark_a_task_watched_an_ended_one_is_not(
+    client: httpx.AsyncClient, res: Resources, live_url: str
+) -> None:
+    """No worker runs: the tasks stay pending, and each way of looking marks its own."""
+    team = await make_team(client)
+    queue = res.settings.arq_queue_name
+    ended, got, streamed = [(await submit(client, team))["task_id"] for _ in range(3)]
+
+    async def marked(task_id: str) -> bool:
+        return task_id in await watched_tasks(res.redis, queue)
+
+    await client.post(f"/v1/tasks/{ended}/cancel", headers=team.headers)
+    assert (await client.get(f"/v1/tasks/{ended}", headers=team.headers)).status_code == 200
+    assert (await client.get(f"/v1/tasks/{got}", headers=team.headers)).status_code == 200
+    await wait_for(lambda: marked(got))
+    assert not await marked(ended)  # looked at in the same batch: an ended task is not read
+
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        aconnect_sse(
+            http, "GET", f"{live_url}/v1/tasks/{streamed}/events", headers=team.headers
+        ) as sse,
+    ):
+        first = await anext(sse.aiter_sse())
+        assert first.event == "queued"
+        await wait_for(lambda: marked(streamed))  # while the stream is open
+
+    waiting = asyncio.create_task(
+        client.post("/v1/tasks", json=task_body(), headers={**team.headers, "Prefer": "wait=3"})
+    )
+    try:
+
+        async def waited_marked() -> bool:
+            found = await res.pool.fetchval(
+                "SELECT id FROM tasks WHERE id <> ALL($1) AND team_id = $2",
+                [ended, got, streamed],
+                team.team["id"],
+            )
+            return bool(found) and await marked(found)
+
+        await wait_for(waited_marked)  # by the wait (Prefer: wait), the task still pending
+    finally:
+        await waiting
