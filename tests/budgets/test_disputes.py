@@ -14,7 +14,16 @@ import httpx
 from service.budgets.service import verify_ledger
 from service.catalog.models import MICROS_PER_QUOTA, format_usd, parse_usd
 from service.tasks.resources import Resources
-from tests.factories import ADMIN, TeamKey, drive_to_end, make_team, metric, row, submit
+from tests.factories import (
+    ADMIN,
+    TeamKey,
+    drive_to_end,
+    invoke_cli,
+    make_team,
+    metric,
+    row,
+    submit,
+)
 
 
 async def team_with_budget(client: httpx.AsyncClient, limit: str = "5.00") -> TeamKey:
@@ -84,6 +93,11 @@ async def test_an_absurd_charge_settles_at_the_cap_and_is_disputed(
     report = await verify_ledger(db)
     assert report.ok, report
     assert report.open_disputes == 1 and report.disputed_micros == reported - 2 * price
+    # The operator's command shows the disputed money apart and still passes.
+    env = {"QGW_DATABASE_URL": res.settings.database_url, "QGW_LOG_LEVEL": "WARNING"}
+    ran = await invoke_cli(["admin", "verify-ledger"], env)
+    assert ran.returncode == 0, ran.stdout
+    assert f"disputed_usd: {format_usd(reported - 2 * price)} in 1 open" in ran.stdout
     spend = await client.get(
         "/admin/usage/report", params={"team_id": team.team["id"]}, headers=ADMIN
     )
