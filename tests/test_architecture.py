@@ -1,5 +1,6 @@
 """The house rules that keep the code livable: the architecture page names what exists,
-no module grows past 400 lines, SQL lives in repositories, SQL files and migrations, and
+no module grows past 800 lines (the style guide aims at about 400 and splits by meaning,
+never only by size), SQL lives in repositories, SQL files and migrations, and
 the task states are the database's."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from service.tasks.states import TRANSITIONS, DispatchState, mermaid_diagram
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = ROOT / "service"
-MAX_LINES = 400
+MAX_LINES = 800
 REFERENCE = re.compile(r"`(service/[\w/]+\.(?:py|sql))(?:::(\w+))?`")
 SQL = re.compile(r"\b(SELECT\s.+\sFROM|UPDATE\s+\w+\s+SET|INSERT\s+INTO|DELETE\s+FROM)\b", re.S)
 
@@ -46,7 +47,7 @@ def test_the_architecture_page_names_only_files_and_functions_that_exist() -> No
     assert not missing, f"docs/architecture.md names what is gone: {missing}"
 
 
-def test_no_module_is_over_400_lines() -> None:
+def test_no_module_is_over_800_lines() -> None:
     long = {
         str(p.relative_to(ROOT)): n
         for p in SERVICE.rglob("*.py")
