@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from service.admin_cli import admin
+from service.catalog_cli import catalog
 from service.cli import CLIENT_COMMANDS
 from service.config import RETIRED_SETTINGS, Settings, get_settings, weak_tokens
 
@@ -43,6 +44,14 @@ def check_configuration() -> Settings:
         sys.exit(2)
     except (PriceTableError, OSError, ValueError) as exc:
         print(f"configuration error: QGW_PRICE_TABLE: {exc}", file=sys.stderr)
+        sys.exit(2)
+    from service.catalog.document import CatalogError
+    from service.catalog.engine import load_catalog
+
+    try:  # a bad catalog stops the role at start, naming what is wrong in it
+        load_catalog(settings.catalog_file)
+    except CatalogError as exc:
+        print(f"configuration error: QGW_CATALOG_FILE: {exc}", file=sys.stderr)
         sys.exit(2)
     return settings
 
@@ -154,6 +163,7 @@ def simulator(
 ) -> None:
     import uvicorn
 
+    from service.catalog.engine import load_catalog
     from service.catalog.models import load_price_table
     from service.simulator.app import create_simulator_app
 
@@ -163,6 +173,7 @@ def simulator(
         base_url=base_url or f"http://{host}:{port}",
         api_version=api_version or settings.qingbo_api_version,
         prices=load_price_table(settings.price_table),
+        catalog=load_catalog(settings.catalog_file),
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
@@ -189,6 +200,7 @@ def openapi() -> None:
 
 
 cli.add_command(admin)
+cli.add_command(catalog)
 for command in CLIENT_COMMANDS:
     cli.add_command(command)
 

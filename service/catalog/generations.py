@@ -67,6 +67,16 @@ class Generation:
     common_fields: frozenset[str]
     # HTTP status of "only queued tasks can be cancelled".
     not_cancellable_status: int
+    # Whether every model of the catalog in force is offered (2026-09), or only this
+    # generation's own Hailuo models (2026-04: the April page knew no other family).
+    offers_catalog: bool = True
+    # Where prices come from: the catalog in force, or the April per-second table
+    # (prices.json, or QGW_PRICE_TABLE), which an upstream of 2026-04 still charges.
+    prices_from: Literal["catalog", "april_per_second"] = "catalog"
+
+    def offers(self, model_id: str) -> bool:
+        """A Hailuo model this generation translates for (its own form and rules)."""
+        return any(spec.id == model_id for spec in self.models)
 
     def model(self, model_id: str) -> ModelSpec:
         for spec in self.models:
@@ -138,11 +148,14 @@ APRIL_2026 = Generation(
     prefer_wait=False,
     common_fields=_COMMON,
     not_cancellable_status=409,
+    offers_catalog=False,
+    prices_from="april_per_second",
 )
 
 # hailuo.mdx: none of the three takes image_urls, aspect_ratio or camera_movement_tags;
-# 2.3 and 2.3-fast take tags inside the prompt and a seed; only 02 takes a last frame.
-_CURRENT = {"aspect_ratios": (), "camera_tags": "prompt", "seed": True, "max_images": 1}
+# 2.3 and 2.3-fast take tags inside the prompt; only 02 takes a last frame. Since
+# 2026-09-24 none takes a seed (qingbo-catalog.md; the catalog's hailuo.json agrees).
+_CURRENT = {"aspect_ratios": (), "camera_tags": "prompt", "seed": False, "max_images": 1}
 SEPTEMBER_2026 = Generation(
     version="2026-09",
     models=(

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from service.catalog.engine import Catalog, ModelEntry
 from service.catalog.generations import GENERATIONS, Generation, ModelSpec
 from service.catalog.models import CAMERA_TAGS, PriceTable, format_usd
 from service.errors import Unauthorized
@@ -26,7 +27,36 @@ async def get_live_generation(request: Request) -> Generation:
     return live
 
 
-def _pricing(spec: ModelSpec, prices: PriceTable) -> dict[str, Any] | None:
+async def get_catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.resources.catalog
+    return catalog
+
+
+def catalog_pricing(entry: ModelEntry) -> dict[str, Any]:
+    """A catalog model's prices as the document writes them (decimal USD strings)."""
+    raw = dict(entry_document(entry)["pricing"])
+    return {"currency": "USD", **raw}
+
+
+def entry_document(entry: ModelEntry) -> dict[str, Any]:
+    return {
+        "family": entry.family,
+        "title": entry.title,
+        "actions": list(entry.actions),
+        "defaults": entry.defaults,
+        "body": entry.schema,
+        "pricing": entry.raw_pricing,
+        "hold_settle": entry.hold_settle,
+        "retired_on": entry.retired_on,
+    }
+
+
+def _pricing(
+    spec: ModelSpec, prices: PriceTable, gen: Generation, catalog: Catalog
+) -> dict[str, Any] | None:
+    entry = catalog.models.get(spec.id)
+    if gen.prices_from == "catalog":
+        return catalog_pricing(entry) if entry is not None else None
     if not prices.is_priced(spec.id):
         return None
     per_second = prices.per_second_micros[spec.id]
@@ -42,8 +72,11 @@ def _pricing(spec: ModelSpec, prices: PriceTable) -> dict[str, Any] | None:
     }
 
 
-def model_entry(spec: ModelSpec, gen: Generation, prices: PriceTable) -> dict[str, Any]:
+def model_entry(
+    spec: ModelSpec, gen: Generation, prices: PriceTable, catalog: Catalog
+) -> dict[str, Any]:
     """One model's rules as `gen` applies them, and its price (null: unpriced)."""
+    pricing = _pricing(spec, prices, gen, catalog)
     return {
         "id": spec.id,
         "family": spec.family,
@@ -69,8 +102,18 @@ def model_entry(spec: ModelSpec, gen: Generation, prices: PriceTable) -> dict[st
             "prompt_optimizer": True,
             "fast_pretreatment": False,
         },
-        "priced": prices.is_priced(spec.id),
-        "pricing": _pricing(spec, prices),
+        "priced": pricing is not None,
+        "pricing": pricing,
+    }
+
+
+def catalog_entry(entry: ModelEntry) -> dict[str, Any]:
+    """A model the catalog governs (not one of a generation's Hailuo models)."""
+    return {
+        "id": entry.id,
+        **entry_document(entry),
+        "priced": True,
+        "pricing": catalog_pricing(entry),
     }
 
 
@@ -78,17 +121,27 @@ def model_entry(spec: ModelSpec, gen: Generation, prices: PriceTable) -> dict[st
 async def list_models(
     prices: Annotated[PriceTable, Depends(get_prices)],
     live: Annotated[Generation, Depends(get_live_generation)],
+    catalog: Annotated[Catalog, Depends(get_catalog)],
 ) -> dict[str, Any]:
-    """The models the live upstream offers (`data`), and what each generation offers, with
-    their rules, per-second prices (null where unpriced) and the camera tags."""
+    """The models the live upstream offers (`data`): each generation's Hailuo models with
+    their rules, and under 2026-09 every other model of the catalog in force (its JSON
+    Schema and prices as the document writes them); what each generation offers; the
+    catalog's digest, its retired ids, and the camera tags."""
+
+    def offered(gen: Generation) -> list[dict[str, Any]]:
+        own = [model_entry(spec, gen, prices, catalog) for spec in gen.models]
+        if not gen.offers_catalog:
+            return own
+        others = [catalog_entry(e) for e in catalog.models.values() if not gen.offers(e.id)]
+        return own + others
+
     return {
         "object": "list",
         "upstream_api_version": live.version,
-        "data": [model_entry(spec, live, prices) for spec in live.models],
-        "generations": {
-            version: [model_entry(spec, gen, prices) for spec in gen.models]
-            for version, gen in GENERATIONS.items()
-        },
+        "catalog": {"digest": catalog.digest, "label": catalog.document.get("catalog")},
+        "data": offered(live),
+        "generations": {version: offered(gen) for version, gen in GENERATIONS.items()},
+        "retired": catalog.retired,
         "camera_movement_tags": [
             {"tag": t.tag, "gloss": t.gloss, "effect": t.effect} for t in CAMERA_TAGS
         ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from service.catalog.models import (
     IMAGE_MIME_TYPES,
     TERMINAL_STATUSES,
 )
-from service.catalog.schemas import TaskRequest
+from service.catalog.schemas import HailuoRequest
 from service.errors import InvalidRequest
 
 _BRACKET = re.compile(r"\[([^\[\]]{1,16})\]")
@@ -37,19 +37,25 @@ class NormalizedTask:
     is sent (minus the callback), made again from `request` at submission.
     """
 
-    model: ModelSpec
+    model_id: str
+    family: str
     request: dict[str, Any]
     upstream: dict[str, Any]
     callback_url: str | None
     callback_events: list[str]
     priority: int
+    # What the price is computed on: the vendor fields as the upstream takes them (for a
+    # chained action, with what it inherits from its source task added at admission).
+    pricing_body: dict[str, Any] = field(default_factory=dict)
+    # A chained action's source: the caller's own gateway task id (`ref_task_id`).
+    ref_task_id: str | None = None
 
 
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 
 def normalize(
-    req: TaskRequest, gen: Generation, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    req: HailuoRequest, gen: Generation, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 ) -> NormalizedTask:
     """Check `req` (either generation's form) and translate it for `gen`; a refusal names
     the field and changes nothing. Base64 images may decode to `max_image_bytes` each."""
@@ -105,10 +111,13 @@ def normalize(
         if req.callback_events is not None
         else list(TERMINAL_STATUSES)
     )
+    upstream = upstream_body(request, gen)
     return NormalizedTask(
-        model=spec,
+        model_id=spec.id,
+        family=spec.family,
         request=request,
-        upstream=upstream_body(request, gen),
+        upstream=upstream,
+        pricing_body={k: v for k, v in upstream.items() if k != "model"},
         callback_url=req.callback_url,
         callback_events=events,
         priority=req.priority,

@@ -17,10 +17,10 @@ CallbackEvent = Literal["queued", "processing", "completed", "failed", "cancelle
 Image = Annotated[SafeText, Field(min_length=1)]
 
 
-class TaskRequest(BaseModel):
-    """A Qingbo `POST /v1/tasks` body (Hailuo series), in either generation's form: the
+class HailuoRequest(BaseModel):
+    """A Qingbo `POST /v1/tasks` body for the Hailuo series, in either generation's form: the
     gateway accepts the union and sends the configured upstream what its generation takes
-    (see README "Qingbo versions")."""
+    (see README "Qingbo versions"). Other families are checked by their catalog schema."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -96,3 +96,51 @@ class TaskRequest(BaseModel):
     @classmethod
     def _lower_resolution(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+GATEWAY_FIELDS = ("model", "callback_url", "callback_events", "priority", "metadata")
+
+
+class TaskRequest(BaseModel):
+    """A Qingbo `POST /v1/tasks` body for any model of the catalog. The gateway's own fields
+    are typed here; every other field is the model's (`prompt`, `duration`, `resolution`,
+    `image_urls`, ...), checked against that model's rules in the catalog in force
+    (`GET /v1/models`), and refused naming the field when the model does not take it."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "additionalProperties": True,
+            "examples": [
+                {
+                    "model": "minimax-hailuo-2.3",
+                    "prompt": "[推进] cobblestone street of an old town, [变焦推近] raindrops "
+                    "falling from the eaves",
+                    "resolution": "768p",
+                    "duration": 6,
+                },
+                {"model": "minimax-h3", "prompt": "a mountain town at dawn", "duration": 8},
+            ],
+        },
+    )
+
+    model: Annotated[
+        str, Field(min_length=1, max_length=100, description="Model id (GET /v1/models)"), Storable
+    ]
+    callback_url: Annotated[str, Field(min_length=1, max_length=2048), Storable] | None = None
+    callback_events: Annotated[list[CallbackEvent], Field(max_length=6)] | None = None
+    priority: StrictInt = Field(
+        0, ge=-100, le=100, description="Gateway extension: dispatch priority within the team"
+    )
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="Gateway extension: the app's own labels, stored with the task, echoed in "
+        "every answer and webhook, filterable and reportable, never sent to Qingbo. At most "
+        "16 keys of [A-Za-z0-9_.-]{1,64}, string values of at most 512 characters, 4 KiB in all",
+        examples=[{"project": "atlas", "feature": "onboarding-video"}],
+    )
+
+    def fields(self) -> dict[str, Any]:
+        """Every field the caller sent, gateway's and model's, as sent."""
+        sent = {name: getattr(self, name) for name in self.model_fields_set if name != "model"}
+        return {"model": self.model, **sent, **(self.model_extra or {})}

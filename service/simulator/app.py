@@ -22,16 +22,19 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from service.catalog.document import CatalogError
+from service.catalog.engine import Catalog, compile_catalog, shipped_catalog
 from service.catalog.models import (
     PriceTable,
     PriceTableError,
     load_price_table,
     parse_price_table,
 )
-from service.errors import validation_error
+from service.errors import ServiceError, validation_error
 from service.heap import freeze_startup_heap
 from service.http_client import aiohttp_client
 from service.simulator.engine import Simulator, qingbo_error
+from service.simulator.quote import add_quote_route
 from service.simulator.state import (
     TERMINAL,
     SimConfig,
@@ -40,9 +43,9 @@ from service.simulator.state import (
     mp4_bytes,
     mp4_chunks,
     mp4_size,
+    playable_mp4,
     submit_answer,
 )
-    playable_mp4,
 
 logger = logging.getLogger(__name__)
 _PREFER_WAIT = re.compile(r"wait\s*=\s*(\d+)")
@@ -54,12 +57,14 @@ def create_simulator_app(
     base_url: str = "",
     api_version: str = "2026-09",
     prices: PriceTable | None = None,
+    catalog: Catalog | None = None,
 ) -> FastAPI:
     sim = Simulator(
         api_key=api_key,
         base_url=base_url,
         api_version=api_version,
         prices=prices or load_price_table(),
+        catalog=catalog or shipped_catalog(),
     )
 
     async def lifespan(app: FastAPI) -> Any:
@@ -130,10 +135,11 @@ def create_simulator_app(
             asked = sim.validate(raw)
             if isinstance(asked, JSONResponse):
                 return asked
-            model = asked.model.id
-            if not sim.prices.is_priced(model):
-                return qingbo_error(500, f"no price configured for {model}", "price_not_configured")
-            task = sim.create(raw, asked, key if sim.gen.idempotency_keys else None)
+            try:
+                price = sim.price(asked)
+            except ServiceError as unpriced:  # Qingbo: a permanent 500 at submit
+                return qingbo_error(500, unpriced.message, "price_not_configured")
+            task = sim.create(raw, price, key if sim.gen.idempotency_keys else None)
         if sim.config.latency_ms:  # after creating: a timeout now leaves the outcome unknown
             await asyncio.sleep(sim.config.latency_ms / 1000)
         return task
@@ -240,13 +246,13 @@ def create_simulator_app(
             or random.random() < sim.config.download_fail_rate
         ):
             return qingbo_error(503, "storage unavailable (simulated)", "upstream_unavailable")
+        if sim.config.playable_videos:
+            return Response(playable_mp4(task.task_id), media_type="video/mp4")
         size, rate = sim.config.video_bytes, sim.config.download_bytes_per_second
         if not size and not rate:
             return Response(mp4_bytes(task.task_id), media_type="video/mp4")
 
         async def chunks() -> AsyncIterator[bytes]:
-        if sim.config.playable_videos:
-            return Response(playable_mp4(task.task_id), media_type="video/mp4")
             step = min(rate, 256 * 1024) if rate else 1024 * 1024
             for part in mp4_chunks(task.task_id, size, chunk=max(32, step)):
                 yield part
@@ -276,6 +282,16 @@ def create_simulator_app(
         except PriceTableError as exc:
             return qingbo_error(400, str(exc), "invalid_request")
         return {"models": sorted(sim.prices.per_second_micros)}
+
+    @app.put("/_sim/catalog", response_model=None)
+    async def put_catalog(document: dict[str, Any]) -> dict[str, Any] | JSONResponse:
+        """Replace the catalog this simulator validates and bills by (one whole document,
+        as service/catalog/document.py builds it); a bad one is refused whole."""
+        try:
+            sim.catalog = compile_catalog(document)
+        except CatalogError as exc:
+            return qingbo_error(400, str(exc), "invalid_request")
+        return {"digest": sim.catalog.digest, "models": sorted(sim.catalog.models)}
 
     @app.get("/_sim/tasks")
     async def list_tasks() -> dict[str, Any]:
@@ -307,6 +323,8 @@ def create_simulator_app(
         sim.keys.clear()
         sim.config = SimConfig(api_version=sim.default_version)
         sim.prices = sim.default_prices
+        sim.catalog = sim.default_catalog
         return {"ok": True}
 
+    add_quote_route(app, sim)
     return app

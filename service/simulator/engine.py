@@ -4,6 +4,7 @@ applies it, creation and idempotent replay, rendering, and callbacks on schedule
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import secrets
@@ -15,12 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from service.catalog.engine import Catalog
 from service.catalog.generations import Generation, generation
+from service.catalog.intake import normalize_task, price_micros
 from service.catalog.models import (
     PriceTable,
 )
 from service.catalog.rules import NormalizedTask, normalize
-from service.catalog.schemas import TaskRequest
+from service.catalog.schemas import HailuoRequest
 from service.errors import ServiceError, validation_error
 from service.simulator.state import (
     IDEMPOTENCY_WINDOW_SECONDS,
@@ -54,8 +57,17 @@ CALLBACK_CONNECTIONS = 100  # httpx's default pool size
 
 class Simulator:
     def __init__(
-        self, *, api_key: str | None, base_url: str, api_version: str, prices: PriceTable
+        self,
+        *,
+        api_key: str | None,
+        base_url: str,
+        api_version: str,
+        prices: PriceTable,
+        catalog: Catalog,
     ) -> None:
+        # The same catalog as the gateway's: what each model's rules refuse and what its
+        # pricing charges (April per-second prices under 2026-04, generations.py).
+        self.catalog = self.default_catalog = catalog
         self.api_key = api_key
         self.base_url = base_url
         self.default_version = api_version
@@ -97,6 +109,8 @@ class Simulator:
         if not isinstance(raw, dict):
             return qingbo_error(400, "body: must be a JSON object", "invalid_request")
         current = gen.idempotency_keys  # the 2026-09 documents capability_violation
+        if not gen.offers(str(raw.get("model", ""))):
+            return self._validate_catalog(raw, gen, current)
         try:
             spec = gen.model(str(raw.get("model", "")))
         except ServiceError as err:
@@ -109,13 +123,50 @@ class Simulator:
                 code = "capability_violation" if current else "invalid_request"
                 return qingbo_error(400, f"{name}: not accepted by {spec.id}", code, param=name)
         try:
-            req = TaskRequest.model_validate({k: v for k, v in raw.items() if k != "extra"})
-            return normalize(req, gen)
+            req = HailuoRequest.model_validate({k: v for k, v in raw.items() if k != "extra"})
+            task = normalize(req, gen)
+            entry = self.catalog.models.get(spec.id)
+            if entry is not None and gen.offers_catalog:
+                entry.check(task.pricing_body)
+            return task
         except ValidationError as exc:
             invalid = validation_error(RequestValidationError(exc.errors()))
             return qingbo_error(400, invalid.message, "invalid_request", param=invalid.param)
         except ServiceError as refused:
             return qingbo_error(400, refused.message, "invalid_request", param=refused.param)
+
+    def _validate_catalog(
+        self, raw: dict[str, Any], gen: Generation, current: bool
+    ) -> NormalizedTask | JSONResponse:
+        """Any other model, by its catalog rules: an undeclared field is capability_violation
+        (2026-09); a chained action must name one of this account's completed tasks."""
+        fields = {k: v for k, v in raw.items() if not (k == "extra" and v in ({}, None))}
+        try:
+            task = normalize_task(fields, gen, self.catalog)
+        except ServiceError as refused:
+            unknown = "unknown field" in refused.message
+            code = "capability_violation" if current and unknown else refused.code
+            if refused.code == "invalid_request" and refused.param == "model":
+                code = "model_not_found"
+            return qingbo_error(400, refused.message, code, param=refused.param)
+        if task.ref_task_id is not None:
+            source = self.tasks.get(task.ref_task_id)
+            if source is None or source.status_at(time.time())[0] != "completed":
+                return qingbo_error(
+                    400,
+                    "ref_task_id: no completed task with that id",
+                    "invalid_request",
+                    param="ref_task_id",
+                )
+            entry = self.catalog.models[task.model_id]
+            inherit = entry.chain.inherit if entry.chain else ()
+            inherited = {k: source.request[k] for k in inherit if k in source.request}
+            task = dataclasses.replace(task, pricing_body={**inherited, **task.pricing_body})
+        return task
+
+    def price(self, asked: NormalizedTask) -> int:
+        """What this generation charges for the task (PriceNotConfigured when nothing)."""
+        return price_micros(asked, self.gen, self.catalog, self.prices)
 
     def schedule_callbacks(self, task: SimTask) -> None:
         url = task.request.get("callback_url")
@@ -150,9 +201,7 @@ class Simulator:
         except httpx.HTTPError as exc:
             logger.warning("simulator callback failed: %s", type(exc).__name__)
 
-    def create(self, raw: dict[str, Any], asked: NormalizedTask, key: str | None) -> SimTask:
-        request = asked.request
-        price = self.prices.price_micros(asked.model.id, request["resolution"], request["duration"])
+    def create(self, raw: dict[str, Any], price: int, key: str | None) -> SimTask:
         task = SimTask(
             task_id=f"task-sim{int(time.time())}{secrets.token_hex(6)}",
             request=raw,

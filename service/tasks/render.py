@@ -20,7 +20,7 @@ from typing import Any
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.catalog.models import TERMINAL_STATUSES, format_usd, micros_to_quota
 from service.catalog.rules import prompt_camera_tags
-from service.tasks.media import summarise_image
+from service.tasks.media import MARKER, summarise_image
 from service.tasks.states import TaskStatus
 
 DEFAULT_VERSION = DEFAULT_ANSWER_VERSION
@@ -63,28 +63,73 @@ def _progress_text(row: Any) -> str:
     )
 
 
+# Request fields shown under their own names above, or never shown as model fields.
+_SHOWN = frozenset(
+    {
+        "model",
+        "action",
+        "prompt",
+        "aspect_ratio",
+        "resolution",
+        "duration",
+        "image_urls",
+        "first_frame_image",
+        "last_frame_image",
+        "seed",
+        "camera_movement_tags",
+        "watermark",
+        "prompt_optimizer",
+        "fast_pretreatment",
+        "metadata",
+        "catalog_digest",
+    }
+)
+
+
+def _model_fields(request: dict[str, Any]) -> dict[str, Any]:
+    """A catalog model's other fields as the app sent them (Base64 media by its size)."""
+    shown: dict[str, Any] = {}
+    for name, value in request.items():
+        if name in _SHOWN:
+            continue
+        if isinstance(value, str):
+            value = summarise_image(value) if value.startswith(MARKER) else value
+        elif isinstance(value, list):
+            value = [
+                summarise_image(v) if isinstance(v, str) and v.startswith(MARKER) else v
+                for v in value
+            ]
+        shown[name] = value
+    return shown
+
+
 def _gateway_fields(row: Any) -> dict[str, Any]:
     request = row["request"]
     images = request.get("image_urls")
+    prompt = request.get("prompt")
     return {
         "cost_usd": format_usd(charged_micros(row)),
         "estimated_cost_usd": format_usd(row["cost_micros"]),
         "team_id": str(row["team_id"]),
         "upstream_task_id": row["upstream_task_id"],
-        "prompt": request["prompt"],
+        "prompt": prompt,
         # 16:9 was the 2026-04 default, and 2026-09's Hailuo takes no other (assumed).
         "aspect_ratio": request.get("aspect_ratio") or "16:9",
-        "resolution": request["resolution"],
-        "duration": request["duration"],
+        "resolution": request.get("resolution"),
+        "duration": request.get("duration"),
         "image_urls": [summarise_image(i) for i in images] if images else None,
         "first_frame_image": summarise_image(request.get("first_frame_image")),
         "last_frame_image": summarise_image(request.get("last_frame_image")),
         "seed": request.get("seed"),
         "camera_movement_tags": request.get("camera_movement_tags"),
-        "prompt_camera_tags": prompt_camera_tags(request["prompt"], strict=False),
-        "watermark": request["watermark"],
-        "prompt_optimizer": request["prompt_optimizer"],
-        "fast_pretreatment": request["fast_pretreatment"],
+        "prompt_camera_tags": prompt_camera_tags(prompt, strict=False)
+        if isinstance(prompt, str)
+        else [],
+        "watermark": request.get("watermark", False),
+        "prompt_optimizer": request.get("prompt_optimizer", True),
+        "fast_pretreatment": request.get("fast_pretreatment", False),
+        "catalog_digest": request.get("catalog_digest"),
+        "model_fields": _model_fields(request),
         "priority": row["priority"],
         "callback_url": row["callback_url"],
         "callback_events": list(row["callback_events"]),

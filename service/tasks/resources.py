@@ -13,7 +13,9 @@ from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
 from service.archive.copier import Archiver
+from service.catalog.engine import Catalog
 from service.catalog.models import PriceTable
+from service.catalog.refresh import CatalogRefresher
 from service.config import Settings
 from service.egress import DestinationPolicy
 from service.quotas.limiter import RateLimiter
@@ -34,7 +36,10 @@ class Resources:
     admissions: AdmissionBatcher  # fast admissions, gathered into shared statements
     redis: ArqRedis
     qingbo: QingboClient
-    prices: PriceTable
+    prices: PriceTable  # the April per-second table (a 2026-04 upstream charges it)
+    # The catalog in force: every model's rules and prices, compiled once per document.
+    # Read it once per request (a reference swapped whole when the document is replaced).
+    catalog: Catalog
     kicker: DispatchKicker
     limiter: RateLimiter
     webhooks: WebhookSender
@@ -45,6 +50,8 @@ class Resources:
     keys: KeyCache[KnownKey] = field(default_factory=KeyCache)
     # What "now" is for budget windows; tests move it to cross window boundaries.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Follows the catalog operators put in force and swaps `catalog` (catalog/refresh.py).
+    catalog_refresh: CatalogRefresher | None = None
 
     @property
     def egress(self) -> DestinationPolicy:

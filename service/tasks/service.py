@@ -15,8 +15,10 @@ from service.budgets import admission_repository as admissions
 from service.budgets.alerts import count_crossings, write_alert_webhooks
 from service.budgets.errors import BudgetShardFull
 from service.budgets.service import check_fit
-from service.catalog.models import PriceTable, format_usd
-from service.catalog.rules import NormalizedTask, normalize
+from service.catalog.engine import allowed
+from service.catalog.intake import CATALOG_DIGEST_KEY, normalize_task, price_micros
+from service.catalog.models import format_usd
+from service.catalog.rules import NormalizedTask
 from service.catalog.schemas import TaskRequest
 from service.db import ConnectionLease
 from service.egress import require_allowed
@@ -28,7 +30,6 @@ from service.errors import (
     ModelNotAllowed,
     NotCancellable,
     NotFound,
-    PriceNotConfigured,
     UpstreamUnavailable,
 )
 from service.metrics import (
@@ -38,6 +39,7 @@ from service.metrics import (
 )
 from service.quotas.limits import Limits
 from service.tasks import announce, repository
+from service.tasks.chains import resolve_chain
 from service.tasks.media import split_media
 from service.tasks.resources import Resources
 from service.tasks.schemas import decode_cursor, encode_cursor
@@ -70,23 +72,27 @@ class _Replay(Exception):
 
 def check_admissible(caller: Caller, task: NormalizedTask, *, count: bool = True) -> None:
     """Rules that depend on the team, checked before any money is reserved."""
-    if caller.allowed_models is not None and task.model.id not in caller.allowed_models:
+    if not allowed(caller.allowed_models, model_id=task.model_id, family=task.family):
         if count:  # an estimate is not a refused submission
             TASKS_REJECTED.labels("model_not_allowed").inc()
         raise ModelNotAllowed(
-            f"model: team {caller.team_name!r} may not use {task.model.id}", param="model"
-        )
-
-
-def price_of(prices: PriceTable, task: NormalizedTask) -> int:
-    """The task's price in micro-dollars; an unpriced model is refused before anything is
-    stored, reserved or sent."""
-    if not prices.is_priced(task.model.id):
-        raise PriceNotConfigured(
-            f"model: {task.model.id} has no price configured (set QGW_PRICE_TABLE to price it)",
+            f"model: team {caller.team_name!r} may not use {task.model_id} (family {task.family})",
             param="model",
         )
-    return prices.price_micros(task.model.id, task.request["resolution"], task.request["duration"])
+
+
+def price_of(res: Resources, task: NormalizedTask) -> int:
+    """The task's reservation in micro-dollars (the most it can cost, by the prices the
+    configured generation is charged); an unpriced model is refused before anything is
+    stored, reserved or sent."""
+    return price_micros(task, res.settings.generation, res.catalog, res.prices)
+
+
+def checked_task(res: Resources, body: TaskRequest) -> NormalizedTask:
+    """The request checked by the catalog in force (one reference, read once per request)."""
+    return normalize_task(
+        body, res.settings.generation, res.catalog, max_image_bytes=res.settings.max_image_bytes
+    )
 
 
 @dataclass
@@ -117,11 +123,14 @@ async def admit_task(
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
             param="Idempotency-Key",
         )
-    task = normalize(body, res.settings.generation, max_image_bytes=res.settings.max_image_bytes)
+    catalog = res.catalog  # this request's catalog, whatever replaces it meanwhile
+    task = checked_task(res, body)
     check_admissible(caller, task)
     egress = res.webhooks.policy.for_team(caller.open_destinations)
     require_allowed(egress, task.callback_url, param="callback_url")
-    cost = price_of(res.prices, task)
+    if task.ref_task_id is not None:  # the source task: the team's own, completed
+        task = await resolve_chain(await lease.get(), caller=caller, task=task, catalog=catalog)
+    cost = price_of(res, task)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
     if idempotency_key is not None:
@@ -143,12 +152,12 @@ async def admit_task(
     )
     headers = quota.headers()
     task_id = new_task_id()
-    stored_request, media = split_media(task.request)
+    stored_request, media = split_media({**task.request, CATALOG_DIGEST_KEY: catalog.digest})
     new = admissions.NewTask(
         task_id=task_id,
         team_id=caller.team_id,
         api_key_id=caller.key_id,
-        model=task.model.id,
+        model=task.model_id,
         action=task.request["action"],
         request=stored_request,
         cost_micros=cost,
@@ -223,7 +232,9 @@ async def admit_task(
     except (BudgetExceeded, ConcurrencyLimited) as refusal:
         TASKS_REJECTED.labels(refusal.code).inc()
         raise
-    TASKS_ADMITTED.labels(caller.team_name, task.model.id, task.request["resolution"]).inc()
+    TASKS_ADMITTED.labels(
+        caller.team_name, task.model_id, str(task.pricing_body.get("resolution", "default"))
+    ).inc()
     logger.info(
         "task admitted",
         extra={"task_id": task_id, "team": caller.team_name, "cost_usd": format_usd(cost)},
@@ -237,10 +248,14 @@ async def admit_task(
 async def estimate_task(
     res: Resources, conn: asyncpg.Connection, *, caller: Caller, body: TaskRequest
 ) -> dict[str, Any]:
-    task = normalize(body, res.settings.generation, max_image_bytes=res.settings.max_image_bytes)
+    catalog = res.catalog
+    task = checked_task(res, body)
     check_admissible(caller, task, count=False)
-    resolution, duration = task.request["resolution"], task.request["duration"]
-    cost = price_of(res.prices, task)
+    if task.ref_task_id is not None:
+        task = await resolve_chain(conn, caller=caller, task=task, catalog=catalog)
+    resolution = task.request.get("resolution", task.pricing_body.get("resolution"))
+    duration = task.request.get("duration", task.pricing_body.get("duration"))
+    cost = price_of(res, task)
     fits, checks = await check_fit(
         conn,
         team_id=caller.team_id,
@@ -250,7 +265,9 @@ async def estimate_task(
         timezone=res.settings.budget_timezone,
     )
     return {
-        "model": task.model.id,
+        "model": task.model_id,
+        "family": task.family,
+        "catalog_digest": catalog.digest,
         "resolution": resolution,
         "duration": duration,
         "cost_usd": format_usd(cost),
@@ -381,11 +398,3 @@ def _check_cancellable(row: Any) -> None:
             "task is being submitted to Qingbo right now; retry in a second",
             headers={"Retry-After": "1"},
         )
-
-
-async def find_task(conn: asyncpg.Connection, *, task_id: str) -> asyncpg.Record:
-    """Any team's task (operators: the console's admin view), or not found."""
-    row = await repository.get_task(conn, task_id)
-    if row is None:
-        raise NotFound(f"task {task_id} not found")
-    return row

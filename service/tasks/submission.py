@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from service.catalog.generations import generation
+from service.catalog.intake import build_upstream
 from service.catalog.models import STATUSES
-from service.catalog.rules import upstream_body
 from service.config import Settings
 from service.db import DATABASE_UNAVAILABLE
 from service.errors import InvalidRequest
@@ -34,6 +34,7 @@ from service.metrics import (
     UPSTREAM_SUBMIT_RETRIES,
 )
 from service.tasks import pipeline_repository as pipeline
+from service.tasks import repository
 from service.tasks.media import join_media
 from service.tasks.queue import kick_dispatch
 from service.tasks.resources import Resources
@@ -120,7 +121,16 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
         try:
             # Made for the generation the upstream speaks now (it may have changed since
             # the task was admitted).
-            body = upstream_body(join_media(row["request"], row["media"]), gen)
+            request = join_media(row["request"], row["media"])
+            ref = request.get("ref_task_id")
+            # A chained action's source is the team's own completed task (checked at
+            # admission): Qingbo is sent its own id for it.
+            source = (
+                await repository.get_task(conn, str(ref), team_id=row["team_id"]) if ref else None
+            )
+            body = build_upstream(
+                request, gen, ref_upstream_id=source["upstream_task_id"] if source else None
+            )
         except InvalidRequest as exc:
             async with conn.transaction():
                 await fail_task(

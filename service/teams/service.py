@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from service.audit.service import AuditContext, record
+from service.catalog.engine import FAMILY_PREFIX, shipped_catalog
 from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
 from service.egress import DestinationPolicy, normal_openings, require_allowed
 from service.errors import InvalidRequest, NotFound, Unauthorized
@@ -73,12 +74,17 @@ def new_webhook_secret() -> str:
 
 
 def _check_models(models: list[str] | None) -> list[str] | None:
+    """Model ids and `family:<key>` entries (a whole family, its future models included)
+    that the shipped catalog or a generation knows."""
     if models is None:
         return None
+    catalog = shipped_catalog()
     for i, model in enumerate(models):
-        if model not in all_model_ids():
+        if model not in all_model_ids() and not catalog.knows(model):
+            hint = "" if model.startswith(FAMILY_PREFIX) else "; a family is written family:<key>"
             raise InvalidRequest(
-                f"allowed_models[{i}]: unknown model {model!r}", param=f"allowed_models[{i}]"
+                f"allowed_models[{i}]: unknown model or family {model!r}{hint}",
+                param=f"allowed_models[{i}]",
             )
     return list(dict.fromkeys(models))
 

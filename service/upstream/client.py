@@ -17,8 +17,28 @@ from service.upstream.errors import (
     UpstreamRetryable,
 )
 
-# Error codes that are final whatever the HTTP status says (task-system.mdx).
-PERMANENT_CODES = frozenset({"price_not_configured"})
+# Error codes that are final whatever the HTTP status says (task-system.mdx; the
+# 2026-09-24 pages: a request Qingbo will never take, refused unbilled). The task fails
+# at once, without retries, and its reservation is released.
+PERMANENT_CODES = frozenset(
+    {
+        "price_not_configured",
+        "input_video_duration_unknown",
+        "model_not_found",
+        "capability_violation",
+        "asset_reference_invalid",
+        "asset_reference_unsupported",
+        "asset_not_found",
+        "asset_type_mismatch",
+        "asset_route_mismatch",
+    }
+)
+
+
+def permanent(code: str | None) -> bool:
+    """A code Qingbo answers only for what it will never take (any `asset_*` included)."""
+    return code is not None and (code in PERMANENT_CODES or code.startswith("asset_"))
+
 
 # Failures that happen before a byte of the request left: safe to repeat.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)
@@ -48,7 +68,7 @@ def classify(response: httpx.Response) -> UpstreamError | None:
     if status < 400:
         return None
     message, code = _error_of(response)
-    if code in PERMANENT_CODES:
+    if permanent(code):
         # 2026-09 answers an unpriced model with HTTP 500: permanent, never billed.
         return UpstreamRejected(message, status=status, code=code)
     if status in (401, 402):

@@ -49,16 +49,24 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "resolution": "768p",
             "duration": 6,
             "aspect_ratio": "16:9",
-            "cost_usd": "0.3111",
+            "cost_usd": {"2026-04": "0.3111", "2026-09": "0.3294"},
         },
     ),
     (
         "fast model",
         {"model": "minimax-hailuo-2.3-fast", "image_urls": ["https://e.com/a.png"]},
-        {"cost_usd": "0.1581"},
+        {"cost_usd": {"2026-04": "0.1581", "2026-09": "0.171"}},
     ),
-    ("10 s at 768p", {"duration": 10}, {"duration": 10, "cost_usd": "0.5185"}),
-    ("1080p at 6 s", {"resolution": "1080p", "duration": 6}, {"cost_usd": "0.459"}),
+    (
+        "10 s at 768p",
+        {"duration": 10},
+        {"duration": 10, "cost_usd": {"2026-04": "0.5185", "2026-09": "0.504"}},
+    ),
+    (
+        "1080p at 6 s",
+        {"resolution": "1080p", "duration": 6},
+        {"cost_usd": {"2026-04": "0.459", "2026-09": "0.441"}},
+    ),
     ("1080P upper case", {"resolution": "1080P"}, {"resolution": "1080p"}),
     ("768P upper case", {"resolution": "768P"}, {"resolution": "768p"}),
     (
@@ -68,7 +76,10 @@ GOOD: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "resolution": "1080p",
             "first_frame_image": "https://e.com/a.png",
         },
-        {"cost_usd": "0.2703", "first_frame_image": "https://e.com/a.png"},
+        {
+            "cost_usd": {"2026-04": "0.2703", "2026-09": "0.297"},
+            "first_frame_image": "https://e.com/a.png",
+        },
     ),
     ("16:9 is kept", {"aspect_ratio": "16:9"}, {"aspect_ratio": "16:9"}),
     ("2000-char prompt", {"prompt": "a" * 2000}, {}),
@@ -128,10 +139,9 @@ GOOD_APRIL: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("four reference images", {"image_urls": ["https://e.com/a"] * 4}, {"action": "image2video"}),
 ]
 GOOD_CURRENT: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("seed", {"seed": 42}, {"seed": 42}),
     (
         "first frame as image_urls",
-        {"image_urls": ["https://e.com/a.png"], "seed": 7},
+        {"image_urls": ["https://e.com/a.png"]},
         {"action": "image2video", "image_urls": ["https://e.com/a.png"]},
     ),
 ]
@@ -161,7 +171,8 @@ async def test_valid_requests_are_admitted(
     task = answer.json()
     assert task["status"] == "queued" and task["task_id"].startswith("task-")
     for field, value in expected.items():
-        assert task[field] == value, field
+        # Prices differ by generation: 2026-04 per second, 2026-09 per clip (since 09-24).
+        assert task[field] == (value[version] if isinstance(value, dict) else value), field
 
 
 BAD: list[tuple[str, Any, str, str]] = [
@@ -293,6 +304,14 @@ BAD_APRIL: list[tuple[str, Any, str, str]] = [
     ("02", task_body(model="minimax-hailuo-02"), "model", "not offered by the configured"),
 ]
 BAD_CURRENT: list[tuple[str, Any, str, str]] = [
+    # Refused by all three Hailuo models since 2026-09-24 (400, not billed upstream).
+    ("seed on 2.3", task_body(seed=42), "seed", "takes no seed on the configured Qingbo API"),
+    (
+        "seed on 2.3-fast",
+        task_body(model="minimax-hailuo-2.3-fast", first_frame_image=FRAME, seed=7),
+        "seed",
+        "takes no seed",
+    ),
     ("9:16", task_body(aspect_ratio="9:16"), "aspect_ratio", "(2026-09) cannot honour 9:16"),
     (
         "fast without a first frame",
@@ -482,17 +501,24 @@ async def test_models_catalog(client_for: Any, team: TeamKey) -> None:
         body = answer.json()
         assert body["upstream_api_version"] == version
         models = {m["id"]: m for m in body["data"]}
-        assert set(models) == live
+        assert live <= set(models)
         assert set(body["generations"]) == {"2026-04", "2026-09"}
         hailuo = models["minimax-hailuo-2.3"]
         assert hailuo["durations_by_resolution"] == {"768p": [6, 10], "1080p": [6]}
         assert hailuo["priced"] is True
-        assert hailuo["pricing"]["per_second_usd"] == {"768p": "0.05185", "1080p": "0.0765"}
-        assert hailuo["pricing"]["per_task_usd"]["1080p_6s"] == "0.459"
+        if version == "2026-04":  # the April page: per second
+            assert hailuo["pricing"]["per_second_usd"] == {"768p": "0.05185", "1080p": "0.0765"}
+            assert hailuo["pricing"]["per_task_usd"]["1080p_6s"] == "0.459"
+        else:  # per clip since 2026-09-24, from the catalog in force
+            assert hailuo["pricing"]["kind"] == "per_clip"
+            assert hailuo["pricing"]["tiers"]["1080p"] == {"6": "0.441"}
         assert len(body["camera_movement_tags"]) == 15
+        assert len(body["catalog"]["digest"]) == 64
     current = {m["id"]: m for m in body["generations"]["2026-09"]}
-    assert current["minimax-hailuo-02"]["priced"] is False
-    assert current["minimax-hailuo-02"]["pricing"] is None
+    assert current["minimax-hailuo-02"]["priced"] is True
+    assert current["minimax-hailuo-02"]["pricing"]["tiers"]["512p"] == {"5": "0.09", "10": "0.135"}
+    assert current["minimax-h3"]["pricing"]["rates"] == {"768p": "0.072", "2k": "0.117"}
+    assert "minimax-h3" not in {m["id"] for m in body["generations"]["2026-04"]}
     assert current["minimax-hailuo-02"]["durations_by_resolution"]["1080p"] == [5]
     assert current["minimax-hailuo-2.3-fast"]["first_frame_required"] is True
     assert "aspect_ratio" not in current["minimax-hailuo-2.3"]["accepted_fields"]
@@ -500,19 +526,19 @@ async def test_models_catalog(client_for: Any, team: TeamKey) -> None:
     assert "camera_movement_tags" in april["minimax-hailuo-2.3"]["accepted_fields"]
 
 
-async def test_an_unpriced_model_is_refused_before_anything_is_stored(
-    client_for: Any, db: asyncpg.Connection, sim: httpx.AsyncClient, team: TeamKey
+async def test_02_is_priced_per_clip_under_2026_09(
+    client_for: Any, db: asyncpg.Connection, team: TeamKey
 ) -> None:
+    """It was unpriced (price_not_configured) until the catalog priced it per clip."""
     async with client_for("2026-09") as client:
-        body = task_body(model="minimax-hailuo-02", first_frame_image=FRAME)
-        answer = await client.post("/v1/tasks", json=body, headers=team.headers)
+        body = task_body(model="minimax-hailuo-02", resolution="512p", first_frame_image=FRAME)
         estimate = await client.post("/v1/tasks/estimate", json=body, headers=team.headers)
-    assert answer.status_code == 400 and estimate.status_code == 400
-    error = answer.json()["error"]
-    assert error["code"] == "price_not_configured" and error["param"] == "model"
-    assert "minimax-hailuo-02" in error["message"]
-    assert await db.fetchval("SELECT count(*) FROM tasks") == 0
-    assert (await sim.get("/_sim/tasks")).json()["tasks"] == []
+        answer = await client.post("/v1/tasks", json=body, headers=team.headers)
+    assert estimate.status_code == 200, estimate.text
+    assert estimate.json()["cost_usd"] == "0.09"
+    assert answer.status_code == 200 and answer.json()["estimated_cost_usd"] == "0.09"
+    digest = await db.fetchval("SELECT catalog_digest FROM tasks")
+    assert digest == estimate.json()["catalog_digest"] and len(digest) == 64
 
 
 def test_a_price_table_can_price_02(tmp_path: Path) -> None:

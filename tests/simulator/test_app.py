@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import SIM_KEY
 from tests.factories import task_body, wait_for
+from tests.prices import quota
 
 KEY = {"Authorization": f"Bearer {SIM_KEY}"}
 BOTH = pytest.mark.parametrize("version", ["2026-04", "2026-09"])
@@ -48,7 +49,9 @@ async def test_lifecycle_progress_and_result_in_each_shape(
     fields = {"task_id", "model", "action", "status", "created_at", "progress"}
     if version == "2026-09":
         fields.add("pre_consumed_cost")
-        assert body["pre_consumed_cost"] == 155_550  # 0.3111 USD at 500,000 quota a dollar
+        assert body["pre_consumed_cost"] == quota(
+            version=version
+        )  # 0.3294 USD at 500,000 quota a dollar
     assert set(body) == fields
     assert body["status"] == "queued" and body["progress"] == 0
 
@@ -63,7 +66,7 @@ async def test_lifecycle_progress_and_result_in_each_shape(
         assert done["progress"] == "100%" and isinstance(video["url"], list)
         assert done["created_at"] < 10**12  # seconds
         assert "queued:" in seen and any(s.endswith("%") and "processing" in s for s in seen)
-        assert done["cost"] == 155_550 and done["billing_status"] == "settled"
+        assert done["cost"] == quota(version=version) and done["billing_status"] == "settled"
         assert done["urls"]["get"].endswith(f"/v1/tasks/{body['task_id']}")
     assert video["expires_at"] > done["completed_at"]
     mp4 = await sim.get(video["url"] if version == "2026-04" else video["url"][0])
@@ -114,7 +117,7 @@ async def test_current_generation_refuses_undeclared_fields_unbilled(
     assert (await sim.get("/_sim/tasks")).json()["tasks"] == []
 
 
-async def test_current_generation_rules_and_unpriced_models(sim: httpx.AsyncClient) -> None:
+async def test_current_generation_rules_and_per_clip_prices(sim: httpx.AsyncClient) -> None:
     await use(sim, "2026-09")
     text_only = {"model": "minimax-hailuo-2.3-fast", "prompt": "a street"}
     fast = await sim.post("/v1/tasks", json=text_only, headers=KEY)
@@ -123,13 +126,16 @@ async def test_current_generation_rules_and_unpriced_models(sim: httpx.AsyncClie
     assert (await sim.post("/v1/tasks", json=seed_02, headers=KEY)).json()["error"]["param"] == (
         "seed"
     )
-    # 02 is a real model there, but no stored page gives its price: 500 price_not_configured.
-    unpriced = await sim.post("/v1/tasks", json=task_body(model="minimax-hailuo-02"), headers=KEY)
-    assert unpriced.status_code == 500
-    assert unpriced.json()["error"]["code"] == "price_not_configured"
-    ok = task_body(model="minimax-hailuo-2.3-fast", first_frame_image=FRAME, seed=9)
-    assert (await sim.post("/v1/tasks", json=ok, headers=KEY)).status_code == 200
-    assert len((await sim.get("/_sim/tasks")).json()["tasks"]) == 1
+    # Since 2026-09-24: seed refused by 2.3-fast too, and 02 priced per clip (768p 5 s 0.252).
+    seeded = task_body(model="minimax-hailuo-2.3-fast", first_frame_image=FRAME, seed=9)
+    refused = await sim.post("/v1/tasks", json=seeded, headers=KEY)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "seed"
+    priced = await sim.post("/v1/tasks", json=task_body(model="minimax-hailuo-02"), headers=KEY)
+    assert priced.status_code == 200 and priced.json()["pre_consumed_cost"] == 126_000
+    ok = task_body(model="minimax-hailuo-2.3-fast", first_frame_image=FRAME)
+    fast_ok = await sim.post("/v1/tasks", json=ok, headers=KEY)
+    assert fast_ok.status_code == 200 and fast_ok.json()["pre_consumed_cost"] == 85_500
+    assert len((await sim.get("/_sim/tasks")).json()["tasks"]) == 2
 
 
 @BOTH
@@ -140,7 +146,7 @@ async def test_cancel_only_while_queued(sim: httpx.AsyncClient, version: str) ->
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     if version == "2026-09":
         assert cancelled.json()["refunded"] is True
-        assert cancelled.json()["refunded_quota"] == 155_550
+        assert cancelled.json()["refunded_quota"] == quota(version="2026-09")
         read = (await sim.get(f"/v1/tasks/{queued['task_id']}", headers=KEY)).json()
         assert read["cost"] == 0 and read["progress"] == "100%"
     await use(sim, version, queue_seconds=0, processing_seconds=60)
@@ -159,7 +165,7 @@ async def test_idempotency_key_gives_the_first_task_and_one_bill(sim: httpx.Asyn
     assert again["task_id"] == first["task_id"]
     [task] = (await sim.get("/_sim/tasks")).json()["tasks"]
     assert task["idempotency_key"] == "qgw-task-1" and task["submissions"] == 2
-    assert task["cost"] == 233_325  # 1.5 x 155,550 quota
+    assert task["cost"] == 247_050  # 1.5 x 164,700 quota (0.3294 per clip)
     # 2026-04 has no such key: each POST is a new (billed) task.
     await use(sim, "2026-04")
     body = valid_body("2026-04")
@@ -207,11 +213,13 @@ async def test_prefer_wait_answers_the_terminal_task_or_the_state_so_far(
     await use(sim, "2026-09")
     waited = await sim.post("/v1/tasks", json=task_body(), headers={**KEY, "Prefer": "wait=10"})
     assert waited.headers["preference-applied"] == "wait=10"
-    assert waited.json()["status"] == "completed" and waited.json()["cost"] == 155_550
+    assert waited.json()["status"] == "completed" and waited.json()["cost"] == quota(
+        version="2026-09"
+    )
     await use(sim, "2026-09", processing_seconds=60)
     early = await sim.post("/v1/tasks", json=task_body(), headers={**KEY, "Prefer": "wait=1"})
     assert early.json()["status"] in ("queued", "processing")
-    assert early.json()["pre_consumed_cost"] == 155_550
+    assert early.json()["pre_consumed_cost"] == quota(version="2026-09")
 
 
 async def test_result_links_expire_and_downloads_can_fail(sim: httpx.AsyncClient) -> None:

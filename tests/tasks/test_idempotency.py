@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 
 from tests.factories import ADMIN, make_team, task_body
+from tests.prices import usd
 
 
 async def test_ten_at_once_against_a_budget_for_one_get_the_one_task(
@@ -18,7 +19,7 @@ async def test_ten_at_once_against_a_budget_for_one_get_the_one_task(
     team = await make_team(client)
     await client.put(
         f"/admin/teams/{team.team['id']}/budgets",
-        json={"budgets": [{"window": "month", "limit_usd": "0.3111"}]},  # one task's price
+        json={"budgets": [{"window": "month", "limit_usd": usd()}]},  # one task's price
         headers=ADMIN,
     )
     body, headers = task_body(), {**team.headers, "Idempotency-Key": "render-42"}
@@ -29,7 +30,7 @@ async def test_ten_at_once_against_a_budget_for_one_get_the_one_task(
     assert len({a.json()["task_id"] for a in answers}) == 1
     assert await db.fetchval("SELECT count(*) FROM tasks") == 1
     usage = (await client.get("/v1/usage", headers=team.headers)).json()
-    assert usage["budgets"][0]["reserved_usd"] == "0.3111"  # reserved once
+    assert usage["budgets"][0]["reserved_usd"] == usd()  # reserved once
 
 
 async def test_a_bound_key_replays_past_rate_limit_budget_and_cap(
@@ -38,7 +39,7 @@ async def test_a_bound_key_replays_past_rate_limit_budget_and_cap(
     team = await make_team(client, rpm_limit=1, max_concurrent_tasks=1)
     await client.put(
         f"/admin/teams/{team.team['id']}/budgets",
-        json={"budgets": [{"window": "month", "limit_usd": "0.3111"}]},
+        json={"budgets": [{"window": "month", "limit_usd": usd()}]},
         headers=ADMIN,
     )
     body, keyed = task_body(), {**team.headers, "Idempotency-Key": "render-43"}

@@ -13,6 +13,7 @@ import pytest
 
 from service.tasks.resources import Resources
 from tests.factories import ADMIN, drive_to_end, make_team, submit, task_body
+from tests.prices import usd
 from tests.webhooks.receiver import running_receiver
 
 
@@ -129,7 +130,7 @@ async def test_usage_shows_spend_without_any_budget(
     await submit(client, team, model="minimax-hailuo-2.3-fast")  # still queued
     usage = (await client.get("/v1/usage", headers=team.headers)).json()
     for window in usage["spend"]:
-        assert window["spent_usd"] == "0.3111" and window["reserved_usd"] == "0.1581"
+        assert window["spent_usd"] == usd() and window["reserved_usd"] == usd("fast_768p_6s")
         assert window["tasks"] == 2 and window["resets_at"] > window["starts_at"]
     admin = await client.get(f"/admin/teams/{team.team['id']}/usage", headers=ADMIN)
     assert admin.json()["spend"] == usage["spend"]

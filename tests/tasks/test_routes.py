@@ -8,6 +8,7 @@ import asyncpg
 import httpx
 
 from tests.factories import make_team, submit, task_body
+from tests.prices import usd
 
 
 async def test_submit_answers_qingbo_shape_plus_gateway_fields(client: httpx.AsyncClient) -> None:
@@ -16,7 +17,7 @@ async def test_submit_answers_qingbo_shape_plus_gateway_fields(client: httpx.Asy
     for field in ("task_id", "model", "action", "status", "created_at", "progress"):
         assert field in task
     assert task["created_at"] > 1_700_000_000_000  # milliseconds
-    assert task["cost_usd"] == "0.5185" and task["team_id"] == team.team["id"]
+    assert task["cost_usd"] == usd("768p_10s") and task["team_id"] == team.team["id"]
     got = await client.get(f"/v1/tasks/{task['task_id']}", headers=team.headers)
     assert got.json() == task
 

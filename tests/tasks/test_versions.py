@@ -11,6 +11,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.factories import ADMIN, TeamKey, make_team, submit, task_body, wait_for, wait_terminal
+from tests.prices import quota, usd
 from tests.webhooks.receiver import running_receiver
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
@@ -55,11 +56,11 @@ async def test_each_call_gets_the_shape_it_asks_for(
         task = submitted.json()
         # The team's default: the current shape; a submit answer still queued has integer 0.
         assert_current_shape(task)
-        assert task["progress"] == 0 and task["pre_consumed_cost"] == 155_550
-        assert task["cost_usd"] == task["estimated_cost_usd"] == "0.3111"
+        assert task["progress"] == 0 and task["pre_consumed_cost"] == quota()
+        assert task["cost_usd"] == task["estimated_cost_usd"] == usd()
         done = await wait_terminal(client, team, task["task_id"])
         assert_current_shape(done)
-        assert done["progress"] == "100%" and done["cost"] == 155_550
+        assert done["progress"] == "100%" and done["cost"] == quota()
         assert done["billing_status"] == "settled" and "pre_consumed_cost" not in done
         assert done["result"]["videos"][0]["url"][0].endswith(".mp4")
 
@@ -83,7 +84,7 @@ async def test_each_call_gets_the_shape_it_asks_for(
             assert body["event"] == body["status"] or body["event"] == "processing"
         bodies = {json.loads(r.body)["event"]: json.loads(r.body) for r in receiver.received}
         assert bodies["queued"]["progress"] == ""
-        assert bodies["completed"]["progress"] == "100%" and bodies["completed"]["cost"] == 155_550
+        assert bodies["completed"]["progress"] == "100%" and bodies["completed"]["cost"] == quota()
 
     bad = await client.get(
         f"/v1/tasks/{task['task_id']}", headers={**team.headers, "Qingbo-Version": "2027-01"}
@@ -122,10 +123,10 @@ async def test_a_cancel_answer_says_what_was_refunded(
     )
     body = cancelled.json()
     assert cancelled.status_code == 200 and body["status"] == "cancelled"
-    assert body["refunded"] is True and body["refunded_quota"] == 155_550
+    assert body["refunded"] is True and body["refunded_quota"] == quota()
     assert body["cost"] == 0 and body["billing_status"] == "refunded"
     assert body["progress"] == "100%" and body["cost_usd"] == "0.00"
-    assert body["estimated_cost_usd"] == "0.3111"
+    assert body["estimated_cost_usd"] == usd()
     april = await get(client, team, task["task_id"], **APRIL)
     assert "refunded" not in april and april["cost_usd"] == "0.00"
 
@@ -167,8 +168,8 @@ async def test_prefer_wait_answers_the_finished_task(
     # Capped by QGW_SYNC_MAX_WAIT_SECONDS (3 s in the tests).
     assert waited.headers["preference-applied"] == "wait=3"
     body = waited.json()
-    assert body["status"] == "completed" and body["cost"] == 155_550
-    assert body["pre_consumed_cost"] == 155_550
+    assert body["status"] == "completed" and body["cost"] == quota()
+    assert body["pre_consumed_cost"] == quota()
 
 
 async def test_prefer_wait_not_done_in_time_answers_the_state_so_far(

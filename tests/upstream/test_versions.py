@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from service.app import create_app
+from service.catalog.document import build_document
 from service.config import Settings
 from service.tasks import submission
 from service.tasks.resources import Resources
@@ -137,11 +138,11 @@ TRANSLATIONS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "2026-09",
-        "16:9 (the old default) is dropped; seed is kept",
-        {"model": "minimax-hailuo-2.3", "prompt": "p", "aspect_ratio": "16:9", "seed": 42,
+        "16:9 (the old default) is dropped",
+        {"model": "minimax-hailuo-2.3", "prompt": "p", "aspect_ratio": "16:9",
          "resolution": "1080P"},
         {"model": "minimax-hailuo-2.3", "action": "generate", "prompt": "p",
-         "resolution": "1080p", "duration": 6, "seed": 42},
+         "resolution": "1080p", "duration": 6},
     ),
     (
         "2026-09",
@@ -201,7 +202,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("2026-09", task_body(model="minimax-hailuo-02", image_urls=[A, B, C]), "image_urls"),
     ("2026-09", task_body(model="minimax-hailuo-02", camera_movement_tags=["[固定]"]),
      "camera_movement_tags"),
+    ("2026-09", task_body(seed=42), "seed"),  # refused by every Hailuo since 2026-09-24
     ("2026-04", task_body(model="minimax-hailuo-02"), "model"),
+    ("2026-04", {"model": "minimax-h3", "prompt": "p", "duration": 5}, "model"),
     ("2026-04", task_body(seed=1), "seed"),
     ("2026-04", task_body(first_frame_image=A, last_frame_image=B), "last_frame_image"),
 ]  # fmt: skip
@@ -264,6 +267,9 @@ async def test_price_not_configured_upstream_is_permanent(
 ) -> None:
     # The gateway prices 02; the upstream has no price for it: 500 price_not_configured.
     await sim.put("/_sim/config", json={"api_version": "2026-09"})
+    document = build_document()
+    del document["models"]["minimax-hailuo-02"]
+    (await sim.put("/_sim/catalog", json=document)).raise_for_status()
     team = await make_team(client)
     body = task_body(model="minimax-hailuo-02")
     task = await admit_and_send(gateways, db, team, "2026-09", body)
