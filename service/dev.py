@@ -144,6 +144,7 @@ def run_dev_stack(*, port: int, data_dir: str) -> None:
         banner = f"""
 Qingbo Gateway dev stack is up.
   API        {api}   (docs: {api}/docs, metrics: {api}/metrics)
+  console    {api}/console   (sign in with the demo key, or the admin token)
   simulator  http://127.0.0.1:{sim_port}  (tasks queue 2 s, then process 8 s)
   admin      Authorization: Bearer {admin_token}
   demo key   {key}

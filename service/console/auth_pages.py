@@ -75,7 +75,7 @@ async def sign_in(request: Request) -> Response:
             data = SessionData(csrf=csrf, admin_hash=token_hash(admin_token), actor=name)
     if data is None:
         return page(request, "sign_in.html", None, status=401, next=target, error=error)
-    cookie = await session_store(request).create(data)
+    cookie = await (await session_store(request)).create(data)
     answer = see_other(target)
     answer.set_cookie(
         COOKIE,
@@ -91,7 +91,7 @@ async def sign_in(request: Request) -> Response:
 @router.post("/console/sign-out")
 async def sign_out(request: Request, viewer: CurrentViewer) -> Response:
     await change_form(request, viewer)
-    await session_store(request).end(viewer.session_id)
+    await (await session_store(request)).end(viewer.session_id)
     answer = see_other("/console/sign-in")
     answer.delete_cookie(
         COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict", secure=_secure(request)

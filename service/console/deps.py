@@ -22,7 +22,13 @@ from starlette.datastructures import FormData
 
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.catalog.models import format_usd
-from service.console.sessions import COOKIE, SessionData, SessionStore, token_hash
+from service.console.sessions import (
+    COOKIE,
+    SessionData,
+    SessionStore,
+    shared_secret,
+    token_hash,
+)
 from service.errors import InvalidRequest, NotFound, ServiceError, Unauthorized
 from service.teams import service as teams
 from service.teams.service import Caller, authenticate_hash
@@ -63,12 +69,16 @@ class Viewer:
         return self.session.csrf
 
 
-def session_store(request: Request) -> SessionStore:
+async def session_store(request: Request) -> SessionStore:
     res = shared(request)
+    prefix = f"{res.settings.arq_queue_name}:console-session"
+    secret = request.app.state.console_secret  # QGW_CONSOLE_SECRET
     return SessionStore(
         res.redis,
-        prefix=f"{res.settings.arq_queue_name}:console-session",
-        secret=request.app.state.console_secret,
+        prefix=prefix,
+        secret=secret
+        if secret is not None
+        else await shared_secret(res.redis, res.settings.arq_queue_name),
         idle_seconds=res.settings.console_idle_minutes * 60,
     )
 
@@ -76,7 +86,7 @@ def session_store(request: Request) -> SessionStore:
 async def console_viewer(request: Request) -> Viewer:
     """The session's viewer, or SignInFirst. Route handlers declare no body parameters, so
     FastAPI reads no body before this has run."""
-    store = session_store(request)
+    store = await session_store(request)
     loaded = await store.load(request.cookies.get(COOKIE))
     if loaded is None:
         raise SignInFirst
@@ -190,8 +200,21 @@ def page(
         name,
         {"viewer": viewer, "grafana_url": shared(request).settings.grafana_url, **context},
         status_code=status,
-        headers={"Cache-Control": "no-store", **(headers or {})},
+        headers={**PAGE_HEADERS, **(headers or {})},
     )
+
+
+# Pages name their own scripts, styles and media only: a value a team typed that slipped
+# past escaping still could not run, and no other site may frame a page (clickjacking).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def see_other(url: str) -> RedirectResponse:

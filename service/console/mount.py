@@ -17,13 +17,13 @@ from service.console import (
     task_pages,
     webhook_pages,
 )
-from service.console.sessions import console_secret
+from service.console.sessions import configured_secret
 
 STATIC = Path(__file__).parent / "static"
 
 
 def mount_console(app: FastAPI, settings: Settings) -> None:
-    app.state.console_secret = console_secret(settings)
+    app.state.console_secret = configured_secret(settings)
     for module in (auth_pages, task_pages, money_pages, key_pages, webhook_pages, ops_pages):
         app.include_router(module.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

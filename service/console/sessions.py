@@ -1,12 +1,13 @@
 """Console sessions: a random id in a signed cookie, everything else in Redis.
 
-The cookie carries only the session id, signed with QGW_CONSOLE_SECRET; Redis keeps what
+The cookie carries only the session id, signed with QGW_CONSOLE_SECRET (unset: a key
+generated once and kept in Redis, so `api --workers N` and replicas agree); Redis keeps what
 the session is (a team key's hash, or that the admin token signed in, by its hash), its
 CSRF token and the actor named in the audit trail, under the SHA-256 of the id, expiring
 after QGW_CONSOLE_IDLE_MINUTES without a request. The key or token itself is stored
 nowhere: each page checks the hash again, so a revoked key or a changed admin token ends
 the session at its next request. Redis is shared by every replica, so a session spans
-them when the secret is set.
+them.
 """
 
 from __future__ import annotations
@@ -46,15 +47,30 @@ def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def console_secret(settings: Settings) -> str:
+def configured_secret(settings: Settings) -> str | None:
+    """QGW_CONSOLE_SECRET, or None (with a warning) when it is not set."""
     secret = settings.console_secret.get_secret_value()
     if secret:
         return secret
     logger.warning(
-        "QGW_CONSOLE_SECRET is not set: console sessions are signed with a key made at "
-        "start, so they end when this process restarts and do not span replicas"
+        "QGW_CONSOLE_SECRET is not set: console sessions are signed with a key generated "
+        "once and kept in Redis beside them, so every process and replica of this "
+        "deployment shares it; sessions end if Redis loses it"
     )
-    return secrets.token_urlsafe(32)
+    return None
+
+
+async def shared_secret(redis: Redis, prefix: str) -> str:
+    """The generated signing key: the first process to ask makes it, every other reads it
+    (a key of each process's own would refuse the cookies of the others). Read on every
+    request, not kept: after a Redis flush all processes agree on the next one."""
+    key = f"{prefix}:console-secret"
+    value = await redis.get(key)
+    if value is None:
+        await redis.set(key, secrets.token_urlsafe(32), nx=True)
+        value = await redis.get(key)
+    assert value is not None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class SessionStore:

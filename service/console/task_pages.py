@@ -26,6 +26,7 @@ from service.console.deps import (
 )
 from service.errors import InvalidRequest
 from service.tasks import service as tasks
+from service.tasks.operations import find_task
 from service.tasks.render import render_task
 from service.tasks.routes import metadata_filter
 from service.tasks.schemas import encode_cursor
@@ -67,7 +68,7 @@ async def task_caller(viewer: Viewer, conn: Any, task_id: str) -> Caller:
     the same code as the API), or, for an admin, the task's team."""
     if viewer.caller is not None:
         return viewer.caller
-    row = await tasks.find_task(conn, task_id=task_id)
+    row = await find_task(conn, task_id=task_id)
     return await team_of(conn, row["team_id"])
 
 

@@ -1,6 +1,6 @@
 """The operators' view at a glance (the console's operations page): tasks in flight
 against the cap, who is waiting, whether submissions are paused and why, the archive's and
-the webhooks' backlogs, budget alerts and charge disputes."""
+the webhooks' backlogs, budget alerts and charge disputes; and any team's task."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from service.archive import repository as archives
 from service.budgets.alerts import ALERT_EVENT
 from service.budgets.service import all_budgets
 from service.config import Settings
+from service.errors import NotFound
 from service.tasks import repository
 from service.webhooks import repository as webhooks
 
@@ -42,3 +43,11 @@ async def operations_overview(
         },
         "disputes": await repository.dispute_count(conn),
     }
+
+
+async def find_task(conn: asyncpg.Connection, *, task_id: str) -> asyncpg.Record:
+    """Any team's task (operators: the console's admin view), or not found."""
+    row = await repository.get_task(conn, task_id)
+    if row is None:
+        raise NotFound(f"task {task_id} not found")
+    return row

@@ -213,10 +213,12 @@ async def test_the_task_page_shows_costs_and_cancels(client: httpx.AsyncClient) 
     page = await client.get(f"/console/tasks/{task['task_id']}")
     assert f"${task['estimated_cost_usd']}" in page.text
     assert 'hx-trigger="every 2s"' in page.text  # live until it ends
+    assert "Cancel the task" in page.text
     token = await csrf_of(client, f"/console/tasks/{task['task_id']}")
     await client.post(f"/console/tasks/{task['task_id']}/cancel", data={"csrf": token})
     live = await client.get(f"/console/tasks/{task['task_id']}/live")
     assert "cancelled" in live.text and "hx-trigger" not in live.text  # polling stops
+    assert "Cancel the task" not in live.text
     listed = await client.get("/console/tasks", params={"status": "cancelled"})
     assert task["task_id"] in listed.text
     assert task["task_id"] not in (await client.get("/console/tasks?status=queued")).text

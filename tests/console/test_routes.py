@@ -96,6 +96,8 @@ async def test_the_cookie_is_httponly_strict_and_holds_no_key(
     assert all(0 < ttl <= res.settings.console_idle_minutes * 60 for ttl in ttls)
     page = await client.get("/console/tasks")
     assert team.key not in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self'
 
 
 async def test_the_cookie_is_secure_over_https(client: httpx.AsyncClient) -> None:
@@ -208,3 +210,16 @@ async def test_a_next_elsewhere_lands_on_the_tasks(client: httpx.AsyncClient) ->
 async def test_console_routes_are_not_in_the_api_schema(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert not [p for p in spec["paths"] if p.startswith("/console")]
+
+
+async def test_a_session_spans_the_processes_of_a_deployment(
+    client_for: Any, client: httpx.AsyncClient
+) -> None:
+    """Without QGW_CONSOLE_SECRET each process would sign with a key of its own and refuse
+    the others' cookies (`api --workers N`, replicas): the generated key is shared."""
+    team = await make_team(client)
+    async with client_for("2026-04") as one, client_for("2026-09") as other:
+        assert app_of(one) is not app_of(other)
+        await signed_in(one, team.key)
+        other.cookies.set(COOKIE, one.cookies[COOKIE], domain="gateway.local", path="/console")
+        assert (await other.get("/console/tasks")).status_code == 200
