@@ -8,10 +8,11 @@ that arq runs twice changes nothing the second time.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import logging
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -88,6 +89,16 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def callback_token_for(settings: Settings, task_id: str) -> str:
+    """The task's callback token: the same on every attempt, because a resend that Qingbo
+    answers with the task it made first calls back with the first attempt's URL. Keyed by
+    the company's Qingbo key (only Qingbo and the gateway know it), so no one can make a
+    task's token from its id."""
+    secret = settings.qingbo_api_key.get_secret_value().encode()
+    mac = hmac.new(secret, b"qgw-callback:" + task_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 def idempotency_key_for(task_id: str) -> str:
     """The upstream Idempotency-Key of a task: the same on every attempt, so a repeat after
     an unknown outcome is the task Qingbo created first, billed once."""
@@ -98,7 +109,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
     """Submit one claimed task to Qingbo; returns what happened (for logs and tests)."""
     settings = res.settings
     gen = settings.generation
-    token = secrets.token_urlsafe(32) if settings.callbacks_enabled else None
+    token = callback_token_for(settings, task_id) if settings.callbacks_enabled else None
     async with res.pool.acquire() as conn:
         async with conn.transaction():
             row = await pipeline.start_submit(
