@@ -202,3 +202,34 @@ async def test_an_answer_that_cannot_be_recorded_ends_the_task_and_frees_its_mon
     assert stored["charged_micros"] == 0
     assert metric("qgw_tasks_unrecordable_total", model="minimax-hailuo-2.3") == counted + 1
     await settled_without_holding(client, db, team)
+
+
+async def test_past_its_tracking_deadline_an_unrecordable_answer_ends_the_task_at_once(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    """Tries left do not matter once the task is past QGW_TASK_MAX_TRACKING_SECONDS: the
+    first answer that cannot be recorded ends it, refunded."""
+    team = await make_team(client)
+    task_id = (await submit(client, team))["task_id"]
+    assert await submission.submit(res, task_id, await claim(res, db, task_id)) == "submitted"
+
+    async def ended_at_qingbo() -> bool:
+        return any(t["status"] == "completed" for t in await sim_tasks(sim))
+
+    await wait_for(ended_at_qingbo, timeout=15)
+    late = variant(res, upstream_answer_max_record_tries=100, task_max_tracking_seconds=0.01)
+    await db.execute(
+        "ALTER TABLE tasks ADD CONSTRAINT test_refuses_completion "
+        f"CHECK (id <> '{task_id}' OR status <> 'completed') NOT VALID"
+    )
+    try:
+        outcome = await tracking.refresh_from_upstream(
+            late.pool, late.qingbo, late.settings, task_id
+        )
+    finally:
+        await db.execute("ALTER TABLE tasks DROP CONSTRAINT test_refuses_completion")
+    assert outcome == "failed"
+    stored = await row(db, task_id)
+    assert stored["error"]["code"] == "upstream_answer_unrecordable"
+    assert stored["record_failures"] == 1 and stored["dispatch_state"] == "done"
+    await settled_without_holding(client, db, team)
