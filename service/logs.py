@@ -163,7 +163,10 @@ class RedactingFilter(logging.Filter):
     Postgres DETAIL naming a row)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: the handler reports it, as it would without us
+            return True
         if "://" in message:
             record.msg, record.args = redact_urls(message), None
         for name, value in list(vars(record).items()):
