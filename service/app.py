@@ -19,6 +19,7 @@ from service.archive import routes as archive_routes
 from service.audit import routes as audit_routes
 from service.budgets import routes as budget_routes
 from service.catalog import routes as catalog_routes
+from service.catalog_admin import routes as catalog_admin_routes
 from service.config import Settings, get_settings
 from service.console.mount import mount_console
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
         app.include_router(module.admin)
     app.include_router(audit_routes.admin)
+    app.include_router(catalog_admin_routes.router)
     # Last, so the API's routes match first; it adds routes only, no middleware.
     mount_console(app, settings)
     app.add_middleware(

@@ -12,7 +12,47 @@ scrape reads them from Postgres and Redis (service/state_metrics.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+# Issue 30: every metric labelled by `model` carries its `family` too (a model belongs to
+# one family, so this adds no series). Call sites keep passing the other labels; the family
+# is looked up here, in the map the catalog in force sets (service/catalog/refresh.py).
+_families: dict[str, str] = {}
+
+
+def set_model_families(families: Mapping[str, str]) -> None:
+    """Model id -> family, from the catalog this process uses (swapped whole)."""
+    global _families
+    _families = dict(families)
+
+
+def family_of(model: str) -> str:
+    return _families.get(model, "")
+
+
+class _FamilyLabelled:
+    """`labels(...)` given every label but `family` fills it in from `model`."""
+
+    _labelnames: tuple[str, ...]
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        if named and "family" not in named:
+            named["family"] = family_of(str(named.get("model", "")))
+        elif values and len(values) == len(self._labelnames) - 1:
+            values = (*values, family_of(str(values[self._labelnames.index("model")])))
+        return super().labels(*values, **named)  # type: ignore[misc]
+
+
+class FamilyCounter(_FamilyLabelled, Counter):
+    pass
+
+
+class FamilyHistogram(_FamilyLabelled, Histogram):
+    pass
+
 
 HTTP_REQUESTS = Counter(
     "qgw_http_requests_total", "HTTP requests served", ["route", "method", "status"]
@@ -23,12 +63,14 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-TASKS_ADMITTED = Counter(
-    "qgw_tasks_admitted_total", "Tasks admitted", ["team", "model", "resolution"]
+TASKS_ADMITTED = FamilyCounter(
+    "qgw_tasks_admitted_total", "Tasks admitted", ["team", "model", "resolution", "family"]
 )
 TASKS_REJECTED = Counter("qgw_tasks_rejected_total", "Submissions rejected", ["reason"])
-TASKS_TERMINAL = Counter(
-    "qgw_tasks_terminal_total", "Tasks that reached a terminal state", ["team", "model", "status"]
+TASKS_TERMINAL = FamilyCounter(
+    "qgw_tasks_terminal_total",
+    "Tasks that reached a terminal state",
+    ["team", "model", "status", "family"],
 )
 UPSTREAM_CALLS = Counter("qgw_upstream_calls_total", "Calls to Qingbo", ["operation", "outcome"])
 UPSTREAM_LATENCY = Histogram(
@@ -87,55 +129,55 @@ ADMISSION_BATCH_SIZE = Histogram(
     "Admissions sent to Postgres together (tasks/admission_batch.py)",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
-TASK_QUEUE_WAIT = Histogram(
+TASK_QUEUE_WAIT = FamilyHistogram(
     "qgw_task_queue_wait_seconds",
     "From admission to Qingbo accepting the task",
-    ["model"],
+    ["model", "family"],
     buckets=_TASK_BUCKETS,
 )
-TASK_UPSTREAM_RUN = Histogram(
+TASK_UPSTREAM_RUN = FamilyHistogram(
     "qgw_task_upstream_run_seconds",
     "From Qingbo accepting the task to its terminal state",
-    ["model", "status"],
+    ["model", "status", "family"],
     buckets=_TASK_BUCKETS,
 )
-TASK_END_TO_END = Histogram(
+TASK_END_TO_END = FamilyHistogram(
     "qgw_task_end_to_end_seconds",
     "From admission to the terminal state",
-    ["model", "status"],
+    ["model", "status", "family"],
     buckets=_TASK_BUCKETS,
 )
 # Money.
-COST_CHARGED = Counter(
+COST_CHARGED = FamilyCounter(
     "qgw_cost_charged_usd_total",
     "USD charged for completed tasks (settled budget spend)",
-    ["team", "model"],
+    ["team", "model", "family"],
 )
 UPSTREAM_LATE_ANSWERS = Counter(
     "qgw_upstream_late_answers_total",
     "Callbacks from Qingbo for tasks already failed for taking too long (upstream_timeout)",
 )
-COST_DRIFT = Counter(
+COST_DRIFT = FamilyCounter(
     "qgw_upstream_cost_drift_usd_total",
     "USD by which Qingbo's reported cost differed from the price table's estimate",
-    ["model", "direction"],
+    ["model", "direction", "family"],
 )
 # Issue 31: a charge beyond the reservation times QGW_CHARGE_CAP_FACTOR is disputed
 # (budgets/disputes.py); a terminal answer Postgres refuses ends the task (tracking.py).
-CHARGE_DISPUTES = Counter(
+CHARGE_DISPUTES = FamilyCounter(
     "qgw_charge_disputes_total",
     "Charges Qingbo reported beyond the cap (reservation x QGW_CHARGE_CAP_FACTOR): disputes",
-    ["team", "model"],
+    ["team", "model", "family"],
 )
-CHARGE_DISPUTED_USD = Counter(
+CHARGE_DISPUTED_USD = FamilyCounter(
     "qgw_charge_disputed_usd_total",
     "USD Qingbo reported beyond the cap, not charged to budgets until an admin accepts it",
-    ["team", "model"],
+    ["team", "model", "family"],
 )
-TASKS_UNRECORDABLE = Counter(
+TASKS_UNRECORDABLE = FamilyCounter(
     "qgw_tasks_unrecordable_total",
     "Tasks failed upstream_answer_unrecordable: Qingbo's terminal answer could not be stored",
-    ["model"],
+    ["model", "family"],
 )
 BUDGET_THRESHOLD_CROSSINGS = Counter(
     "qgw_budget_threshold_crossings_total",

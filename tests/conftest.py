@@ -329,7 +329,10 @@ async def clean_state(res: Resources) -> None:
             "DELETE FROM budgets; "
             "DELETE FROM idempotency_keys; DELETE FROM task_charges; DELETE FROM spend_daily; "
             "DELETE FROM spend_rollup_state; DELETE FROM charge_disputes; DELETE FROM tasks; "
+            "DELETE FROM catalog_documents; "
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
             "submit_tokens = NULL"
         )
     await drop_queued_jobs(res.redis, res.settings.arq_queue_name)
+    if res.catalog_refresh is not None:  # back on the shipped catalog now, not at the next look
+        await res.catalog_refresh.refresh()

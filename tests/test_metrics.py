@@ -41,7 +41,7 @@ async def test_backlog_gauges_come_from_postgres_and_redis(
 async def test_finishing_a_task_observes_its_end_to_end_time(client: httpx.AsyncClient) -> None:
     team = await make_team(client)
     task = await submit(client, team)
-    labels = {"model": "minimax-hailuo-2.3", "status": "cancelled"}
+    labels = {"model": "minimax-hailuo-2.3", "status": "cancelled", "family": "hailuo"}
     before = sample("qgw_task_end_to_end_seconds_count", **labels)
     await client.post(f"/v1/tasks/{task['task_id']}/cancel", headers=team.headers)
     assert sample("qgw_task_end_to_end_seconds_count", **labels) == before + 1

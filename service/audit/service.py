@@ -27,6 +27,7 @@ ACTIONS = (
     "webhook_secret.rotate",
     "dispute.accept",
     "dispute.reject",
+    "catalog.replace",
 )
 SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "key")  # shown by prefix
 DROPPED_FIELDS = ("key_hash",)  # never shown at all

@@ -68,7 +68,10 @@ async def test_an_absurd_charge_settles_at_the_cap_and_is_disputed(
 ) -> None:
     team = await team_with_budget(client)
     disputes = metric(
-        "qgw_charge_disputes_total", team=team.team["name"], model="minimax-hailuo-2.3"
+        "qgw_charge_disputes_total",
+        team=team.team["name"],
+        model="minimax-hailuo-2.3",
+        family="hailuo",
     )
     dispute = await charged_beyond_cap(client, res, db, sim, team, lambda _: 5e14)  # ~1e9 USD
 
@@ -83,7 +86,12 @@ async def test_an_absurd_charge_settles_at_the_cap_and_is_disputed(
     assert dispute["reported_usd"] == format_usd(reported)
     assert dispute["disputed_usd"] == format_usd(reported - 2 * price)
     assert (
-        metric("qgw_charge_disputes_total", team=team.team["name"], model="minimax-hailuo-2.3")
+        metric(
+            "qgw_charge_disputes_total",
+            team=team.team["name"],
+            model="minimax-hailuo-2.3",
+            family="hailuo",
+        )
         == disputes + 1
     )
     # The team is charged the cap, not a billion dollars: it can still spend.

@@ -276,7 +276,8 @@ async def test_failed_cancelled_and_rejected_tasks_release_completed_ones_spend(
     await put_budgets(client, "/budgets", total=100 * price)
     await put_budgets(client, f"/teams/{team.team['id']}/budgets", day=10 * price)
     charged_before = REGISTRY.get_sample_value(
-        "qgw_cost_charged_usd_total", {"team": team.team["name"], "model": MODEL}
+        "qgw_cost_charged_usd_total",
+        {"team": team.team["name"], "model": MODEL, "family": "hailuo"},
     )
 
     ok = await submit(client, team)
@@ -302,7 +303,8 @@ async def test_failed_cancelled_and_rejected_tasks_release_completed_ones_spend(
         assert by_task[(task["task_id"], "release")] == 2
         assert (task["task_id"], "settle") not in by_task
     charged = REGISTRY.get_sample_value(
-        "qgw_cost_charged_usd_total", {"team": team.team["name"], "model": MODEL}
+        "qgw_cost_charged_usd_total",
+        {"team": team.team["name"], "model": MODEL, "family": "hailuo"},
     )
     assert round((charged or 0) - (charged_before or 0), 6) == price / 1_000_000
     await assert_ledger_balances(db)

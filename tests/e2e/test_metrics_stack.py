@@ -111,7 +111,7 @@ async def test_a_scrape_shows_exactly_what_happened(
         worker_text = (await worker.get("/metrics")).text
     after, work = samples(api_text), samples(worker_text)
 
-    admitted = {"team": name, "model": MODEL, "resolution": "768p"}
+    admitted = {"team": name, "model": MODEL, "resolution": "768p", "family": "hailuo"}
     assert value(after, "qgw_tasks_admitted_total", **admitted) == 3
     for reason, count in (("budget_exceeded", 1),):
         delta = value(after, "qgw_tasks_rejected_total", reason=reason) - value(
@@ -126,11 +126,17 @@ async def test_a_scrape_shows_exactly_what_happened(
         )
         assert delta == count, status
     # The worker process finished all three (this worker started with this test).
-    assert value(work, "qgw_tasks_terminal_total", team=name, model=MODEL, status="completed") == 1
-    assert value(work, "qgw_tasks_terminal_total", team=name, model=MODEL, status="failed") == 2
-    assert value(work, "qgw_cost_charged_usd_total", team=name, model=MODEL) == price / 1e6
+    by_model = {"team": name, "model": MODEL, "family": "hailuo"}
+    assert value(work, "qgw_tasks_terminal_total", **by_model, status="completed") == 1
+    assert value(work, "qgw_tasks_terminal_total", **by_model, status="failed") == 2
+    assert value(work, "qgw_cost_charged_usd_total", **by_model) == price / 1e6
     assert value(work, "qgw_webhook_attempts_total", event="completed", result="delivered") == 1
-    assert value(work, "qgw_task_end_to_end_seconds_count", model=MODEL, status="failed") == 2
+    assert (
+        value(
+            work, "qgw_task_end_to_end_seconds_count", model=MODEL, family="hailuo", status="failed"
+        )
+        == 2
+    )
     assert value(work, "qgw_jobs_total", function="submit_task", outcome="ok") == 3
     # The webhook's first attempt was made by the worker that heard it, without a job.
     assert value(work, "qgw_jobs_total", function="deliver_webhook", outcome="ok") == 0

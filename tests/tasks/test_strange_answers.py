@@ -175,7 +175,7 @@ async def test_an_answer_that_cannot_be_recorded_ends_the_task_and_frees_its_mon
     attempt = await claim(res, db, task_id)
     assert await submission.submit(res, task_id, attempt) == "submitted"
     tries = variant(res, upstream_answer_max_record_tries=2)
-    counted = metric("qgw_tasks_unrecordable_total", model="minimax-hailuo-2.3")
+    counted = metric("qgw_tasks_unrecordable_total", model="minimax-hailuo-2.3", family="hailuo")
     await db.execute(
         "ALTER TABLE tasks ADD CONSTRAINT test_refuses_completion "
         f"CHECK (id <> '{task_id}' OR status <> 'completed') NOT VALID"
@@ -200,7 +200,10 @@ async def test_an_answer_that_cannot_be_recorded_ends_the_task_and_frees_its_mon
     assert stored["status"] == "failed" and stored["dispatch_state"] == "done"
     assert stored["error"]["code"] == "upstream_answer_unrecordable"
     assert stored["charged_micros"] == 0
-    assert metric("qgw_tasks_unrecordable_total", model="minimax-hailuo-2.3") == counted + 1
+    assert (
+        metric("qgw_tasks_unrecordable_total", model="minimax-hailuo-2.3", family="hailuo")
+        == counted + 1
+    )
     await settled_without_holding(client, db, team)
 
 
