@@ -26,6 +26,13 @@ DIMENSIONS = {
     ),
     "status": ("c.status", "{g}"),
     "team": ("c.team_id", "(SELECT name FROM teams WHERE id = {g})"),
+    # Grouped by model, then each model named by its family (the catalog's, passed as two
+    # arrays: {models} and {families}) and the groups of one family summed.
+    "family": (
+        "c.model",
+        "coalesce((SELECT f.family FROM unnest({models}::text[], {families}::text[])"
+        " AS f(model, family) WHERE f.model = {g}), '')",
+    ),
 }
 
 
@@ -165,14 +172,22 @@ async def report(
     timezone: str,
     team_id: UUID | None,
     rolled_up_days: tuple[date, date | None] | None = None,
+    families: dict[str, str] | None = None,
 ) -> list[asyncpg.Record]:
     """Spend and task counts of tasks admitted in [since, until) (`until` None: up to now),
     grouped by `dimensions` (names of DIMENSIONS, or `metadata.<key>` with the key in
     `metadata_keys` order). With `rolled_up_days` (the same window as days in the roll-up's
     time zone, which must be `timezone`), the roll-up's rows for those days stand in for
-    the charges it holds, and only the charges not yet rolled up are read."""
+    the charges it holds, and only the charges not yet rolled up are read. A `family`
+    dimension names models by `families` (model id -> family)."""
     if rolled_up_days is not None and metadata_keys:
         raise ValueError("the roll-up keeps no metadata: group by it from the charges")
+    params: list[Any] = [since, until, timezone, *([key] for key in metadata_keys)]
+    names = {}
+    if "family" in dimensions:
+        mapping = families or {}
+        params.extend([list(mapping), list(mapping.values())])
+        names = {"models": f"${len(params) - 1}", "families": f"${len(params)}"}
     inner, outer, rolled = [], [], []
     for i, name in enumerate(dimensions):
         if name.startswith("metadata."):
@@ -185,8 +200,7 @@ async def report(
             grouped, shown = DIMENSIONS[name]
             inner.append(grouped)
             rolled.append(ROLLED_UP_TIMES.get(name, grouped))
-            outer.append(shown.format(g=f"g{i}"))
-    params: list[Any] = [since, until, timezone, *([key] for key in metadata_keys)]
+            outer.append(shown.format(g=f"g{i}", **names))
     # Two statements, not "$n IS NULL OR team_id = $n": a generic plan of that form cannot
     # use the (team_id, admitted_at) index.
     team_filter = ""
@@ -229,4 +243,10 @@ async def report(
         FROM grouped
         {"ORDER BY " + groups if groups else ""}
     """
+    if names:  # models of one family are one group: sum them (after grouping, not per row)
+        sql = f"""
+            SELECT {groups}, sum(tasks)::bigint AS tasks, sum(completed)::bigint AS completed,
+                   sum(spent_micros)::bigint AS spent_micros
+            FROM ({sql}) named GROUP BY {groups} ORDER BY {groups}
+        """
     return await conn.fetch(sql, *params)

@@ -6,16 +6,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
+from service.catalog.engine import Catalog
 from service.errors import InvalidRequest, Unauthorized
 from service.openapi import error_responses
 from service.spend import service
 from service.spend.schemas import SpendReport
 from service.teams.auth import TeamCtx
 from service.types import Storable
-from service.web import AppSettings, Clock, DbConn, require_admin
+from service.web import AppSettings, Clock, DbConn, require_admin, shared
 
 router = APIRouter(tags=["usage"])
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -24,7 +25,8 @@ GroupBy = Annotated[
     list[Annotated[str, Storable]],
     Query(
         max_length=4,
-        description="Any of day, week, month, model, resolution, key, status, metadata.<key> "
+        description="Any of day, week, month, model, family, resolution, key, status, "
+        "metadata.<key> "
         "(admin: team too); repeat to group by several",
     ),
 ]
@@ -66,6 +68,15 @@ def report_params(
 Params = Annotated[ReportParams, Depends(report_params)]
 
 
+async def catalog_in_force(request: Request) -> Catalog:
+    """The catalog this process uses: it names each model's family (group_by=family)."""
+    catalog: Catalog = shared(request).catalog
+    return catalog
+
+
+InForce = Annotated[Catalog, Depends(catalog_in_force)]
+
+
 def _answer(report: dict[str, Any], params: ReportParams) -> Any:
     """JSON, or CSV with `?format=csv` / `Accept: text/csv`."""
     wants_csv = params.format == "csv" or (
@@ -86,7 +97,9 @@ def _answer(report: dict[str, Any], params: ReportParams) -> Any:
     summary="The team's spend, grouped",
     responses={**CSV_ANSWER, **error_responses(InvalidRequest, Unauthorized)},
 )
-async def team_report(ctx: TeamCtx, params: Params, settings: AppSettings, clock: Clock) -> Any:
+async def team_report(
+    ctx: TeamCtx, params: Params, settings: AppSettings, clock: Clock, catalog: InForce
+) -> Any:
     """Settled spend and task counts of the team's finished tasks admitted in [from, to),
     grouped; JSON, or CSV with `?format=csv` / `Accept: text/csv`."""
     report = await service.spend_report(
@@ -98,6 +111,7 @@ async def team_report(ctx: TeamCtx, params: Params, settings: AppSettings, clock
         now=clock(),
         team_id=ctx.caller.team_id,
         admin=False,
+        catalog=catalog,
     )
     return _answer(report, params)
 
@@ -113,6 +127,7 @@ async def admin_report(
     params: Params,
     settings: AppSettings,
     clock: Clock,
+    catalog: InForce,
     team_id: UUID | None = None,
 ) -> Any:
     """As `GET /v1/usage/report` across every team (or `team_id`); `group_by=team` too."""
@@ -125,5 +140,6 @@ async def admin_report(
         now=clock(),
         team_id=team_id,
         admin=True,
+        catalog=catalog,
     )
     return _answer(report, params)

@@ -12,12 +12,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from service.catalog.engine import Catalog, shipped_catalog
 from service.catalog.models import format_usd
+from service.catalog.refresh import model_families
 from service.catalog.rules import METADATA_KEY
 from service.errors import InvalidRequest
 from service.spend import repository, rollup_repository
 
-TEAM_DIMENSIONS = ("day", "week", "month", "model", "resolution", "key", "status")
+TEAM_DIMENSIONS = ("day", "week", "month", "model", "family", "resolution", "key", "status")
 MAX_GROUPS = 4
 MAX_RANGE_DAYS = 400
 
@@ -92,16 +94,26 @@ async def spend_report(
     now: datetime,
     team_id: UUID | None,
     admin: bool,
+    catalog: Catalog | None = None,
 ) -> dict[str, Any]:
-    """The report a team (its own) or an admin (`admin`: any team, or all) asked for."""
+    """The report a team (its own) or an admin (`admin`: any team, or all) asked for;
+    `catalog` (the one in force; default the shipped one) names each model's family."""
     query = parse_query(
         from_=from_, to=to, group_by=group_by, timezone=timezone, now=now, admin=admin
     )
-    return await build_report(conn, query=query, timezone=timezone, team_id=team_id)
+    families = model_families(catalog or shipped_catalog()) if "family" in group_by else None
+    return await build_report(
+        conn, query=query, timezone=timezone, team_id=team_id, families=families
+    )
 
 
 async def build_report(
-    conn: asyncpg.Connection, *, query: ReportQuery, timezone: str, team_id: UUID | None
+    conn: asyncpg.Connection,
+    *,
+    query: ReportQuery,
+    timezone: str,
+    team_id: UUID | None,
+    families: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     keys = [g.removeprefix("metadata.") for g in query.group_by if g.startswith("metadata.")]
     rows = await repository.report(
@@ -113,6 +125,7 @@ async def build_report(
         timezone=timezone,
         team_id=team_id,
         rolled_up_days=await _rolled_up_days(conn, query, keys, ZoneInfo(timezone)),
+        families=families,
     )
     disputed = await repository.open_disputed(
         conn, since=query.since, until=None if query.up_to_now else query.until, team_id=team_id
