@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.console.deps import (
     ConsoleRoute,
+    CsrfRefused,
     CurrentViewer,
     change_form,
     page,
@@ -44,9 +45,27 @@ async def console_home() -> Response:
     return see_other("/console/tasks")
 
 
+SIGN_IN_COOKIE = "qgw_console_sign_in"
+SIGN_IN_PATH = "/console/sign-in"
+
+
 @router.get("/console/sign-in")
 async def sign_in_page(request: Request, next: str | None = None) -> Response:
-    return page(request, "sign_in.html", None, next=_safe_next(next), error=None)
+    """The form, with a token also set in a SameSite=Strict cookie: a sign-in posted from
+    another site carries no cookie and is refused (no one is signed in to someone else's
+    team behind their back)."""
+    token = secrets.token_urlsafe(32)
+    answer = page(request, "sign_in.html", None, next=_safe_next(next), error=None, token=token)
+    answer.set_cookie(
+        SIGN_IN_COOKIE,
+        token,
+        max_age=3600,
+        path=SIGN_IN_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    return answer
 
 
 @router.post("/console/sign-in")
@@ -54,6 +73,10 @@ async def sign_in(request: Request) -> Response:
     """A team key signs in as its team; the admin token (with a name for the audit trail)
     as an admin. Neither is kept: the session holds its hash."""
     form = await request.form(max_files=0, max_fields=10)
+    token = request.cookies.get(SIGN_IN_COOKIE) or ""
+    given = str(form.get("token") or "")
+    if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        raise CsrfRefused("the sign-in form is stale or was posted from elsewhere: reload it")
     secret = str(form.get("secret") or "").strip()[:MAX_SECRET_CHARS]
     name = str(form.get("name") or "").strip()
     target = _safe_next(str(form.get("next") or ""))
@@ -74,9 +97,12 @@ async def sign_in(request: Request) -> Response:
         else:
             data = SessionData(csrf=csrf, admin_hash=token_hash(admin_token), actor=name)
     if data is None:
-        return page(request, "sign_in.html", None, status=401, next=target, error=error)
+        return page(
+            request, "sign_in.html", None, status=401, next=target, error=error, token=token
+        )
     cookie = await (await session_store(request)).create(data)
     answer = see_other(target)
+    answer.delete_cookie(SIGN_IN_COOKIE, path=SIGN_IN_PATH)
     answer.set_cookie(
         COOKIE,
         cookie,

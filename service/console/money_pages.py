@@ -182,6 +182,23 @@ async def set_team_budgets(
     require_admin_view(viewer)
     form = await change_form(request, viewer)
     caller = await team_of(conn, parse_id(team_id, "team"))
+    await _replace_budgets(request, viewer, conn, form, scope="team", team_id=caller.team_id)
+    return see_other(f"/console/money?team={caller.team_id}")
+
+
+@router.post("/console/company/budgets")
+async def set_company_budgets(request: Request, viewer: CurrentViewer, conn: Conn) -> Response:
+    """The company-wide budgets (the complete set), audited."""
+    require_admin_view(viewer)
+    form = await change_form(request, viewer)
+    await _replace_budgets(request, viewer, conn, form, scope="company", team_id=None)
+    return see_other("/console/operations#company-budgets")
+
+
+async def _replace_budgets(
+    request: Request, viewer: Viewer, conn: Any, form: Any, *, scope: str, team_id: Any
+) -> None:
+    """The form's `limit_<window>` fields as the scope's complete set (empty: none)."""
     limits = [
         checked(BudgetLimit, {"window": w, "limit_usd": str(form.get(f"limit_{w}") or "").strip()})
         for w in WINDOWS
@@ -190,14 +207,13 @@ async def set_team_budgets(
     res = shared(request)
     await budgets.replace_scope_budgets(
         conn,
-        scope="team",
-        team_id=caller.team_id,
+        scope=scope,
+        team_id=team_id,
         budgets=limits,
         audit=audit_of(request, viewer),
         now=res.clock(),
         timezone=res.settings.budget_timezone,
     )
-    return see_other(f"/console/money?team={caller.team_id}")
 
 
 @router.post("/console/teams/{team_id}/limits")

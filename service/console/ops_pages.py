@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request, Response
 
 from service.audit import service as audit
+from service.budgets import service as budgets
 from service.console.deps import Conn, ConsoleRoute, CurrentViewer, page, require_admin_view
+from service.console.money_pages import WINDOWS
 from service.errors import InvalidRequest
 from service.tasks.operations import operations_overview
 from service.web import shared
@@ -38,6 +40,9 @@ async def operations(
         cursor=cursor or None,
         limit=AUDIT_PAGE,
     )
+    company = await budgets.scope_budgets(
+        conn, scope="company", now=res.clock(), timezone=res.settings.budget_timezone
+    )
     filters = {"target": target or "", "action": action or "", "since": since or ""}
     next_query = None
     if entries["next_cursor"]:
@@ -48,6 +53,8 @@ async def operations(
         viewer,
         nav="operations",
         ops=overview,
+        company=company["budgets"],
+        windows=WINDOWS,
         entries=entries["data"],
         filters=filters,
         actions=audit.ACTIONS,

@@ -11,11 +11,19 @@ from tests.conftest import ADMIN_TOKEN
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-async def sign_in(client: httpx.AsyncClient, secret: str, name: str = "") -> httpx.Response:
-    answer = await client.post(
-        "/console/sign-in", data={"secret": secret, "name": name, "next": "/console/tasks"}
+_TOKEN = re.compile(r'name="token" value="([^"]+)"')
+
+
+async def sign_in(
+    client: httpx.AsyncClient, secret: str, name: str = "", next: str = "/console/tasks"
+) -> httpx.Response:
+    form = await client.get("/console/sign-in")
+    match = _TOKEN.search(form.text)
+    assert match is not None
+    return await client.post(
+        "/console/sign-in",
+        data={"secret": secret, "name": name, "next": next, "token": match.group(1)},
     )
-    return answer
 
 
 async def signed_in(client: httpx.AsyncClient, secret: str, name: str = "") -> str:

@@ -210,3 +210,37 @@ async def test_every_main_page_passes_axe_on_a_laptop_and_a_phone(
         for where, violations in found.items()
     }
     assert not {k: v for k, v in serious.items() if v}, serious
+
+
+async def test_the_console_works_from_the_keyboard(
+    browser: Any, console_stack: Stack, stack_client: httpx.AsyncClient
+) -> None:
+    base = console_stack.url
+    team = await make_team(stack_client)
+    context = await browser.new_context(viewport=LAPTOP)
+    page = await context.new_page()
+    await page.goto(f"{base}/console/sign-in")
+
+    async def focused() -> dict[str, str]:
+        return dict(
+            await page.evaluate(
+                "() => ({text: document.activeElement.textContent.trim(),"
+                " id: document.activeElement.id,"
+                " outline: getComputedStyle(document.activeElement).outlineStyle})"
+            )
+        )
+
+    await page.keyboard.press("Tab")
+    assert (await focused())["text"] == "Skip to content"
+    await page.keyboard.press("Tab")
+    now = await focused()
+    assert now["id"] == "secret" and now["outline"] == "solid"  # focus is visible
+    await page.keyboard.type(team.key)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{base}/console/tasks")
+    for expected in ("Skip to content", "Tasks", "Money"):
+        await page.keyboard.press("Tab")
+        assert (await focused())["text"] == expected
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{base}/console/money")
+    await context.close()

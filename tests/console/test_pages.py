@@ -222,3 +222,20 @@ async def test_the_task_page_shows_costs_and_cancels(client: httpx.AsyncClient) 
     listed = await client.get("/console/tasks", params={"status": "cancelled"})
     assert task["task_id"] in listed.text
     assert task["task_id"] not in (await client.get("/console/tasks?status=queued")).text
+
+
+async def test_an_admin_sets_the_company_budgets(client: httpx.AsyncClient) -> None:
+    token = await admin_signed_in(client, name="Finance Lead")
+    saved = await client.post(
+        "/console/company/budgets", data={"csrf": token, "limit_month": "5000"}
+    )
+    assert saved.status_code == 303
+    company = (await client.get("/admin/budgets", headers=ADMIN)).json()["budgets"]
+    assert [(b["window"], b["limit_usd"]) for b in company] == [("month", "5000.00")]
+    page = await client.get("/console/operations")
+    assert 'id="company-month" name="limit_month" inputmode="decimal" value="5000.00"' in page.text
+    trail = (await client.get("/admin/audit", params={"target": "company"}, headers=ADMIN)).json()
+    assert trail["data"][0]["actor"] == "Finance Lead (console)"
+    cleared = await client.post("/console/company/budgets", data={"csrf": token})
+    assert cleared.status_code == 303
+    assert (await client.get("/admin/budgets", headers=ADMIN)).json()["budgets"] == []

@@ -33,6 +33,7 @@ CHANGES = [
     "/console/teams/00000000-0000-0000-0000-000000000001/keys",
     "/console/keys/00000000-0000-0000-0000-000000000001/revoke",
     "/console/teams/00000000-0000-0000-0000-000000000001/webhook-secret/rotate",
+    "/console/company/budgets",
     "/console/sign-out",
 ]
 
@@ -201,10 +202,31 @@ async def test_admin_pages_are_not_found_for_a_team(client: httpx.AsyncClient) -
 
 async def test_a_next_elsewhere_lands_on_the_tasks(client: httpx.AsyncClient) -> None:
     team = await make_team(client)
-    answer = await client.post(
-        "/console/sign-in", data={"secret": team.key, "next": "//evil.example/x"}
-    )
+    answer = await sign_in(client, team.key, next="//evil.example/x")
     assert answer.headers["location"] == "/console/tasks"
+
+
+async def test_a_sign_in_posted_from_elsewhere_is_refused(client: httpx.AsyncClient) -> None:
+    """Another site's form carries no SameSite=Strict cookie of the sign-in page."""
+    team = await make_team(client)
+    forged = await client.post("/console/sign-in", data={"secret": team.key, "token": "x"})
+    assert forged.status_code == 403
+    assert COOKIE not in forged.headers.get("set-cookie", "")
+    assert (await client.get("/console/tasks")).status_code == 303
+
+
+async def test_each_request_restarts_the_idle_time(
+    client: httpx.AsyncClient, res: Resources
+) -> None:
+    team = await make_team(client)
+    await signed_in(client, team.key)
+    pattern = f"{res.settings.arq_queue_name}:console-session:*"
+    [key] = [k async for k in res.redis.scan_iter(match=pattern)]
+    await res.redis.expire(key, 5)
+    assert (await client.get("/console/keys")).status_code == 200
+    assert await res.redis.ttl(key) > 5
+    await res.redis.delete(key)  # as when it expires
+    assert (await client.get("/console/keys")).status_code == 303
 
 
 async def test_console_routes_are_not_in_the_api_schema(client: httpx.AsyncClient) -> None:
