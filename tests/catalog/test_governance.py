@@ -16,6 +16,7 @@ import pytest
 
 from service.app import create_app
 from service.catalog.document import build_document
+from service.catalog.engine import shipped_catalog
 from service.config import Settings
 from service.tasks import submission
 from service.tasks.resources import Resources
@@ -250,3 +251,25 @@ async def test_a_permanent_upstream_refusal_fails_the_task_once_and_refunds_it(
     assert row["dispatch_attempts"] == 1 and row["charged_micros"] == 0
     usage = (await client.get("/v1/usage", headers=team.headers)).json()
     assert usage["budgets"] and all(b["reserved_usd"] == "0.00" for b in usage["budgets"])
+
+
+RETIRED = sorted(shipped_catalog().retired.items())
+
+
+@pytest.mark.parametrize(("model", "entry"), RETIRED, ids=[r[0] for r in RETIRED])
+async def test_every_retired_id_of_the_shipped_catalog_is_refused(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    sim: httpx.AsyncClient,
+    model: str,
+    entry: dict[str, Any],
+) -> None:
+    team = await budgeted(client)
+    answer = await client.post(
+        "/v1/tasks", json={"model": model, "prompt": "p", "duration": 5}, headers=team.headers
+    )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "model_retired" and error["param"] == "model"
+    assert entry["on"] in error["message"]
+    await nothing_moved(db, sim)
