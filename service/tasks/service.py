@@ -15,7 +15,7 @@ from service.budgets import admission_repository as admissions
 from service.budgets.alerts import count_crossings, write_alert_webhooks
 from service.budgets.errors import BudgetShardFull
 from service.budgets.service import check_fit
-from service.catalog.engine import allowed
+from service.catalog.engine import Catalog, allowed
 from service.catalog.intake import CATALOG_DIGEST_KEY, normalize_task, price_micros
 from service.catalog.models import format_usd
 from service.catalog.rules import NormalizedTask
@@ -81,17 +81,18 @@ def check_admissible(caller: Caller, task: NormalizedTask, *, count: bool = True
         )
 
 
-def price_of(res: Resources, task: NormalizedTask) -> int:
+def price_of(res: Resources, task: NormalizedTask, catalog: Catalog) -> int:
     """The task's reservation in micro-dollars (the most it can cost, by the prices the
     configured generation is charged); an unpriced model is refused before anything is
-    stored, reserved or sent."""
-    return price_micros(task, res.settings.generation, res.catalog, res.prices)
+    stored, reserved or sent. `catalog` is the request's own (the digest it stores)."""
+    return price_micros(task, res.settings.generation, catalog, res.prices)
 
 
-def checked_task(res: Resources, body: TaskRequest) -> NormalizedTask:
-    """The request checked by the catalog in force (one reference, read once per request)."""
+def checked_task(res: Resources, body: TaskRequest, catalog: Catalog) -> NormalizedTask:
+    """The request checked by `catalog`: the reference to the one in force, read once per
+    request, so a replacement meanwhile cannot check by one and price by another."""
     return normalize_task(
-        body, res.settings.generation, res.catalog, max_image_bytes=res.settings.max_image_bytes
+        body, res.settings.generation, catalog, max_image_bytes=res.settings.max_image_bytes
     )
 
 
@@ -124,13 +125,13 @@ async def admit_task(
             param="Idempotency-Key",
         )
     catalog = res.catalog  # this request's catalog, whatever replaces it meanwhile
-    task = checked_task(res, body)
+    task = checked_task(res, body, catalog)
     check_admissible(caller, task)
     egress = res.webhooks.policy.for_team(caller.open_destinations)
     require_allowed(egress, task.callback_url, param="callback_url")
     if task.ref_task_id is not None:  # the source task: the team's own, completed
         task = await resolve_chain(await lease.get(), caller=caller, task=task, catalog=catalog)
-    cost = price_of(res, task)
+    cost = price_of(res, task, catalog)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
     if idempotency_key is not None:
@@ -249,13 +250,13 @@ async def estimate_task(
     res: Resources, conn: asyncpg.Connection, *, caller: Caller, body: TaskRequest
 ) -> dict[str, Any]:
     catalog = res.catalog
-    task = checked_task(res, body)
+    task = checked_task(res, body, catalog)
     check_admissible(caller, task, count=False)
     if task.ref_task_id is not None:
         task = await resolve_chain(conn, caller=caller, task=task, catalog=catalog)
     resolution = task.request.get("resolution", task.pricing_body.get("resolution"))
     duration = task.request.get("duration", task.pricing_body.get("duration"))
-    cost = price_of(res, task)
+    cost = price_of(res, task, catalog)
     fits, checks = await check_fit(
         conn,
         team_id=caller.team_id,
