@@ -36,6 +36,11 @@ async def _reset_nothing(conn: asyncpg.Connection) -> None:
 
 T = TypeVar("T")
 
+
+class PoolTimeout(Exception):
+    """No pooled connection came free within the pool's acquire timeout."""
+
+
 # The database errors that mean "not now" (restarting, failing over, out of connections),
 # as opposed to a wrong statement: worth another try, and a 503 to a caller.
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -45,7 +50,49 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    PoolTimeout,
 )
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg is untyped here
+    """A pool whose acquire waits at most `acquire_timeout` seconds unless told otherwise,
+    then raises PoolTimeout: a request must not wait for ever behind stuck ones (the API
+    answers it 503 with Retry-After). None waits as long as it takes (the worker's jobs)."""
+
+    def __init__(self, *args: Any, acquire_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return _Acquiring(self, timeout if timeout is not None else self.acquire_timeout)
+
+
+class _Acquiring:
+    """What `pool.acquire()` returns, awaited or used as `async with`, as asyncpg's own."""
+
+    def __init__(self, pool: BoundedPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: asyncpg.Connection | None = None
+
+    async def _get(self) -> asyncpg.Connection:
+        try:
+            conn: asyncpg.Connection = await asyncpg.Pool.acquire(self._pool, timeout=self._timeout)
+        except TimeoutError:
+            raise PoolTimeout(f"no database connection free within {self._timeout:g} s") from None
+        return conn
+
+    def __await__(self) -> Any:
+        return self._get().__await__()
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._conn = await self._get()
+        return self._conn
+
+    async def __aexit__(self, *_exc: object) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)
 
 
 class ConnectionLease:
@@ -86,16 +133,28 @@ class ConnectionLease:
         return await waiting
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, acquire_timeout: float | None = None
+) -> asyncpg.Pool:
+    # asyncpg.create_pool(...) is this `Pool(...)`, awaited, with these same defaults; the
+    # subclass only bounds acquire. (Every test builds a pool: a changed constructor fails.)
+    pool = BoundedPool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         reset=_reset_nothing,
         command_timeout=60,
+        acquire_timeout=acquire_timeout,
+        connect=None,
+        setup=None,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.db import DATABASE_UNAVAILABLE
+from service.db import DATABASE_UNAVAILABLE, PoolTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,13 @@ class NotFound(ServiceError):
 class MethodNotAllowed(ServiceError):
     status = 405
     code = "method_not_allowed"
+
+
+class RequestTimeout(ServiceError):
+    """The body did not all arrive within QGW_BODY_READ_TIMEOUT_SECONDS."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class NotCancellable(ServiceError):
@@ -193,6 +200,18 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             err = InvalidRequest(str(exc.detail))
         return error_response(err)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every pooled connection is busy (stuck statements, a slow database): the caller
+        # may come back shortly; waiting for ever would only add to the queue.
+        logger.warning("no database connection free", extra={"path": request.url.path})
+        return error_response(
+            ServiceUnavailable(
+                "the gateway is out of database connections; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

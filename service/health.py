@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -38,17 +39,21 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(res: AppResources) -> Any:
-    """Postgres and Redis reachable and the schema at the newest migration."""
+    """Postgres and Redis reachable and the schema at the newest migration. A pool whose
+    connections are all held (stuck statements, slow bodies) is not ready either: the
+    check waits for one at most QGW_DB_ACQUIRE_TIMEOUT_SECONDS, on the worker too."""
     checks: dict[str, str] = {}
+    bound = res.settings.db_acquire_timeout_seconds
     try:
-        async with res.pool.acquire() as conn:
+        async with res.pool.acquire(timeout=bound) as conn:
             revision = await current_revision(conn)
         checks["postgres"] = "ok"
         checks["migrations"] = schema_status(revision)
     except Exception as exc:
         checks["postgres"] = f"error: {type(exc).__name__}"
     try:
-        await res.redis.ping()
+        async with asyncio.timeout(bound):
+            await res.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"error: {type(exc).__name__}"

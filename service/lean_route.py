@@ -11,10 +11,12 @@ own functions, so the same errors reach the same handlers) and the signature are
 unchanged, and solves the same parameters with a plan worked out when the app is built.
 
 It takes what those endpoints use: the `Request`, header, query and path parameters, one
-JSON body, and dependencies that are `async def` functions (or callables such as
-HTTPBearer) of the request and of other such dependencies. Anything else (yield
-dependencies, forms, background tasks, an endpoint that returns no Response, dependency
-overrides) is refused when the route is built or called, never served differently.
+JSON body (read after every dependency, the caller's authentication among them, by the
+route's bounded `read_body`: see service/bodies.py), and dependencies that are `async
+def` functions (or callables such as HTTPBearer) of the request and of other such
+dependencies. Anything else (yield dependencies, forms, background tasks, an endpoint that
+returns no Response, dependency overrides) is refused when the route is built or called,
+never served differently.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fastapi._compat import (
     ModelField,
@@ -45,6 +47,8 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+
+from service.bodies import BodyReader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -162,9 +166,14 @@ def _is_json(content_type: str | None) -> bool:
 class LeanRoute(APIRoute):
     """An APIRoute whose handler solves the endpoint's parameters from a plan (see above)."""
 
+    read_body: ClassVar[BodyReader | None] = None  # set by lean_post
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         dependant = self.dependant
         plan = _plan(dependant, top=True)
+        read_body = type(self).read_body
+        if self.body_field is not None and read_body is None:
+            raise TypeError(f"LeanRoute {self.path} takes a body: give it a bounded read_body")
         sources = (
             ("path_params", _params(dependant.path_params, "path")),
             ("query_params", _params(dependant.query_params, "query")),
@@ -185,8 +194,8 @@ class LeanRoute(APIRoute):
                     for param in params:
                         param.value(received, values, errors)
             body: Any = Undefined
-            if body_field is not None:
-                raw = await request.body()
+            if body_field is not None and read_body is not None:
+                raw = await read_body(request)  # after the dependencies: the caller is known
                 body = raw or Undefined  # no body: FastAPI's "missing"
                 if raw and _is_json(request.headers.get("content-type")):
                     try:
@@ -204,7 +213,8 @@ class LeanRoute(APIRoute):
                             ],
                             body=exc.doc,
                         ) from exc
-                    except ValueError as exc:  # not UTF-8: FastAPI's answer to it
+                    except (ValueError, RecursionError) as exc:  # not UTF-8, nested too deep:
+                        # FastAPI's answer to both (its handler catches every exception here)
                         raise HTTPException(400, "There was an error parsing the body") from exc
                 found, wrong = await request_body_to_args([body_field], body, False)
                 values.update(found)
@@ -219,12 +229,15 @@ class LeanRoute(APIRoute):
         return app
 
 
-def lean_post(router: APIRouter, path: str, **kwargs: Any) -> Callable[[F], F]:
-    """`@router.post(path, ...)` served by a LeanRoute."""
+def lean_post(
+    router: APIRouter, path: str, *, read_body: BodyReader, **kwargs: Any
+) -> Callable[[F], F]:
+    """`@router.post(path, ...)` served by a LeanRoute that reads its body with `read_body`."""
+    route_class = type("LeanRoute", (LeanRoute,), {"read_body": staticmethod(read_body)})
 
     def decorator(endpoint: F) -> F:
         router.add_api_route(
-            path, endpoint, methods=["POST"], route_class_override=LeanRoute, **kwargs
+            path, endpoint, methods=["POST"], route_class_override=route_class, **kwargs
         )
         return endpoint
 

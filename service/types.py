@@ -1,4 +1,4 @@
-"""Shared field types for request models."""
+"""Shared field types for request models, and the parsing of numbers in headers and queries."""
 
 from __future__ import annotations
 
@@ -22,3 +22,12 @@ def _storable(value: str) -> str:
 # Put it after any length constraints: `Annotated[str, Field(max_length=9), Storable]`.
 Storable = AfterValidator(_storable)
 SafeText = Annotated[str, Storable]
+
+
+def whole_number(text: str | None, *, max_digits: int = 18) -> int | None:
+    """A whole number written in ASCII digits, as headers and query strings carry them;
+    None for anything else. str.isdigit() alone also passes "²" (which int() refuses) and
+    "٣" (which int() reads as 3), and int() of thousands of digits raises."""
+    if text and len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None

@@ -9,8 +9,10 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends, Request
 
+from service.catalog.schemas import TaskRequest
 from service.lean_route import LeanRoute, lean_post
 from service.tasks import routes as task_routes
+from service.web import read_task_body
 from tests.factories import make_team, task_body
 
 BAD_BODIES: list[tuple[str, dict[str, Any]]] = [
@@ -24,6 +26,17 @@ BAD_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("a missing field", {"json": {"prompt": "a fox"}}),
     ("an unknown model", {"json": task_body(model="no-such-model")}),
     ("a NUL in the prompt", {"json": task_body(prompt="a\x00fox")}),
+    (
+        "nested deeper than JSON parsing goes",
+        {"content": b"[" * 2000 + b"]" * 2000, "headers": {"Content-Type": "application/json"}},
+    ),
+    (
+        "more JSON objects than a task has",
+        {
+            "content": b"[" + b"{}," * 20_000 + b"{}]",
+            "headers": {"Content-Type": "application/json"},
+        },
+    ),
 ]
 
 
@@ -76,12 +89,22 @@ async def endpoint_with_a_yield_dependency(value: Annotated[int, Depends(held)])
     return None
 
 
+async def endpoint_with_a_body(body: TaskRequest) -> None:
+    return None
+
+
 def test_what_it_cannot_solve_is_refused_when_the_route_is_built() -> None:
     with pytest.raises(TypeError, match="yield"):
-        lean_post(APIRouter(), "/held")(endpoint_with_a_yield_dependency)
+        lean_post(APIRouter(), "/held", read_body=read_task_body)(endpoint_with_a_yield_dependency)
 
     def sync_endpoint(request: Request) -> None:
         return None
 
     with pytest.raises(TypeError, match="async"):
-        lean_post(APIRouter(), "/sync")(sync_endpoint)
+        lean_post(APIRouter(), "/sync", read_body=read_task_body)(sync_endpoint)
+
+    # A body is read only by a bounded reader (issue 31): none given, the route is refused.
+    with pytest.raises(TypeError, match="read_body"):
+        APIRouter().add_api_route(
+            "/body", endpoint_with_a_body, methods=["POST"], route_class_override=LeanRoute
+        )

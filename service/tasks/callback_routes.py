@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
-from service.errors import InvalidRequest, NotFound
+from service.errors import InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout
 from service.openapi import error_responses
-from service.tasks.tracking import accept_callback, says_finished
+from service.tasks.resources import AppResources
+from service.tasks.tracking import accept_callback, check_callback_token, says_finished
 from service.types import Storable
-from service.web import AppRedis, AppSettings, DbConn
+from service.web import read_callback_body
 
 router = APIRouter(tags=["internal"])
 
@@ -19,18 +20,20 @@ router = APIRouter(tags=["internal"])
 @router.post(
     "/internal/qingbo/callback/{task_id}",
     summary="Qingbo callback",
-    responses=error_responses(InvalidRequest, NotFound),
+    responses=error_responses(InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout),
 )
 async def qingbo_callback(
     task_id: Annotated[str, Path(max_length=100), Storable],
     request: Request,
-    conn: DbConn,
-    redis: AppRedis,
-    settings: AppSettings,
+    res: AppResources,
     token: Annotated[str, Query(max_length=200), Storable] = "",
 ) -> Any:
     """Receives Qingbo's task callbacks; the task is re-read from Qingbo. The body is not
-    trusted: its status only says how soon."""
-    finished = says_finished(await request.body())
-    await accept_callback(conn, redis, settings, task_id=task_id, token=token, finished=finished)
+    trusted: its status only says how soon. It is read (a few KiB at most, within the body
+    deadline) only after the token is checked, and with no connection held meanwhile."""
+    async with res.pool.acquire() as conn:
+        await check_callback_token(conn, task_id=task_id, token=token)
+    finished = says_finished(await read_callback_body(request))
+    async with res.pool.acquire() as conn:
+        await accept_callback(conn, res.redis, res.settings, task_id=task_id, finished=finished)
     return {"ok": True}

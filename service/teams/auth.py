@@ -42,6 +42,12 @@ async def team_caller(
 CurrentCaller = Annotated[Caller, Depends(team_caller)]
 
 
+async def team_key_checked(request: Request) -> None:
+    """team_caller, for a GuardedRoute (service/web.py): a body is read only from a known
+    key (the route's own dependency checks it again, from the key cache when it can)."""
+    await team_caller(request, await api_key_scheme(request))
+
+
 async def team_request(
     request: Request, credentials: Annotated[Credentials, Depends(api_key_scheme)]
 ) -> AsyncIterator[TeamRequest]:

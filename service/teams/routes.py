@@ -20,9 +20,12 @@ from service.teams.schemas import (
     TeamList,
     TeamPatch,
 )
-from service.web import DbConn, Egress, require_admin, shared
+from service.web import AdminRoute, DbConn, Egress, require_admin, shared
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+# Admin routes authenticate before they read a body (service/web.py::GuardedRoute).
+router = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], route_class=AdminRoute
+)
 
 
 @router.post(
