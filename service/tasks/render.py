@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from service.archive.copier import error_class
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.catalog.models import TERMINAL_STATUSES, format_usd, micros_to_quota
 from service.catalog.rules import prompt_camera_tags
@@ -205,6 +206,8 @@ def archive_view(row: Any, base_url: str | None) -> dict[str, Any]:
                 "bytes": v["bytes"],
                 "sha256": v["sha256"],
                 "stored_at": unix_s(_as_datetime(v["stored_at"])),
+                # Why it failed, as a class: the worker's text can name addresses.
+                "error": error_class(v.get("error")) if v["state"] == "failed" else None,
             }
             for v in videos
         ],

@@ -61,7 +61,9 @@ async def claim_idempotency_key(
 # A task's kept videos (service/archive), for the answers' `archive` field.
 ARCHIVE = """
     (SELECT jsonb_agg(jsonb_build_object('idx', a.idx, 'state', a.state, 'bytes', a.bytes,
-                                         'sha256', a.sha256, 'stored_at', a.stored_at)
+                                         'sha256', a.sha256, 'stored_at', a.stored_at,
+                                         'error', CASE WHEN a.state = 'failed'
+                                                       THEN a.last_error END)
                       ORDER BY a.idx)
      FROM video_archives a WHERE a.task_id = tasks.id) AS archive
 """

@@ -48,6 +48,11 @@ class ArchivedVideo(BaseModel):
     bytes: int | None
     sha256: str | None = Field(description="Hex SHA-256 of the stored bytes (the ETag)")
     stored_at: int | None = Field(description="Unix seconds")
+    error: str | None = Field(
+        None,
+        description="Why a failed video could not be archived, as a class: too_large, "
+        "link_unreachable, link_error, not_a_video, store_error (else null)",
+    )
 
 
 class Archive(BaseModel):

@@ -91,6 +91,7 @@ async def failed_as_too_large(
 ) -> None:
     archive = await wait_archived(kept.gw, team, task_id, state="failed")
     assert archive["videos"][0]["state"] == "failed"
+    assert archive["videos"][0]["error"] == "too_large"  # the class, as the team sees it
     row = await db.fetchrow(
         "SELECT attempts, last_error FROM video_archives WHERE task_id = $1", task_id
     )
