@@ -27,7 +27,8 @@ RETIRED_SETTINGS = {
 # admin API off, or leaves /metrics open (README "Configuration").
 MIN_TOKEN_CHARS = 32
 TOKEN_PLACEHOLDER = "REPLACE_ME"  # noqa: S105 (the value refused, not a secret)
-STRONG_TOKEN_SETTINGS = ("admin_token", "metrics_token")
+STRONG_TOKEN_SETTINGS = ("admin_token", "metrics_token", "console_secret")
+UNSET_MEANS = {"console_secret": "have one generated"}  # else: turns the feature off
 
 
 class Settings(BaseSettings):
@@ -343,7 +344,7 @@ def weak_tokens(settings: Settings) -> list[str]:
         elif len(value) < MIN_TOKEN_CHARS:
             problems.append(
                 f"{name}: at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`), "
-                "or empty to turn it off"
+                f"or empty to {UNSET_MEANS.get(field, 'turn it off')}"
             )
     return problems
 

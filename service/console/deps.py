@@ -5,7 +5,6 @@ errors as pages."""
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
-from service.catalog.models import format_usd
 from service.console.sessions import (
     COOKIE,
     SessionData,
@@ -34,10 +32,7 @@ from service.teams import service as teams
 from service.teams.service import Caller, authenticate_hash
 from service.web import shared
 
-logger = logging.getLogger(__name__)
-
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")  # autoescapes
-templates.env.filters["usd"] = format_usd
 # An admin's view of a team is a caller with no key of its own (it never submits).
 NO_KEY = UUID(int=0)
 MAX_FORM_FIELDS = 100

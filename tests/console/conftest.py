@@ -54,7 +54,7 @@ def console_stack(
             "archive_retry_base_seconds": 0.1,
             "archive_retry_max_seconds": 0.5,
             "public_base_url": f"http://127.0.0.1:{port}",
-            "console_secret": "console-test-secret",
+            "console_secret": "console-test-secret-padded-to-32-chars",
             "poll_watched_seconds": 0.5,
             "worker_http_port": 0,
         }

@@ -69,6 +69,12 @@ async def test_a_team_watches_its_task_to_its_video_and_its_spend(
         " return {time: v.currentTime, width: v.videoWidth, error: v.error}; }"
     )
     assert played["time"] > 0 and played["width"] == 64 and played["error"] is None
+    # The bytes come through the console's route, behind the session, with Range.
+    part = await page.request.get(
+        f"{base}/console/tasks/{task['task_id']}/video", headers={"Range": "bytes=4-11"}
+    )
+    assert part.status == 206 and await part.body() == b"ftypisom"
+    assert part.headers["content-range"].startswith("bytes 4-11/")
     await screenshot(page, "task")
 
     await page.goto(f"{base}/console/tasks")

@@ -245,3 +245,13 @@ async def test_a_session_spans_the_processes_of_a_deployment(
         await signed_in(one, team.key)
         other.cookies.set(COOKIE, one.cookies[COOKIE], domain="gateway.local", path="/console")
         assert (await other.get("/console/tasks")).status_code == 200
+
+
+def test_a_weak_console_secret_is_refused_at_start() -> None:
+    from service.config import Settings, weak_tokens
+
+    assert weak_tokens(Settings(console_secret="short")) == [
+        "QGW_CONSOLE_SECRET: at least 32 characters (e.g. `openssl rand -hex 32`), "
+        "or empty to have one generated"
+    ]
+    assert weak_tokens(Settings(console_secret="x" * 32)) == []
