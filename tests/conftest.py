@@ -203,6 +203,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# The session's API process while it runs (clean_state waits for it to drop a catalog an
+# earlier test put in force).
+API_PROCESSES: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def api_server(settings: Settings, api_port: int, logs_dir: Path) -> Iterator[str]:
     """The API as a real process: it receives Qingbo's callbacks from the simulator."""
@@ -211,7 +216,9 @@ def api_server(settings: Settings, api_port: int, logs_dir: Path) -> Iterator[st
     ).start()
     url = f"http://127.0.0.1:{api_port}"
     wait_until_healthy(f"{url}/healthz")
+    API_PROCESSES.append(url)
     yield url
+    API_PROCESSES.remove(url)
     proc.stop()
 
 
@@ -329,10 +336,35 @@ async def clean_state(res: Resources) -> None:
             "DELETE FROM budgets; "
             "DELETE FROM idempotency_keys; DELETE FROM task_charges; DELETE FROM spend_daily; "
             "DELETE FROM spend_rollup_state; DELETE FROM charge_disputes; DELETE FROM tasks; "
-            "DELETE FROM catalog_documents; "
             "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
             "submit_tokens = NULL"
         )
+        replaced = await conn.fetch("DELETE FROM catalog_documents RETURNING digest")
     await drop_queued_jobs(res.redis, res.settings.arq_queue_name)
-    if res.catalog_refresh is not None:  # back on the shipped catalog now, not at the next look
-        await res.catalog_refresh.refresh()
+    if replaced:
+        await catalogs_back(res, {r["digest"] for r in replaced})
+
+
+async def catalogs_back(res: Resources, replaced: set[str]) -> None:
+    """Every in-process app back on its own catalog once an earlier test's are deleted:
+    this one at once, the others (one per generation) at their next look, waited for."""
+    from service.metrics import CATALOG_INFO
+    from tests.factories import until, wait_for
+
+    assert res.catalog_refresh is not None
+    await res.catalog_refresh.refresh()
+    replaced.discard(res.catalog_refresh.base.digest)
+
+    def in_use() -> set[str]:
+        samples = CATALOG_INFO.collect()[0].samples
+        return {s.labels["digest"] for s in samples if s.value > 0} & replaced
+
+    await until(lambda: not in_use(), timeout=10)
+    for url in API_PROCESSES:  # the API process too, at its next look
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+
+            async def dropped(http: httpx.AsyncClient = http) -> bool:
+                scrape = (await http.get("/metrics")).text
+                return not any(f'qgw_catalog_info{{digest="{d}"}} 1' in scrape for d in replaced)
+
+            await wait_for(dropped, timeout=10)
