@@ -79,6 +79,8 @@ class _Acquiring:
         try:
             conn: asyncpg.Connection = await asyncpg.Pool.acquire(self._pool, timeout=self._timeout)
         except TimeoutError:
+            if self._timeout is None:  # a connect that timed out, not a wait for a free one
+                raise
             raise PoolTimeout(f"no database connection free within {self._timeout:g} s") from None
         return conn
 
