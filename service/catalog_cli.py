@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import click
 import httpx
 import orjson
@@ -74,8 +75,8 @@ def in_force() -> Catalog:
 
     try:
         row = asyncio.run(newest())
-    except OSError as exc:
-        fail(f"the database (QGW_DATABASE_URL) cannot be reached: {exc}", 2)
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(f"the database (QGW_DATABASE_URL) cannot be read: {exc}", 2)
     try:
         return compile_text(row["document"]) if row else load_catalog(settings.catalog_file)
     except CatalogError as exc:
