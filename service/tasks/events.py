@@ -120,7 +120,7 @@ class NotificationListener:
                 await conn.execute("SELECT pg_notify($1, $2)", self._ping_channel, nonce)
                 await back.wait()
             return True
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except Exception:  # whatever went wrong, it is not proven: reconnect, never die
             return False
         finally:
             self._pong = None
