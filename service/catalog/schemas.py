@@ -101,28 +101,52 @@ class HailuoRequest(BaseModel):
 GATEWAY_FIELDS = ("model", "callback_url", "callback_events", "priority", "metadata")
 
 
+# The fields most models share, documented in the OpenAPI schema only: each model's own
+# rules (types, allowed values, cross-field rules) are its catalog JSON Schema, which
+# GET /v1/models serves, and the catalog is what checks them.
+_MODEL_FIELDS_DOC: dict[str, dict[str, Any]] = {
+    "action": {"type": "string", "description": "The model's action (default: its first)"},
+    "prompt": {"type": "string", "description": "What to generate (most models require it)"},
+    "duration": {"type": "integer", "description": "Seconds; allowed values per model"},
+    "resolution": {"type": "string", "description": "e.g. 768p, 1080p, 2k; per model"},
+    "aspect_ratio": {"type": "string", "description": "e.g. 16:9; per model"},
+    "image_urls": {"type": "array", "items": {"type": "string"}},
+    "first_frame_image": {"type": "string", "description": "URL or Base64 image"},
+    "last_frame_image": {"type": "string", "description": "URL or Base64 image"},
+    "video_urls": {"type": "array", "items": {"type": "string"}},
+    "audio_urls": {"type": "array", "items": {"type": "string"}},
+    "ref_task_id": {
+        "type": "string",
+        "description": "Chained actions: a completed task of the caller's own team",
+    },
+}
+
+
+_EXAMPLES = [
+    {
+        "model": "minimax-hailuo-2.3",
+        "prompt": "[推进] cobblestone street of an old town, [变焦推近] raindrops "
+        "falling from the eaves",
+        "resolution": "768p",
+        "duration": 6,
+    },
+    {"model": "minimax-h3", "prompt": "a mountain town at dawn", "duration": 8},
+]
+
+
+def _document_model_fields(schema: dict[str, Any]) -> None:
+    schema["additionalProperties"] = True
+    schema.setdefault("properties", {}).update(_MODEL_FIELDS_DOC)
+    schema["examples"] = _EXAMPLES
+
+
 class TaskRequest(BaseModel):
     """A Qingbo `POST /v1/tasks` body for any model of the catalog. The gateway's own fields
     are typed here; every other field is the model's (`prompt`, `duration`, `resolution`,
     `image_urls`, ...), checked against that model's rules in the catalog in force
     (`GET /v1/models`), and refused naming the field when the model does not take it."""
 
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "additionalProperties": True,
-            "examples": [
-                {
-                    "model": "minimax-hailuo-2.3",
-                    "prompt": "[推进] cobblestone street of an old town, [变焦推近] raindrops "
-                    "falling from the eaves",
-                    "resolution": "768p",
-                    "duration": 6,
-                },
-                {"model": "minimax-h3", "prompt": "a mountain town at dawn", "duration": 8},
-            ],
-        },
-    )
+    model_config = ConfigDict(extra="allow", json_schema_extra=_document_model_fields)
 
     model: Annotated[
         str, Field(min_length=1, max_length=100, description="Model id (GET /v1/models)"), Storable

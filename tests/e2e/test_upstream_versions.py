@@ -52,7 +52,7 @@ async def assert_charged_once(
 ) -> dict[str, Any]:
     [upstream] = await sim_tasks(sim)  # one task at Qingbo, however often it was sent
     usage = (await client.get("/v1/usage", headers=team.headers)).json()
-    assert usage["budgets"][0]["spent_usd"] == "0.3111"  # once, not twice
+    assert usage["budgets"][0]["spent_usd"] == "0.3294"  # once, not twice (per clip)
     assert usage["budgets"][0]["reserved_usd"] == "0.00"
     report = await verify_ledger(db)
     assert report.ok, report
@@ -139,7 +139,7 @@ async def test_progress_is_visible_while_processing(
 
 
 @pytest.mark.parametrize(
-    ("bill_factor", "charged", "direction"), [(1.5, 466_650, "over"), (0.5, 155_550, "under")]
+    ("bill_factor", "charged", "direction"), [(1.5, 494_100, "over"), (0.5, 164_700, "under")]
 )
 async def test_the_budget_settles_at_what_qingbo_charged(
     client: httpx.AsyncClient,
@@ -155,7 +155,10 @@ async def test_the_budget_settles_at_what_qingbo_charged(
     team = await make_team(client)
     await set_month_budget(client, team, "5.00")
     before = metric(
-        "qgw_upstream_cost_drift_usd_total", model="minimax-hailuo-2.3", direction=direction
+        "qgw_upstream_cost_drift_usd_total",
+        model="minimax-hailuo-2.3",
+        family="hailuo",
+        direction=direction,
     )
     async with client_for_app(apps_by_generation) as http:
         task = (await http.post("/v1/tasks", json=task_body(), headers=team.headers)).json()
@@ -163,20 +166,23 @@ async def test_the_budget_settles_at_what_qingbo_charged(
 
     done = (await client.get(f"/v1/tasks/{task['task_id']}", headers=team.headers)).json()
     charged_usd = f"{charged / 1_000_000:.6f}".rstrip("0")
-    assert done["cost_usd"] == charged_usd and done["estimated_cost_usd"] == "0.3111"
+    assert done["cost_usd"] == charged_usd and done["estimated_cost_usd"] == "0.3294"
     row = await db.fetchrow(
         "SELECT charged_micros, upstream_cost_quota, upstream_pre_consumed_quota FROM tasks "
         "WHERE id = $1",
         task["task_id"],
     )
     assert row["charged_micros"] == charged and row["upstream_cost_quota"] == charged // 2
-    assert row["upstream_pre_consumed_quota"] == round(155_550 * bill_factor)
+    assert row["upstream_pre_consumed_quota"] == round(164_700 * bill_factor)
     usage = (await client.get("/v1/usage", headers=team.headers)).json()
     assert usage["budgets"][0]["spent_usd"] == charged_usd
     assert (await verify_ledger(db)).ok
-    drift = abs(charged - 311_100) / 1_000_000
+    drift = abs(charged - 329_400) / 1_000_000  # 768p 6 s per clip: 0.3294
     after = metric(
-        "qgw_upstream_cost_drift_usd_total", model="minimax-hailuo-2.3", direction=direction
+        "qgw_upstream_cost_drift_usd_total",
+        model="minimax-hailuo-2.3",
+        family="hailuo",
+        direction=direction,
     )
     assert after == pytest.approx(before + drift)
 
@@ -195,15 +201,15 @@ async def test_an_overcharge_closes_the_cap_for_what_comes_next(
     res: Resources = apps_by_generation[CURRENT].state.resources
     await sim.put("/_sim/config", json={"api_version": CURRENT, "bill_factor": 1.5})
     team = await make_team(client)
-    await set_month_budget(client, team, "0.6222")
+    await set_month_budget(client, team, "0.6588")
     async with client_for_app(apps_by_generation) as http:
         first = (await http.post("/v1/tasks", json=task_body(), headers=team.headers)).json()
         assert await drive_to_end(res, db, first["task_id"]) == "completed"
-        # 0.46665 spent of 0.6222: a second task at 0.3111 no longer fits.
+        # 0.4941 spent of 0.6588: a second task at 0.3294 no longer fits.
         refused = await http.post("/v1/tasks", json=task_body(), headers=team.headers)
         assert refused.status_code == 402, refused.text
-        assert refused.json()["error"]["budget"]["spent_usd"] == "0.46665"
-        # 0.15555 is left: the fast model's 0.1581 does not fit either.
+        assert refused.json()["error"]["budget"]["spent_usd"] == "0.4941"
+        # 0.1647 is left: the fast model's 0.171 does not fit either.
         fast = await http.post(
             "/v1/tasks", json=task_body(model="minimax-hailuo-2.3-fast"), headers=team.headers
         )

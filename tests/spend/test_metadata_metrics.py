@@ -9,10 +9,12 @@ import asyncpg
 import httpx
 import pytest
 
+from service.catalog.models import parse_usd
 from service.config import Settings
 from service.state_metrics import StateCollector, read_snapshot
 from service.tasks.resources import Resources
 from tests.factories import make_team, task_body
+from tests.prices import usd
 from tests.spend.test_reports import finish_as
 
 
@@ -31,7 +33,7 @@ async def test_top_values_of_configured_keys_only(
         update={"metrics_metadata_keys": "project", "metrics_metadata_top": 2}
     )
     snap = await read_snapshot(dataclasses.replace(res, settings=settings))
-    price = 311_100
+    price = parse_usd(usd())  # task_body()'s price under the suite's generation
     assert snap.by_metadata == {
         ("project", "atlas"): 3 * price,
         ("project", "zeus"): 2 * price,
