@@ -154,23 +154,23 @@ class NotificationListener:
         while True:
             conn = None
             try:
-                conn = await asyncpg.connect(
-                    self._dsn,
-                    timeout=max(self._check_seconds, 5.0),
-                    server_settings={"application_name": LISTENER_NAME},
-                )
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: self._lost(lost))
-                await conn.add_listener(self._ping_channel, self._ponged)
-                await conn.add_listener(self._channel, self._notified)
-                for channel, handle in self._also.items():
-                    await conn.add_listener(channel, _payload_to(handle))
+                # Bounded: a server that went silent must not hold the set-up for ever.
+                async with asyncio.timeout(max(self._check_seconds, 5.0)):
+                    conn = await asyncpg.connect(
+                        self._dsn, server_settings={"application_name": LISTENER_NAME}
+                    )
+                    conn.add_termination_listener(lambda _c, lost=lost: self._lost(lost))
+                    await conn.add_listener(self._ping_channel, self._ponged)
+                    await conn.add_listener(self._channel, self._notified)
+                    for channel, handle in self._also.items():
+                        await conn.add_listener(channel, _payload_to(handle))
                 self._connected.set()
                 self._on_up()
                 delay = 0.5
                 self._wake_everyone()  # changes may have been missed while disconnected
                 await self._hear_until_lost(conn, lost)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # down, refused, timed out: try again; never die
                 logger.warning("task event listener down", extra={"error": type(exc).__name__})
             finally:
                 self._on_down()
