@@ -280,6 +280,7 @@ CATALOG_INFO = Gauge(
 CATALOG_LOAD_FAILURES = Counter(
     "qgw_catalog_load_failures_total",
     "Catalog documents in force that this process could not load (invalid: the document "
-    "refused, the old one kept; database: the in-force digest could not be read)",
+    "refused, the old one kept; database: the in-force digest could not be read; error: "
+    "anything else, logged)",
     ["reason"],
 )

@@ -130,7 +130,11 @@ class CatalogRefresher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bug here must not stop the following looks
+                CATALOG_LOAD_FAILURES.labels("error").inc()
+                logger.exception("catalog refresh failed")
 
     async def close(self) -> None:
         if self._task is not None:
