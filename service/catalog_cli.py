@@ -24,7 +24,7 @@ import click
 import httpx
 import orjson
 
-from service.catalog import store
+from service.catalog import repository as store
 from service.catalog.diff import diff_documents
 from service.catalog.document import CatalogError
 from service.catalog.engine import Catalog, compile_catalog, load_catalog

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import asyncpg
 import orjson
 
-from service.catalog import store
+from service.catalog import repository as store
 from service.catalog.document import CatalogError
 from service.catalog.engine import Catalog, compile_catalog
 from service.catalog.generations import GENERATIONS

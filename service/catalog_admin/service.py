@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from service.audit.service import AuditContext, record
-from service.catalog import store
+from service.catalog import repository as store
 from service.catalog.diff import diff_documents, summary
 from service.catalog.document import CatalogError, canonical_json
 from service.catalog.engine import Catalog, compile_catalog
