@@ -21,7 +21,7 @@ from service.catalog.models import format_usd, micros_to_quota, parse_usd
 from service.errors import ServiceError
 from service.tasks import submission
 from service.tasks.resources import Resources
-from tests.factories import claim, make_team, wait_for
+from tests.factories import ADMIN, claim, make_team, wait_for
 from tests.prices import VERSION
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -116,6 +116,9 @@ async def test_the_api_refuses_each_invalid_example_and_stores_nothing(
     case: dict[str, Any],
 ) -> None:
     team = await make_team(client)
+    budget = {"budgets": [{"window": "month", "limit_usd": "100.00"}]}  # a reservation shows
+    put = await client.put(f"/admin/teams/{team.team['id']}/budgets", json=budget, headers=ADMIN)
+    assert put.status_code == 200, put.text
     answer = await client.post(
         "/v1/tasks", json={"model": model_id, **case["body"]}, headers=team.headers
     )
