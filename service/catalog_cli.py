@@ -27,10 +27,11 @@ import orjson
 from service.catalog import repository as store
 from service.catalog.diff import diff_documents
 from service.catalog.document import CatalogError
-from service.catalog.engine import Catalog, compile_catalog, load_catalog
+from service.catalog.engine import Catalog, load_catalog
 from service.catalog.models import format_usd
 from service.catalog.quotes import QuoteCase, quote_cases
 from service.catalog.refresh import compile_text
+from service.catalog_admin.service import InvalidCatalog, compile_document
 from service.config import get_settings
 from service.db import create_pool
 
@@ -52,12 +53,10 @@ def read_document(path: str) -> Catalog:
         fail(f"{path}: not a JSON document ({exc})")
     if isinstance(loaded, dict) and "document" in loaded and "models" not in loaded:
         loaded = loaded["document"]  # GET /admin/catalog's answer, as downloaded
-    try:
-        return compile_catalog(loaded)
-    except CatalogError as exc:
-        fail(f"{path}: {exc}")
-    except (TypeError, ValueError, RecursionError) as exc:
-        fail(f"{path}: cannot be used ({exc})")
+    try:  # the same checks as PUT /admin/catalog
+        return compile_document(loaded)
+    except InvalidCatalog as exc:
+        fail(f"{path}: {exc.message}")
     raise AssertionError("unreachable")
 
 

@@ -38,8 +38,41 @@ class CatalogConflict(ServiceError):
     code = "catalog_conflict"
 
 
+# JSON Schema keywords that name another resource: the validator would fetch a remote one
+# (from every process, at every compile), so a document keeps its references local.
+REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
+META_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _remote_reference(value: Any, where: str) -> str | None:
+    """The path of the first reference outside the document, if any."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            at = f"{where}.{key}" if where else str(key)
+            if key in REFERENCES and not (isinstance(item, str) and item.startswith("#")):
+                return at
+            if key == "$schema" and item != META_SCHEMA:
+                return at
+            found = _remote_reference(item, at)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _remote_reference(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 def compile_document(document: Any) -> Catalog:
     """The document compiled, or InvalidCatalog naming the first fault."""
+    remote = _remote_reference(document, "")
+    if remote is not None:
+        raise InvalidCatalog(
+            f"{remote}: only references within the document (#...) and the 2020-12 "
+            "meta-schema are allowed",
+            param="document",
+        )
     try:
         return compile_catalog(document)
     except CatalogError as exc:

@@ -256,3 +256,22 @@ async def test_a_stored_document_this_process_cannot_use_is_refused_here_too(
         await res.catalog_refresh.refresh()
     assert res.catalog.digest == kept
     assert metric("qgw_catalog_load_failures_total", reason="invalid") == failures + 1
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [("$ref", "http://203.0.113.9/schema.json"), ("$schema", "http://203.0.113.9/meta")],
+)
+async def test_a_document_naming_a_remote_schema_is_refused_unfetched(
+    client: httpx.AsyncClient, member: str, value: str
+) -> None:
+    """The validator would fetch it from every process at every compile."""
+    start = await in_force(client)
+    document = copy.deepcopy(start["document"])
+    document["models"][MODEL]["body"]["properties"]["prompt"][member] = value
+    answer = await client.put("/admin/catalog", json={"document": document}, headers=ADMIN)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"].startswith(
+        f"models.{MODEL}.body.properties.prompt.{member}: only references within the document"
+    )
+    assert (await in_force(client))["digest"] == start["digest"]
