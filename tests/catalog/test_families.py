@@ -21,6 +21,7 @@ from service.catalog.models import format_usd, micros_to_quota, parse_usd
 from service.errors import ServiceError
 from service.tasks import submission
 from service.tasks.resources import Resources
+from service.tasks.tracking import refresh_from_upstream
 from tests.factories import ADMIN, claim, make_team, wait_for
 from tests.prices import VERSION
 
@@ -174,13 +175,14 @@ async def test_every_model_goes_end_to_end_and_the_simulator_bills_the_catalog_p
         assert upstream == {"action": CATALOG.models[model_id].actions[0], **expected}
     assert received["cost"] == micros_to_quota(price)  # the simulator bills the catalog
 
-    async def completed() -> bool:
-        await sim.put("/_sim/config", json={})  # nothing: the task runs on the sim's clock
-        tasks = (await sim.get("/_sim/tasks")).json()["tasks"]
-        return tasks[0]["status"] == "completed"
+    async def completed() -> bool:  # read from Qingbo (the simulator) and recorded
+        await refresh_from_upstream(res.pool, res.qingbo, res.settings, task["task_id"])
+        status = await db.fetchval("SELECT status FROM tasks WHERE id = $1", task["task_id"])
+        return bool(status == "completed")
 
     await wait_for(completed, timeout=10)
     row = await db.fetchrow(
-        "SELECT catalog_digest, model FROM tasks WHERE id = $1", task["task_id"]
+        "SELECT catalog_digest, model, charged_micros FROM tasks WHERE id = $1", task["task_id"]
     )
     assert row["catalog_digest"] == CATALOG.digest and row["model"] == model_id
+    assert row["charged_micros"] == price  # settled on Qingbo's cost: the catalog's price
