@@ -124,6 +124,14 @@ async def test_a_body_from_nobody_is_never_read(
         answer = await http.request(method, path, content=body, headers={**JSON, **headers})
         assert answer.status_code == status, (method, path, answer.text[:300])
         assert answer.json()["error"]["code"] in ("unauthorized", "not_found")
+    # The console's sign-in is read before anyone is known: a form of a few KiB at most.
+    form = b"token=x&secret=" + b"a" * settings.max_request_bytes
+    signing_in = await http.post(
+        "/console/sign-in",
+        content=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert signing_in.status_code == 413, signing_in.text[:300]
     grown = api.peak_rss() - before
     assert grown < 8 * MIB, f"peak RSS grew {grown / MIB:.0f} MiB"
 

@@ -14,6 +14,7 @@ from service.console.deps import (
     CurrentViewer,
     change_form,
     page,
+    read_form,
     see_other,
     session_store,
 )
@@ -72,7 +73,7 @@ async def sign_in_page(request: Request, next: str | None = None) -> Response:
 async def sign_in(request: Request) -> Response:
     """A team key signs in as its team; the admin token (with a name for the audit trail)
     as an admin. Neither is kept: the session holds its hash."""
-    form = await request.form(max_files=0, max_fields=10)
+    form = await read_form(request)  # bounded: nobody is known yet
     token = request.cookies.get(SIGN_IN_COOKIE) or ""
     given = str(form.get("token") or "")
     if not token or not hmac.compare_digest(given.encode(), token.encode()):

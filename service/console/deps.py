@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 from uuid import UUID
 
 import asyncpg
@@ -17,8 +17,9 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
+from service.bodies import read_body
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.console.sessions import (
     COOKIE,
@@ -36,6 +37,8 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")  # au
 # An admin's view of a team is a caller with no key of its own (it never submits).
 NO_KEY = UUID(int=0)
 MAX_FORM_FIELDS = 100
+# The largest console form is a budget or team edit: a few hundred bytes.
+MAX_FORM_BYTES = 16 * 1024
 
 
 class SignInFirst(Exception):
@@ -115,10 +118,32 @@ async def console_connection(request: Request) -> AsyncIterator[asyncpg.Connecti
 Conn = Annotated[asyncpg.Connection, Depends(console_connection)]
 
 
+async def read_form(request: Request) -> FormData:
+    """A console form (url-encoded, no files): at most MAX_FORM_BYTES, read with the
+    gateway's body deadline, so the sign-in form, read before anyone is known, costs no
+    more than a few KiB and cannot hold a connection open for ever."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the console's forms are application/x-www-form-urlencoded")
+    timeout = shared(request).settings.body_read_timeout_seconds
+    body = await read_body(request, max_bytes=MAX_FORM_BYTES, timeout=timeout)
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("the form is not valid UTF-8 url-encoded text") from None
+    fields: list[tuple[str, str | UploadFile]] = list(pairs)
+    return FormData(fields)
+
+
 async def change_form(request: Request, viewer: Viewer) -> FormData:
     """The body of a change, read only now that the session is known, with its CSRF token
     checked (403 otherwise)."""
-    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    form = await read_form(request)
     given = form.get("csrf")
     if not isinstance(given, str) or not hmac.compare_digest(given, viewer.csrf):
         raise CsrfRefused("the form's CSRF token is missing or stale: reload the page")
