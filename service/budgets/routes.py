@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from service.audit.deps import AdminCtx
 from service.budgets import disputes, service
@@ -15,6 +15,9 @@ from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
 from service.teams.auth import TeamCtx
 from service.web import AdminRoute, AppSettings, Clock, DbConn, require_admin
+
+# A dispute's id is a Postgres bigint: anything larger names no dispute (400, not a 500).
+DisputeId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter()
 # Admin routes authenticate before they read a body (service/web.py::GuardedRoute).
@@ -185,7 +188,7 @@ async def list_disputes(
     summary="Accept a charge dispute",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound, DisputeResolved),
 )
-async def accept_dispute(dispute_id: int, ctx: AdminCtx) -> Any:
+async def accept_dispute(dispute_id: DisputeId, ctx: AdminCtx) -> Any:
     """Charge the disputed excess to every budget the task covered, its spend and reports
     (audited); only an open dispute."""
     return await disputes.resolve(ctx.conn, dispute_id=dispute_id, accept=True, audit=ctx.audit)
@@ -197,6 +200,6 @@ async def accept_dispute(dispute_id: int, ctx: AdminCtx) -> Any:
     summary="Reject a charge dispute",
     responses=error_responses(InvalidRequest, Unauthorized, NotFound, DisputeResolved),
 )
-async def reject_dispute(dispute_id: int, ctx: AdminCtx) -> Any:
+async def reject_dispute(dispute_id: DisputeId, ctx: AdminCtx) -> Any:
     """The capped charge stands; nothing else changes (audited); only an open dispute."""
     return await disputes.resolve(ctx.conn, dispute_id=dispute_id, accept=False, audit=ctx.audit)

@@ -168,3 +168,15 @@ async def test_accept_charges_the_excess_and_reject_leaves_the_cap_both_audited(
     assert missing.status_code == 404
     bad = await client.get("/admin/disputes?status=maybe", headers=ADMIN)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "status"
+
+
+async def test_a_dispute_id_beyond_a_bigint_is_a_400_and_an_unknown_one_a_404(
+    client: httpx.AsyncClient,
+) -> None:
+    """Schemathesis found these answering 500: the id went to Postgres as a bigint."""
+    for action in ("accept", "reject"):
+        huge = await client.post(f"/admin/disputes/{2**70}/{action}", headers=ADMIN)
+        assert huge.status_code == 400, huge.text
+        assert huge.json()["error"]["param"] == "dispute_id"
+        unknown = await client.post(f"/admin/disputes/{2**63 - 1}/{action}", headers=ADMIN)
+        assert unknown.status_code == 404, unknown.text
