@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from service.catalog.engine import Catalog, ModelEntry
 from service.catalog.errors import AssetReferenceUnsupported
-from service.catalog.generations import Generation
+from service.catalog.generations import Generation, all_model_ids
 from service.catalog.models import TERMINAL_STATUSES, PriceTable
 from service.catalog.rules import (
     DEFAULT_MAX_IMAGE_BYTES,
@@ -37,6 +37,8 @@ ASSET_SCHEME = "asset://"
 # Stored with a task's request, never sent upstream: the catalog that priced it.
 CATALOG_DIGEST_KEY = "catalog_digest"
 PRIVATE_KEYS = ("metadata", CATALOG_DIGEST_KEY)
+# Models some generation translates for (rules.py): stored in their canonical form.
+HAILUO_IDS = frozenset(all_model_ids())
 
 
 def pydantic_refusal(exc: ValidationError) -> InvalidRequest:
@@ -129,7 +131,7 @@ def build_upstream(
 ) -> dict[str, Any]:
     """The exact body `gen` is sent for a stored request (at submission), or InvalidRequest
     naming what that generation cannot honour."""
-    if gen.offers(request["model"]) or "prompt_optimizer" in request:
+    if request["model"] in HAILUO_IDS:
         return upstream_body(request, gen)  # a Hailuo request, in the canonical form
     if not gen.offers_catalog:
         raise InvalidRequest(

@@ -186,3 +186,24 @@ async def test_every_model_goes_end_to_end_and_the_simulator_bills_the_catalog_p
     )
     assert row["catalog_digest"] == CATALOG.digest and row["model"] == model_id
     assert row["charged_micros"] == price  # settled on Qingbo's cost: the catalog's price
+
+
+@pytest.mark.skipif(VERSION != "2026-09", reason="the other families: the current generation only")
+async def test_a_field_named_like_a_hailuo_one_is_sent_as_the_app_sent_it(
+    client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, sim: httpx.AsyncClient
+) -> None:
+    """SkyReels takes `prompt_optimizer` too: its body is its own, not Hailuo's form."""
+    models = [m for m in CATALOG.models.values() if "prompt_optimizer" in m.schema["properties"]]
+    others = [m for m in models if not m.id.startswith("minimax-hailuo")]
+    if not others:
+        pytest.skip("no other family takes prompt_optimizer in this catalog")
+    entry = others[0]
+    body = {"model": entry.id, "prompt": "a fox", "duration": 5, "prompt_optimizer": False}
+    entry.check({k: v for k, v in body.items() if k != "model"})
+    team = await make_team(client)
+    task = (await client.post("/v1/tasks", json=body, headers=team.headers)).json()
+    attempt = await claim(res, db, task["task_id"])
+    assert await submission.submit(res, task["task_id"], attempt) == "submitted"
+    [received] = (await sim.get("/_sim/tasks")).json()["tasks"]
+    sent = {k: v for k, v in received["request"].items() if not k.startswith("callback_")}
+    assert sent == {"action": entry.actions[0], **body}
