@@ -87,7 +87,7 @@ _SHOWN = frozenset(
 )
 
 
-def _model_fields(request: dict[str, Any]) -> dict[str, Any]:
+def _other_fields(request: dict[str, Any]) -> dict[str, Any]:
     """A catalog model's other fields as the app sent them (Base64 media by its size)."""
     shown: dict[str, Any] = {}
     for name, value in request.items():
@@ -130,7 +130,7 @@ def _gateway_fields(row: Any) -> dict[str, Any]:
         "prompt_optimizer": request.get("prompt_optimizer", True),
         "fast_pretreatment": request.get("fast_pretreatment", False),
         "catalog_digest": request.get("catalog_digest"),
-        "model_fields": _model_fields(request),
+        "other_fields": _other_fields(request),
         "priority": row["priority"],
         "callback_url": row["callback_url"],
         "callback_events": list(row["callback_events"]),

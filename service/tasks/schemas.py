@@ -71,13 +71,16 @@ class GatewayFields(BaseModel):
         "terminal (Qingbo's reported cost where it reports one; 0 when refunded), the "
         "reservation before that"
     )
-    estimated_cost_usd: str = Field(description="The price table's price, reserved at admission")
+    estimated_cost_usd: str = Field(
+        description="The reservation at admission: the most the task can cost, by the catalog "
+        "(or the April per-second table under 2026-04) it was priced under"
+    )
     team_id: str
     upstream_task_id: str | None
-    prompt: str
+    prompt: str | None = Field(description="null for a model that takes none (a chained action)")
     aspect_ratio: str
-    resolution: str
-    duration: int
+    resolution: str | None = Field(description="As asked; null: the model's default")
+    duration: int | None = Field(description="As asked; null: the model's default")
     image_urls: list[str] | None = Field(
         None, description="URLs as given; Base64 images are summarised, not echoed"
     )
@@ -89,6 +92,14 @@ class GatewayFields(BaseModel):
     watermark: bool
     prompt_optimizer: bool
     fast_pretreatment: bool
+    catalog_digest: str | None = Field(
+        None, description="The catalog document the task was priced under (sha256)"
+    )
+    other_fields: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The model's other fields as sent (Base64 media summarised), e.g. "
+        "video_urls, audio_urls, generate_audio, ref_task_id",
+    )
     priority: int
     callback_url: str | None
     callback_events: list[CallbackEvent]
