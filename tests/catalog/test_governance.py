@@ -201,6 +201,9 @@ async def test_a_chain_names_the_teams_own_completed_task(
     accepted = await client.post("/v1/tasks", json=regenerate, headers=owner.headers)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["estimated_cost_usd"] == "0.225"
+    # The app sees its own id for the source; the prompt is the source's, not resent.
+    assert accepted.json()["other_fields"] == {"ref_task_id": source["task_id"]}
+    assert accepted.json()["prompt"] is None and accepted.json()["action"] == "regenerate"
     chained = accepted.json()["task_id"]
     assert await submission.submit(res, chained, await claim(res, db, chained)) == "submitted"
     sent = [t["request"] for t in (await sim.get("/_sim/tasks")).json()["tasks"]]
