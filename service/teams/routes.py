@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.audit.deps import AdminCtx
+from service.catalog.engine import Catalog
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.openapi import error_responses
 from service.teams import service
@@ -35,9 +36,19 @@ router = APIRouter(
     summary="Create a team",
     responses=error_responses(InvalidRequest, Unauthorized),
 )
-async def create_team(body: TeamCreate, ctx: AdminCtx, egress: Egress) -> Any:
+async def create_team(body: TeamCreate, ctx: AdminCtx, egress: Egress, request: Request) -> Any:
     """Create a team with optional limits; the answer carries its webhook secret."""
-    return dict(await service.create_team(ctx.conn, body=body, audit=ctx.audit, egress=egress))
+    return dict(
+        await service.create_team(
+            ctx.conn, body=body, audit=ctx.audit, egress=egress, catalog=_catalog(request)
+        )
+    )
+
+
+def _catalog(request: Request) -> Catalog:
+    """The catalog in force in this process: allow-lists name its models and families."""
+    catalog: Catalog = request.app.state.resources.catalog
+    return catalog
 
 
 @router.get(
@@ -71,7 +82,12 @@ async def patch_team(
     """Change a team's name, limits or answer version; fields left out stay as they are,
     null clears a limit."""
     row = await service.patch_team(
-        ctx.conn, team_id=team_id, body=body, audit=ctx.audit, egress=egress
+        ctx.conn,
+        team_id=team_id,
+        body=body,
+        audit=ctx.audit,
+        egress=egress,
+        catalog=_catalog(request),
     )
     _forget_callers(request)
     return dict(row)

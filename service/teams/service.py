@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from service.audit.service import AuditContext, record
-from service.catalog.engine import FAMILY_PREFIX, shipped_catalog
+from service.catalog.engine import FAMILY_PREFIX, Catalog, shipped_catalog
 from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
 from service.egress import DestinationPolicy, normal_openings, require_allowed
 from service.errors import InvalidRequest, NotFound, Unauthorized
@@ -73,12 +73,12 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def _check_models(models: list[str] | None) -> list[str] | None:
+def _check_models(models: list[str] | None, catalog: Catalog | None = None) -> list[str] | None:
     """Model ids and `family:<key>` entries (a whole family, its future models included)
-    that the shipped catalog or a generation knows."""
+    that the catalog in force (else the shipped one) or a generation knows."""
     if models is None:
         return None
-    catalog = shipped_catalog()
+    catalog = catalog or shipped_catalog()
     for i, model in enumerate(models):
         if model not in all_model_ids() and not catalog.knows(model):
             hint = "" if model.startswith(FAMILY_PREFIX) else "; a family is written family:<key>"
@@ -90,7 +90,12 @@ def _check_models(models: list[str] | None) -> list[str] | None:
 
 
 async def create_team(
-    conn: asyncpg.Connection, *, body: TeamCreate, audit: AuditContext, egress: DestinationPolicy
+    conn: asyncpg.Connection,
+    *,
+    body: TeamCreate,
+    audit: AuditContext,
+    egress: DestinationPolicy,
+    catalog: Catalog | None = None,
 ) -> asyncpg.Record:
     opened = normal_openings(body.open_destinations, param="open_destinations")
     require_allowed(egress.for_team(opened), body.alert_url, param="alert_url")
@@ -100,7 +105,7 @@ async def create_team(
             name=body.name,
             rpm_limit=body.rpm_limit,
             max_concurrent_tasks=body.max_concurrent_tasks,
-            allowed_models=_check_models(body.allowed_models),
+            allowed_models=_check_models(body.allowed_models, catalog),
             alert_url=body.alert_url,
             api_version=body.api_version,
             webhook_secret=new_webhook_secret(),
@@ -133,13 +138,14 @@ async def patch_team(
     body: TeamPatch,
     audit: AuditContext,
     egress: DestinationPolicy,
+    catalog: Catalog | None = None,
 ) -> asyncpg.Record:
     changes: dict[str, Any] = {f: getattr(body, f) for f in body.model_fields_set}
     for required in ("name", "api_version", "open_destinations"):
         if required in changes and changes[required] is None:
             raise InvalidRequest(f"{required}: must not be null", param=required)
     if "allowed_models" in changes:
-        changes["allowed_models"] = _check_models(changes["allowed_models"])
+        changes["allowed_models"] = _check_models(changes["allowed_models"], catalog)
     if "open_destinations" in changes:
         changes["open_destinations"] = normal_openings(
             changes["open_destinations"], param="open_destinations"

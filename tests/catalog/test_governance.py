@@ -276,3 +276,28 @@ async def test_every_retired_id_of_the_shipped_catalog_is_refused(
     assert error["code"] == "model_retired" and error["param"] == "model"
     assert entry["on"] in error["message"]
     await nothing_moved(db, sim)
+
+
+async def test_allow_lists_are_checked_against_the_catalog_in_force(
+    settings: Settings, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    document = build_document()
+    document["families"]["acme"] = {"title": "Acme", "page": "-", "page_commit": None}
+    document["models"]["acme-1"] = {
+        **document["models"]["minimax-h3"],
+        "family": "acme",
+        "title": "Acme 1",
+    }
+    body = {"name": f"acme-{id(document)}", "allowed_models": ["family:acme", "acme-1"]}
+    refused = await client.post("/admin/teams", json=body, headers=ADMIN)  # the shipped one
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "allowed_models[0]"
+    async with gateway_with(settings, document, tmp_path) as http:
+        created = await http.post("/admin/teams", json=body, headers=ADMIN)
+        assert created.status_code == 201, created.text
+        patched = await http.patch(
+            f"/admin/teams/{created.json()['id']}",
+            json={"allowed_models": ["family:acme"]},
+            headers=ADMIN,
+        )
+        assert patched.status_code == 200 and patched.json()["allowed_models"] == ["family:acme"]
