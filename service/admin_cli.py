@@ -219,11 +219,13 @@ def print_ledger_report(report: LedgerReport) -> int:
             f"DISPUTE {row['id']} task {row['task_id']} budget {row['budget_id']}: disputed "
             f"{row['disputed']} in the ledger vs excess {row['excess_micros']} (micro-USD)"
         )
-    # Shown apart: disputed money is in no budget until an admin accepts it.
-    click.echo(
-        f"disputed_usd: {format_usd(report.disputed_micros)} in {report.open_disputes} "
-        "open charge disputes (not charged to budgets; GET /admin/disputes?status=open)"
-    )
+    # Shown apart: disputed money is in no budget until an admin accepts it. Only when
+    # there is some, so the verdict stays the last line and, when all is well, the only one.
+    if report.open_disputes or report.disputed_micros:
+        click.echo(
+            f"disputed_usd: {format_usd(report.disputed_micros)} in {report.open_disputes} "
+            "open charge disputes (not charged to budgets; GET /admin/disputes?status=open)"
+        )
     verdict = "OK" if report.ok else "FAILED"
     click.echo(
         f"{verdict}: {report.periods_checked} budget windows checked against the ledger; "

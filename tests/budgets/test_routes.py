@@ -14,8 +14,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.budgets.service import verify_ledger
-from service.catalog.models import format_usd
+from service.catalog.models import format_usd, parse_usd
 from service.tasks.resources import Resources
+from tests import prices
 from tests.factories import ADMIN, TeamKey, drive_to_end, make_team, submit, task_body
 
 MODEL = "minimax-hailuo-2.3"
@@ -23,7 +24,7 @@ MODEL = "minimax-hailuo-2.3"
 
 @pytest.fixture
 def price(res: Resources) -> int:
-    return res.prices.price_micros(MODEL, "768p", 6)
+    return parse_usd(prices.usd())  # the generation's price of task_body()
 
 
 @pytest.fixture

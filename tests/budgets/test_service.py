@@ -9,7 +9,9 @@ import httpx
 
 from service.admin_cli import print_ledger_report
 from service.budgets.service import verify_ledger
+from service.catalog.models import parse_usd
 from service.tasks.resources import Resources
+from tests import prices
 from tests.budgets.test_routes import put_budgets
 from tests.factories import make_team, submit
 
@@ -17,7 +19,7 @@ from tests.factories import make_team, submit
 async def test_verify_ledger_names_every_mismatch(
     client: httpx.AsyncClient, db: asyncpg.Connection, res: Resources, capsys: Any
 ) -> None:
-    price = res.prices.price_micros("minimax-hailuo-2.3", "768p", 6)
+    price = parse_usd(prices.usd())  # the generation's price of task_body()
     team = await make_team(client)
     await put_budgets(client, f"/teams/{team.team['id']}/budgets", day=10 * price)
     await submit(client, team)
@@ -45,5 +47,5 @@ async def test_verify_ledger_names_every_mismatch(
     assert report[0].startswith("ORPHAN ledger entry") and "task task_gone" in report[0]
     assert report[0].endswith("shard 99): no such shard and task")
     assert report[1].startswith("FAILED") and report[1].endswith(
-        ", 1 orphan entries, 0 charge mismatches, 0 roll-up mismatches"
+        ", 1 orphan entries, 0 charge mismatches, 0 roll-up mismatches, 0 dispute mismatches"
     )

@@ -15,10 +15,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.catalog.models import format_usd
+from service.catalog.models import format_usd, parse_usd
 from service.config import Settings
 from service.dev import free_port, wait_until_healthy
 from service.tasks.resources import Resources
+from tests import prices
 from tests.conftest import Process, settings_env
 from tests.factories import ADMIN, TeamKey, make_team, task_body, wait_for
 
@@ -118,7 +119,7 @@ async def test_200_concurrent_submissions_on_two_processes_admit_exactly_n(
     start_worker: Any,
     settings: Settings,
 ) -> None:
-    price = res.prices.price_micros(MODEL, "768p", 6)
+    price = parse_usd(prices.usd())  # the generation's price of task_body()
     fits = 37
     team = await make_team(client)
     body = {"budgets": [{"window": "day", "limit_usd": format_usd(fits * price + price - 1)}]}
@@ -165,7 +166,7 @@ async def test_a_worker_killed_mid_flight_still_settles_every_task_exactly_once(
     api_pair: list[str],
     start_worker: Any,
 ) -> None:
-    price = res.prices.price_micros(MODEL, "768p", 6)
+    price = parse_usd(prices.usd())  # the generation's price of task_body()
     await sim.put("/_sim/config", json={"queue_seconds": 0.5, "processing_seconds": 1.5})
     team = await make_team(client)
     body = {"budgets": [{"window": "month", "limit_usd": format_usd(100 * price)}]}

@@ -22,9 +22,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.catalog.models import parse_usd
 from service.config import Settings
 from service.dev import free_port, wait_until_healthy
 from service.tasks.resources import Resources
+from tests import prices
 from tests.conftest import Process, settings_env
 from tests.factories import ADMIN, make_team, submit, task_body, wait_for, wait_terminal
 from tests.webhooks.receiver import running_receiver
@@ -78,7 +80,7 @@ async def test_a_scrape_shows_exactly_what_happened(
     start_worker: Any,
     api_server: str,
 ) -> None:
-    price = res.prices.price_micros(MODEL, "768p", 6)
+    price = parse_usd(prices.usd())  # the generation's price of task_body()
     team = await make_team(client)
     name = team.team["name"]
     budget = {"budgets": [{"window": "month", "limit_usd": f"{3 * price / 1e6:.6f}"}]}

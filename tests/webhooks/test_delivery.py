@@ -13,10 +13,12 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from service.catalog.models import parse_usd
 from service.config import Settings
 from service.tasks.resources import Resources
 from service.webhooks import jobs
 from service.webhooks.delivery import WebhookSender
+from tests import prices
 from tests.factories import ADMIN, TeamKey, make_team, submit, wait_for, wait_terminal
 from tests.webhooks.receiver import Receiver, running_receiver
 
@@ -276,7 +278,7 @@ async def test_budget_threshold_alert_goes_to_the_teams_alert_url(
     start_worker()
     with running_receiver() as receiver:
         team = await make_team(client, alert_url=receiver.url)
-        price = res.prices.price_micros("minimax-hailuo-2.3", "768p", 6)
+        price = parse_usd(prices.usd())  # the generation's price of task_body()
         limit = f"{2 * price / 1_000_000:.6f}"
         await client.put(
             f"/admin/teams/{team.team['id']}/budgets",
