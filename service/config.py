@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     # schedule above the next poll was minutes away, and in a storm of 429s and 5xx a task
     # Qingbo had finished stayed `queued` at the gateway for minutes (issue 31).
     poll_retry_base_seconds: float = Field(0.5, gt=0)
-    poll_retry_max_seconds: float = Field(5.0, gt=0)
+    poll_retry_max_seconds: float = Field(2.0, gt=0)
     poll_retry_after_max_seconds: float = Field(10.0, ge=0)
     # A task someone looks at (its GET, event stream or a wait on it) is read this often,
     # until QGW_WATCH_TTL_SECONDS after the last look: its progress rises where someone
