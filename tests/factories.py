@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+from arq.constants import health_check_key_suffix
 from prometheus_client import REGISTRY
 
 from service.tasks import dispatch, submission, tracking
@@ -187,3 +188,20 @@ async def invoke_cli(args: list[str], env: dict[str, str]) -> Ran:
     finally:
         get_settings.cache_clear()
     return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+async def start_ready_worker(
+    res: Resources, start_worker: Callable[..., Any], **overrides: Any
+) -> Any:
+    """A worker process that has started taking jobs (arq writes its health key on its first
+    turn): for tests whose waits are short (QGW_SYNC_MAX_WAIT_SECONDS is 3 s in the suite),
+    where a worker still importing on a loaded machine would be taken for a slow one."""
+    key = res.settings.arq_queue_name + health_check_key_suffix
+    await res.redis.delete(key)  # a worker of an earlier test left one with an hour to live
+    worker = start_worker(**overrides)
+
+    async def taking_jobs() -> bool:
+        return bool(await res.redis.exists(key))
+
+    await wait_for(taking_jobs, timeout=60)
+    return worker

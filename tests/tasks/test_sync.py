@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from service.tasks.resources import Resources
-from tests.factories import make_team, submit, task_body, wait_for
+from tests.factories import make_team, start_ready_worker, submit, task_body, wait_for
 
 pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's callbacks
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("api_server")  # receives the simulator's c
 async def test_sync_answers_the_finished_task(
     client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any, res: Resources
 ) -> None:
-    start_worker()
+    await start_ready_worker(res, start_worker)
     team = await make_team(client)
     headers = {**team.headers, "Idempotency-Key": "sync-1"}
     body = task_body()

@@ -10,7 +10,17 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.factories import ADMIN, TeamKey, make_team, submit, task_body, wait_for, wait_terminal
+from service.tasks.resources import Resources
+from tests.factories import (
+    ADMIN,
+    TeamKey,
+    make_team,
+    start_ready_worker,
+    submit,
+    task_body,
+    wait_for,
+    wait_terminal,
+)
 from tests.prices import quota, usd
 from tests.webhooks.receiver import running_receiver
 
@@ -156,10 +166,10 @@ async def test_the_event_stream_speaks_the_version_asked_for(
 
 
 async def test_prefer_wait_answers_the_finished_task(
-    client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any
+    client: httpx.AsyncClient, sim: httpx.AsyncClient, start_worker: Any, res: Resources
 ) -> None:
     team = await make_team(client, api_version="2026-09")
-    start_worker()
+    await start_ready_worker(res, start_worker)
     await sim.put("/_sim/config", json={"queue_seconds": 0, "processing_seconds": 0.3})
     waited = await client.post(
         "/v1/tasks", json=task_body(), headers={**team.headers, "Prefer": "wait=30"}
