@@ -194,7 +194,7 @@ def _check_prices(holder: dict[str, Any], kind: str, where: str) -> None:
             if not isinstance(by_duration, dict) or not by_duration:
                 raise CatalogError(f"{where}.tiers.{res}: must be an object of duration -> price")
             for seconds, text in by_duration.items():
-                if not str(seconds).isdigit():
+                if not (str(seconds).isascii() and str(seconds).isdigit()):
                     raise CatalogError(f"{where}.tiers.{res}: {seconds!r} is not a duration")
                 price_micros(text, f"{where}.tiers.{res}.{seconds}")
     else:

@@ -20,6 +20,7 @@ from service.console.money_pages import audit_of, checked
 from service.errors import InvalidRequest
 from service.teams import service as teams
 from service.teams.schemas import KeyCreate
+from service.types import whole_number
 from service.web import shared
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -41,7 +42,7 @@ async def issue(request: Request, team_id: str, viewer: CurrentViewer, conn: Con
     form = await change_form(request, viewer)
     caller = await team_of(conn, parse_id(team_id, "team"))
     days = str(form.get("expires_in_days") or "").strip()
-    if days and not days.isdigit():
+    if days and whole_number(days, max_digits=5) is None:  # "²" passes isdigit()
         raise InvalidRequest("expires_in_days: a whole number of days", param="expires_in_days")
     body = checked(
         KeyCreate,

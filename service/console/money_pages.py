@@ -35,6 +35,7 @@ from service.logs import request_id_var
 from service.spend import service as spend
 from service.teams import service as teams
 from service.teams.schemas import TeamPatch
+from service.types import whole_number
 from service.web import shared
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -227,7 +228,7 @@ async def set_team_limits(
     changes: dict[str, Any] = {}
     for name in ("rpm_limit", "max_concurrent_tasks"):
         text = str(form.get(name) or "").strip()
-        if not text.isdigit() and text:
+        if text and whole_number(text, max_digits=9) is None:  # "²" passes isdigit()
             raise InvalidRequest(f"{name}: a whole number, or empty for no limit", param=name)
         changes[name] = int(text) if text else None
     models = [str(m) for m in form.getlist("allowed_models")]
@@ -235,7 +236,12 @@ async def set_team_limits(
     body = checked(TeamPatch, changes)
     res = shared(request)
     await teams.patch_team(
-        conn, team_id=caller.team_id, body=body, audit=audit_of(request, viewer), egress=res.egress
+        conn,
+        team_id=caller.team_id,
+        body=body,
+        audit=audit_of(request, viewer),
+        egress=res.egress,
+        catalog=res.catalog,  # allow-lists name the models of the catalog in force
     )
     res.keys.forget_all()  # as the admin API does: this process's cached callers are stale
     return see_other(f"/console/money?team={caller.team_id}")

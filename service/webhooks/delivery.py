@@ -142,7 +142,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     text = value.strip()
     try:
-        if text.isdecimal():
+        if text.isascii() and text.isdigit():
             return float(text)
         when = email.utils.parsedate_to_datetime(text)
         if when.tzinfo is None:  # "-0000" or no zone: RFC 9110 dates are GMT

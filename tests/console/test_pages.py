@@ -115,6 +115,11 @@ async def test_budgets_stand_as_bars_and_an_admin_changes_them_audited(
         f"/console/teams/{team_id}/budgets", data={"csrf": token, "limit_day": "lots"}
     )
     assert bad.status_code == 400 and "limit_usd" in bad.text
+    # "²" passes str.isdigit() and int() refuses it: a 400 naming the field, not a 500.
+    odd = await client.post(
+        f"/console/teams/{team_id}/limits", data={"csrf": token, "rpm_limit": "²"}
+    )
+    assert odd.status_code == 400 and "rpm_limit" in odd.text
 
 
 async def test_an_admin_issues_a_key_once_and_revokes_it(client: httpx.AsyncClient) -> None:
