@@ -11,8 +11,8 @@ import orjson
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from service.archive.routes import ContentRequest, serve_video
-from service.catalog.generations import all_model_ids
 from service.catalog.models import STATUSES, TERMINAL_STATUSES
+from service.catalog.refresh import model_families
 from service.console.deps import (
     Conn,
     ConsoleRoute,
@@ -98,6 +98,7 @@ async def task_list(
     team: str | None = None,
     status: str | None = None,
     model: str | None = None,
+    family: str | None = None,
     metadata: str = "",
     until: str | None = None,
     cursor: str | None = None,
@@ -121,16 +122,20 @@ async def task_list(
             limit=PAGE_SIZE,
             cursor=start,
             metadata=_metadata(metadata[:500]),
+            family=(family or "")[:100] or None,
+            catalog=shared(request).catalog,
         )
     filters = {
         "status": status or "",
         "model": model or "",
+        "family": family or "",
         "metadata": metadata,
         "until": until or "",
     }
     next_query = {k: v for k, v in filters.items() if v} | {"cursor": next_cursor or ""}
     if view.teams and view.caller is not None:
         next_query["team"] = str(view.caller.team_id)
+    families = model_families(shared(request).catalog)
     return page(
         request,
         "tasks.html",
@@ -140,7 +145,9 @@ async def task_list(
         tasks=[task_view(r) for r in rows],
         filters=filters,
         statuses=STATUSES,
-        models=all_model_ids(),
+        # The catalog in force names every model and family (retired ones too: old tasks).
+        models=sorted(families),
+        families=sorted(set(families.values())),
         next_query=next_query if next_cursor else None,
     )
 

@@ -88,7 +88,9 @@ async def list_tasks(
     limit: int,
     before: tuple[datetime, str] | None,
     metadata: dict[str, str] | None = None,
+    models: list[str] | None = None,
 ) -> list[asyncpg.Record]:
+    """`models`: any of these (a family's models), beside `model`."""
     return await conn.fetch(
         f"""
         SELECT *, {ARCHIVE} FROM tasks
@@ -97,6 +99,7 @@ async def list_tasks(
           AND ($3::text IS NULL OR model = $3)
           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5))
           AND ($7::jsonb IS NULL OR request->'metadata' @> $7::jsonb)
+          AND ($8::text[] IS NULL OR model = ANY($8::text[]))
         ORDER BY created_at DESC, id DESC
         LIMIT $6
         """,
@@ -107,6 +110,7 @@ async def list_tasks(
         before[1] if before else None,
         limit,
         metadata or None,
+        models,
     )
 
 

@@ -49,7 +49,7 @@ from service.tasks.states import DispatchState
 from service.teams.auth import CurrentCaller, TeamCtx, team_key_checked
 from service.teams.service import Caller
 from service.types import Storable
-from service.web import AppSettings, guarded_route, read_task_body
+from service.web import AppSettings, guarded_route, read_task_body, shared
 
 # The key is checked before a byte of a body is read, and a body is a task's at most.
 router = APIRouter(tags=["tasks"], route_class=guarded_route(team_key_checked, read_task_body))
@@ -324,10 +324,11 @@ async def list_tasks(
     qingbo_version: QingboVersion = None,
     status: Status | None = None,
     model: Annotated[str | None, Query(max_length=100), Storable] = None,
+    family: Annotated[str | None, Query(max_length=100), Storable] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200), Storable] = None,
 ) -> Any:
-    """The team's tasks, newest first, filtered by status, model and metadata
+    """The team's tasks, newest first, filtered by status, model, model family and metadata
     (`?metadata[project]=atlas`, several combine); page with next_cursor."""
     rows, next_cursor = await service.list_tasks(
         ctx.conn,
@@ -337,6 +338,8 @@ async def list_tasks(
         limit=limit,
         cursor=cursor,
         metadata=metadata_filter(request.query_params.multi_items()),
+        family=family,
+        catalog=shared(request).catalog,
     )
     version, base_url = _version(ctx.caller, qingbo_version), _base_url(settings, request)
     data = [render_task(r, version=version, base_url=base_url) for r in rows]

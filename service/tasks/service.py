@@ -18,6 +18,7 @@ from service.budgets.service import check_fit
 from service.catalog.engine import Catalog, allowed
 from service.catalog.intake import CATALOG_DIGEST_KEY, normalize_task, price_micros
 from service.catalog.models import format_usd
+from service.catalog.refresh import model_families
 from service.catalog.rules import NormalizedTask
 from service.catalog.schemas import TaskRequest
 from service.db import ConnectionLease
@@ -316,7 +317,12 @@ async def list_tasks(
     limit: int,
     cursor: str | None,
     metadata: dict[str, str] | None = None,
+    family: str | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[list[asyncpg.Record], str | None]:
+    """The caller's tasks, newest first; `family` (with the catalog in force, which says
+    what its models are, retired ones included) narrows them to that family's models."""
+    models = models_of_family(catalog, family) if family and catalog else None
     before = None
     if cursor:
         try:
@@ -331,6 +337,7 @@ async def list_tasks(
         limit=limit + 1,
         before=before,
         metadata=metadata,
+        models=models,
     )
     next_cursor = None
     if len(rows) > limit:
@@ -399,3 +406,15 @@ def _check_cancellable(row: Any) -> None:
             "task is being submitted to Qingbo right now; retry in a second",
             headers={"Retry-After": "1"},
         )
+
+
+def models_of_family(catalog: Catalog, family: str) -> list[str]:
+    """Every model id of `family` the catalog knows (its models, its retired ids, each
+    generation's own), or 400 naming `family`."""
+    models = sorted(m for m, f in model_families(catalog).items() if f == family)
+    if not models:
+        raise InvalidRequest(
+            f"family: unknown family {family!r}; GET /v1/models lists the families",
+            param="family",
+        )
+    return models

@@ -227,6 +227,10 @@ async def test_the_task_page_shows_costs_and_cancels(client: httpx.AsyncClient) 
     listed = await client.get("/console/tasks", params={"status": "cancelled"})
     assert task["task_id"] in listed.text
     assert task["task_id"] not in (await client.get("/console/tasks?status=queued")).text
+    # By model family, as the catalog in force names them (the filter offers every family).
+    hailuo = await client.get("/console/tasks", params={"family": "hailuo"})
+    assert task["task_id"] in hailuo.text and ">kling</option>" in hailuo.text
+    assert task["task_id"] not in (await client.get("/console/tasks?family=kling")).text
 
 
 async def test_an_admin_sets_the_company_budgets(client: httpx.AsyncClient) -> None:

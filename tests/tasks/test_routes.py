@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import httpx
 
+from tests.conftest import UPSTREAM_VERSION
 from tests.factories import make_team, submit, task_body
 from tests.prices import usd
 
@@ -136,3 +137,28 @@ async def test_unknown_routes_and_methods_use_the_envelope(client: httpx.AsyncCl
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     wrong = await client.delete("/v1/tasks")
     assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+async def test_the_list_filters_by_model_family(client: httpx.AsyncClient) -> None:
+    """`?family=` narrows the list to the family's models (as the catalog in force names
+    them); an unknown family is a 400 naming it."""
+    team = await make_team(client)
+    hailuo = await submit(client, team)
+    others: list[str] = []
+    if UPSTREAM_VERSION == "2026-09":  # the other families exist in the current generation
+        body = {"model": "vidu-q3", "prompt": "forest run", "duration": 5, "resolution": "1080p"}
+        body["image_urls"] = ["https://cdn.example.com/c.jpg"]
+        answer = await client.post("/v1/tasks", json=body, headers=team.headers)
+        assert answer.status_code == 200, answer.text
+        others.append(answer.json()["task_id"])
+
+    async def listed(**params: str) -> list[str]:
+        answer = await client.get("/v1/tasks", params=params, headers=team.headers)
+        assert answer.status_code == 200, answer.text
+        return [t["task_id"] for t in answer.json()["data"]]
+
+    assert await listed(family="hailuo") == [hailuo["task_id"]]
+    assert await listed(family="vidu") == others
+    assert set(await listed()) == {hailuo["task_id"], *others}
+    unknown = await client.get("/v1/tasks", params={"family": "nope"}, headers=team.headers)
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "family"
