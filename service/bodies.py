@@ -55,9 +55,9 @@ async def read_body(request: Request, *, max_bytes: int, timeout: float) -> byte
 async def receive_before(receive: Receive, deadline: float, timeout: float) -> Message:
     """The next message, or RequestTimeout at `deadline` (loop time).
 
-    A timer costs about 5 µs to arm and disarm, 1 % of a submission's CPU, and almost every
-    body is already in when it is asked for. So the receive is started without one, and a
-    timer is armed only if it has to wait."""
+    Arming and disarming a timer is a measurable share of a submission's CPU, and almost
+    every body is already in when it is asked for. So the receive is started without one,
+    and a timer is armed only if it has to wait."""
     pending = receive()
     if not isinstance(pending, types.CoroutineType):  # some other awaitable: no fast path
         try:
