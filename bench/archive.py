@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 from bench.stack import S3_BUCKET, s3_server  # noqa: E402
 from service.archive.copier import Archiver  # noqa: E402
 from service.archive.store import open_store  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
 from service.config import Settings  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
-from service.egress import DestinationPolicy  # noqa: E402
+from service.platform.egress import DestinationPolicy  # noqa: E402
 
 GOAL = 0.7
 KEY = "bench-key"

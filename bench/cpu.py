@@ -34,8 +34,8 @@ from bench.stack import (  # noqa: E402
     stack_env,
 )
 from bench.submit import limited_key, run_wrk, set_company_budget  # noqa: E402
-from service.db import migrate  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
+from service.platform.db import migrate  # noqa: E402
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

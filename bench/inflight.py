@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stack import ADMIN_TOKEN, in_own_database, print_table, stack_env, verdict  # noqa: E402
 from bench.submit import BODY  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
 from service.config import Settings  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
 
 CALLBACKS_PER_TASK = 2  # the simulator's `processing` and terminal callbacks
 

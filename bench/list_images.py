@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import database, drop_database, timed  # noqa: E402
-from service.db import create_pool, migrate  # noqa: E402
+from service.platform.db import create_pool, migrate  # noqa: E402
 from service.tasks import repository  # noqa: E402
 from service.tasks.media import split_media  # noqa: E402
 from service.tasks.render import render_task  # noqa: E402

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stack import ADMIN_TOKEN, in_own_database, print_table, stack_env, verdict  # noqa: E402
 from bench.submit import BODY, run_wrk  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

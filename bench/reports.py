@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import database, drop_database, timed  # noqa: E402
-from service.db import create_pool, migrate  # noqa: E402
+from service.platform.db import create_pool, migrate  # noqa: E402
 from service.spend.service import build_report, parse_query  # noqa: E402
 
 GOAL_MS = 500.0

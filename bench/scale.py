@@ -51,11 +51,11 @@ sys.path.insert(0, str(ROOT))
 from bench.stack import database, drop_database, redis_url, timed  # noqa: E402
 from bench.submit import ADMIN_TOKEN, limited_key, run_wrk  # noqa: E402
 from service.budgets.service import verify_ledger  # noqa: E402
-from service.db import create_pool, migrate  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
+from service.platform.db import create_pool, migrate  # noqa: E402
 from service.spend import rollup  # noqa: E402
 from service.spend.service import spend_report  # noqa: E402
-from service.tasks import pipeline_repository as pipeline  # noqa: E402
+from service.tasks import repository as pipeline  # noqa: E402
 
 GOAL = 1.5
 # The claims and crons take a millisecond or less, where a median of 3 moved by 2x from

@@ -23,7 +23,7 @@ import asyncpg
 import httpx
 import redis
 
-from service.dev import free_port
+from service.cli.dev import free_port
 
 
 def database() -> tuple[str, str]:
@@ -181,7 +181,7 @@ def stack_env(db_url: str, r_url: str, **settings: str) -> dict[str, str]:
 
 def in_own_database(run: Callable[[str, str], Awaitable[Any]]) -> Any:
     """Run `run(database_url, redis_url)` on a migrated database of its own, dropped after."""
-    from service.db import migrate
+    from service.platform.db import migrate
 
     base, db_url = database()
     migrate(db_url)

@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import ADMIN_TOKEN, database, redis_url, stack_env  # noqa: E402
-from service.db import migrate  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
+from service.platform.db import migrate  # noqa: E402
 
 # Valid against either upstream generation (2.3-fast is image-to-video only on 2026-09).
 BODY = {

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import database, drop_database, redis_url  # noqa: E402
-from service.db import migrate  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
+from service.platform.db import migrate  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token-of-at-least-32-chars"  # noqa: S105 (a throwaway local stack)
 GOAL_CPU_SHARE = 0.10  # of one core, while every waiter waits

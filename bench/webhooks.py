@@ -43,8 +43,8 @@ from bench.stack import database, print_table, redis_url, verdict  # noqa: E402
 from service.catalog.generations import LATEST, generation  # noqa: E402
 from service.catalog.rules import normalize  # noqa: E402
 from service.catalog.schemas import TaskRequest  # noqa: E402
-from service.db import create_pool, migrate  # noqa: E402
-from service.dev import free_port, wait_until_healthy  # noqa: E402
+from service.cli.dev import free_port, wait_until_healthy  # noqa: E402
+from service.platform.db import create_pool, migrate  # noqa: E402
 from service.tasks.settlement import finish  # noqa: E402
 from service.teams.service import new_webhook_secret  # noqa: E402
 

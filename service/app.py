@@ -14,7 +14,6 @@ from fastapi.telemetry import TelemetryConfig
 from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import health
 from service.archive import routes as archive_routes
 from service.audit import routes as audit_routes
 from service.budgets import routes as budget_routes
@@ -22,14 +21,15 @@ from service.catalog import routes as catalog_routes
 from service.catalog_admin import routes as catalog_admin_routes
 from service.config import Settings, get_settings
 from service.console.mount import mount_console
-from service.errors import PayloadTooLarge, error_response, install_error_handlers
-from service.heap import freeze_startup_heap
-from service.logs import accept_request_id, request_id_var
-from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from service.resources import open_resources
+from service.ops import health
+from service.platform.errors import PayloadTooLarge, error_response, install_error_handlers
+from service.platform.heap import freeze_startup_heap
+from service.platform.logs import accept_request_id, request_id_var
+from service.platform.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.spend import routes as spend_routes
 from service.tasks import callback_routes
 from service.tasks import routes as task_routes
+from service.tasks.resources import open_resources
 from service.teams import routes as team_routes
 from service.teams.auth import team_caller
 from service.webhooks import routes as webhook_routes

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.catalog.generations import LATEST, ApiVersion, Generation, generation
 from service.catalog.rules import METADATA_KEY
-from service.egress import parse_host_pattern
+from service.platform.egress import parse_host_pattern
 
 # Settings that no longer exist: a role refuses to start with one set rather than silently
 # ignore it (an operator who set it expects it to mean something).
@@ -213,7 +213,7 @@ class Settings(BaseSettings):
     # QGW_WEBHOOK_MAX_CONCURRENT_ATTEMPTS), so one team's slow receivers always leave
     # slots to the others; free slots go to the team holding the fewest.
     webhook_max_concurrent_attempts_per_team: int | None = Field(None, ge=1)
-    # Where webhooks and archive downloads may go (service/egress.py): public addresses,
+    # Where webhooks and archive downloads may go (service/platform/egress.py): public addresses,
     # plus what is opened here for the company (CIDRs; host names or *.suffix) or for one
     # team (its open_destinations). Private, loopback and link-local ranges are closed
     # unless opened; the deny list closes more (public) ranges; an opening wins.

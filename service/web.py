@@ -18,14 +18,14 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
-from service.bodies import BodyReader, read_body, refuse_json_bombs, replay
 from service.config import Settings
-from service.egress import DestinationPolicy
-from service.errors import Unauthorized
+from service.platform.bodies import BodyReader, read_body, refuse_json_bombs, replay
+from service.platform.egress import DestinationPolicy
+from service.platform.errors import Unauthorized
 
 
 def shared(request: Request) -> Any:
-    """What the lifespan built (service.resources.open_resources)."""
+    """What the lifespan built (service.tasks.resources.open_resources)."""
     return request.app.state.resources
 
 

@@ -15,19 +15,18 @@ from arq import cron, func
 from arq.worker import Worker
 from fastapi import FastAPI
 
-from service import health
 from service.archive import jobs as archive_jobs
 from service.config import Settings, get_settings
-from service.errors import install_error_handlers
-from service.heap import freeze_startup_heap
-from service.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
-from service.resources import open_resources, redis_settings
+from service.ops import health
+from service.platform.errors import install_error_handlers
+from service.platform.heap import freeze_startup_heap
+from service.platform.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.spend import jobs as spend_jobs
 from service.tasks import jobs, tracking
-from service.tasks.events import NotificationListener
+from service.tasks.notifications import NotificationListener
 from service.tasks.queue import REFRESH_JOB, SUBMIT_JOB
 from service.tasks.reads import ReadLane
-from service.tasks.resources import Resources
+from service.tasks.resources import Resources, open_resources, redis_settings
 from service.webhooks import jobs as webhook_jobs
 
 WEBHOOK_CHANNEL = "qgw_webhook_events"

@@ -25,9 +25,9 @@ import redis
 import uvicorn
 
 from service.app import create_app
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.db import migrate
-from service.dev import free_port, wait_until_healthy
+from service.platform.db import migrate
 from service.tasks.resources import Resources
 from tests.private_redis import private_redis  # noqa: F401 (a fixture for every test module)
 
@@ -348,7 +348,7 @@ async def clean_state(res: Resources) -> None:
 async def catalogs_back(res: Resources, replaced: set[str]) -> None:
     """Every in-process app back on its own catalog once an earlier test's are deleted:
     this one at once, the others (one per generation) at their next look, waited for."""
-    from service.metrics import CATALOG_INFO
+    from service.platform.metrics import CATALOG_INFO
     from tests.factories import until, wait_for
 
     assert res.catalog_refresh is not None

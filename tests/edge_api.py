@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.dev import free_port, wait_until_healthy
 from tests.conftest import Process, settings_env
 
 

@@ -179,7 +179,7 @@ async def invoke_cli(args: list[str], env: dict[str, str]) -> Ran:
     own event loop), with `env` set and the settings read again from it."""
     from click.testing import CliRunner
 
-    from service.__main__ import cli
+    from service.cli.main import cli
     from service.config import get_settings
 
     get_settings.cache_clear()

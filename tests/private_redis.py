@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.dev import free_port
+from service.cli.dev import free_port
 
 
 class PrivateRedis:

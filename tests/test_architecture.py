@@ -12,8 +12,8 @@ from pathlib import Path
 
 import asyncpg
 
-from service.catalog.models import TaskStatus
 from service.catalog.schemas import Status
+from service.catalog.statuses import TaskStatus
 from service.tasks.states import TRANSITIONS, DispatchState, mermaid_diagram
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def test_sql_text_lives_in_repositories() -> None:
     """Outside repositories (and the Alembic plumbing in db.py), no string is a query."""
     found = []
     for path in SERVICE.rglob("*.py"):
-        if path.name.endswith("repository.py") or path == SERVICE / "db.py":
+        if path.name.endswith("repository.py") or path == SERVICE / "platform" / "db.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)

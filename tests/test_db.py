@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 
 from alembic import command
 from service.budgets.service import verify_ledger
-from service.db import MIGRATIONS_DIR, alembic_config, migrate, schema_status
+from service.platform.db import MIGRATIONS_DIR, alembic_config, migrate, schema_status
 
 
 def head_revision() -> str | None:

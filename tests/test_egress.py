@@ -8,14 +8,14 @@ import ipaddress
 import httpx
 import pytest
 
-from service.egress import (
+from service.platform.egress import (
     BlockedDestination,
     DestinationPolicy,
     Openings,
     UnresolvedHost,
     normal_openings,
 )
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 from tests.factories import ADMIN, make_team, task_body
 
 DEFAULT = DestinationPolicy()

@@ -21,7 +21,7 @@ from service.budgets import routes as budget_routes
 from service.catalog import routes as catalog_routes
 from service.catalog_admin import routes as catalog_admin_routes
 from service.config import Settings
-from service.lean_route import LeanRoute
+from service.platform.lean_route import LeanRoute
 from service.spend import routes as spend_routes
 from service.tasks import callback_routes
 from service.tasks import routes as task_routes

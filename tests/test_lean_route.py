@@ -1,4 +1,4 @@
-"""The submit routes' own handler (service/lean_route.py) answers as FastAPI's would."""
+"""The submit routes' own handler (service/platform/lean_route.py) answers as FastAPI's would."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from fastapi import APIRouter, Depends, Request
 
 from service.catalog.schemas import TaskRequest
-from service.lean_route import LeanRoute, lean_post
+from service.platform.lean_route import LeanRoute, lean_post
 from service.tasks import routes as task_routes
 from service.web import read_task_body
 from tests.factories import make_team, task_body

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from service.logs import configure_logging, request_id_var
+from service.platform.logs import configure_logging, request_id_var
 
 
 async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:
@@ -45,7 +45,7 @@ def test_readable_lines_written_to_a_file_are_one_per_event(tmp_path: Path) -> N
     compact JSON on the same line, not Python dicts over several."""
     script = (
         "import logging\n"
-        "from service.logs import configure_logging\n"
+        "from service.platform.logs import configure_logging\n"
         "configure_logging('INFO', log_format='pretty')\n"
         "before = {'team_id': 'a' * 36, 'budgets': {'month': '100.00', 'day': '5.00'}}\n"
         "after = {'team_id': 'a' * 36, 'budgets': {'month': '250.00', 'day': '5.00'}}\n"

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from service.app import create_app
 from service.config import Settings
-from service.state_metrics import STATE, scrape_registry
+from service.ops.state_metrics import STATE, scrape_registry
 from service.tasks.reads import hand_over
 from service.tasks.resources import Resources
 from tests.factories import ADMIN, make_team, submit

@@ -8,7 +8,7 @@ import yaml
 
 from service.app import create_app
 from service.config import Settings
-from service.openapi import openapi_yaml
+from service.platform.openapi import openapi_yaml
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
-from service.db import SQL_SOURCES, sql_file_digest
+from service.platform.db import SQL_SOURCES, sql_file_digest
 
 VERSIONS = Path(__file__).resolve().parent.parent / "alembic" / "versions"
 

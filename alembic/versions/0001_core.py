@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-23
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0001_core"
 down_revision = None

@@ -5,7 +5,7 @@ Revises: 0001_core
 Create Date: 2026-11-24
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0002_task_notify"
 down_revision = "0001_core"

@@ -11,7 +11,7 @@ always taken in the same order (the team row when it has a concurrency cap, then
 windows by budget id), so concurrent submissions and settlements cannot deadlock.
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0003_budgets"
 down_revision = "0002_task_notify"

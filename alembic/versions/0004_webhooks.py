@@ -8,7 +8,7 @@ Create Date: 2026-11-24
 URL: PL/pgSQL binds table names when it runs, so it needs this table only by then.
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0004_webhooks"
 down_revision = "0003_budgets"

@@ -37,7 +37,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from service.db import install_sql_file, run_script
+from service.platform.db import install_sql_file, run_script
 
 revision = "0005_budget_shards"
 down_revision = "0004_webhooks"

@@ -17,7 +17,7 @@ same statement, and nothing deletes shards or tasks. `verify-ledger` now also re
 entries whose shard or task does not exist, so the promise stays proven, not assumed.
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0006_ledger_references"
 down_revision = "0005_budget_shards"

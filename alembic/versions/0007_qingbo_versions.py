@@ -17,7 +17,7 @@ exclusive admission uses) and the next admission there decides on exact totals a
 out again: after an overcharge no admission fits on money that is no longer there.
 """
 
-from service.db import install_sql_file, run_script
+from service.platform.db import install_sql_file, run_script
 
 revision = "0007_qingbo_versions"
 down_revision = "0006_ledger_references"

@@ -17,7 +17,7 @@ The Idempotency-Key's reference to its task is checked at commit, so an admissio
 the key before it inserts the task.
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0008_spend_and_audit"
 down_revision = "0007_qingbo_versions"

@@ -21,7 +21,7 @@ naming each one's size): lists, reads, events and webhooks never read them; only
 submission to Qingbo does (bench/list_images.py).
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0009_fault_bounds"
 down_revision = "0008_spend_and_audit"

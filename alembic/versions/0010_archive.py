@@ -7,7 +7,7 @@ Revises: 0009_fault_bounds
 Create Date: 2026-12-01
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0010_archive"
 down_revision = "0009_fault_bounds"

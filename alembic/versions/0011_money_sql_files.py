@@ -13,7 +13,7 @@ To change a money function: edit its file, then add a migration that installs it
 with the file's new digest (`install_sql_file`). tests/test_sql_files.py fails until then.
 """
 
-from service.db import install_sql_file, run_script
+from service.platform.db import install_sql_file, run_script
 
 revision = "0011_money_sql_files"
 down_revision = "0010_archive"

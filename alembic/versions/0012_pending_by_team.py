@@ -7,7 +7,7 @@ Revises: 0011_money_sql_files
 Create Date: 2026-12-02
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0012_pending_by_team"
 down_revision = "0011_money_sql_files"

@@ -9,7 +9,7 @@ Revises: 0012_pending_by_team
 Create Date: 2026-12-02
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0013_auth_changes"
 down_revision = "0012_pending_by_team"

@@ -14,7 +14,7 @@ Revises: 0013_auth_changes
 Create Date: 2026-12-03
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0014_spend_daily"
 down_revision = "0013_auth_changes"

@@ -6,7 +6,7 @@ Revises: 0014_spend_daily
 Create Date: 2026-12-04
 """
 
-from service.db import install_sql_file, run_script
+from service.platform.db import install_sql_file, run_script
 
 revision = "0015_batch_admission"
 down_revision = "0014_spend_daily"

@@ -12,7 +12,7 @@ Revises: 0015_batch_admission
 Create Date: 2026-12-04
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0016_spend_daily_by_day"
 down_revision = "0015_batch_admission"

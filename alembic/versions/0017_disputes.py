@@ -13,7 +13,7 @@ so that after QGW_UPSTREAM_ANSWER_MAX_RECORD_TRIES the task fails instead of hol
 reservation and in-flight slot forever.
 """
 
-from service.db import install_sql_file, run_script
+from service.platform.db import install_sql_file, run_script
 
 revision = "0017_disputes"
 down_revision = "0016_spend_daily_by_day"

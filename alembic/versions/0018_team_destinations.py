@@ -7,7 +7,7 @@ Revises: 0017_disputes
 Create Date: 2026-12-06
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0018_team_destinations"
 down_revision = "0017_disputes"
@@ -18,7 +18,7 @@ depends_on = None
 def upgrade() -> None:
     run_script(
         """
-        -- CIDRs, host names and *.suffix patterns (service/egress.py), checked when written.
+        -- CIDRs, host names and *.suffix patterns (service/platform/egress.py).
         ALTER TABLE teams ADD COLUMN open_destinations text[] NOT NULL DEFAULT '{}';
         -- timeout, connection_refused, dns_failure, tls_error, blocked_destination, ...:
         -- the team sees this; `error` keeps the detail for operators. Older attempts have

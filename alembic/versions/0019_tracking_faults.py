@@ -20,7 +20,7 @@ then each read's): a watched task's next poll is brought to that plus
 QGW_POLL_WATCHED_SECONDS, so its pace does not also wait for the poll cron's tick.
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0019_tracking_faults"
 down_revision = "0018_team_destinations"

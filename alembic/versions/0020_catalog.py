@@ -17,7 +17,7 @@ The operator side (the catalog documents table, GET/PUT /admin/catalog) adds its
 migration.
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0020_catalog"
 down_revision = "0019_tracking_faults"

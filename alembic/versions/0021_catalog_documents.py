@@ -13,7 +13,7 @@ as its canonical JSON text (sorted keys, no whitespace), not jsonb: the bytes ha
 newest digest every QGW_CATALOG_REFRESH_SECONDS (an index-only look-up of one row).
 """
 
-from service.db import run_script
+from service.platform.db import run_script
 
 revision = "0021_catalog_documents"
 down_revision = "0020_catalog"

@@ -23,8 +23,8 @@ import obstore
 
 from service.archive import repository
 from service.config import Settings
-from service.egress import BlockedDestination, DestinationPolicy, UnresolvedHost
-from service.metrics import (
+from service.platform.egress import BlockedDestination, DestinationPolicy, UnresolvedHost
+from service.platform.metrics import (
     ARCHIVE_BYTES,
     ARCHIVE_TOO_LARGE,
     ARCHIVE_VIDEOS,

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from service.archive.copier import Archiver
 from service.archive.service import etag_of, matches, parse_range, stored_video
 from service.archive.store import can_sign
-from service.errors import (
+from service.platform.errors import (
     ArchiveExpired,
     ArchiveGone,
     InvalidRequest,
@@ -26,9 +26,9 @@ from service.errors import (
     RangeNotSatisfiable,
     Unauthorized,
 )
-from service.openapi import error_responses
+from service.platform.openapi import error_responses
+from service.platform.types import Storable
 from service.teams.auth import CurrentCaller
-from service.types import Storable
 from service.web import AppSettings, DbPool, shared
 
 router = APIRouter(tags=["archive"])

@@ -10,8 +10,8 @@ import asyncpg
 
 from service.archive import repository
 from service.archive.copier import error_class
-from service.catalog.models import TERMINAL_STATUSES
-from service.errors import (
+from service.catalog.statuses import TERMINAL_STATUSES
+from service.platform.errors import (
     ArchiveExpired,
     ArchiveGone,
     InvalidRequest,

@@ -11,7 +11,7 @@ import asyncpg
 from fastapi import Depends, Header, Request
 
 from service.audit.service import AuditContext
-from service.logs import request_id_var
+from service.platform.logs import request_id_var
 from service.web import shared
 
 _ACTOR = re.compile(r"^[\w .@:/+-]{1,100}$")

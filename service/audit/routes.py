@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Query
 
 from service.audit.schemas import AuditList
 from service.audit.service import list_entries
-from service.errors import InvalidRequest, Unauthorized
-from service.openapi import error_responses
-from service.types import Storable
+from service.platform.errors import InvalidRequest, Unauthorized
+from service.platform.openapi import error_responses
+from service.platform.types import Storable
 from service.web import DbConn, require_admin
 
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])

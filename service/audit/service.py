@@ -12,9 +12,9 @@ from uuid import UUID
 import asyncpg
 
 from service.audit import repository
-from service.errors import InvalidRequest
-from service.logs import redact_url
-from service.types import whole_number
+from service.platform.errors import InvalidRequest
+from service.platform.logs import redact_url
+from service.platform.types import whole_number
 
 logger = logging.getLogger(__name__)
 

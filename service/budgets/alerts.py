@@ -9,8 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
-from service.catalog.models import format_usd
-from service.metrics import BUDGET_THRESHOLD_CROSSINGS
+from service.platform.metrics import BUDGET_THRESHOLD_CROSSINGS
+from service.platform.money import format_usd
 from service.webhooks import repository as webhooks
 from service.webhooks.ids import new_event_id
 

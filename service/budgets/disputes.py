@@ -18,9 +18,9 @@ import asyncpg
 from service.audit.service import AuditContext, record
 from service.budgets import disputes_repository as repository
 from service.budgets.errors import DisputeResolved
-from service.catalog.models import MICROS_PER_USD, format_usd
-from service.errors import NotFound
-from service.metrics import CHARGE_DISPUTED_USD, CHARGE_DISPUTES
+from service.platform.errors import NotFound
+from service.platform.metrics import CHARGE_DISPUTED_USD, CHARGE_DISPUTES
+from service.platform.money import MICROS_PER_USD, format_usd
 
 logger = logging.getLogger(__name__)
 

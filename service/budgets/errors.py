@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from service.catalog.models import format_usd
-from service.errors import BudgetExceeded, ConcurrencyLimited, ServiceError
+from service.platform.errors import BudgetExceeded, ConcurrencyLimited, ServiceError
+from service.platform.money import format_usd
 
 # SQLSTATEs raised by qgw_reserve_and_insert_task (budgets/sql/reserve_and_insert_task.sql).
 BUDGET_SQLSTATE = "QB402"

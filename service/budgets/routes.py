@@ -11,8 +11,8 @@ from service.audit.deps import AdminCtx
 from service.budgets import disputes, service
 from service.budgets.errors import DisputeResolved
 from service.budgets.schemas import Budgets, BudgetsPut, Dispute, Disputes, Usage
-from service.errors import InvalidRequest, NotFound, Unauthorized
-from service.openapi import error_responses
+from service.platform.errors import InvalidRequest, NotFound, Unauthorized
+from service.platform.openapi import error_responses
 from service.teams.auth import TeamCtx
 from service.web import AdminRoute, AppSettings, Clock, DbConn, require_admin
 

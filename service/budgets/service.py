@@ -13,13 +13,12 @@ import asyncpg
 from service.audit.service import AuditContext, record
 from service.budgets import disputes_repository, repository
 from service.budgets.schemas import BudgetLimit
-from service.catalog.models import format_usd, parse_usd
-from service.errors import (
+from service.platform.errors import (
     InvalidRequest,
     NotFound,
 )
+from service.platform.money import format_usd, parse_usd
 from service.spend import repository as spend_repository
-from service.spend import rollup_repository as spend_rollup
 from service.spend.service import usage_windows
 
 logger = logging.getLogger(__name__)
@@ -268,7 +267,7 @@ async def verify_ledger(conn: asyncpg.Connection) -> LedgerReport:
             overdrawn_shards=await repository.overdrawn_shards(conn),
             orphan_entries=await repository.orphan_entries(conn),
             charge_mismatches=await spend_repository.charge_mismatches(conn),
-            rollup_mismatches=await spend_rollup.mismatches(conn),
+            rollup_mismatches=await spend_repository.mismatches(conn),
             open_disputes=open_disputes,
             disputed_micros=disputed_micros,
             dispute_mismatches=await disputes_repository.ledger_disagreements(conn),

@@ -27,7 +27,7 @@ from service.catalog.document import (
 from service.catalog.errors import ModelRetired
 from service.catalog.pricing import Pricing, compile_pricing
 from service.catalog.validation import refusal
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 
 FAMILY_PREFIX = "family:"
 

@@ -1,8 +1,9 @@
-"""The catalog's own refusals, in the gateway's one ServiceError hierarchy (service/errors.py)."""
+"""The catalog's own refusals, in the gateway's one ServiceError hierarchy
+(service/platform/errors.py)."""
 
 from __future__ import annotations
 
-from service.errors import InvalidRequest, NotFound, ServiceError
+from service.platform.errors import InvalidRequest, NotFound, ServiceError
 
 
 class ModelRetired(InvalidRequest):

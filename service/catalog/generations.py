@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 
 ApiVersion = Literal["2026-04", "2026-09"]
 API_VERSIONS: tuple[ApiVersion, ...] = ("2026-04", "2026-09")

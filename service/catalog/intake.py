@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from service.catalog.engine import Catalog, ModelEntry
 from service.catalog.errors import AssetReferenceUnsupported
 from service.catalog.generations import Generation, all_model_ids
-from service.catalog.models import TERMINAL_STATUSES, PriceTable
+from service.catalog.price_table import PriceTable
 from service.catalog.rules import (
     DEFAULT_MAX_IMAGE_BYTES,
     NormalizedTask,
@@ -31,7 +31,8 @@ from service.catalog.rules import (
     upstream_body,
 )
 from service.catalog.schemas import GATEWAY_FIELDS, HailuoRequest, TaskRequest
-from service.errors import InvalidRequest, PriceNotConfigured
+from service.catalog.statuses import TERMINAL_STATUSES
+from service.platform.errors import InvalidRequest, PriceNotConfigured
 
 ASSET_SCHEME = "asset://"
 # Stored with a task's request, never sent upstream: the catalog that priced it.
@@ -45,7 +46,7 @@ def pydantic_refusal(exc: ValidationError) -> InvalidRequest:
     """The first pydantic error as the API names it (service/errors.validation_error)."""
     from fastapi.exceptions import RequestValidationError
 
-    from service.errors import validation_error
+    from service.platform.errors import validation_error
 
     return validation_error(RequestValidationError(exc.errors()))
 

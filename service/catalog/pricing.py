@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema_rs
 
 from service.catalog.document import CatalogError, price_micros
-from service.errors import PriceNotConfigured
+from service.platform.errors import PriceNotConfigured
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 from service.catalog.engine import Catalog, ModelEntry
 from service.catalog.generations import generation
 from service.catalog.intake import normalize_task, price_micros
-from service.errors import ServiceError
+from service.platform.errors import ServiceError
 
 EXAMPLE_URLS = {
     "images": "https://example.com/quote-image.png",

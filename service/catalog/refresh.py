@@ -27,7 +27,7 @@ from service.catalog import repository as store
 from service.catalog.document import CatalogError
 from service.catalog.engine import Catalog, compile_catalog
 from service.catalog.generations import GENERATIONS
-from service.metrics import CATALOG_INFO, CATALOG_LOAD_FAILURES, set_model_families
+from service.platform.metrics import CATALOG_INFO, CATALOG_LOAD_FAILURES, set_model_families
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ made from the document in force: `python -m service.catalog.reservations`.
 from __future__ import annotations
 
 from service.catalog.engine import Catalog, ModelEntry, shipped_catalog
-from service.catalog.models import format_usd
+from service.platform.money import format_usd
 
 
 def _dearest_rate(entry: ModelEntry) -> int:

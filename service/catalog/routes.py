@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, Request
 
 from service.catalog.engine import Catalog, ModelEntry
 from service.catalog.generations import GENERATIONS, Generation, ModelSpec
-from service.catalog.models import CAMERA_TAGS, PriceTable, format_usd
-from service.errors import Unauthorized
-from service.openapi import error_responses
+from service.catalog.hailuo_terms import CAMERA_TAGS
+from service.catalog.price_table import PriceTable
+from service.platform.errors import Unauthorized
+from service.platform.money import format_usd
+from service.platform.openapi import error_responses
 
 # A team's key is required: service/app.py adds the authentication when it mounts this.
 router = APIRouter(tags=["catalog"])

@@ -13,14 +13,10 @@ import filetype
 import orjson
 
 from service.catalog.generations import Generation, ModelSpec
-from service.catalog.models import (
-    CAMERA_TAGS,
-    CAMERA_TAGS_BY_NAME,
-    IMAGE_MIME_TYPES,
-    TERMINAL_STATUSES,
-)
+from service.catalog.hailuo_terms import CAMERA_TAGS, CAMERA_TAGS_BY_NAME, IMAGE_MIME_TYPES
 from service.catalog.schemas import HailuoRequest
-from service.errors import InvalidRequest
+from service.catalog.statuses import TERMINAL_STATUSES
+from service.platform.errors import InvalidRequest
 
 _BRACKET = re.compile(r"\[([^\[\]]{1,16})\]")
 _CJK_ONLY = re.compile(r"^[\u4e00-\u9fff]+$")

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from service.types import SafeText, Storable
+from service.platform.types import SafeText, Storable
 
 Status = Literal["queued", "processing", "completed", "failed", "cancelled"]
 # What an app's callback_url may hear: the statuses, and the gateway's own "archived"

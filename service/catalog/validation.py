@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 
 _TYPES = {
     "integer": "an integer",

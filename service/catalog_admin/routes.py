@@ -10,8 +10,8 @@ from service.audit.deps import AdminCtx
 from service.catalog.refresh import CatalogRefresher
 from service.catalog_admin import service
 from service.catalog_admin.schemas import CatalogInForce, CatalogReplace, CatalogReplaced
-from service.errors import InvalidRequest, PayloadTooLarge, Unauthorized
-from service.openapi import error_responses
+from service.platform.errors import InvalidRequest, PayloadTooLarge, Unauthorized
+from service.platform.openapi import error_responses
 from service.web import admin_caller, body_reader, guarded_route, require_admin, shared
 
 # The admin token first, then a document of at most QGW_MAX_CATALOG_BODY_BYTES: the whole

@@ -22,7 +22,7 @@ from service.catalog.diff import diff_documents, summary
 from service.catalog.document import CatalogError, canonical_json
 from service.catalog.engine import Catalog, compile_catalog
 from service.catalog.refresh import CatalogRefresher
-from service.errors import InvalidRequest, ServiceError
+from service.platform.errors import InvalidRequest, ServiceError
 
 
 class InvalidCatalog(InvalidRequest):

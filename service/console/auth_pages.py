@@ -19,7 +19,7 @@ from service.console.deps import (
     session_store,
 )
 from service.console.sessions import COOKIE, COOKIE_PATH, SessionData, token_hash
-from service.errors import Unauthorized
+from service.platform.errors import Unauthorized
 from service.teams.service import KEY_PREFIX, authenticate, hash_key
 from service.web import shared
 

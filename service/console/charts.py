@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from service.catalog.models import format_usd, parse_usd
+from service.platform.money import format_usd, parse_usd
 
 
 def bars(rows: list[dict[str, Any]], label: str) -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData, UploadFile
 
-from service.bodies import read_body
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
 from service.console.sessions import (
     COOKIE,
@@ -28,7 +27,8 @@ from service.console.sessions import (
     shared_secret,
     token_hash,
 )
-from service.errors import InvalidRequest, NotFound, ServiceError, Unauthorized
+from service.platform.bodies import read_body
+from service.platform.errors import InvalidRequest, NotFound, ServiceError, Unauthorized
 from service.teams import service as teams
 from service.teams.service import Caller, authenticate_hash
 from service.web import shared

@@ -17,10 +17,10 @@ from service.console.deps import (
     team_view,
 )
 from service.console.money_pages import audit_of, checked
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
+from service.platform.types import whole_number
 from service.teams import service as teams
 from service.teams.schemas import KeyCreate
-from service.types import whole_number
 from service.web import shared
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)

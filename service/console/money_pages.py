@@ -14,7 +14,6 @@ from service.audit.service import AuditContext
 from service.budgets import service as budgets
 from service.budgets.schemas import BudgetLimit
 from service.catalog.generations import all_model_ids
-from service.catalog.models import parse_usd
 from service.catalog.rules import METADATA_KEY
 from service.console.charts import bars, daily_bars
 from service.console.deps import (
@@ -30,12 +29,13 @@ from service.console.deps import (
     team_of,
     team_view,
 )
-from service.errors import InvalidRequest
-from service.logs import request_id_var
+from service.platform.errors import InvalidRequest
+from service.platform.logs import request_id_var
+from service.platform.money import parse_usd
+from service.platform.types import whole_number
 from service.spend import service as spend
 from service.teams import service as teams
 from service.teams.schemas import TeamPatch
-from service.types import whole_number
 from service.web import shared
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)

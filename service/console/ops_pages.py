@@ -11,7 +11,7 @@ from service.audit import service as audit
 from service.budgets import service as budgets
 from service.console.deps import Conn, ConsoleRoute, CurrentViewer, page, require_admin_view
 from service.console.money_pages import WINDOWS
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 from service.tasks.operations import operations_overview
 from service.web import shared
 

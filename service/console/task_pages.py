@@ -11,8 +11,8 @@ import orjson
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from service.archive.routes import ContentRequest, serve_video
-from service.catalog.models import STATUSES, TERMINAL_STATUSES
 from service.catalog.refresh import model_families
+from service.catalog.statuses import STATUSES, TERMINAL_STATUSES
 from service.console.deps import (
     Conn,
     ConsoleRoute,
@@ -24,7 +24,7 @@ from service.console.deps import (
     team_of,
     team_view,
 )
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 from service.tasks import service as tasks
 from service.tasks.operations import find_task
 from service.tasks.render import render_task

@@ -32,8 +32,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.errors import RateLimited, UpstreamUnavailable
-from service.metrics import RATE_LIMIT_CHECKS_IN_PROGRESS, RATE_LIMIT_ERRORS, TASKS_REJECTED
+from service.platform.errors import RateLimited, UpstreamUnavailable
+from service.platform.metrics import (
+    RATE_LIMIT_CHECKS_IN_PROGRESS,
+    RATE_LIMIT_ERRORS,
+    TASKS_REJECTED,
+)
 from service.quotas.limits import Limits
 from service.quotas.pipe import RedisPipe, RedisReplyError
 

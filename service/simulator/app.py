@@ -24,15 +24,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from service.catalog.document import CatalogError
 from service.catalog.engine import Catalog, compile_catalog, shipped_catalog
-from service.catalog.models import (
+from service.catalog.price_table import (
     PriceTable,
     PriceTableError,
     load_price_table,
     parse_price_table,
 )
-from service.errors import ServiceError, validation_error
-from service.heap import freeze_startup_heap
-from service.http_client import aiohttp_client
+from service.platform.errors import ServiceError, validation_error
+from service.platform.heap import freeze_startup_heap
+from service.platform.http_client import aiohttp_client
 from service.simulator.engine import Simulator, qingbo_error
 from service.simulator.quote import add_quote_route
 from service.simulator.state import (
@@ -70,7 +70,7 @@ def create_simulator_app(
     async def lifespan(app: FastAPI) -> Any:
         # Callbacks wait for a free connection rather than fail: with thousands of tasks
         # ending together, a burst queues here, as a real sender's would. On aiohttp's pool
-        # (service/http_client.py): on httpcore, sending callbacks was 47 % of the
+        # (service/platform/http_client.py): on httpcore, sending callbacks was 47 % of the
         # simulator's samples with 10,000 tasks in flight (bench/inflight.py, py-spy).
         sim.http = aiohttp_client(timeout=httpx.Timeout(5, pool=None))
         freeze_startup_heap()  # its pauses would delay callbacks the benchmarks time

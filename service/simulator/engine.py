@@ -19,12 +19,10 @@ from pydantic import ValidationError
 from service.catalog.engine import Catalog
 from service.catalog.generations import Generation, generation
 from service.catalog.intake import normalize_task, price_micros
-from service.catalog.models import (
-    PriceTable,
-)
+from service.catalog.price_table import PriceTable
 from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import HailuoRequest
-from service.errors import ServiceError, validation_error
+from service.platform.errors import ServiceError, validation_error
 from service.simulator.state import (
     IDEMPOTENCY_WINDOW_SECONDS,
     TERMINAL,

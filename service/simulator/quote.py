@@ -16,9 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from service.catalog.intake import normalize_task
-from service.catalog.models import format_usd
 from service.catalog.rules import NormalizedTask
-from service.errors import ServiceError
+from service.platform.errors import ServiceError
+from service.platform.money import format_usd
 from service.simulator.engine import Simulator
 
 UNITS = {"per_second": "second", "per_clip": "clip", "flat": "task"}

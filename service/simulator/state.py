@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.catalog.generations import ApiVersion
-from service.catalog.models import MICROS_PER_QUOTA
+from service.platform.money import MICROS_PER_QUOTA
 
 TERMINAL = ("completed", "failed", "cancelled")
 # How long a result link works, as each generation documents it.

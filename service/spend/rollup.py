@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.spend import rollup_repository as repository
+from service.spend import repository
 
 FOLD_BATCH = 20_000
 

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from service.catalog.engine import Catalog
-from service.errors import InvalidRequest, Unauthorized
-from service.openapi import error_responses
+from service.platform.errors import InvalidRequest, Unauthorized
+from service.platform.openapi import error_responses
+from service.platform.types import Storable
 from service.spend import service
 from service.spend.schemas import SpendReport
 from service.teams.auth import TeamCtx
-from service.types import Storable
 from service.web import AppSettings, Clock, DbConn, require_admin, shared
 
 router = APIRouter(tags=["usage"])

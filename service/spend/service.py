@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from service.catalog.engine import Catalog, shipped_catalog
-from service.catalog.models import format_usd
 from service.catalog.refresh import model_families
 from service.catalog.rules import METADATA_KEY
-from service.errors import InvalidRequest
-from service.spend import repository, rollup_repository
+from service.platform.errors import InvalidRequest
+from service.platform.money import format_usd
+from service.spend import repository
 
 TEAM_DIMENSIONS = ("day", "week", "month", "model", "family", "resolution", "key", "status")
 MAX_GROUPS = 4
@@ -168,7 +168,7 @@ async def _rolled_up_days(
     end = None if query.up_to_now else day(query.until)
     if keys or first is None or (end is None and not query.up_to_now):
         return None
-    if await rollup_repository.zone(conn) != zone.key:
+    if await repository.zone(conn) != zone.key:
         return None
     return first, end
 

@@ -26,7 +26,7 @@ import asyncpg
 
 from service.budgets import admission_repository as admissions
 from service.budgets.admission_repository import NewTask
-from service.metrics import ADMISSION_BATCH_SIZE
+from service.platform.metrics import ADMISSION_BATCH_SIZE
 
 
 @dataclass

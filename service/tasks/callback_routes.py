@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
-from service.errors import InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout
-from service.openapi import error_responses
+from service.platform.errors import InvalidRequest, NotFound, PayloadTooLarge, RequestTimeout
+from service.platform.openapi import error_responses
+from service.platform.types import Storable
 from service.tasks.resources import AppResources
 from service.tasks.tracking import accept_callback, check_callback_token, says_finished
-from service.types import Storable
 from service.web import read_callback_body
 
 router = APIRouter(tags=["internal"])

@@ -12,7 +12,7 @@ import asyncpg
 from service.catalog.engine import Catalog
 from service.catalog.errors import ChainSourceNotCompleted, ChainSourceNotFound
 from service.catalog.rules import NormalizedTask
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 from service.tasks import repository
 from service.tasks.states import TaskStatus
 from service.teams.service import Caller

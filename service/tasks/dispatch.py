@@ -9,8 +9,8 @@ second time, and a job that vanished is re-driven from the rows by the crons.
 
 from __future__ import annotations
 
-from service.metrics import DISPATCH_CLAIMED
-from service.tasks import pipeline_repository as pipeline
+from service.platform.metrics import DISPATCH_CLAIMED
+from service.tasks import repository
 from service.tasks.queue import enqueue_submit
 from service.tasks.resources import Resources
 
@@ -19,10 +19,10 @@ async def dispatch_pending(res: Resources) -> int:
     """Claim what the in-flight and submissions-per-second caps allow, fairly across teams,
     and enqueue their submits."""
     async with res.pool.acquire() as conn, conn.transaction():
-        paused_until = await pipeline.upstream_paused_until(conn)
+        paused_until = await repository.upstream_paused_until(conn)
         if paused_until is not None:
             return 0
-        claimed = await pipeline.claim_pending(
+        claimed = await repository.claim_pending(
             conn,
             limit=res.settings.dispatch_batch_size,
             max_in_flight=res.settings.upstream_max_in_flight,

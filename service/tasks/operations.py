@@ -13,7 +13,7 @@ from service.archive import repository as archives
 from service.budgets.alerts import ALERT_EVENT
 from service.budgets.service import all_budgets
 from service.config import Settings
-from service.errors import NotFound
+from service.platform.errors import NotFound
 from service.tasks import repository
 from service.webhooks import repository as webhooks
 

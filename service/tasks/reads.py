@@ -10,7 +10,7 @@ read costs one LPUSH to hand over, and a worker takes as many as it has room for
 round trip, ends first. bench/inflight.py prints what this gives.
 
 Losing a read loses nothing: whoever hands a read over has first leased the task's next
-poll (`pipeline_repository.lease_poll`, `claim_due_polls`), so if the read is lost (Redis
+poll (`repository.lease_poll`, `claim_due_polls`), so if the read is lost (Redis
 down, a worker killed mid-read) the poll cron hands it over again when the lease ends.
 Postgres decides; Redis only schedules, as for arq's jobs. A read Qingbo fails (429, 5xx,
 no answer) is no exception here: tracking makes the task due again on its own short

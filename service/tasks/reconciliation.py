@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from service.metrics import RECONCILER_REPAIRS
-from service.tasks import pipeline_repository as pipeline
+from service.platform.metrics import RECONCILER_REPAIRS
+from service.tasks import repository
 from service.tasks.dispatch import dispatch_pending
 from service.tasks.resources import Resources
 from service.tasks.submission import resolve_ambiguous
@@ -19,11 +19,11 @@ async def reconcile(res: Resources) -> dict[str, int]:
     settings = res.settings
     repairs = {"stale_claim": 0, "stale_submit": 0}
     async with res.pool.acquire() as conn:
-        requeued = await pipeline.requeue_stale_claims(
+        requeued = await repository.requeue_stale_claims(
             conn, lease_seconds=settings.claim_lease_seconds
         )
         repairs["stale_claim"] = len(requeued)
-        for row in await pipeline.stale_submissions(
+        for row in await repository.stale_submissions(
             conn, lease_seconds=settings.submit_lease_seconds
         ):
             await resolve_ambiguous(res, conn, row)

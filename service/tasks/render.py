@@ -19,8 +19,9 @@ from typing import Any
 
 from service.archive.copier import error_class
 from service.catalog.generations import DEFAULT_ANSWER_VERSION
-from service.catalog.models import TERMINAL_STATUSES, format_usd, micros_to_quota
 from service.catalog.rules import prompt_camera_tags
+from service.catalog.statuses import TERMINAL_STATUSES
+from service.platform.money import format_usd, micros_to_quota
 from service.tasks.media import MARKER, summarise_image
 from service.tasks.states import TaskStatus
 

@@ -1,31 +1,39 @@
-"""What the task domain works with: every shared client of the process, as the lifespan
-(service/resources.py) or the worker's start-up built them."""
+"""What the task domain works with: every shared client of the process (pool, Redis,
+httpx, the Qingbo client, the catalog, the caches), and `open_resources`, which builds and
+closes them for any role (the API's lifespan, the worker's start-up, the CLI).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
-from arq.connections import ArqRedis
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
 from fastapi import Depends, Request
 
 from service.archive.copier import Archiver
-from service.catalog.engine import Catalog
-from service.catalog.models import PriceTable
+from service.archive.store import open_store
+from service.catalog.engine import Catalog, load_catalog
+from service.catalog.price_table import PriceTable, load_price_table
 from service.catalog.refresh import CatalogRefresher
 from service.config import Settings
-from service.egress import DestinationPolicy
+from service.platform.db import create_pool as create_db_pool
+from service.platform.egress import DestinationPolicy
 from service.quotas.limiter import RateLimiter
 from service.tasks.admission_batch import AdmissionBatcher
-from service.tasks.events import NotificationListener
+from service.tasks.announce import archived_event
+from service.tasks.notifications import NotificationListener
 from service.tasks.queue import DispatchKicker
 from service.tasks.watching import Watching
-from service.teams.key_cache import KeyCache
+from service.teams.key_cache import AUTH_CHANNEL, KeyCache
 from service.teams.service import KnownKey
-from service.upstream.client import QingboClient
+from service.upstream.client import QingboClient, build_http_client, build_read_client
 from service.webhooks.delivery import WebhookSender
 
 
@@ -65,3 +73,128 @@ async def get_resources(request: Request) -> Resources:
 
 
 AppResources = Annotated[Resources, Depends(get_resources)]
+
+
+logger = logging.getLogger(__name__)
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: Settings, *, listen_for_task_events: bool = False
+) -> AsyncIterator[Resources]:
+    async with AsyncExitStack() as stack:
+        prices = load_price_table(settings.price_table)
+        catalog = load_catalog(settings.catalog_file)
+        pool = await create_db_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            # An API process answers 503 when no connection comes free in time; a worker's
+            # jobs wait their turn.
+            acquire_timeout=settings.db_acquire_timeout_seconds if listen_for_task_events else None,
+        )
+        stack.push_async_callback(pool.close)
+        redis = await create_pool(
+            redis_settings(settings), default_queue_name=settings.arq_queue_name
+        )
+        stack.push_async_callback(redis.aclose)
+        http = build_http_client(
+            timeout=settings.upstream_timeout_seconds,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+        )
+        stack.push_async_callback(http.aclose)
+        reads = build_read_client(
+            timeout=settings.upstream_timeout_seconds,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+        )
+        stack.push_async_callback(reads.aclose)
+        qingbo = QingboClient(
+            http,
+            reads=reads,
+            base_url=settings.qingbo_base_url,
+            api_key=settings.qingbo_api_key.get_secret_value(),
+        )
+        webhooks = WebhookSender(settings)
+        stack.push_async_callback(webhooks.aclose)
+        events = None
+        watching = None
+        check = settings.listener_check_seconds
+        keys: KeyCache[KnownKey] = KeyCache(trust_seconds=3 * check)
+        if listen_for_task_events:
+            events = NotificationListener(
+                settings.database_url,
+                also={AUTH_CHANNEL: keys.forget_all},
+                on_up=keys.trust,
+                on_down=keys.distrust,
+                on_alive=keys.proven_alive,
+                check_seconds=check,
+            )
+            await events.start()
+            stack.push_async_callback(events.close)
+            watching = Watching(
+                redis, settings.arq_queue_name, ttl_seconds=settings.watch_ttl_seconds
+            )
+            watching.start()
+            stack.push_async_callback(watching.close)
+        kicker = DispatchKicker(redis, settings.arq_queue_name)
+        kicker.start()
+        stack.push_async_callback(kicker.close)
+        limiter = RateLimiter(
+            redis,
+            prefix=f"{settings.arq_queue_name}:rpm-log",  # lists (zsets were under :rpm)
+            on_error=settings.rate_limit_on_redis_error,
+        )
+        stack.push_async_callback(limiter.aclose)
+        archive = None
+        if not settings.archive_url:
+            logger.warning(
+                "archive off: QGW_ARCHIVE_URL is not set, so paid videos are not kept once "
+                'Qingbo deletes them (README "Archive")'
+            )
+        else:
+            archive = Archiver(
+                settings,
+                open_store(settings.archive_url),
+                webhooks.policy,
+                on_archived=archived_event,
+            )
+            stack.push_async_callback(archive.aclose)
+        admissions = AdmissionBatcher(pool)
+        stack.push_async_callback(admissions.close)
+        resources = Resources(
+            settings=settings,
+            pool=pool,
+            admissions=admissions,
+            redis=redis,
+            qingbo=qingbo,
+            prices=prices,
+            catalog=catalog,
+            kicker=kicker,
+            limiter=limiter,
+            webhooks=webhooks,
+            events=events,
+            watching=watching,
+            archive=archive,
+            keys=keys,
+        )
+        await _follow_catalog(stack, resources)
+        yield resources
+
+
+async def _follow_catalog(stack: AsyncExitStack, resources: Resources) -> None:
+    """Start on the catalog in force (an operator's, else this process's own) and follow it
+    (service/catalog/refresh.py)."""
+    refresher = CatalogRefresher(
+        resources.pool,
+        resources.catalog,
+        interval=resources.settings.catalog_refresh_seconds,
+        on_change=lambda catalog: setattr(resources, "catalog", catalog),
+    )
+    resources.catalog_refresh = refresher
+    await refresher.refresh()
+    refresher.start()
+    stack.push_async_callback(refresher.close)

@@ -14,12 +14,12 @@ from sse_starlette.sse import EventSourceResponse
 
 from service.budgets.schemas import Estimate
 from service.catalog.generations import ApiVersion
-from service.catalog.models import STATUSES
 from service.catalog.rules import check_metadata
 from service.catalog.schemas import Status, TaskRequest
+from service.catalog.statuses import STATUSES
 from service.config import Settings
-from service.db import ConnectionLease
-from service.errors import (
+from service.platform.db import OnDemandConnection
+from service.platform.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
     IdempotencyConflict,
@@ -34,8 +34,9 @@ from service.errors import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from service.lean_route import lean_post
-from service.openapi import error_responses
+from service.platform.lean_route import lean_post
+from service.platform.openapi import error_responses
+from service.platform.types import Storable
 from service.tasks import service, waiting
 from service.tasks.render import render_cancelled, render_task
 from service.tasks.resources import AppResources
@@ -48,7 +49,6 @@ from service.tasks.schemas import (
 from service.tasks.states import DispatchState
 from service.teams.auth import CurrentCaller, TeamCtx, team_key_checked
 from service.teams.service import Caller
-from service.types import Storable
 from service.web import AppSettings, guarded_route, read_task_body, shared
 
 # The key is checked before a byte of a body is read, and a body is a task's at most.
@@ -119,7 +119,7 @@ SUBMIT_ERRORS: list[type[ServiceError]] = [
 ]
 
 
-@lean_post(  # the hot path: FastAPI's declaration, a handler of its own (service/lean_route.py)
+@lean_post(  # the hot path: a handler of its own (service/platform/lean_route.py)
     router,
     "/v1/tasks",
     read_body=read_task_body,
@@ -144,9 +144,9 @@ async def submit_task(
     queued. With `Prefer: wait=N` (N capped by QGW_SYNC_MAX_WAIT_SECONDS) the answer is the
     terminal task if it ends in time, else the task as it is then."""
     wait = prefer_wait(prefer, res.settings.sync_max_wait_seconds)
-    async with ConnectionLease(res.pool) as lease:  # taken only when admission needs it
+    async with OnDemandConnection(res.pool) as db:  # taken only when admission needs it
         admission = await service.admit_task(
-            res, lease, caller=caller, body=body, idempotency_key=idempotency_key
+            res, db, caller=caller, body=body, idempotency_key=idempotency_key
         )
     row, headers = admission.row, admission.headers
     if wait is not None:  # no connection is held while waiting

@@ -17,13 +17,12 @@ from service.budgets.errors import BudgetShardFull
 from service.budgets.service import check_fit
 from service.catalog.engine import Catalog, allowed
 from service.catalog.intake import CATALOG_DIGEST_KEY, normalize_task, price_micros
-from service.catalog.models import format_usd
 from service.catalog.refresh import model_families
 from service.catalog.rules import NormalizedTask
 from service.catalog.schemas import TaskRequest
-from service.db import ConnectionLease
-from service.egress import require_allowed
-from service.errors import (
+from service.platform.db import OnDemandConnection
+from service.platform.egress import require_allowed
+from service.platform.errors import (
     BudgetExceeded,
     ConcurrencyLimited,
     IdempotencyConflict,
@@ -33,11 +32,12 @@ from service.errors import (
     NotFound,
     UpstreamUnavailable,
 )
-from service.metrics import (
+from service.platform.metrics import (
     BUDGET_EXCLUSIVE_ADMISSIONS,
     TASKS_ADMITTED,
     TASKS_REJECTED,
 )
+from service.platform.money import format_usd
 from service.quotas.limits import Limits
 from service.tasks import announce, repository
 from service.tasks.chains import resolve_chain
@@ -112,7 +112,7 @@ HOLD_CONNECTION_FOR_REDIS_SECONDS = 0.05
 
 async def admit_task(
     res: Resources,
-    lease: ConnectionLease,
+    db: OnDemandConnection,
     *,
     caller: Caller,
     body: TaskRequest,
@@ -131,14 +131,14 @@ async def admit_task(
     egress = res.webhooks.policy.for_team(caller.open_destinations)
     require_allowed(egress, task.callback_url, param="callback_url")
     if task.ref_task_id is not None:  # the source task: the team's own, completed
-        task = await resolve_chain(await lease.get(), caller=caller, task=task, catalog=catalog)
+        task = await resolve_chain(await db.get(), caller=caller, task=task, catalog=catalog)
     cost = price_of(res, task, catalog)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
     if idempotency_key is not None:
         # A retry of a bound key replays before any limit: it creates and spends nothing,
         # so no rate limit, budget or concurrency cap may refuse it.
-        conn = await lease.get()
+        conn = await db.get()
         bound = await repository.find_idempotency_key(
             conn, team_id=caller.team_id, key=idempotency_key
         )
@@ -146,7 +146,7 @@ async def admit_task(
             return Admission(await _replay(conn, caller, bound, digest))
     # Without a key, no connection is held yet: the check is a plain await. With one, a
     # stalled Redis gives the connection back while it answers.
-    quota = await lease.without(
+    quota = await db.without(
         res.limiter.check(
             Limits(caller.key_id, caller.team_id, caller.key_rpm_limit, caller.rpm_limit)
         ),
@@ -179,9 +179,9 @@ async def admit_task(
                 return await res.admissions.admit(new, timezone=zone, alert_percents=percents)
             # A capped team admits one task at a time (on its row): a batch would decline.
             return await admissions.reserve_and_insert_task(
-                await lease.get(), **new.columns(), timezone=zone, alert_percents=percents
+                await db.get(), **new.columns(), timezone=zone, alert_percents=percents
             )
-        conn = await lease.get()
+        conn = await db.get()
         async with conn.transaction():
             if idempotency_key is not None:
                 # The key first: a concurrent request with it waits here for this one's
@@ -227,7 +227,7 @@ async def admit_task(
             BUDGET_EXCLUSIVE_ADMISSIONS.inc()
             row = await attempt(exclusive=True)
     except _Replay as replay:
-        conn = await lease.get()
+        conn = await db.get()
         found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)
         assert found is not None
         return Admission(found, headers)

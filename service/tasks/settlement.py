@@ -12,14 +12,14 @@ import asyncpg
 from service.archive import repository as archives
 from service.budgets import disputes
 from service.budgets import repository as budgets
-from service.catalog.models import MICROS_PER_USD, format_usd, quota_to_micros
-from service.metrics import (
+from service.platform.metrics import (
     COST_CHARGED,
     COST_DRIFT,
     TASK_END_TO_END,
     TASK_UPSTREAM_RUN,
     TASKS_TERMINAL,
 )
+from service.platform.money import MICROS_PER_USD, format_usd, quota_to_micros
 from service.spend import repository as spend
 from service.tasks import announce, repository
 from service.tasks.states import DispatchState, TaskStatus

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from service.catalog.models import TERMINAL_STATUSES, TaskStatus
+from service.catalog.statuses import TERMINAL_STATUSES, TaskStatus
 
 __all__ = ["TERMINAL_STATUSES", "DispatchState", "TaskStatus", "can_move"]
 

@@ -22,11 +22,11 @@ import asyncpg
 
 from service.catalog.generations import generation
 from service.catalog.intake import build_upstream
-from service.catalog.models import STATUSES
+from service.catalog.statuses import STATUSES
 from service.config import Settings
-from service.db import DATABASE_UNAVAILABLE
-from service.errors import InvalidRequest
-from service.metrics import (
+from service.platform.db import DATABASE_UNAVAILABLE
+from service.platform.errors import InvalidRequest
+from service.platform.metrics import (
     DATABASE_RETRIES,
     TASK_QUEUE_WAIT,
     UPSTREAM_AMBIGUOUS,
@@ -34,7 +34,6 @@ from service.metrics import (
     UPSTREAM_PAUSES,
     UPSTREAM_SUBMIT_RETRIES,
 )
-from service.tasks import pipeline_repository as pipeline
 from service.tasks import repository
 from service.tasks.media import join_media
 from service.tasks.queue import kick_dispatch
@@ -112,7 +111,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
     token = callback_token_for(settings, task_id) if settings.callbacks_enabled else None
     async with res.pool.acquire() as conn:
         async with conn.transaction():
-            row = await pipeline.start_submit(
+            row = await repository.start_submit(
                 conn,
                 task_id,
                 attempt=attempt,
@@ -120,7 +119,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
                 api_version=gen.version,
             )
         if row is None:
-            state = await pipeline.dispatch_state(conn, task_id)
+            state = await repository.dispatch_state(conn, task_id)
             if (
                 state
                 and state["dispatch_state"] == DispatchState.SUBMITTING
@@ -173,7 +172,7 @@ async def submit(res: Resources, task_id: str, attempt: int) -> str:
 
     async def record() -> asyncpg.Record | None:
         async with res.pool.acquire() as conn:
-            return await pipeline.record_submitted(
+            return await repository.record_submitted(
                 conn,
                 task_id,
                 attempt=attempt,
@@ -234,17 +233,17 @@ async def _submit_failed(
     settings = res.settings
     task_id, attempt = task["id"], task["dispatch_attempts"]
     if isinstance(exc, UpstreamAmbiguous):
-        state = await pipeline.dispatch_state(conn, task_id)
+        state = await repository.dispatch_state(conn, task_id)
         if state is None:
             return "skipped"
         return await resolve_ambiguous(res, conn, dict(state) | {"id": task_id})
     if isinstance(exc, UpstreamAccountBlocked):
         reason = "balance_exhausted" if exc.status == 402 else "unauthorized"
         async with conn.transaction():
-            await pipeline.pause_upstream(
+            await repository.pause_upstream(
                 conn, seconds=settings.upstream_pause_seconds, reason=reason
             )
-            await pipeline.return_to_pending(
+            await repository.return_to_pending(
                 conn,
                 task_id,
                 from_state=DispatchState.SUBMITTING,
@@ -269,7 +268,7 @@ async def _submit_failed(
     ):
         delay = backoff_seconds(settings, attempt, exc.retry_after)
         async with conn.transaction():
-            await pipeline.return_to_pending(
+            await repository.return_to_pending(
                 conn,
                 task_id,
                 from_state=DispatchState.SUBMITTING,
@@ -330,7 +329,7 @@ async def resolve_ambiguous(res: Resources, conn: asyncpg.Connection, task: Any)
     )
     async with conn.transaction():
         if resend:
-            await pipeline.return_to_pending(
+            await repository.return_to_pending(
                 conn,
                 task_id,
                 from_state=DispatchState.SUBMITTING,

@@ -15,10 +15,10 @@ import orjson
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from service.catalog.models import TERMINAL_STATUSES
+from service.catalog.statuses import TERMINAL_STATUSES
 from service.config import Settings
-from service.errors import NotFound
-from service.metrics import (
+from service.platform.errors import NotFound
+from service.platform.metrics import (
     CALLBACKS_RECEIVED,
     TASKS_UNRECORDABLE,
     UPSTREAM_LATE_ANSWERS,
@@ -26,7 +26,6 @@ from service.metrics import (
     UPSTREAM_TRANSIENT_NOT_FOUND,
 )
 from service.tasks import announce, repository
-from service.tasks import pipeline_repository as pipeline
 from service.tasks.reads import hand_over, watched_tasks
 from service.tasks.resources import Resources
 from service.tasks.settlement import fail_task, finish
@@ -102,12 +101,12 @@ async def refresh_from_upstream(
             if isinstance(exc, UpstreamRetryable) and not answered:
                 # 429, 5xx, no answer: read again soon, not at the next poll minutes away.
                 delay = read_retry_delay(settings, row["read_failures"] + 1, exc.retry_after)
-                await pipeline.retry_read(conn, task_id, delay_seconds=delay)
+                await repository.retry_read(conn, task_id, delay_seconds=delay)
                 UPSTREAM_READ_RETRIES.labels(
                     f"http_{exc.status}" if exc.status else "no_answer"
                 ).inc()
             else:
-                await pipeline.poll_later(
+                await repository.poll_later(
                     conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
                 )
         return "upstream_error"
@@ -127,7 +126,7 @@ async def _rejected_read(
     young = (datetime.now(UTC) - row["submitted_at"]).total_seconds() < NOT_FOUND_GRACE_SECONDS
     if exc.status == 404 and young:
         UPSTREAM_TRANSIENT_NOT_FOUND.inc()
-        await pipeline.poll_later(conn, task_id, delay_seconds=settings.poll_initial_seconds)
+        await repository.poll_later(conn, task_id, delay_seconds=settings.poll_initial_seconds)
         return "not_found_yet"
     await _fail_tracked(
         conn, task_id, message=f"Qingbo: {exc.message}", code=exc.code or "upstream_not_found"
@@ -164,7 +163,7 @@ async def _record_read(
     # (bench/inflight.py: 5.35 reads per task where the schedule allows 5.0 at 15 s).
     new_status = view.status != row["status"]
     async with conn.transaction():
-        await pipeline.record_progress(
+        await repository.record_progress(
             conn,
             task_id,
             status=view.status,
@@ -217,7 +216,7 @@ async def unrecordable(
     QGW_UPSTREAM_ANSWER_MAX_RECORD_TRIES reads or the tracking deadline; then the task
     fails `upstream_answer_unrecordable`, releasing its reservation and slots."""
     task_id = row["id"]
-    tries = await pipeline.count_record_failure(conn, task_id)
+    tries = await repository.count_record_failure(conn, task_id)
     logger.error(
         "Qingbo's answer could not be recorded",
         extra={"task_id": task_id, "error": type(exc).__name__, "tries": tries},
@@ -225,7 +224,7 @@ async def unrecordable(
     if tries < settings.upstream_answer_max_record_tries and not past_tracking_deadline(
         settings, row
     ):
-        await pipeline.poll_later(
+        await repository.poll_later(
             conn, task_id, delay_seconds=next_poll_delay(settings, row["poll_count"] + 1)
         )
         return "unrecordable"
@@ -262,10 +261,10 @@ async def hand_over_due_polls(res: Resources) -> int:
         watched = []
     async with res.pool.acquire() as conn:
         if watched:
-            await pipeline.pull_watched_polls(
+            await repository.pull_watched_polls(
                 conn, watched, within_seconds=res.settings.poll_watched_seconds
             )
-        due = await pipeline.claim_due_polls(
+        due = await repository.claim_due_polls(
             conn, limit=500, lease_seconds=res.settings.poll_lease_seconds
         )
     await hand_over(res.redis, res.settings.arq_queue_name, [row["id"] for row in due])
@@ -285,7 +284,7 @@ def says_finished(body: bytes) -> bool:
 async def check_callback_token(conn: asyncpg.Connection, *, task_id: str, token: str) -> None:
     """404 unless `token` is the task's callback token: checked before the callback's body
     is read (a stranger's body is never read), with a connection given back before it."""
-    expected = await pipeline.callback_token_hash(conn, task_id)
+    expected = await repository.callback_token_hash(conn, task_id)
     if expected is None or not hmac.compare_digest(bytes(expected), hash_token(token)):
         CALLBACKS_RECEIVED.labels("rejected").inc()
         # Same answer for unknown task and wrong token: nothing to probe.
@@ -308,7 +307,9 @@ async def accept_callback(
     A callback that says the task `finished` is read before the other reads waiting (the
     read lane's ends list): with 10,000 tasks in flight hundreds of polls and "processing"
     re-reads wait, and an end read behind them was seen 11 s late (bench/inflight.py)."""
-    ended_with = await pipeline.lease_poll(conn, task_id, lease_seconds=settings.poll_lease_seconds)
+    ended_with = await repository.lease_poll(
+        conn, task_id, lease_seconds=settings.poll_lease_seconds
+    )
     if ended_with == "upstream_timeout":
         # Qingbo answers for a task the gateway gave up on: count it, the task stays failed.
         UPSTREAM_LATE_ANSWERS.inc()

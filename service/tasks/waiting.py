@@ -13,8 +13,9 @@ import asyncpg
 import orjson
 
 from service.catalog.schemas import TaskRequest
-from service.db import ConnectionLease
-from service.errors import Unauthorized
+from service.platform.db import OnDemandConnection
+from service.platform.errors import Unauthorized
+from service.platform.types import whole_number
 from service.tasks import repository
 from service.tasks.render import render_task
 from service.tasks.resources import Resources
@@ -22,7 +23,6 @@ from service.tasks.service import Admission, admit_task
 from service.tasks.states import DispatchState, TaskStatus
 from service.teams.key_watch import REVOKED_MESSAGE, KeyWatch, watch_key
 from service.teams.service import Caller
-from service.types import whole_number
 
 
 async def submit_and_wait(
@@ -35,9 +35,9 @@ async def submit_and_wait(
     gone: asyncio.Event | None = None,
 ) -> Admission:
     """Admit like admit_task, then wait_for_outcome (the connection is given back first)."""
-    async with ConnectionLease(res.pool) as lease:
+    async with OnDemandConnection(res.pool) as db:
         admission = await admit_task(
-            res, lease, caller=caller, body=body, idempotency_key=idempotency_key
+            res, db, caller=caller, body=body, idempotency_key=idempotency_key
         )
     row = await wait_for_outcome(
         res, caller=caller, task_id=admission.row["id"], wait_seconds=wait_seconds, gone=gone

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from service.audit.deps import AdminCtx
 from service.catalog.engine import Catalog
-from service.errors import InvalidRequest, NotFound, Unauthorized
-from service.openapi import error_responses
+from service.platform.errors import InvalidRequest, NotFound, Unauthorized
+from service.platform.openapi import error_responses
 from service.teams import service
 from service.teams.schemas import (
     IssuedKey,

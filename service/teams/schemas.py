@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from service.catalog.generations import DEFAULT_ANSWER_VERSION, ApiVersion
-from service.types import SafeText, Storable
+from service.platform.types import SafeText, Storable
 
 AlertUrl = Annotated[
     str, Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$"), Storable

@@ -16,8 +16,8 @@ import asyncpg
 from service.audit.service import AuditContext, record
 from service.catalog.engine import FAMILY_PREFIX, Catalog, shipped_catalog
 from service.catalog.generations import DEFAULT_ANSWER_VERSION, all_model_ids
-from service.egress import DestinationPolicy, normal_openings, require_allowed
-from service.errors import InvalidRequest, NotFound, Unauthorized
+from service.platform.egress import DestinationPolicy, normal_openings, require_allowed
+from service.platform.errors import InvalidRequest, NotFound, Unauthorized
 from service.teams import repository
 from service.teams.key_cache import KeyCache
 from service.teams.schemas import KeyCreate, TeamCreate, TeamPatch
@@ -60,7 +60,7 @@ class Caller:
     key_rpm_limit: int | None = None
     # The answer shape the team's apps were written for, unless a call says otherwise.
     api_version: str = DEFAULT_ANSWER_VERSION
-    # Destinations an operator opened for the team's webhooks (service/egress.py).
+    # Destinations an operator opened for the team's webhooks (service/platform/egress.py).
     open_destinations: tuple[str, ...] = ()
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from service.http_client import aiohttp_client
-from service.metrics import UPSTREAM_CALLS, UPSTREAM_IN_FLIGHT, UPSTREAM_LATENCY
+from service.platform.http_client import aiohttp_client
+from service.platform.metrics import UPSTREAM_CALLS, UPSTREAM_IN_FLIGHT, UPSTREAM_LATENCY
 from service.upstream.errors import (
     UpstreamAccountBlocked,
     UpstreamAmbiguous,
@@ -91,7 +91,7 @@ def build_http_client(*, timeout: float, connect_timeout: float) -> httpx.AsyncC
 
 
 def build_read_client(*, timeout: float, connect_timeout: float) -> httpx.AsyncClient:
-    """For reads of a task, on aiohttp's pool (service/http_client.py says why). Its errors
+    """For reads of a task, on aiohttp's pool (service/platform/http_client.py says why). Its errors
     do not tell "not sent" from "no answer", which a read may ignore: it is read again
     either way."""
     return aiohttp_client(timeout=httpx.Timeout(timeout, connect=connect_timeout))

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from service.catalog.models import STATUSES
-from service.metrics import UPSTREAM_ODD_ANSWERS
+from service.catalog.statuses import STATUSES
+from service.platform.metrics import UPSTREAM_ODD_ANSWERS
 from service.upstream.sanitize import MAX_MESSAGE_CHARS, clean_answer, clean_text
 
 logger = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ import httpx
 import orjson
 
 from service.config import Settings
-from service.egress import BlockedDestination, DestinationPolicy, IPAddress, UnresolvedHost
-from service.http_client import aiohttp_client
-from service.metrics import (
+from service.platform.egress import BlockedDestination, DestinationPolicy, IPAddress, UnresolvedHost
+from service.platform.http_client import aiohttp_client
+from service.platform.metrics import (
     WEBHOOK_ATTEMPTS,
     WEBHOOK_DEFERRED,
     WEBHOOK_DELIVERY_ATTEMPTS,

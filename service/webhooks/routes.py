@@ -8,10 +8,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Request
 
 from service.audit.deps import AdminCtx
-from service.errors import InvalidRequest, NotFound, RateLimited, Unauthorized
-from service.openapi import error_responses
+from service.platform.errors import InvalidRequest, NotFound, RateLimited, Unauthorized
+from service.platform.openapi import error_responses
+from service.platform.types import Storable
 from service.teams.auth import TeamCtx
-from service.types import Storable
 from service.web import AdminRoute, AppRedis, AppSettings, DbConn, require_admin, shared
 from service.webhooks import service
 from service.webhooks.schemas import (

@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from service.audit.service import AuditContext, record
-from service.errors import InvalidRequest, NotFound
+from service.platform.errors import InvalidRequest, NotFound
 from service.teams.service import new_webhook_secret
 from service.webhooks import repository
 from service.webhooks.queue import enqueue_delivery

@@ -25,8 +25,8 @@ import pytest
 from service.app import create_app
 from service.archive.copier import apply_retention
 from service.archive.store import open_store
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.dev import free_port, wait_until_healthy
 from service.simulator.state import mp4_bytes, mp4_chunks
 from service.tasks.resources import Resources
 from tests.archive.conftest import BUCKET

@@ -170,7 +170,7 @@ def test_every_log_line_of_a_process_loses_url_credentials(tmp_path: Any, log_fo
     a traceback): the process's log line shows it without its credentials."""
     script = f"""
 import logging
-from service.logs import configure_logging
+from service.platform.logs import configure_logging
 configure_logging("INFO", log_format={log_format!r})
 log = logging.getLogger("probe")
 url = {url_with_credentials("hook")!r}

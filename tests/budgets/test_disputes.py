@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 
 from service.budgets.service import verify_ledger
-from service.catalog.models import MICROS_PER_QUOTA, format_usd, parse_usd
+from service.platform.money import MICROS_PER_QUOTA, format_usd, parse_usd
 from service.tasks.resources import Resources
 from tests.factories import (
     ADMIN,

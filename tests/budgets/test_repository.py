@@ -14,8 +14,8 @@ import pytest
 
 from service.budgets import admission_repository as admissions
 from service.budgets.errors import BudgetShardFull
-from service.catalog.models import format_usd
-from service.errors import BudgetExceeded, ConcurrencyLimited
+from service.platform.errors import BudgetExceeded, ConcurrencyLimited
+from service.platform.money import format_usd
 from tests.factories import ADMIN, TeamKey, make_team
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

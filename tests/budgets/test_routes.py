@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.budgets.service import verify_ledger
-from service.catalog.models import format_usd, parse_usd
+from service.platform.money import format_usd, parse_usd
 from service.tasks.resources import Resources
 from tests import prices
 from tests.factories import ADMIN, TeamKey, drive_to_end, make_team, submit, task_body

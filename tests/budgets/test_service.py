@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from service.admin_cli import print_ledger_report
 from service.budgets.service import verify_ledger
-from service.catalog.models import parse_usd
+from service.cli.admin import print_ledger_report
+from service.platform.money import parse_usd
 from service.tasks.resources import Resources
 from tests import prices
 from tests.budgets.test_routes import put_budgets

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from service.catalog.document import build_document
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.dev import free_port, wait_until_healthy
 from tests.conftest import Process, settings_env
 from tests.factories import ADMIN, Ran
 

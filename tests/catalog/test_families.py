@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from service.catalog.engine import shipped_catalog
-from service.catalog.models import format_usd, micros_to_quota, parse_usd
-from service.errors import ServiceError
+from service.platform.errors import ServiceError
+from service.platform.money import format_usd, micros_to_quota, parse_usd
 from service.tasks import submission
 from service.tasks.resources import Resources
 from service.tasks.tracking import refresh_from_upstream

@@ -13,14 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
-from service.catalog.models import (
-    CAMERA_TAGS,
-    PriceTableError,
-    format_usd,
-    load_price_table,
-    parse_price_table,
-    parse_usd,
-)
+from service.catalog.hailuo_terms import CAMERA_TAGS
+from service.catalog.price_table import PriceTableError, load_price_table, parse_price_table
+from service.platform.money import format_usd, parse_usd
 from tests.factories import TeamKey, make_team, task_body
 
 PNG = base64.b64encode(

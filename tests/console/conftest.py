@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.dev import free_port, wait_until_healthy
 from tests.conftest import Process, settings_env
 
 CHROMIUM = "/usr/bin/chromium"

@@ -9,7 +9,7 @@ import re
 import asyncpg
 import httpx
 
-from service.tasks import pipeline_repository
+from service.tasks import repository as tasks_repository
 from tests.console.helpers import admin_signed_in, csrf_of, signed_in
 from tests.console.test_routes import second_client
 from tests.factories import ADMIN, make_team, submit, task_body
@@ -198,7 +198,7 @@ async def test_operations_at_a_glance(client: httpx.AsyncClient, db: asyncpg.Con
     team = await make_team(client)
     await submit(client, team)
     await submit(client, team)
-    await pipeline_repository.pause_upstream(db, seconds=60, reason="balance_exhausted")
+    await tasks_repository.pause_upstream(db, seconds=60, reason="balance_exhausted")
     await admin_signed_in(client, name="Ops Person")
     page = await client.get("/console/operations")
     assert page.status_code == 200

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.__main__ import cli
+from service.cli.main import cli
 from service.config import Settings
 from service.worker import worker_options
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.dev import free_port, wait_until_healthy
+from service.cli.dev import free_port, wait_until_healthy
 from tests.factories import wait_until
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "deploy/prometheus"

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.catalog.models import format_usd, parse_usd
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.dev import free_port, wait_until_healthy
+from service.platform.money import format_usd, parse_usd
 from service.tasks.resources import Resources
 from tests import prices
 from tests.conftest import Process, settings_env

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.catalog.engine import shipped_catalog
-from service.dev import free_port, wait_until_healthy
+from service.cli.dev import free_port, wait_until_healthy
 from service.tasks.resources import Resources
 from tests.factories import ADMIN, make_team, row, task_body, wait_for, wait_terminal
 

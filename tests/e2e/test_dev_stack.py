@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.dev import free_port
+from service.cli.dev import free_port
 from tests.e2e.readme import Example, examples, expected_keys, expected_lines
 from tests.factories import task_body, wait_until
 

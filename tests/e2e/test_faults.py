@@ -22,9 +22,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.app import create_app
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.db import migrate
-from service.dev import free_port, wait_until_healthy
+from service.platform.db import migrate
 from tests.conftest import Process, settings_env
 from tests.e2e.faults import TERMINAL, FaultRow, FaultTable, tally
 from tests.factories import (

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from service.cli.dev import free_port
 from service.config import Settings
-from service.dev import free_port
 from service.tasks import dispatch
 from service.tasks.resources import Resources
 from tests.factories import (

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.catalog.models import parse_usd
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.dev import free_port, wait_until_healthy
+from service.platform.money import parse_usd
 from service.tasks.resources import Resources
 from tests import prices
 from tests.conftest import Process, settings_env

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from service.cli.dev import free_port, wait_until_healthy
 from service.config import Settings
-from service.dev import free_port, wait_until_healthy
 from tests.conftest import Process, settings_env
 from tests.factories import make_team, task_body, wait_for
 

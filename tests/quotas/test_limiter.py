@@ -14,9 +14,9 @@ import pytest
 from redis.asyncio import Redis
 
 from service.catalog.schemas import TaskRequest
-from service.db import ConnectionLease
-from service.dev import free_port
-from service.errors import ConcurrencyLimited, UpstreamUnavailable
+from service.cli.dev import free_port
+from service.platform.db import OnDemandConnection
+from service.platform.errors import ConcurrencyLimited, UpstreamUnavailable
 from service.quotas.limiter import CLIENT_NAME, RateLimiter
 from service.quotas.limits import Limits
 from service.tasks.resources import Resources
@@ -124,7 +124,7 @@ async def test_redis_unreachable_follows_the_configured_policy(
     )
     caller = await authenticate(res.pool, token=team.key)
     body = TaskRequest.model_validate(task_body())
-    lease = ConnectionLease(res.pool)
+    lease = OnDemandConnection(res.pool)
     try:
         if policy == "deny":
             with pytest.raises(UpstreamUnavailable):

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.catalog.models import parse_usd
+from service.platform.money import parse_usd
 from service.tasks import settlement
 from tests.factories import ADMIN, TeamKey, make_team, task_body
 

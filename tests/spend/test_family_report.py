@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from service.catalog.models import format_usd, parse_usd
+from service.platform.money import format_usd, parse_usd
 from service.spend import rollup
 from service.spend.service import spend_report
 from service.tasks.resources import Resources

@@ -9,9 +9,9 @@ import asyncpg
 import httpx
 import pytest
 
-from service.catalog.models import parse_usd
 from service.config import Settings
-from service.state_metrics import StateCollector, read_snapshot
+from service.ops.state_metrics import StateCollector, read_snapshot
+from service.platform.money import parse_usd
 from service.tasks.resources import Resources
 from tests.factories import make_team, task_body
 from tests.prices import usd

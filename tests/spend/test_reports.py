@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from service.budgets.service import verify_ledger
-from service.catalog.models import format_usd, parse_usd
+from service.platform.money import format_usd, parse_usd
 from tests.factories import ADMIN, TeamKey, make_team, task_body
 from tests.spend.conftest import finish_as
 

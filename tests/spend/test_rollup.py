@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 
 from service.budgets.service import verify_ledger
-from service.spend import rollup, rollup_repository
+from service.spend import repository, rollup
 from service.spend.service import spend_report
 from tests.factories import make_team
 from tests.spend.conftest import run_tasks
@@ -77,7 +77,7 @@ async def test_a_new_time_zone_refolds_and_reports_read_charges_meanwhile(
     assert await rollup.fold(db, timezone="UTC") == 320
     assert await reports(db, zone) == in_shanghai  # a UTC roll-up is not read for Shanghai
     assert await rollup.fold(db, timezone=zone) == 320  # every charge again
-    assert await rollup_repository.zone(db) == zone
+    assert await repository.zone(db) == zone
     assert await reports(db, zone) == in_shanghai
     assert (await verify_ledger(db)).ok
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from service.budgets import admission_repository as admissions
 from service.budgets.service import verify_ledger
-from service.errors import BudgetExceeded
+from service.platform.errors import BudgetExceeded
 from service.tasks.admission_batch import AdmissionBatcher
 from service.tasks.resources import Resources
 from tests.budgets.test_repository import PRICE, new_task, team_with_budget

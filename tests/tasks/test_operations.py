@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
-from service.tasks import pipeline_repository
+from service.tasks import repository as tasks_repository
 from service.tasks.operations import operations_overview
 from service.tasks.resources import Resources
 from tests.factories import ADMIN, make_team, submit
@@ -24,7 +24,7 @@ async def test_the_overview_counts_waiting_tasks_the_pause_and_budgets_at_levels
     await submit(client, team)
     empty = await operations_overview(db, settings=res.settings, now=res.clock())
     assert empty["paused_until"] is None and empty["in_flight"] == 0
-    await pipeline_repository.pause_upstream(db, seconds=30, reason="unauthorized")
+    await tasks_repository.pause_upstream(db, seconds=30, reason="unauthorized")
     ops = await operations_overview(db, settings=res.settings, now=res.clock())
     assert ops["pause_reason"] == "unauthorized" and ops["paused_until"] is not None
     mine = next(t for t in ops["by_team"] if str(t["team_id"]) == team.team["id"])

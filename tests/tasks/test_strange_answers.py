@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from service.budgets.service import verify_ledger
-from service.catalog.models import parse_usd
+from service.platform.money import parse_usd
 from service.tasks import submission, tracking
 from service.tasks.resources import Resources
 from service.upstream.parse import UNKNOWN_STATUS, parse_time, parse_upstream_task

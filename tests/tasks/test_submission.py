@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.state_metrics import STATE, scrape_registry
+from service.ops.state_metrics import STATE, scrape_registry
 from service.tasks import dispatch, submission
 from service.tasks.resources import Resources
 from tests.factories import claim, make_team, metric, row, sim_tasks, submit, variant, wait_for

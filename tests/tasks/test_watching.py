@@ -16,7 +16,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from service.state_metrics import STATE, scrape_registry
+from service.ops.state_metrics import STATE, scrape_registry
 from service.tasks.reads import watch, watched_key, watched_tasks
 from service.tasks.resources import Resources
 from service.tasks.watching import Watching

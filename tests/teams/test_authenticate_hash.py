@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.errors import Unauthorized
+from service.platform.errors import Unauthorized
 from service.tasks.resources import Resources
 from service.teams.service import authenticate_hash, hash_key
 from tests.factories import ADMIN, make_team

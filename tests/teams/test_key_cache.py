@@ -15,8 +15,8 @@ import httpx
 
 from service.app import create_app
 from service.config import Settings
-from service.db import migrate
-from service.tasks.events import LISTENER_NAME
+from service.platform.db import migrate
+from service.tasks.notifications import LISTENER_NAME
 from service.tasks.resources import Resources
 from service.teams.service import hash_key
 from tests.factories import ADMIN, make_team, task_body, wait_for

@@ -184,7 +184,7 @@ async def test_a_submission_dropped_after_it_was_sent_follows_the_ambiguity_poli
 
 
 async def test_why_submissions_keep_httpcore_the_read_client_calls_that_drop_not_sent() -> None:
-    """The reason for two transports (service/http_client.py): over aiohttp's pool the same
+    """The reason for two transports (service/platform/http_client.py): over aiohttp's pool the same
     drop reads as "not sent", safe for a read, a second bill for a submission. If this
     fails, aiohttp's transport tells the two apart now and the split can be reconsidered."""
     async with (

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.catalog.models import parse_usd
 from service.config import Settings
+from service.platform.money import parse_usd
 from service.tasks.resources import Resources
 from service.webhooks import jobs
 from service.webhooks.delivery import WebhookSender

@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.errors import InvalidRequest
+from service.platform.errors import InvalidRequest
 from service.webhooks.service import team_delivery_log
 from tests.factories import make_team, submit
 from tests.spend.conftest import finish_as

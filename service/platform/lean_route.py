@@ -12,7 +12,7 @@ unchanged, and solves the same parameters with a plan worked out when the app is
 
 It takes what those endpoints use: the `Request`, header, query and path parameters, one
 JSON body (read after every dependency, the caller's authentication among them, by the
-route's bounded `read_body`: see service/bodies.py), and dependencies that are `async
+route's bounded `read_body`: see service/platform/bodies.py), and dependencies that are `async
 def` functions (or callables such as HTTPBearer) of the request and of other such
 dependencies. Anything else (yield dependencies, forms, background tasks, an endpoint that
 returns no Response, dependency overrides) is refused when the route is built or called,
@@ -48,7 +48,7 @@ from fastapi.routing import APIRoute, APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.bodies import BodyReader
+from service.platform.bodies import BodyReader
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -28,12 +28,12 @@ from service.catalog import repository as store
 from service.catalog.diff import diff_documents
 from service.catalog.document import CatalogError
 from service.catalog.engine import Catalog, load_catalog
-from service.catalog.models import format_usd
 from service.catalog.quotes import QuoteCase, quote_cases
 from service.catalog.refresh import compile_text
 from service.catalog_admin.service import InvalidCatalog, compile_document
 from service.config import get_settings
-from service.db import create_pool
+from service.platform.db import create_pool
+from service.platform.money import format_usd
 
 QUOTE_PATH = "/waveapi/quote"
 

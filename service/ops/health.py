@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.db import current_revision, schema_status
-from service.errors import Unauthorized
-from service.metrics import TASK_EVENT_WAITERS
-from service.openapi import error_responses
-from service.state_metrics import STATE, scrape_registry
+from service.ops.state_metrics import STATE, scrape_registry
+from service.platform.db import current_revision, schema_status
+from service.platform.errors import Unauthorized
+from service.platform.metrics import TASK_EVENT_WAITERS
+from service.platform.openapi import error_responses
 from service.tasks.resources import AppResources
 from service.web import require_metrics_token
 
@@ -76,7 +76,7 @@ async def readyz(res: AppResources) -> Any:
 )
 async def metrics(res: AppResources) -> Response:
     """Prometheus text exposition: this process's counters and histograms (all processes'
-    under `api --workers N`, see service/metrics.py) and the shared state read now."""
+    under `api --workers N`, see service/platform/metrics.py) and the shared state read now."""
     await STATE.refresh(res)
     if res.events is not None:
         TASK_EVENT_WAITERS.set(res.events.waiting)

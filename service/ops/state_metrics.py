@@ -21,9 +21,8 @@ from prometheus_client.registry import Collector
 from service.archive import repository as archives
 from service.budgets import disputes_repository as disputes
 from service.budgets import repository as budgets
-from service.catalog.models import MICROS_PER_USD
+from service.platform.money import MICROS_PER_USD
 from service.spend import repository as spend
-from service.tasks import pipeline_repository as pipeline
 from service.tasks import repository as tasks
 from service.tasks.reads import lane_keys, watched_key
 from service.tasks.resources import Resources
@@ -167,7 +166,7 @@ async def read_snapshot(res: Resources) -> Snapshot:
     snap = Snapshot()
     async with res.pool.acquire() as conn:
         snap.stages = await tasks.count_by_stage(conn)
-        snap.upstream_paused = 1 if await pipeline.upstream_paused_until(conn) else 0
+        snap.upstream_paused = 1 if await tasks.upstream_paused_until(conn) else 0
         snap.webhook_backlog = await webhooks.backlog(conn)
         snap.archive_waiting = await archives.waiting_by_expiry(conn)
         snap.open_disputes = await disputes.open_totals(conn)
@@ -205,7 +204,7 @@ _registry: CollectorRegistry | None = None
 
 def scrape_registry() -> CollectorRegistry:
     """What /metrics exposes: this process's metrics (all processes' in multiprocess mode,
-    see service/metrics.py) and the shared-state snapshot."""
+    see service/platform/metrics.py) and the shared-state snapshot."""
     global _registry
     if _registry is None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -20,11 +20,11 @@ import click
 from service.archive import repository as archives
 from service.audit.service import AuditContext, list_entries
 from service.budgets.service import LedgerReport, verify_ledger
-from service.catalog.models import format_usd
 from service.config import get_settings
-from service.db import create_pool
-from service.egress import DestinationPolicy
-from service.errors import ServiceError
+from service.platform.db import create_pool
+from service.platform.egress import DestinationPolicy
+from service.platform.errors import ServiceError
+from service.platform.money import format_usd
 from service.teams import service as teams
 from service.teams.schemas import KeyCreate, TeamCreate
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from service.db import migrate
+from service.platform.db import migrate
 
 
 def start_embedded_postgres(data_dir: Path) -> tuple[Any, str]:

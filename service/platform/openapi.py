@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from fastapi import FastAPI
 
-from service.errors import InternalError, ServiceError, ServiceUnavailable
+from service.platform.errors import InternalError, ServiceError, ServiceUnavailable
 
 ERROR_SCHEMA = {
     "type": "object",

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.catalog.models import STATUSES, TERMINAL_STATUSES, TaskStatus
+from service.catalog.statuses import STATUSES, TERMINAL_STATUSES, TaskStatus
 
 # The answer shape this CLI parses (README "Qingbo versions"), whatever the team's default.
 CLI_ANSWER_VERSION = "2026-04"

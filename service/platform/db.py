@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "alembic"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
@@ -97,7 +97,7 @@ class _Acquiring:
             await self._pool.release(conn)
 
 
-class ConnectionLease:
+class OnDemandConnection:
     """A request's pooled connection, which it gives back while it waits on something
     that is not the database (a stalled Redis, a task's outcome) and takes again after:
     a slow dependency must not drain the pool that every other request needs."""
@@ -111,7 +111,7 @@ class ConnectionLease:
             self._conn = await self._pool.acquire()
         return self._conn
 
-    async def __aenter__(self) -> ConnectionLease:
+    async def __aenter__(self) -> OnDemandConnection:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -209,7 +209,7 @@ async def current_revision(conn: asyncpg.Connection) -> str | None:
     return str(value) if value is not None else None
 
 
-SQL_SOURCES = Path(__file__).resolve().parent  # service/: domain SQL files live below it
+SQL_SOURCES = Path(__file__).resolve().parents[1]  # service/: domain SQL files live below it
 
 
 def sql_file_digest(name: str) -> str:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.db import DATABASE_UNAVAILABLE, PoolTimeout
+from service.platform.db import DATABASE_UNAVAILABLE, PoolTimeout
 
 logger = logging.getLogger(__name__)
 

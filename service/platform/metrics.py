@@ -7,7 +7,7 @@ counters across targets). `api --workers N` runs N uvicorn processes behind one 
 there the counters and histograms use prometheus-client's multiprocess mode (samples in
 files under PROMETHEUS_MULTIPROC_DIR, merged by whichever process answers the scrape).
 Gauges of shared state (backlog, budgets, queue, pause) are not stored at all: every
-scrape reads them from Postgres and Redis (service/state_metrics.py).
+scrape reads them from Postgres and Redis (service/ops/state_metrics.py).
 """
 
 from __future__ import annotations

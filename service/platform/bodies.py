@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive
 
-from service.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+from service.platform.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 BodyReader = Callable[[Request], Awaitable[bytes]]
 
