@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import graphlib
 import os
 import secrets
 import subprocess
@@ -324,22 +325,83 @@ async def sim(simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+# Tables clean_state leaves as they are; every other table of the schema is emptied before
+# each test (derived from the schema once per session: a new table needs no listing here).
+KEPT_TABLES = {
+    "alembic_version": "the schema's revision, migrated once per session",
+    "admin_audit": "append-only: its triggers refuse DELETE and TRUNCATE (tests count deltas)",
+    # Each test makes teams of its own (random names); deleting them would NOTIFY every
+    # process to forget its cached callers (migration 0013) in the middle of the next
+    # test, which asserts what that cache holds (tests/teams/test_key_cache.py).
+    "teams": "each test's own, never shared; deleting them flushes every key cache",
+    "api_keys": "belong to the kept teams (same reason)",
+}
+# Reset by a statement of their own: upstream_state's one row (seeded by migration 0001)
+# is put back unpaused; the catalogs deleted are waited out (catalogs_back).
+RESET_APART = {
+    "upstream_state": (
+        "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, submit_tokens = NULL"
+    ),
+    "catalog_documents": "DELETE FROM catalog_documents RETURNING digest",
+}
+
+
+async def tables_to_empty(conn: asyncpg.Connection) -> list[str]:
+    """Every table of the public schema but the kept and reset ones, each after the tables
+    that reference it (a DELETE in that order never trips a foreign key)."""
+    tables = {
+        r["tablename"]
+        for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    }
+    references = await conn.fetch(
+        """
+        SELECT child.relname AS child, parent.relname AS parent
+        FROM pg_constraint fk
+        JOIN pg_class child ON child.oid = fk.conrelid
+        JOIN pg_class parent ON parent.oid = fk.confrelid
+        JOIN pg_namespace ns ON ns.oid = child.relnamespace
+        WHERE fk.contype = 'f' AND ns.nspname = 'public'
+        """
+    )
+    emptied = tables - KEPT_TABLES.keys() - RESET_APART.keys()
+    referenced_by: dict[str, set[str]] = {table: set() for table in emptied}
+    for ref in references:
+        if ref["parent"] in emptied and ref["child"] != ref["parent"]:
+            referenced_by[ref["parent"]].add(ref["child"])
+    return list(graphlib.TopologicalSorter(referenced_by).static_order())
+
+
+async def emptying_statement(conn: asyncpg.Connection, tables: list[str]) -> str:
+    """One DELETE per table, in order, its name quoted by Postgres (format's %I).
+
+    DELETE, not TRUNCATE: TRUNCATE gives every table and index new files, a cost paid
+    before each of thousands of tests for tables that hold a few rows."""
+    statement: str = await conn.fetchval(
+        "SELECT string_agg(format('DELETE FROM %I', name), '; ' ORDER BY position) "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS t(name, position)",
+        tables,
+    )
+    return statement
+
+
+@pytest.fixture(scope="session")
+async def emptying(res: Resources) -> str:
+    """The statement that empties every table clean_state empties (schema read once)."""
+    async with res.pool.acquire() as conn:
+        return await emptying_statement(conn, await tables_to_empty(conn))
+
+
 @pytest.fixture(autouse=True)
-async def clean_state(res: Resources) -> None:
-    """Each test starts with no tasks or budgets, submissions unpaused, an empty queue
-    (this run's: a Redis shared with other runs keeps theirs)."""
+async def clean_state(res: Resources, emptying: str) -> None:
+    """Each test starts with every table empty but KEPT_TABLES, submissions unpaused, the
+    shipped catalog in force, an empty queue (this run's: a Redis shared with other runs
+    keeps theirs)."""
     from tests.factories import drop_queued_jobs  # factories imports this module
 
     async with res.pool.acquire() as conn:
-        await conn.execute(
-            "DELETE FROM webhook_events; DELETE FROM budget_ledger; DELETE FROM budget_periods; "
-            "DELETE FROM budgets; "
-            "DELETE FROM idempotency_keys; DELETE FROM task_charges; DELETE FROM spend_daily; "
-            "DELETE FROM spend_rollup_state; DELETE FROM charge_disputes; DELETE FROM tasks; "
-            "UPDATE upstream_state SET paused_until = NULL, pause_reason = NULL, "
-            "submit_tokens = NULL"
-        )
-        replaced = await conn.fetch("DELETE FROM catalog_documents RETURNING digest")
+        await conn.execute(emptying)
+        await conn.execute(RESET_APART["upstream_state"])
+        replaced = await conn.fetch(RESET_APART["catalog_documents"])
     await drop_queued_jobs(res.redis, res.settings.arq_queue_name)
     if replaced:
         await catalogs_back(res, {r["digest"] for r in replaced})
