@@ -30,7 +30,7 @@ from service.catalog.rules import (
     normalize,
     upstream_body,
 )
-from service.catalog.schemas import GATEWAY_FIELDS, HailuoRequest, TaskRequest
+from service.catalog.schemas import TaskRequest
 from service.catalog.statuses import TERMINAL_STATUSES
 from service.platform.errors import InvalidRequest, PriceNotConfigured
 
@@ -58,22 +58,25 @@ def normalize_task(
     *,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> NormalizedTask:
-    """Check `body` for `gen` against `catalog`; a refusal names the field and changes nothing."""
-    fields = body.fields() if isinstance(body, TaskRequest) else dict(body)
-    model_id = str(fields.get("model", ""))
-    hailuo = gen.offers(model_id)
-    entry = _entry(catalog, model_id, gen, hailuo)
-    if hailuo:
-        try:
-            req = HailuoRequest.model_validate(fields)
-        except ValidationError as exc:
-            raise pydantic_refusal(exc) from None
-        task = normalize(req, gen, max_image_bytes=max_image_bytes)
-        if entry is not None and gen.offers_catalog:
-            entry.check(task.pricing_body)  # the vendor's rules in force, on what is sent
-        return task
-    assert entry is not None
-    return _normalize_catalog(fields, entry, max_image_bytes=max_image_bytes)
+    """Check `body` for `gen` against `catalog`; a refusal names the field and changes nothing.
+    The gateway's fields are TaskRequest's; the model's are checked by its rules (Hailuo's
+    pydantic model, or the model's catalog schema)."""
+    try:
+        if not isinstance(body, TaskRequest):
+            body = TaskRequest.model_validate(body)
+        model_id = body.model
+        hailuo = gen.offers(model_id)
+        entry = _entry(catalog, model_id, gen, hailuo)
+        if not hailuo:
+            assert entry is not None
+            return _normalize_catalog(body, entry, max_image_bytes=max_image_bytes)
+        req = body.hailuo()
+    except ValidationError as exc:
+        raise pydantic_refusal(exc) from None
+    task = normalize(req, gen, max_image_bytes=max_image_bytes)
+    if entry is not None and gen.offers_catalog:
+        entry.check(task.pricing_body)  # the vendor's rules in force, on what is sent
+    return task
 
 
 def _entry(catalog: Catalog, model_id: str, gen: Generation, hailuo: bool) -> ModelEntry | None:
@@ -91,9 +94,9 @@ def _entry(catalog: Catalog, model_id: str, gen: Generation, hailuo: bool) -> Mo
 
 
 def _normalize_catalog(
-    fields: dict[str, Any], entry: ModelEntry, *, max_image_bytes: int
+    body: TaskRequest, entry: ModelEntry, *, max_image_bytes: int
 ) -> NormalizedTask:
-    vendor = {k: v for k, v in fields.items() if k not in GATEWAY_FIELDS}
+    vendor = body.vendor_fields()
     _check_strings(vendor, "")
     _refuse_assets(vendor, entry)
     entry.check(vendor)
@@ -101,12 +104,12 @@ def _normalize_catalog(
     action = vendor.get("action") or entry.actions[0]
     ref = vendor.get("ref_task_id")  # whether an action needs one is the schema's rule
     request: dict[str, Any] = {"model": entry.id, "action": action, **vendor}
-    callback_url = fields.get("callback_url")
+    callback_url = body.callback_url
     if callback_url is not None:
         check_http_url(callback_url, param="callback_url")
-    if fields.get("metadata"):
-        request["metadata"] = check_metadata(fields["metadata"])
-    events = fields.get("callback_events")
+    if body.metadata:
+        request["metadata"] = check_metadata(body.metadata)
+    events = body.callback_events
     return NormalizedTask(
         model_id=entry.id,
         family=entry.family,
@@ -116,7 +119,7 @@ def _normalize_catalog(
         callback_events=list(dict.fromkeys(events))
         if events is not None
         else list(TERMINAL_STATUSES),
-        priority=int(fields.get("priority") or 0),
+        priority=body.priority,
         pricing_body=vendor,
         ref_task_id=str(ref) if ref else None,
     )

@@ -17,10 +17,32 @@ CallbackEvent = Literal["queued", "processing", "completed", "failed", "cancelle
 Image = Annotated[SafeText, Field(min_length=1)]
 
 
-class HailuoRequest(BaseModel):
-    """A Qingbo `POST /v1/tasks` body for the Hailuo series, in either generation's form: the
-    gateway accepts the union and sends the configured upstream what its generation takes
-    (see README "Qingbo versions"). Other families are checked by their catalog schema."""
+class GatewayFields(BaseModel):
+    """The fields every task body has, whatever its model: the model id and what the gateway
+    itself acts on (callback, dispatch priority, the app's labels)."""
+
+    model: Annotated[
+        str, Field(min_length=1, max_length=100, description="Model id (GET /v1/models)"), Storable
+    ]
+    callback_url: Annotated[str, Field(min_length=1, max_length=2048), Storable] | None = None
+    callback_events: Annotated[list[CallbackEvent], Field(max_length=6)] | None = None
+    priority: StrictInt = Field(
+        0, ge=-100, le=100, description="Gateway extension: dispatch priority within the team"
+    )
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="Gateway extension: the app's own labels, stored with the task, echoed in "
+        "every answer and webhook, filterable and reportable, never sent to Qingbo. At most "
+        "16 keys of [A-Za-z0-9_.-]{1,64}, string values of at most 512 characters, 4 KiB in all",
+        examples=[{"project": "atlas", "feature": "onboarding-video"}],
+    )
+
+
+class HailuoFields(BaseModel):
+    """The Hailuo series' own fields of a Qingbo `POST /v1/tasks` body, in either generation's
+    form: the gateway accepts the union and sends the configured upstream what its generation
+    takes (see README "Qingbo versions"). Other families are checked by their catalog schema.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -38,7 +60,6 @@ class HailuoRequest(BaseModel):
         },
     )
 
-    model: Annotated[str, Field(min_length=1, max_length=100, description="Model id"), Storable]
     action: Literal["generate", "image2video"] | None = Field(
         None, description="Defaults to generate; an image present means image2video"
     )
@@ -75,22 +96,10 @@ class HailuoRequest(BaseModel):
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = Field(
         None, description="2026-09: minimax-hailuo-2.3 and 2.3-fast only"
     )
-    callback_url: Annotated[str, Field(min_length=1, max_length=2048), Storable] | None = None
-    callback_events: Annotated[list[CallbackEvent], Field(max_length=6)] | None = None
     watermark: StrictBool = False
     prompt_optimizer: StrictBool = True
     fast_pretreatment: StrictBool = False
     camera_movement_tags: Annotated[list[SafeText], Field(max_length=15)] | None = None
-    priority: StrictInt = Field(
-        0, ge=-100, le=100, description="Gateway extension: dispatch priority within the team"
-    )
-    metadata: dict[str, Any] | None = Field(
-        None,
-        description="Gateway extension: the app's own labels, stored with the task, echoed in "
-        "every answer and webhook, filterable and reportable, never sent to Qingbo. At most "
-        "16 keys of [A-Za-z0-9_.-]{1,64}, string values of at most 512 characters, 4 KiB in all",
-        examples=[{"project": "atlas", "feature": "onboarding-video"}],
-    )
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -98,7 +107,7 @@ class HailuoRequest(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
-GATEWAY_FIELDS = ("model", "callback_url", "callback_events", "priority", "metadata")
+GATEWAY_FIELDS = tuple(GatewayFields.model_fields)
 
 
 # The fields most models share, documented in the OpenAPI schema only: each model's own
@@ -140,7 +149,13 @@ def _document_model_fields(schema: dict[str, Any]) -> None:
     schema["examples"] = _EXAMPLES
 
 
-class TaskRequest(BaseModel):
+class HailuoRequest(GatewayFields, HailuoFields):
+    """A whole Hailuo body: the gateway's fields and Hailuo's own (the simulator's view)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskRequest(GatewayFields):
     """A Qingbo `POST /v1/tasks` body for any model of the catalog. The gateway's own fields
     are typed here; every other field is the model's (`prompt`, `duration`, `resolution`,
     `image_urls`, ...), checked against that model's rules in the catalog in force
@@ -148,23 +163,12 @@ class TaskRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", json_schema_extra=_document_model_fields)
 
-    model: Annotated[
-        str, Field(min_length=1, max_length=100, description="Model id (GET /v1/models)"), Storable
-    ]
-    callback_url: Annotated[str, Field(min_length=1, max_length=2048), Storable] | None = None
-    callback_events: Annotated[list[CallbackEvent], Field(max_length=6)] | None = None
-    priority: StrictInt = Field(
-        0, ge=-100, le=100, description="Gateway extension: dispatch priority within the team"
-    )
-    metadata: dict[str, Any] | None = Field(
-        None,
-        description="Gateway extension: the app's own labels, stored with the task, echoed in "
-        "every answer and webhook, filterable and reportable, never sent to Qingbo. At most "
-        "16 keys of [A-Za-z0-9_.-]{1,64}, string values of at most 512 characters, 4 KiB in all",
-        examples=[{"project": "atlas", "feature": "onboarding-video"}],
-    )
+    def vendor_fields(self) -> dict[str, Any]:
+        """The model's own fields, as sent (every field the gateway does not declare)."""
+        return self.model_extra or {}
 
-    def fields(self) -> dict[str, Any]:
-        """Every field the caller sent, gateway's and model's, as sent."""
-        sent = {name: getattr(self, name) for name in self.model_fields_set if name != "model"}
-        return {"model": self.model, **sent, **(self.model_extra or {})}
+    def hailuo(self) -> HailuoRequest:
+        """This body as a Hailuo request. Hailuo's own fields are validated here; the
+        gateway's go through again with them, already valid (one pydantic-core pass over a
+        plain dict is cheaper than model_construct)."""
+        return HailuoRequest.model_validate({**self.__dict__, **self.vendor_fields()})
