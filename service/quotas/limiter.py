@@ -10,7 +10,7 @@ replicas' clocks.
 The log is a Redis list of admission times, oldest first: one script appends, so it is
 already in order, and every step is O(1) (pop what left the window from the head, count,
 push on the tail). A sorted set would sort again what arrives sorted (measured: the
-script ran several times slower on one).
+script ran slower on one).
 
 Only task submissions (`POST /v1/tasks`, `POST /v1/tasks/sync`) count: reads and polls
 are served locally and cost nothing upstream. `check_counter` applies the same log to
@@ -18,7 +18,9 @@ other per-minute limits (a team's webhook re-sends).
 
 The checks go over one pipelined connection of the limiter's own (`pipe.py`, which says
 why redis-py's client is not used here), the script by EVALSHA; a Redis that lost it
-(restart, SCRIPT FLUSH) gets it again by EVAL.
+(restart, SCRIPT FLUSH) gets it again by EVAL. `pipeline="redis-py"` runs them on
+redis-py's own pipeline instead (`redis_py_pipeline.py`), fed the same way, to measure
+the two against each other.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from redis.asyncio import Redis
 
@@ -39,7 +41,8 @@ from service.platform.metrics import (
     TASKS_REJECTED,
 )
 from service.quotas.limits import Limits
-from service.quotas.pipe import RedisPipe, RedisReplyError
+from service.quotas.pipe import RedisPipe, RedisRefused, RedisReplyError
+from service.quotas.redis_py_pipeline import RedisPyPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,23 @@ CLIENT_NAME = "qgw-rate-limits"  # in Redis's CLIENT LIST
 STALL_SECONDS = 2.0  # no answer for this long: Redis is unreachable for this check
 # One bound for a whole check, retry and reconnection included.
 CHECK_DEADLINE_STALLS = 2.5
+
+
+class Pipe(Protocol):
+    """What the limiter needs of its connection (RedisPipe, RedisPyPipeline)."""
+
+    stall_seconds: float
+
+    async def call(self, *args: Any, seconds: float | None = None) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+Pipeline = Literal["hand-made", "redis-py"]
+PIPELINES: dict[Pipeline, type[RedisPipe] | type[RedisPyPipeline]] = {
+    "hand-made": RedisPipe,
+    "redis-py": RedisPyPipeline,
+}
 
 # KEYS: one list per limit. ARGV: window ms, then one limit per key.
 # Answers {admitted (1/0), index of the limit that refused (1-based) or 0, the time it
@@ -119,11 +139,19 @@ class RateLimiter:
     """Admits a submission under its key's and team's per-minute limits, or raises 429."""
 
     def __init__(
-        self, redis: Redis, *, prefix: str, on_error: str, stall_seconds: float = STALL_SECONDS
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        on_error: str,
+        stall_seconds: float = STALL_SECONDS,
+        pipeline: Pipeline = "hand-made",
     ) -> None:
         # The server arq's client (`redis`) talks to, on a connection of the limiter's own:
         # its checks never queue behind arq's commands.
-        self._pipe = RedisPipe(redis, client_name=CLIENT_NAME, stall_seconds=stall_seconds)
+        self._pipe: Pipe = PIPELINES[pipeline](
+            redis, client_name=CLIENT_NAME, stall_seconds=stall_seconds
+        )
         # EVALSHA names the script by this digest.
         self._sha = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._deadline = CHECK_DEADLINE_STALLS * stall_seconds
@@ -213,10 +241,10 @@ class RateLimiter:
 
     def _unavailable(self, exc: Exception) -> Decision:
         RATE_LIMIT_ERRORS.labels(self._on_error).inc()
-        logger.warning(
-            "rate limit store unreachable",
-            extra={"action": self._on_error, "error": type(exc).__name__},
-        )
+        extra = {"action": self._on_error, "error": type(exc).__name__}
+        if isinstance(exc, RedisRefused):  # a setting to mend: say which (no secret in it)
+            extra["reason"] = str(exc)
+        logger.warning("rate limit store unreachable", extra=extra)
         if self._on_error == "deny":
             raise UpstreamUnavailable(
                 "rate limits cannot be checked right now; retry shortly",

@@ -2,18 +2,21 @@
 
 Why hand-made: redis-py's asyncio client takes a pooled connection, wraps the command in
 its retry machinery, checks the socket and parses through its own layers for every
-command. bench/quotas.py, client CPU per check at 16 at once: the script alone costs
-71 µs on redis-py's pool and 46 µs on valkey-glide (the well-kept multiplexing client),
-the limiter's whole check 24 µs here, on one connection on which every check is written
-at once and the answers are matched in order (RESP answers in order), parsed by hiredis
-(the parser redis-py itself uses). In a submission with every guard on, the guards cost
-the API 0.12 ms on redis-py and 0.04 ms on this (bench/cpu.py; README "Rate limits on one
-pipelined connection"); glide, tried in the API, was no faster than redis-py there.
+command. Here every check of one event-loop turn is written at once on one connection and
+the answers are matched in order (RESP answers in order), parsed by hiredis (the parser
+redis-py itself uses): less client CPU per check than redis-py's client and than
+valkey-glide (the well-kept multiplexing client), and less CPU per guarded submission
+than redis-py (bench/quotas.py, bench/cpu.py; their figures are in bench/RESULTS.md).
+Glide, tried in the API, was no faster than redis-py there. redis-py's own
+non-transactional pipeline, fed the same way (`redis_py_pipeline.py`), stands beside this
+one until `bench/quotas.py --mode pipelines` says which stays.
 
 The connection is opened on first use and again after it is lost. A connection that does
 not answer for `stall_seconds` is given up: every request waiting on it fails, and the
-next request opens a new one. Opening (connect, AUTH, SELECT, CLIENT SETNAME) is bounded
-by the same time.
+next request opens a new one. Opening (connect, TLS, AUTH, SELECT, CLIENT SETNAME) is
+bounded by the same time; a handshake Redis refuses is RedisRefused, naming the step.
+What to connect to comes from the redis-py client given (its URL's host, port or socket,
+user name, password, database, and for rediss:// its ssl_* arguments).
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ class RedisReplyError(Exception):
     """Redis answered with an error (the message is Redis's)."""
 
 
+class RedisRefused(RedisReplyError):
+    """Redis refused the connection's handshake (AUTH, SELECT, CLIENT SETNAME): a setting
+    is wrong, and no retry will mend it. The message names the step and Redis's answer
+    (only its error code for AUTH: an answer to AUTH is never echoed, whatever the server)."""
+
+
 class RedisLost(ConnectionError):
     """The connection closed, or stalled, before the answer came."""
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: an array of bulk strings. The same bytes as redis-py's
-    PythonRespSerializer, which was tried here and cost 6 µs more per check (bench/quotas.py:
-    38.5 against 32.3 µs of client CPU in back-to-back runs)."""
+    PythonRespSerializer, which was tried here and cost more client CPU per check
+    (bench/quotas.py)."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
@@ -106,7 +115,8 @@ async def _answer(waiter: asyncio.Future[Any], seconds: float, proto: _Protocol)
         if not waiter.done():
             proto.abort()
 
-    # A timer per request, not asyncio.timeout(): it is a tenth of the cost.
+    # A timer per request, not asyncio.timeout(): a timer handle is far cheaper than the
+    # timeout's context manager and its task bookkeeping, on every check.
     timer = asyncio.get_running_loop().call_later(seconds, stalled)
     try:
         reply = await waiter
@@ -115,6 +125,11 @@ async def _answer(waiter: asyncio.Future[Any], seconds: float, proto: _Protocol)
     if isinstance(reply, hiredis.ReplyError):
         raise RedisReplyError(str(reply))
     return reply
+
+
+def _refusal(step: str, answer: str) -> str:
+    said = answer.split(" ", 1)[0] if step == "AUTH" else answer  # AUTH: no echo, ever
+    return f"Redis refused {step}: {said}"
 
 
 class RedisPipe:
@@ -183,9 +198,9 @@ class RedisPipe:
                     handshake.append(("SELECT", kw["db"]))
                 handshake.append(("CLIENT", "SETNAME", self._client_name))
                 waiters = [proto.send(pack(command)) for command in handshake]
-                for waiter in waiters:
+                for command, waiter in zip(handshake, waiters, strict=True):
                     if isinstance(reply := await waiter, hiredis.ReplyError):
-                        raise RedisReplyError(str(reply).split(" ", 1)[0])  # no secrets
+                        raise RedisRefused(_refusal(command[0], str(reply)))
             except BaseException:
                 proto.abort()
                 raise
