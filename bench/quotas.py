@@ -1,43 +1,66 @@
-"""Benchmark the rate-limit check alone: the gateway's limiter (one pipelined connection,
+"""Benchmark the rate-limit check alone, at the same concurrency on the same Redis, in the
+same run (alternating rounds). Each check is one submission's (two limits: key and team).
+
+--mode clients (the default): the gateway's limiter (one pipelined connection,
 service/quotas/pipe.py, the Lua script by EVALSHA) against redis-py's own client and a
-multiplexing client, valkey-glide, running the same script, at the same concurrency on the
-same Redis, in the same run. Each check is one submission's (two limits: key and team).
+multiplexing client, valkey-glide, running the same script.
 
-bench/submit.py measures what the check costs a whole submission; this shows whether
-another client would win enough to matter: the rule (issue 16) is that hand-made or
-extra machinery stays only where the well-kept option costs more than 10 % of a
-submission's p50.
+--mode pipelines (issue 33): the limiter on its hand-made pipe against the same limiter on
+redis-py's own non-transactional pipeline fed once per loop turn
+(service/quotas/redis_py_pipeline.py, `RateLimiter(pipeline="redis-py")`), and a floor:
+redis-benchmark (C, another process) sending the same EVALSHA on one connection, as many
+in flight as the concurrency (`-c 1 -P c`), which is what either would do at no client
+cost. Its "client CPU" is redis-benchmark's own, read from the children's rusage.
 
-    .venv/bin/pip install valkey-glide   # bench-only
-    .venv/bin/python bench/quotas.py [--seconds 5] [--concurrency 16] [--rounds 3]
+bench/submit.py and bench/cpu.py measure what the check costs a whole submission; this
+shows whether another client would win enough to matter: the rule (issue 16) is that
+hand-made or extra machinery stays only where the well-kept option costs more than 10 % of
+a submission's p50.
+
+    .venv/bin/pip install valkey-glide   # bench-only, for --mode clients
+    .venv/bin/python bench/quotas.py [--mode pipelines] [--seconds 5] [--concurrency 16]
+        [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import hashlib
 import importlib.util
+import io
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from redis import Redis as SyncRedis  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
+from redis.asyncio.connection import SSLConnection, parse_url  # noqa: E402
 
 from bench.stack import redis_url  # noqa: E402
-from service.quotas.limiter import CHECK_SCRIPT, WINDOW_MS, RateLimiter  # noqa: E402
+from service.quotas.limiter import CHECK_SCRIPT, WINDOW_MS, Pipeline, RateLimiter  # noqa: E402
 from service.quotas.limits import Limits  # noqa: E402
 
 BIG = 10**9  # limits that never refuse: every check runs the whole script
 Check = Callable[[int], Awaitable[object]]
 GATEWAY = "gateway (pipelined)"
+HAND_MADE = "limiter on the hand-made pipe"
+REDIS_PY_PIPELINE = "limiter on redis-py's pipeline"
+FLOOR = "floor: redis-benchmark -c 1 -P c"
 Close = Callable[[], Awaitable[None]]
+Result = tuple[float, float, float, float]  # checks/s, p50 ms, p99 ms, client CPU µs/check
 
 
 async def run_for(
@@ -62,11 +85,17 @@ async def run_for(
     return len(samples) / seconds, statistics.median(samples), p99, cpu_us
 
 
-async def gateway_limiter(
-    url: str,
+async def limiter_on(
+    url: str, pipeline: Pipeline = "hand-made"
 ) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
-    redis = Redis.from_url(url)
-    limiter = RateLimiter(redis, prefix=f"bench-quotas:{uuid.uuid4().hex[:8]}", on_error="deny")
+    """The gateway's own limiter, on the connection `pipeline` names."""
+    client = Redis.from_url(url)
+    limiter = RateLimiter(
+        client,
+        prefix=f"bench-quotas:{uuid.uuid4().hex[:8]}",
+        on_error="deny",
+        pipeline=pipeline,
+    )
     limits = [Limits(uuid.uuid4(), uuid.uuid4(), BIG, BIG) for _ in range(64)]
 
     async def check(worker: int) -> object:
@@ -74,9 +103,75 @@ async def gateway_limiter(
 
     async def close() -> None:
         await limiter.aclose()
-        await redis.aclose()
+        await client.aclose()
 
     return check, close
+
+
+async def gateway_limiter(
+    url: str,
+) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
+    return await limiter_on(url, "hand-made")
+
+
+async def redis_py_pipeline_limiter(
+    url: str,
+) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
+    return await limiter_on(url, "redis-py")
+
+
+def redis_benchmark_args(url: str) -> list[str] | None:
+    """redis-benchmark's connection options for `url` (as redis-py reads it), or None
+    without the binary (the floor is then left out)."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return None
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    tls: list[str] = []
+    if issubclass(kwargs.get("connection_class", object), SSLConnection):
+        tls = ["--tls"]
+        for option, name in (("--cacert", "ssl_ca_certs"), ("--cert", "ssl_certfile"),
+                             ("--key", "ssl_keyfile")):  # fmt: skip
+            if kwargs.get(name):
+                tls += [option, kwargs[name]]
+        if kwargs.get("ssl_cert_reqs") == "none":
+            tls.append("--insecure")
+    if kwargs.get("path"):
+        where = ["-s", kwargs["path"]]
+    else:
+        where = ["-h", kwargs.get("host", "127.0.0.1"), "-p", str(kwargs.get("port", 6379))]
+    if kwargs.get("username"):
+        where += ["--user", kwargs["username"]]
+    if kwargs.get("password"):
+        where += ["-a", kwargs["password"]]
+    return [binary, *where, *tls, "--dbnum", str(kwargs.get("db", 0))]
+
+
+def redis_benchmark(base: list[str], concurrency: int, requests: int) -> Result:
+    """The same script on the same Redis from redis-benchmark: one connection with
+    `concurrency` commands in flight, keys spread like the workers' (64 pairs)."""
+    sha = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+    prefix = f"bench-quotas-floor:{uuid.uuid4().hex[:8]}"
+    command = ["EVALSHA", sha, "2", f"{prefix}:key:__rand_int__", f"{prefix}:team:__rand_int__",
+               str(WINDOW_MS), str(BIG), str(BIG)]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [*base, "-c", "1", "-P", str(concurrency), "-n", str(requests), "-r", "64", "--csv",
+         *command],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    if not rows:
+        raise SystemExit(f"redis-benchmark printed no result: {done.stdout!r} {done.stderr!r}")
+    row = rows[-1]
+    return (
+        float(row["rps"]),
+        float(row["p50_latency_ms"]),
+        float(row["p99_latency_ms"]),
+        cpu * 1e6 / requests,
+    )
 
 
 async def redis_py_client(
@@ -121,42 +216,70 @@ async def glide_client(
     return check, close
 
 
+async def floor_for(url: str, args: argparse.Namespace) -> Callable[[], Result] | None:
+    """The floor's run, sized to last about `args.seconds` (a short run finds its rate)."""
+    base = redis_benchmark_args(url)
+    if base is None:
+        print("floor left out: redis-benchmark is not installed")
+        return None
+    with SyncRedis.from_url(url) as plain:  # EVALSHA needs the script there
+        plain.script_load(CHECK_SCRIPT)
+    probe = max(500, 50 * args.concurrency)
+    rate = redis_benchmark(base, args.concurrency, probe)[0]
+    requests = max(probe, int(rate * args.seconds))
+    return lambda: redis_benchmark(base, args.concurrency, requests)
+
+
 async def main(args: argparse.Namespace) -> int:
     url = redis_url()
-    clients = {
-        GATEWAY: gateway_limiter,
-        "redis-py": redis_py_client,
-        "valkey-glide": glide_client,
-    }
-    if importlib.util.find_spec("glide") is None:
-        # valkey-glide is optional: not in the [bench] extra (a Rust wheel of 10 MB for
-        # one comparison).
-        print("valkey-glide is not installed (pip install valkey-glide): without it")
-        del clients["valkey-glide"]
-    results: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in clients}
+    clients: dict[str, Callable[[str], Awaitable[tuple[Check, Close]]]]
+    floor = None
+    if args.mode == "pipelines":
+        clients = {HAND_MADE: gateway_limiter, REDIS_PY_PIPELINE: redis_py_pipeline_limiter}
+        floor = await floor_for(url, args)
+    else:
+        clients = {
+            GATEWAY: gateway_limiter,
+            "redis-py": redis_py_client,
+            "valkey-glide": glide_client,
+        }
+        if importlib.util.find_spec("glide") is None:
+            # valkey-glide is optional: not in the [bench] extra (a Rust wheel of 10 MB for
+            # one comparison).
+            print("valkey-glide is not installed (pip install valkey-glide): without it")
+            del clients["valkey-glide"]
+    names = [*clients, *([FLOOR] if floor else [])]
+    results: dict[str, list[Result]] = {n: [] for n in names}
     for _ in range(args.rounds):  # alternate: the machine's drift cancels out of the pair
         for name, make in clients.items():
             check, close = await make(url)
-            await run_for(0.5, args.concurrency, check)  # warm-up: connections, script
+            await run_for(min(0.5, args.seconds), args.concurrency, check)  # warm-up
             results[name].append(await run_for(args.seconds, args.concurrency, check))
             await close()
+        if floor is not None:
+            results[FLOOR].append(await asyncio.to_thread(floor))
     print(
         f"\nrate-limit check (2 limits), c={args.concurrency}, {args.seconds:g} s runs, "
         f"median of {args.rounds} alternating rounds"
     )
-    print("| client | checks/s | p50 ms | p99 ms | client CPU µs/check |")
-    print("| --- | --- | --- | --- | --- |")
-    cpu: dict[str, float] = {}
+    print("| client | checks/s | p50 ms | p99 ms | client CPU µs/check | checks/s vs floor |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    median: dict[str, Result] = {}
     for name, runs in results.items():
-        rate, p50, p99, cpu[name] = (statistics.median(r[i] for r in runs) for i in range(4))
-        print(f"| {name} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {cpu[name]:.1f} |")
-    others = ", ".join(f"{n} {c:.1f}" for n, c in cpu.items() if n != GATEWAY)
-    print(f"client CPU µs per check: the gateway's {cpu[GATEWAY]:.1f}, {others}")
+        rate, p50, p99, cpu = (statistics.median(r[i] for r in runs) for i in range(4))
+        median[name] = (rate, p50, p99, cpu)
+    for name, (rate, p50, p99, cpu) in median.items():
+        ratio = f"{rate / median[FLOOR][0]:.2f}x" if FLOOR in median else "-"
+        print(f"| {name} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.1f} | {ratio} |")
+    ours = HAND_MADE if args.mode == "pipelines" else GATEWAY
+    others = ", ".join(f"{n} {m[3]:.1f}" for n, m in median.items() if n not in (ours, FLOOR))
+    print(f"client CPU µs per check: {ours} {median[ours][3]:.1f}, {others}")
     return 0
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=["clients", "pipelines"], default="clients")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
