@@ -139,6 +139,18 @@ def earlier_sections(path: Path) -> dict[str, tuple[str, str]]:
     return {m.group(1): (m.group(0), m.group(2)) for m in found}
 
 
+# RESULTS.md from this line on is written by hand (the measurements behind docs/decisions/,
+# runs on other machines): a new report keeps it as it is.
+HAND_WRITTEN = "<!-- Written by hand from here on: bench/report.py keeps it as it is. -->"
+
+
+def hand_written(path: Path) -> str:
+    """An earlier RESULTS.md from HAND_WRITTEN on ("" when it has none)."""
+    text = path.read_text() if path.exists() else ""
+    at = text.find(HAND_WRITTEN)
+    return "" if at < 0 else "\n" + text[at:]
+
+
 def machine() -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -198,6 +210,7 @@ def main() -> None:
         + "\n\n".join(plots)
         + "\n\n"
         + "\n".join(sections)
+        + hand_written(HERE / "RESULTS.md")
     )
     (HERE / "RESULTS.md").write_text(text)
     print(f"wrote {HERE / 'RESULTS.md'}: {passes} PASS, {misses} MISS")
