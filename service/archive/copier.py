@@ -208,9 +208,10 @@ class Archiver:
                         yield chunk
 
                 if 0 < declared <= PART_BYTES:
-                    # One PUT instead of a multipart upload's three requests: measured
-                    # 0.69x the floor's videos/s on 1 MiB videos with multipart
-                    # (bench/archive.py); the body is at most one part in memory.
+                    # One PUT instead of a multipart upload's three requests: small
+                    # videos were held under the goal against the floor with multipart
+                    # (bench/archive.py; docs/decisions/013-archive-copier.md); the body is
+                    # at most one part in memory.
                     body = b"".join([piece async for piece in hashed()])
                     await obstore.put_async(self.store, key, body, use_multipart=False)
                 else:

@@ -1,4 +1,4 @@
-"""Bars for the spend charts, drawn on the server as SVG (docs/decisions/020-console.md):
+"""Bars for the spend charts, drawn on the server as SVG (docs/decisions/001-console.md):
 integer micro-dollars in, whole percents of the largest bar out."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Reading a request body within bounds: at most so many bytes, before a deadline, and (the
 routes' part, service/web.py) only once the caller is known. A body is the one thing a
-stranger can make the API hold: read unbounded and then parsed, 20 MiB of `[{},{},...]`
-became 0.6 GB of Python objects (issue 31)."""
+stranger can make the API hold: read unbounded and then parsed, a body of `[{},{},...]`
+became many times its size in Python objects (issue 31; tests/test_hostile_bodies.py;
+docs/decisions/010-bounded-bodies.md)."""
 
 from __future__ import annotations
 

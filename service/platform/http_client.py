@@ -1,10 +1,11 @@
 """httpx's interface on aiohttp's connection pool, for the outbound calls where httpcore's
 CPU per request shows: webhook delivery and reads of Qingbo's tasks.
 
-httpcore spent about 0.8 ms of CPU per POST at 4 at a time against this transport's 0.26
-ms (bench/webhooks.py prints both), and with 10,000 tasks in flight httpx and httpcore
-were 45 % of the worker's CPU reading them (bench/inflight.py under py-spy). What the
-callers rely on is kept: no redirects, sni_hostname, timeouts, streaming.
+httpcore's own transport costs several times this one's CPU per POST (bench/webhooks.py
+prints both), and with 10,000 tasks in flight httpx and httpcore were the largest share of
+the worker's CPU reading them (bench/inflight.py under py-spy;
+docs/decisions/016-aiohttp-transport.md). What the callers rely on is kept: no
+redirects, sni_hostname, timeouts, streaming.
 
 Not for calls Qingbo may act on (submit, cancel): the transport maps a server disconnect
 after sending to ConnectTimeout, which the Qingbo client must read as "not sent" (safe to

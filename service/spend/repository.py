@@ -13,9 +13,10 @@ import asyncpg
 
 # Report dimensions: (what the charges are grouped by, how a group is shown). Grouping
 # runs on the raw columns of task_charges alone, and only the groups are then named and
-# formatted: joining names or formatting times per row cost 1.6x on a year of a million
-# tasks (bench/reports.py). Days, weeks and months are calendar windows of the admission
-# time in the budget time zone ($3), as budgets book it.
+# formatted: joining names or formatting times per row cost far more on a year of a
+# million tasks (bench/reports.py; bench/RESULTS.md, "Spend reports"). Days, weeks and
+# months are calendar windows of the admission time in the budget time zone ($3), as
+# budgets book it.
 DIMENSIONS = {
     "day": ("date_trunc('day', c.admitted_at AT TIME ZONE $3)", "to_char({g}, 'YYYY-MM-DD')"),
     "week": ("date_trunc('week', c.admitted_at AT TIME ZONE $3)", "to_char({g}, 'YYYY-MM-DD')"),

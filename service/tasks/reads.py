@@ -2,12 +2,12 @@
 the poll cron to the workers through two Redis lists, instead of one arq job per read.
 
 Why not arq jobs: arq starts its jobs one at a time, four Redis round trips each, in one
-loop that shares the worker's event loop with every running job. bench/inflight.py (10,000
-tasks in flight, callbacks on) made 61,600 arq jobs for 10,000 tasks, 45,000 of them reads;
-arq started about 300 a second, and every job, ends read "ahead of the queue" included,
-waited 5-12 s around the first ends (p99 2.3 s from Qingbo's end to the gateway's). Here a
-read costs one LPUSH to hand over, and a worker takes as many as it has room for in one
-round trip, ends first. bench/inflight.py prints what this gives.
+loop that shares the worker's event loop with every running job. With 10,000 tasks in
+flight and callbacks on (bench/inflight.py), most jobs were reads, arq could not start
+them as fast as they came, and every job, ends read "ahead of the queue" included, waited
+seconds around the first ends. Here a read costs one LPUSH to hand over, and a worker takes
+as many as it has room for in one round trip, ends first. bench/inflight.py prints what
+this gives (docs/decisions/015-read-lane.md).
 
 Losing a read loses nothing: whoever hands a read over has first leased the task's next
 poll (`repository.lease_poll`, `claim_due_polls`), so if the read is lost (Redis

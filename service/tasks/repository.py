@@ -260,9 +260,9 @@ async def claim_pending(
     """
     await conn.execute("SELECT pg_advisory_xact_lock($1)", DISPATCH_LOCK_KEY)
     # Left to itself the planner answers "each team's first N waiting tasks" by ANDing two
-    # partial indexes, reading every waiting task once per team: 96 ms for a claim from
-    # 10^5 waiting across 100 teams, against 18 ms reading tasks_pending_by_team in order
-    # (EXPLAIN ANALYZE on bench/scale.py's data). This transaction only claims.
+    # partial indexes, reading every waiting task once per team, several times slower than
+    # reading tasks_pending_by_team in order (EXPLAIN ANALYZE on bench/scale.py's data;
+    # docs/decisions/017-dispatch-claim.md). This transaction only claims.
     await conn.execute("SET LOCAL enable_bitmapscan = off")
     in_flight = await conn.fetchval(
         "SELECT count(*) FROM tasks WHERE dispatch_state = ANY($1::text[])",
@@ -287,8 +287,8 @@ async def claim_pending(
     # over, and a second pass shares those among the teams that had more. The first pass
     # claims exactly what one ranking of every team's first `slots` would (those rank
     # ahead of anything a team has beyond its share), but reads teams x share rows, not
-    # teams x slots (bench/scale.py: 18 ms for a claim of 100 from 10^5 waiting across
-    # 100 teams, against 1.4 ms).
+    # teams x slots, so a claim costs the same whatever waits (bench/scale.py's dispatch
+    # claim).
     claimed = await conn.fetch(_CLAIM_FAIRLY, slots, None)
     if 0 < len(claimed) < slots:
         claimed += await conn.fetch(_CLAIM_FAIRLY, slots - len(claimed), slots - len(claimed))

@@ -160,7 +160,7 @@ async def _record_read(
     changed = view.status != row["status"] or view.progress != row["progress"]
     # Only a new status starts the poll schedule again. Progress moves on almost every
     # read of a running task: restarting on it kept every task at the first interval
-    # (bench/inflight.py: 5.35 reads per task where the schedule allows 5.0 at 15 s).
+    # (bench/inflight.py counted more reads per task than the schedule allows).
     new_status = view.status != row["status"]
     async with conn.transaction():
         await repository.record_progress(
@@ -301,12 +301,12 @@ async def accept_callback(
 ) -> None:
     """Qingbo called back for the task (its token checked: check_callback_token): read the
     task again now (the callback's body is not trusted; the read is). The read takes the
-    poll's lease, so the poller does not read it a second time (bench/inflight.py: a
-    callback cost two reads).
+    poll's lease, so the poller does not read it a second time (bench/inflight.py counted
+    two reads per callback without it).
 
     A callback that says the task `finished` is read before the other reads waiting (the
     read lane's ends list): with 10,000 tasks in flight hundreds of polls and "processing"
-    re-reads wait, and an end read behind them was seen 11 s late (bench/inflight.py)."""
+    re-reads wait, and an end read behind them was seen seconds late (bench/inflight.py)."""
     ended_with = await repository.lease_poll(
         conn, task_id, lease_seconds=settings.poll_lease_seconds
     )

@@ -1,18 +1,18 @@
 """The callers this process has authenticated, by key hash, so that a hot request skips
 the database round trip that authenticating it costs.
 
-Measured with bench/submit.py (see README "Performance"): authentication was one pooled
-connection and one query per request, about a tenth of the API process's CPU at c=16.
+Why: authenticating was one pooled connection and one query per request, a visible share
+of the API process's CPU under load (bench/cpu.py; docs/decisions/007-key-cache.md).
 
 It is only trusted while the process's LISTEN connection is up (`trust`/`distrust`, from
-tasks/events.py): a trigger NOTIFYs `qgw_auth_changes` on any change to a key or a team
-(migration 0013), which empties it, so a revoked key or a changed limit applies to the
-next request of every process. A process that cannot hear those notifications reads the
-database every time. A connection that went silent without dropping is caught by the
-listener's round trips; and trust is a lease (`trust_seconds`) that only those round
-trips renew (`proven_alive`), so a listener that cannot even report stops it too.
-Entries also expire after `ttl_seconds`, a backstop only. Unknown keys are never cached:
-a new key works at once, and guessing fills no memory.
+the listener that tasks/resources.py sets up): a trigger NOTIFYs `qgw_auth_changes` on
+any change to a key or a team (migration 0013), which empties it, so a revoked key or a
+changed limit applies to the next request of every process. A process that cannot hear
+those notifications reads the database every time. A connection that went silent without
+dropping is caught by the listener's round trips; and trust is a lease (`trust_seconds`)
+that only those round trips renew (`proven_alive`), so a listener that cannot even report
+stops it too. Entries also expire after `ttl_seconds`, a backstop only. Unknown keys are
+never cached: a new key works at once, and guessing fills no memory.
 """
 
 from __future__ import annotations

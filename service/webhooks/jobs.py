@@ -43,8 +43,8 @@ async def first_attempt(res: Any, event_id: str, team: str = "") -> str:
     skip it.
 
     Why not a job each time: a job is about ten Redis round trips (enqueue, start, run,
-    finish), a third of a delivery's CPU in the worker (bench/webhooks.py profiled under
-    py-spy, 2026-12-03)."""
+    finish), a large share of a delivery's CPU in the worker (bench/webhooks.py profiled
+    under py-spy; docs/decisions/012-webhook-slots.md)."""
     first_attempts = res.webhooks.first_attempts
     if first_attempts.full():
         await enqueue_delivery(res.redis, res.settings.arq_queue_name, event_id, 0)

@@ -14,10 +14,10 @@ An attempt over a cap waits in the process for a slot, but only while few others
 (`max_waiting` per destination, `per_team` per team, `total` in all, though a team's
 first waiter is always let in) and for at most `wait_seconds`; otherwise its event is put
 off and comes back as a new job. Waiting is what keeps a burst to one fast receiver
-moving: putting every attempt over the cap off by a second made 1,000 events finished at
-once arrive at 192/s and the p99 at 100 events/s 1.5 s (bench/webhooks.py, 2026-12-03),
-with the worker mostly idle. The bounds keep what a dead receiver can hold to
-`per_destination + max_waiting` job slots.
+moving: putting every attempt over the cap off by a second held a burst to a fraction of
+what the worker could send and the p99 at a steady rate to seconds, with the worker mostly
+idle (bench/webhooks.py; docs/decisions/012-webhook-slots.md). The bounds keep what a dead
+receiver can hold to `per_destination + max_waiting` job slots.
 """
 
 from __future__ import annotations
