@@ -138,8 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         # FastAPI's own OpenTelemetry asks the global tracer, meter and logger providers
-        # (and the environment behind them) on every request whether any is set: 5 % of
-        # the API's CPU per submission (bench/cpu.py --py-spy). The gateway exports
+        # (and the environment behind them) on every request whether any is set, a visible
+        # share of the API's CPU per submission (bench/cpu.py --py-spy). The gateway exports
         # Prometheus metrics and JSON logs; it sets no OpenTelemetry provider.
         telemetry=NO_OPENTELEMETRY,
     )

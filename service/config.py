@@ -89,9 +89,9 @@ class Settings(BaseSettings):
     # Tracking: adaptive polling next to Qingbo's callbacks.
     poll_initial_seconds: float = Field(3.0, gt=0)
     # With callbacks on, each callback triggers a read and polls only stand in for a lost
-    # one, so the first comes later: at 3 s, 10,000 tasks in flight kept one worker's queue
-    # behind its polls and completions 7.5 s late at p99; at 15 s, 1.4 s
-    # (bench/inflight.py, 5,000 over 60 s).
+    # one, so the first comes later: at the plain initial interval, thousands of tasks in
+    # flight kept one worker's queue behind its polls and completions came seconds late
+    # (bench/inflight.py; figures in bench/RESULTS.md, "Tracking with thousands in flight").
     poll_initial_seconds_with_callbacks: float = Field(15.0, gt=0)
     poll_max_seconds: float = Field(30.0, gt=0)
     poll_max_seconds_with_callbacks: float = Field(60.0, gt=0)
@@ -121,9 +121,10 @@ class Settings(BaseSettings):
     reconcile_every_seconds: int = Field(15, ge=1, le=60)
     dispatch_batch_size: int = Field(100, ge=1)
 
-    # Jobs wait on Qingbo and Postgres, not on the CPU: with 50, 5,000 tasks in flight
-    # ended 1.4 s late at p99, the jobs queued behind each other; with 200, 0.35 s at 0.37
-    # of a core (bench/inflight.py, 5,000 over 60 s).
+    # Jobs wait on Qingbo and Postgres, not on the CPU: with a quarter of this, thousands
+    # of tasks in flight ended late, the jobs queued behind each other, while the worker
+    # used well under a core (bench/inflight.py; bench/RESULTS.md, "Tracking with thousands
+    # in flight").
     worker_max_jobs: int = Field(200, ge=1)
     # Reads of tracked tasks running at once per worker process, beside its arq jobs.
     worker_max_reads: int = Field(100, ge=1)
