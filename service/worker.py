@@ -24,7 +24,6 @@ from service.platform.metrics import JOB_DURATION, JOBS, JOBS_IN_PROGRESS
 from service.spend import jobs as spend_jobs
 from service.tasks import jobs, tracking
 from service.tasks.notifications import NotificationListener
-from service.tasks.queue import REFRESH_JOB, SUBMIT_JOB
 from service.tasks.reads import ReadLane
 from service.tasks.resources import Resources, open_resources, redis_settings
 from service.webhooks import jobs as webhook_jobs
@@ -98,7 +97,7 @@ async def _listen_for_webhook_events(stack: AsyncExitStack, res: Resources) -> N
 
 async def _run_read_lane(stack: AsyncExitStack, res: Resources) -> None:
     """Read the tracked tasks that callbacks and the poll cron hand over (tasks/reads.py),
-    counted in the qgw_jobs_* metrics as the refresh_task jobs they replace."""
+    counted in the qgw_jobs_* metrics like a job, by the name of the function it runs."""
 
     async def read(task_id: str) -> str:
         return await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
@@ -106,7 +105,7 @@ async def _run_read_lane(stack: AsyncExitStack, res: Resources) -> None:
     lane = ReadLane(
         res.redis,
         res.settings.arq_queue_name,
-        instrumented(read, REFRESH_JOB),
+        instrumented(read, tracking.refresh_from_upstream.__name__),
         concurrency=res.settings.worker_max_reads,
         timeout_seconds=job_timeout_seconds(res.settings),
     )
@@ -136,8 +135,8 @@ def instrumented(
     coroutine: Callable[..., Awaitable[Any]], name: str | None = None
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
     """Count, time and track a job function: qgw_jobs_total{function,outcome},
-    qgw_job_duration_seconds{function}, qgw_jobs_in_progress{function} (`name`: the job's
-    name, if not its function's)."""
+    qgw_job_duration_seconds{function}, qgw_jobs_in_progress{function} (`name`: the
+    label, if not the function's own name)."""
     name = name or coroutine.__name__
 
     @functools.wraps(coroutine)
@@ -170,10 +169,10 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
     # keep_result=0: no result is stored, so a job id dedupes only while the job is queued
     # or running, and a later poll or attempt can always be enqueued again.
-    def job(coroutine: Any, name: str | None = None) -> Any:
+    def job(coroutine: Any) -> Any:
         return func(
-            instrumented(coroutine, name),
-            name=name or coroutine.__name__,
+            instrumented(coroutine),
+            name=coroutine.__name__,
             timeout=job_timeout,
             keep_result=0,
             max_tries=3,
@@ -183,8 +182,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [
             job(jobs.dispatch_pending_tasks),
-            job(jobs.send_to_qingbo, name=SUBMIT_JOB),
-            job(jobs.refresh_task),
+            job(jobs.send_to_qingbo),  # queue.SUBMIT_JOB
             job(webhook_jobs.deliver_webhook),
             # A copy of a long video may take longer than any upstream call.
             func(

@@ -70,11 +70,6 @@ class ModelNotAllowed(ServiceError):
     code = "model_not_allowed"
 
 
-class Forbidden(ServiceError):
-    status = 403
-    code = "forbidden"
-
-
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

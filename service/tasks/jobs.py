@@ -1,7 +1,6 @@
 """arq entry points of the task domain: thin wrappers that hand the worker's resources to
-dispatch, submission, tracking and reconciliation. A job's name is its function's, as in
-Redis and the qgw_jobs_* metrics (`send_to_qingbo` is registered as "submit_task", its name
-since the first release: queued jobs and dashboards keep working)."""
+dispatch, submission, tracking and reconciliation. A job's name is its function's, in Redis
+and in the qgw_jobs_* metrics alike."""
 
 from __future__ import annotations
 
@@ -22,11 +21,6 @@ async def dispatch_pending_tasks(ctx: dict[str, Any]) -> int:
 
 async def send_to_qingbo(ctx: dict[str, Any], task_id: str, attempt: int) -> str:
     return await submission.submit(_resources(ctx), task_id, attempt)
-
-
-async def refresh_task(ctx: dict[str, Any], task_id: str) -> str:
-    res = _resources(ctx)
-    return await tracking.refresh_from_upstream(res.pool, res.qingbo, res.settings, task_id)
 
 
 async def poll_due_tasks(ctx: dict[str, Any]) -> int:

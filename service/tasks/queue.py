@@ -12,10 +12,13 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 DISPATCH_JOB = "dispatch_pending_tasks"
-SUBMIT_JOB = "submit_task"
-# Reads of tracked tasks go through the read lane (tasks/reads.py), not arq; the worker
-# still runs a "refresh_task" job queued by an older release.
-REFRESH_JOB = "refresh_task"
+# Named after its function (jobs.send_to_qingbo), not the HTTP route submit_task. Until
+# the rename it was "submit_task": during a rolling deploy a worker drops a job of the
+# other release's name ("function not found"), and nothing is lost: the task stays
+# claimed, the reconciler puts it back to pending once QGW_CLAIM_LEASE_SECONDS pass
+# (repository.requeue_stale_claims) and dispatch enqueues it again under this name. Only
+# workers enqueue submits (dispatch runs there), so no alias under the old name is kept.
+SUBMIT_JOB = "send_to_qingbo"
 
 
 async def kick_dispatch(redis: ArqRedis, queue: str) -> None:

@@ -139,10 +139,12 @@ async def test_a_scrape_shows_exactly_what_happened(
         )
         == 2
     )
-    assert value(work, "qgw_jobs_total", function="submit_task", outcome="ok") == 3
+    assert value(work, "qgw_jobs_total", function="send_to_qingbo", outcome="ok") == 3
     # The webhook's first attempt was made by the worker that heard it, without a job.
     assert value(work, "qgw_jobs_total", function="deliver_webhook", outcome="ok") == 0
-    assert value(work, "qgw_job_duration_seconds_count", function="submit_task") == 3
+    assert value(work, "qgw_job_duration_seconds_count", function="send_to_qingbo") == 3
+    # The read lane counts its reads like jobs (the task submitted to Qingbo was read).
+    assert value(work, "qgw_jobs_total", function="refresh_from_upstream", outcome="ok") >= 1
     # Budget gauges: the same truth from both processes.
     gauge = {"team": name, "key": "", "scope": "team", "window": "month"}
     for scraped in (after, work):
