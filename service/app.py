@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings, listen_for_task_events=True) as resources:
+        async with open_resources(settings, listen_for_notifications=True) as resources:
             app.state.resources = resources
             freeze_startup_heap()
             yield

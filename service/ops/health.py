@@ -78,6 +78,6 @@ async def metrics(res: AppResources) -> Response:
     """Prometheus text exposition: this process's counters and histograms (all processes'
     under `api --workers N`, see service/platform/metrics.py) and the shared state read now."""
     await STATE.refresh(res)
-    if res.events is not None:
-        TASK_EVENT_WAITERS.set(res.events.waiting)
+    if res.notifications is not None:
+        TASK_EVENT_WAITERS.set(res.notifications.waiting)
     return Response(generate_latest(scrape_registry()), media_type=CONTENT_TYPE_LATEST)

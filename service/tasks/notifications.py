@@ -26,6 +26,7 @@ import asyncpg
 
 logger = logging.getLogger(__name__)
 
+# Task changes: migration 0002's trigger sends each changed task's id here.
 CHANNEL = "qgw_task_events"
 # The listening connection's application_name (pg_stat_activity shows which it is).
 LISTENER_NAME = "qgw-listener"
@@ -68,7 +69,7 @@ class NotificationListener:
         self._connected = asyncio.Event()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen_forever(), name="task-events-listener")
+        self._task = asyncio.create_task(self._listen_forever(), name="notification-listener")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), timeout=10)
 
@@ -134,7 +135,7 @@ class NotificationListener:
                 return
             if not await self._round_trip(conn):
                 logger.warning(
-                    "task event listener silent: reconnecting",
+                    "notification listener silent: reconnecting",
                     extra={"bound_seconds": self._check_seconds},
                 )
                 return
@@ -171,7 +172,7 @@ class NotificationListener:
                 self._wake_everyone()  # changes may have been missed while disconnected
                 await self._hear_until_lost(conn, lost)
             except Exception as exc:  # down, refused, timed out: try again; never die
-                logger.warning("task event listener down", extra={"error": type(exc).__name__})
+                logger.warning("notification listener down", extra={"error": type(exc).__name__})
             finally:
                 self._on_down()
                 self._connected.clear()

@@ -51,10 +51,11 @@ class Resources:
     kicker: DispatchKicker
     limiter: RateLimiter
     webhooks: WebhookSender
-    events: NotificationListener | None = None  # API processes only
+    # Task changes and key changes heard from Postgres (tasks/notifications.py).
+    notifications: NotificationListener | None = None  # API processes only
     watching: Watching | None = None  # API processes only: looks at tasks (tasks/watching.py)
     archive: Archiver | None = None  # with QGW_ARCHIVE_URL
-    # Authenticated callers (API processes: trusted while `events` listens).
+    # Authenticated callers (API processes: trusted while `notifications` listens).
     keys: KeyCache[KnownKey] = field(default_factory=KeyCache)
     # What "now" is for budget windows; tests move it to cross window boundaries.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -84,18 +85,19 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 @asynccontextmanager
 async def open_resources(
-    settings: Settings, *, listen_for_task_events: bool = False
+    settings: Settings, *, listen_for_notifications: bool = False
 ) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
         prices = load_price_table(settings.price_table)
         catalog = load_catalog(settings.catalog_file)
+        # An API process (the one that listens) answers 503 when no connection comes free
+        # in time; a worker's jobs wait their turn.
+        api_process = listen_for_notifications
         pool = await create_db_pool(
             settings.database_url,
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
-            # An API process answers 503 when no connection comes free in time; a worker's
-            # jobs wait their turn.
-            acquire_timeout=settings.db_acquire_timeout_seconds if listen_for_task_events else None,
+            acquire_timeout=settings.db_acquire_timeout_seconds if api_process else None,
         )
         stack.push_async_callback(pool.close)
         redis = await create_pool(
@@ -120,12 +122,12 @@ async def open_resources(
         )
         webhooks = WebhookSender(settings)
         stack.push_async_callback(webhooks.aclose)
-        events = None
+        notifications = None
         watching = None
         check = settings.listener_check_seconds
         keys: KeyCache[KnownKey] = KeyCache(trust_seconds=3 * check)
-        if listen_for_task_events:
-            events = NotificationListener(
+        if listen_for_notifications:
+            notifications = NotificationListener(
                 settings.database_url,
                 also={AUTH_CHANNEL: keys.forget_all},
                 on_up=keys.trust,
@@ -133,8 +135,8 @@ async def open_resources(
                 on_alive=keys.proven_alive,
                 check_seconds=check,
             )
-            await events.start()
-            stack.push_async_callback(events.close)
+            await notifications.start()
+            stack.push_async_callback(notifications.close)
             watching = Watching(
                 redis, settings.arq_queue_name, ttl_seconds=settings.watch_ttl_seconds
             )
@@ -176,7 +178,7 @@ async def open_resources(
             kicker=kicker,
             limiter=limiter,
             webhooks=webhooks,
-            events=events,
+            notifications=notifications,
             watching=watching,
             archive=archive,
             keys=keys,

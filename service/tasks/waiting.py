@@ -59,11 +59,11 @@ async def wait_for_outcome(
     No connection is held while waiting, and nothing polls: the task's change
     notification wakes the waiter, which then re-reads the row.
     """
-    assert res.events is not None, "waits need the API's task event listener"
+    assert res.notifications is not None, "waits need the API's notification listener"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     with (
-        res.events.subscribe(task_id) as changed,
+        res.notifications.subscribe(task_id) as changed,
         watched(res, task_id),
         _watch_key(res, caller, changed) as key,
     ):
@@ -135,9 +135,9 @@ async def task_events(
     """
     given = whole_number(last_event_id)  # an id this stream did not send counts as none
     seen = -1 if given is None else given
-    assert res.events is not None, "event streams need the API's task event listener"
+    assert res.notifications is not None, "event streams need the API's notification listener"
     with (
-        res.events.subscribe(task_id) as changed,
+        res.notifications.subscribe(task_id) as changed,
         watched(res, task_id),
         _watch_key(res, caller, changed) as key,
     ):

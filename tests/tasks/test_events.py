@@ -110,12 +110,12 @@ async def test_idle_streams_get_keep_alive_comments(
 async def test_hanging_up_leaks_nothing_and_cancels_nothing(
     client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection, live_url: str
 ) -> None:
-    assert res.events is not None
+    assert res.notifications is not None
     team = await make_team(client)
     task = await submit(client, team)
 
     async def released() -> bool:
-        return res.events is not None and res.events.waiting == 0
+        return res.notifications is not None and res.notifications.waiting == 0
 
     await read_events(live_url, team, task["task_id"], limit=1)  # stream, then hang up
     await wait_for(released, timeout=10)
@@ -127,7 +127,8 @@ async def test_hanging_up_leaks_nothing_and_cancels_nothing(
 
         async def holding() -> bool:
             admitted = await db.fetchval("SELECT count(*) FROM tasks")
-            return admitted == 2 and res.events is not None and res.events.waiting == 1
+            listener = res.notifications
+            return admitted == 2 and listener is not None and listener.waiting == 1
 
         await wait_for(holding, timeout=10)
         waiting.cancel()
@@ -191,7 +192,7 @@ async def test_a_wait_ends_with_401_when_its_key_is_revoked(
         path, headers = "/v1/tasks/sync", team.headers
     else:
         path, headers = "/v1/tasks", {**team.headers, "Prefer": "wait=60"}
-    waiters = res.events.waiting if res.events else 0
+    waiters = res.notifications.waiting if res.notifications else 0
 
     async def wait() -> httpx.Response:
         async with httpx.AsyncClient(timeout=70) as http:
@@ -200,7 +201,7 @@ async def test_a_wait_ends_with_401_when_its_key_is_revoked(
     waiting = asyncio.create_task(wait())
 
     async def admitted_and_waiting() -> bool:
-        return bool(res.events and res.events.waiting > waiters)
+        return bool(res.notifications and res.notifications.waiting > waiters)
 
     await wait_for(admitted_and_waiting, timeout=10)
     await revoke_the_key(client, team)

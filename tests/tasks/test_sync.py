@@ -29,7 +29,8 @@ async def test_sync_answers_the_finished_task(
     again = await client.post("/v1/tasks/sync", json=body, headers=headers, timeout=30)
     assert again.json()["task_id"] == task["task_id"]  # idempotent like POST /v1/tasks
     assert len((await sim.get("/_sim/tasks")).json()["tasks"]) == 1
-    assert res.events is not None and res.events.waiting == 0  # no subscription leaked
+    assert res.notifications is not None
+    assert res.notifications.waiting == 0  # no subscription leaked
 
 
 async def test_sync_times_out_with_a_poll_url(
@@ -60,12 +61,12 @@ async def test_sync_validates_like_submit(
 async def test_a_committed_change_wakes_only_that_tasks_waiters(
     client: httpx.AsyncClient, res: Resources, db: asyncpg.Connection
 ) -> None:
-    assert res.events is not None
+    assert res.notifications is not None
     team = await make_team(client)
     watched, other = await submit(client, team), await submit(client, team)
     with (
-        res.events.subscribe(watched["task_id"]) as changed,
-        res.events.subscribe(other["task_id"]) as untouched,
+        res.notifications.subscribe(watched["task_id"]) as changed,
+        res.notifications.subscribe(other["task_id"]) as untouched,
     ):
         await db.execute("UPDATE tasks SET progress = 5 WHERE id = $1", watched["task_id"])
 
@@ -74,5 +75,5 @@ async def test_a_committed_change_wakes_only_that_tasks_waiters(
 
         await wait_for(woke, timeout=5)
         assert not untouched.is_set()
-        assert res.events.waiting == 2
-    assert res.events.waiting == 0
+        assert res.notifications.waiting == 2
+    assert res.notifications.waiting == 0
