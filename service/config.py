@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     catalog_refresh_seconds: float = Field(2.0, gt=0, le=60)
     # The largest catalog document PUT /admin/catalog reads (the shipped one is ~150 KiB).
     max_catalog_body_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    # Quote before admission (tasks/quoting.py): `media` asks the vendor's public quote for
+    # a task whose reservation is a bound resting on input media the vendor measures (a
+    # reference video's seconds) and reserves the quote, never above the bound; any
+    # failure keeps the bound. `off`: always the bound. The quote's URL (unset:
+    # QGW_QINGBO_BASE_URL/waveapi/quote) and its deadline for the whole exchange.
+    quote_before_admission: Literal["off", "media"] = "media"
+    quote_url: str | None = None
+    quote_timeout_seconds: float = Field(2.0, gt=0, le=30)
 
     # Upstream protection and retry policy.
     upstream_max_in_flight: int = Field(50, ge=1)

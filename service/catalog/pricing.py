@@ -5,6 +5,9 @@ The amount computed here is the reservation: the most the task can cost. Where t
 depends on what the gateway cannot know before the result (input video length, a model
 that picks its own length, `duration: 0`), the largest amount the rules allow is assumed;
 the task settles on Qingbo's `cost` as every task does (tasks/settlement.py).
+`reserve_bound` also says whether the amount is exact, and whether a bound rests on a
+length the vendor reads from the task's input media: only then can the vendor's quote know
+better before the result (tasks/quoting.py).
 
 Order of application (catalog-format.md): the first matching variant replaces the base
 prices; then input-video seconds at a rate; then a fee per image beyond a free count.
@@ -13,7 +16,7 @@ prices; then input-video seconds at a rate; then a fee per image beyond a free c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema_rs
 
@@ -84,9 +87,14 @@ class Pricing:
     def reserve(self, body: dict[str, Any]) -> int:
         """The most a task with `body` (the vendor fields, defaults not yet filled) can cost,
         in micro-dollars."""
+        return self.reserve_bound(body).micros
+
+    def reserve_bound(self, body: dict[str, Any]) -> Reservation:
+        """`reserve`, saying whether the amount is exact or a bound, and whether that bound
+        rests on a length the vendor measures in the input media."""
         asked = {k: v for k, v in self.defaults.items() if v is not None} | body
         has_video = any(asked.get(f) for f in self.video_fields)
-        seconds = self._seconds(asked, has_video)
+        seconds, length_known = self._seconds(asked, has_video)
         tariff = self.base
         for variant in self.variants:
             if variant.when.is_valid(asked):
@@ -94,18 +102,30 @@ class Pricing:
                 break
         resolution = asked.get("resolution")
         amount = _base_amount(tariff, resolution, seconds, exact="duration" in asked)
+        input_seconds_assumed = False
         video = self.input_video
         if video is not None and has_video and (video.when is None or video.when.is_valid(asked)):
             rate = (video.rates and _by_resolution(video.rates, resolution)) or video.rate or 0
             amount += rate * self.max_video_seconds
+            input_seconds_assumed = True  # the file's length, read by the vendor
         if self.per_image is not None:
             count = sum(_count(asked.get(f)) for f in self.per_image.fields)
             amount += self.per_image.fee * max(0, count - self.per_image.free)
-        return amount
+        exact = length_known and not input_seconds_assumed
+        # A length assumed with a video in the body may be the video's own (billed on the
+        # reference, `duration: 0` = the source's length): the vendor reads it from the file.
+        return Reservation(amount, exact, on_media=not exact and has_video)
 
-    def _seconds(self, asked: dict[str, Any], has_video: bool) -> int:
+    def depends_on_media(self, body: dict[str, Any]) -> bool:
+        """Whether the reservation is a bound resting on input media the vendor measures."""
+        if not any(body.get(f) or self.defaults.get(f) for f in self.video_fields):
+            return False  # no video: the common case answers without pricing twice
+        return self.reserve_bound(body).on_media
+
+    def _seconds(self, asked: dict[str, Any], has_video: bool) -> tuple[int, bool]:
+        """The seconds billed, and whether they are known now (else the most assumed)."""
         if self.billed_on_reference_video and has_video:
-            return self.max_video_seconds  # billed on the reference's length: its most
+            return self.max_video_seconds, False  # billed on the reference's length: its most
         duration = asked.get("duration")
         if (
             not isinstance(duration, int)
@@ -113,8 +133,18 @@ class Pricing:
             or self.auto_duration == "model"
             or duration == self.auto_duration
         ):
-            return self.max_seconds  # the model picks its length: the longest it makes
-        return duration
+            return self.max_seconds, False  # the model picks its length: the longest it makes
+        return duration, True
+
+
+class Reservation(NamedTuple):
+    """A task's reservation in micro-dollars. `exact`: the task costs this; otherwise it is
+    the most the rules allow, and `on_media` says the unknown is a length the vendor reads
+    from the task's input media (a reference video's seconds, or an output as long as it)."""
+
+    micros: int
+    exact: bool
+    on_media: bool
 
 
 def _count(value: Any) -> int:

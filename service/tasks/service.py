@@ -39,7 +39,7 @@ from service.platform.metrics import (
 )
 from service.platform.money import format_usd
 from service.quotas.limits import Limits
-from service.tasks import announce, repository
+from service.tasks import announce, quoting, repository
 from service.tasks.chains import resolve_chain
 from service.tasks.media import split_media
 from service.tasks.resources import Resources
@@ -132,7 +132,7 @@ async def admit_task(
     require_allowed(egress, task.callback_url, param="callback_url")
     if task.ref_task_id is not None:  # the source task: the team's own, completed
         task = await resolve_chain(await db.get(), caller=caller, task=task, catalog=catalog)
-    cost = price_of(res, task, catalog)
+    cost = await quoting.reservation_of(res, task, catalog)
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
     if idempotency_key is not None:
