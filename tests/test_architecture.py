@@ -112,3 +112,49 @@ def test_every_dispatch_state_is_reachable_and_ends_in_done() -> None:
 def test_the_readme_draws_the_transition_table() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"```mermaid\n{mermaid_diagram()}\n```" in readme
+
+
+def test_answer_shapes_are_data_not_version_branches() -> None:
+    """Render, the upstream client and the simulator ask the generation's `Wire`
+    (service/catalog/wire.py) how an answer is shaped: none of them names a version, nor
+    compares one (`version == "2026-04"`, `gen.version != LATEST`, a table keyed by version)."""
+    version_text = re.compile(r"\d{4}-\d{2}")
+    version_names = {"LATEST", "DEFAULT_VERSION", "DEFAULT_ANSWER_VERSION", "API_VERSIONS"}
+
+    def named(node: ast.expr) -> str:
+        if isinstance(node, ast.Name):
+            return node.id
+        return node.attr if isinstance(node, ast.Attribute) else ""
+
+    def branches(source: str) -> list[int]:
+        found = []
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if version_text.fullmatch(node.value):
+                    found.append(node.lineno)
+            elif isinstance(node, ast.Compare):
+                names = [named(side) for side in (node.left, *node.comparators)]
+                if any(n.lower().endswith("version") or n in version_names for n in names):
+                    found.append(node.lineno)
+        return found
+
+    # The detector sees each way a version branch has been written here before.
+    for written in (
+        'current = version != "2026-04"',
+        "if version == DEFAULT_VERSION: pass",
+        "x = gen.version == LATEST",
+        'TTL = {"2026-04": 1, "2026-09": 7}',
+        "match api_version:\n    case '2026-09': pass",
+        "ok = self.config.api_version in API_VERSIONS",
+    ):
+        assert branches(written), written
+    assert not branches('wire = generation(version).wire\nok = wire.time_unit == "ms"')
+
+    scope = [SERVICE / "tasks" / "render.py"]
+    scope += sorted((SERVICE / "upstream").rglob("*.py"))
+    scope += sorted((SERVICE / "simulator").rglob("*.py"))
+    assert len(scope) >= 10
+    found = [
+        f"{path.relative_to(ROOT)}:{line}" for path in scope for line in branches(path.read_text())
+    ]
+    assert not found, f"a branch on the API version (ask the generation's Wire): {found}"

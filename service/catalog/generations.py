@@ -1,5 +1,6 @@
 """The two generations of Qingbo's API as data: which Hailuo models each offers, their rules,
-and the request form each accepts. Code asks these tables; it never branches on a version.
+the request form each accepts, and how each shapes its answers (`wire`, wire.py). Code asks
+these tables; it never branches on a version.
 
 - `2026-04`: the Hailuo page of April 2026 (qingbo-api.md, sections up to "Other series").
 - `2026-09`: the vendor's current pages (QingBo-AI/WaveAPI-Doc `en/api-reference/video/hailuo.mdx`,
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from service.catalog.wire import APRIL_2026_WIRE, SEPTEMBER_2026_WIRE, Wire
 from service.platform.errors import InvalidRequest
 
 ApiVersion = Literal["2026-04", "2026-09"]
@@ -65,8 +67,8 @@ class Generation:
     prefer_wait: bool
     # The body fields every model takes, beyond each model's own (seed, last frame, ...).
     common_fields: frozenset[str]
-    # HTTP status of "only queued tasks can be cancelled".
-    not_cancellable_status: int
+    # How its answers are shaped: time unit, progress, URLs, billing, error codes, cancel.
+    wire: Wire
     # Whether every model of the catalog in force is offered (2026-09), or only this
     # generation's own Hailuo models (2026-04: the April page knew no other family).
     offers_catalog: bool = True
@@ -147,7 +149,7 @@ APRIL_2026 = Generation(
     idempotency_keys=False,
     prefer_wait=False,
     common_fields=_COMMON,
-    not_cancellable_status=409,
+    wire=APRIL_2026_WIRE,
     offers_catalog=False,
     prices_from="april_per_second",
 )
@@ -180,7 +182,7 @@ SEPTEMBER_2026 = Generation(
     idempotency_keys=True,
     prefer_wait=True,
     common_fields=_COMMON,
-    not_cancellable_status=400,
+    wire=SEPTEMBER_2026_WIRE,
 )
 
 GENERATIONS: dict[str, Generation] = {g.version: g for g in (APRIL_2026, SEPTEMBER_2026)}

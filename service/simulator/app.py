@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from service.catalog.document import CatalogError
 from service.catalog.engine import Catalog, compile_catalog, shipped_catalog
+from service.catalog.generations import LATEST
 from service.catalog.price_table import (
     PriceTable,
     PriceTableError,
@@ -55,7 +56,7 @@ def create_simulator_app(
     *,
     api_key: str | None = None,
     base_url: str = "",
-    api_version: str = "2026-09",
+    api_version: str = LATEST,
     prices: PriceTable | None = None,
     catalog: Catalog | None = None,
 ) -> FastAPI:
@@ -156,11 +157,12 @@ def create_simulator_app(
             return task
         match = _PREFER_WAIT.search(prefer or "") if sim.gen.prefer_wait else None
         if match is None:
-            return sim.answer(submit_answer(task, version=sim.config.api_version))
+            return sim.answer(submit_answer(task, wire=sim.wire))
         await _wait(task, min(60.0, float(match.group(1))))
         answer = sim.render(task)
-        if answer["status"] not in TERMINAL:
-            answer["pre_consumed_cost"] = task.quota
+        billing = sim.wire.billing
+        if answer["status"] not in TERMINAL and billing is not None:
+            answer[billing.reserved] = task.quota
         return JSONResponse(answer, headers={"Preference-Applied": f"wait={match.group(1)}"})
 
     async def _wait(task: SimTask, seconds: float) -> None:
@@ -173,8 +175,7 @@ def create_simulator_app(
         task = sim.tasks.get(task_id)
         if task is not None:
             return task
-        code = "task_not_found" if sim.gen.idempotency_keys else "not_found"
-        return qingbo_error(404, "task not found", code)
+        return qingbo_error(404, "task not found", sim.wire.errors.task_not_found)
 
     @app.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, authorization: Annotated[str | None, Header()] = None) -> Any:
@@ -193,28 +194,20 @@ def create_simulator_app(
             return task
         status, _ = task.status_at(time.time())
         if status != "queued":
-            refusal = sim.gen.not_cancellable_status
-            code = "task_not_cancellable" if refusal == 400 else "not_cancellable"
+            errors = sim.wire.errors
             return qingbo_error(
-                refusal, f"only queued tasks can be cancelled (task is {status})", code
+                errors.not_cancellable_status,
+                f"only queued tasks can be cancelled (task is {status})",
+                errors.not_cancellable,
             )
         if sim.config.cancel_ignored:  # a 2xx that did not happen: only a read tells
-            if sim.gen.idempotency_keys:
-                return {"task_id": task.task_id, "status": "cancelled", "refunded": True}
-            return sim.render(task) | {"status": "cancelled"}
+            return sim.cancel_answer(task, refunded_quota=None)
         task.cancelled_at = time.time()
         url = task.request.get("callback_url")
         events = task.request.get("callback_events") or list(TERMINAL)
         if url and "cancelled" in events and sim.config.send_callbacks:
             task.callbacks.append(asyncio.create_task(sim.send_callback(task, url)))
-        if sim.gen.idempotency_keys:
-            return {
-                "task_id": task.task_id,
-                "status": "cancelled",
-                "refunded": True,
-                "refunded_quota": task.quota,
-            }
-        return sim.render(task)
+        return sim.cancel_answer(task, refunded_quota=task.quota)
 
     @app.post("/v1/tasks/sync")
     async def sync_task(

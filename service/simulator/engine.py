@@ -22,6 +22,7 @@ from service.catalog.intake import normalize_task, price_micros
 from service.catalog.price_table import PriceTable
 from service.catalog.rules import NormalizedTask, normalize
 from service.catalog.schemas import HailuoRequest
+from service.catalog.wire import Wire
 from service.platform.errors import ServiceError, validation_error
 from service.simulator.state import (
     IDEMPOTENCY_WINDOW_SECONDS,
@@ -83,16 +84,31 @@ class Simulator:
     def gen(self) -> Generation:
         return generation(self.config.api_version)
 
+    @property
+    def wire(self) -> Wire:
+        """How the live generation shapes its answers."""
+        return self.gen.wire
+
     def render(self, task: SimTask) -> dict[str, Any]:
         """The task as the live generation shows it (every read, callback, wait and cancel
         answer goes through here), with the terminal patch when one is set."""
         body = render(
             task,
-            version=self.config.api_version,
+            wire=self.wire,
             base_url=self.base_url,
             result_ttl=self.config.result_ttl(),
         )
         return patch_terminal(body, self.config.terminal_patch)
+
+    def cancel_answer(self, task: SimTask, *, refunded_quota: int | None) -> dict[str, Any]:
+        """What a cancel answers: a refund receipt where the generation answers one
+        (cancel.mdx), else the task. `refunded_quota` None: a cancel that did not take
+        effect (`cancel_ignored`), whose answer still claims it did."""
+        wire = self.wire
+        if wire.cancel_answer == "receipt":
+            return {"task_id": task.task_id, "status": "cancelled", **wire.refund(refunded_quota)}
+        answer = self.render(task)
+        return answer if refunded_quota is not None else answer | {"status": "cancelled"}
 
     def answer(self, body: dict[str, Any]) -> Any:
         """What Qingbo sends for `body`, strange when the simulator is told to be."""
@@ -101,24 +117,25 @@ class Simulator:
         return body
 
     def validate(self, raw: Any) -> NormalizedTask | JSONResponse:
-        """Refuse what this generation does not take, as it does: 2026-09 names an undeclared
-        field with `capability_violation` (never billed); rules are `invalid_request`."""
-        gen = self.gen
+        """Refuse what this generation does not take, as it does: an undeclared field with
+        the generation's own code (2026-09: `capability_violation`, never billed); rules are
+        `invalid_request`."""
+        gen, wire = self.gen, self.wire
         if not isinstance(raw, dict):
             return qingbo_error(400, "body: must be a JSON object", "invalid_request")
-        current = gen.idempotency_keys  # the 2026-09 documents capability_violation
         if not gen.offers(str(raw.get("model", ""))):
-            return self._validate_catalog(raw, gen, current)
+            return self._validate_catalog(raw, gen)
         try:
             spec = gen.model(str(raw.get("model", "")))
         except ServiceError as err:
             return qingbo_error(400, err.message, "invalid_request", param="model")
         accepted = gen.accepted_fields(spec)
         for name, value in raw.items():
-            if name == "extra" and current and value in ({}, None):
+            if name == "extra" and wire.extra_object and value in ({}, None):
                 continue
-            if name not in accepted or (current and name == "action" and value != "generate"):
-                code = "capability_violation" if current else "invalid_request"
+            fixed = wire.fixed_action
+            if name not in accepted or (name == "action" and fixed is not None and value != fixed):
+                code = wire.errors.undeclared_field
                 return qingbo_error(400, f"{name}: not accepted by {spec.id}", code, param=name)
         try:
             req = HailuoRequest.model_validate({k: v for k, v in raw.items() if k != "extra"})
@@ -134,16 +151,16 @@ class Simulator:
             return qingbo_error(400, refused.message, "invalid_request", param=refused.param)
 
     def _validate_catalog(
-        self, raw: dict[str, Any], gen: Generation, current: bool
+        self, raw: dict[str, Any], gen: Generation
     ) -> NormalizedTask | JSONResponse:
-        """Any other model, by its catalog rules: an undeclared field is capability_violation
-        (2026-09); a chained action must name one of this account's completed tasks."""
+        """Any other model, by its catalog rules: an undeclared field has the generation's
+        own code; a chained action must name one of this account's completed tasks."""
         fields = {k: v for k, v in raw.items() if not (k == "extra" and v in ({}, None))}
         try:
             task = normalize_task(fields, gen, self.catalog)
         except ServiceError as refused:
             unknown = "unknown field" in refused.message
-            code = "capability_violation" if current and unknown else refused.code
+            code = self.wire.errors.undeclared_field if unknown else refused.code
             if refused.code == "invalid_request" and refused.param == "model":
                 code = "model_not_found"
             return qingbo_error(400, refused.message, code, param=refused.param)

@@ -1,5 +1,6 @@
 """The simulator's state: its controls, its tasks, and how each generation of Qingbo's API
-shows them (qingbo-api.md; for 2026-09 the vendor's task/status.mdx and cancel.mdx)."""
+shows them (qingbo-api.md; for 2026-09 the vendor's task/status.mdx and cancel.mdx), by the
+generation's answer shapes (service/catalog/wire.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.catalog.generations import ApiVersion
+from service.catalog.generations import LATEST, ApiVersion, generation
+from service.catalog.wire import Wire
 from service.platform.money import MICROS_PER_QUOTA
 
 TERMINAL = ("completed", "failed", "cancelled")
-# How long a result link works, as each generation documents it.
-RESULT_TTL_SECONDS = {"2026-04": 24 * 3600, "2026-09": 7 * 24 * 3600}
 # Qingbo remembers an Idempotency-Key this long (task/submit.mdx).
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
 
@@ -76,7 +76,7 @@ class SimConfig(SimConfigPatch):
     http_5xx_rate: float = Field(0.0, ge=0, le=1)
     latency_ms: int = Field(0, ge=0)
     send_callbacks: bool = True
-    api_version: ApiVersion = "2026-09"
+    api_version: ApiVersion = LATEST
     bill_factor: float = Field(1.0, ge=0, le=100)
     download_fail_rate: float = Field(0.0, ge=0, le=1)
     strange_answers: bool = False
@@ -89,7 +89,7 @@ class SimConfig(SimConfigPatch):
     def result_ttl(self) -> float:
         if self.result_ttl_seconds is not None:
             return self.result_ttl_seconds
-        return RESULT_TTL_SECONDS[self.api_version]
+        return generation(self.api_version).wire.result_ttl_seconds
 
 
 def billed_quota(price_micros: int, bill_factor: float) -> int:
@@ -135,23 +135,23 @@ class SimTask:
 def render(
     task: SimTask,
     *,
-    version: str,
+    wire: Wire,
     base_url: str,
     now: float | None = None,
     result_ttl: float | None = None,
 ) -> dict[str, Any]:
-    """GET /v1/tasks/{id} as `version` answers it."""
+    """GET /v1/tasks/{id} as the generation shaped by `wire` answers it. `start_time` and
+    `completed_at` are in seconds in every generation (the status examples of both show
+    seconds); only `created_at` follows the generation's unit."""
     now = time.time() if now is None else now
     status, progress = task.status_at(now)
-    current = version != "2026-04"
-    created = task.received_at if current else int(task.received_at * 1000)
     body: dict[str, Any] = {
         "task_id": task.task_id,
         "model": task.request.get("model"),
         "action": task.request.get("action", "generate"),
         "status": status,
-        "created_at": int(created),
-        "progress": _progress(status, progress) if current else progress,
+        "created_at": wire.stamp(task.received_at),
+        "progress": wire.show_progress(status, progress),
     }
     if status in ("processing", "completed", "failed"):
         body["start_time"] = int(task.received_at + task.queue_seconds)
@@ -159,23 +159,23 @@ def render(
         body["completed_at"] = int(task.ended_at())
     if status == "completed":
         url = f"{base_url}/_sim/videos/{task.task_id}.mp4"
-        ttl = RESULT_TTL_SECONDS[version] if result_ttl is None else result_ttl
+        ttl = wire.result_ttl_seconds if result_ttl is None else result_ttl
         expires = int(task.finished_at() + ttl)
-        body["result"] = {
-            "images": [],
-            "videos": [{"url": [url] if current else url, "expires_at": expires}],
-        }
+        body["result"] = wire.show_result(
+            {"images": [], "videos": [{"url": [url], "expires_at": expires}]}
+        )
     elif status == "failed":
         body["error"] = {
             "message": "generation failed (simulated)",
-            "code": "task_failed" if current else "generation_failed",
+            "code": wire.errors.task_failed,
         }
-    if current:
-        path = f"{base_url}/v1/tasks/{task.task_id}"
-        body["urls"] = {"get": path, "cancel": f"{path}/cancel"}
-        if status in TERMINAL:
-            body["cost"] = task.quota if status == "completed" else 0
-            body["billing_status"] = "settled"
+    links = wire.task_links(f"{base_url}/v1/tasks/{task.task_id}")
+    if links is not None:
+        body["urls"] = links
+    if wire.billing is not None and status in TERMINAL:
+        # Failed and cancelled tasks are refunded in full, automatically (status.mdx).
+        body[wire.billing.charged] = task.quota if status == "completed" else 0
+        body[wire.billing.state] = "settled"
     return body
 
 
@@ -195,25 +195,19 @@ def patch_terminal(body: dict[str, Any], patch: dict[str, Any] | None) -> dict[s
     return merged
 
 
-def _progress(status: str, progress: int) -> str:
-    if status in TERMINAL:
-        return "100%"
-    return "" if status == "queued" else f"{progress}%"
-
-
-def submit_answer(task: SimTask, *, version: str) -> dict[str, Any]:
-    """The answer to POST /v1/tasks (integer progress 0; 2026-09 adds pre_consumed_cost)."""
-    current = version != "2026-04"
+def submit_answer(task: SimTask, *, wire: Wire) -> dict[str, Any]:
+    """The answer to POST /v1/tasks: queued, progress the integer 0 in every generation, and
+    the quota frozen where the generation reports billing."""
     answer: dict[str, Any] = {
         "task_id": task.task_id,
         "model": task.request.get("model"),
         "action": task.request.get("action", "generate"),
         "status": "queued",
-        "created_at": int(task.received_at) if current else int(task.received_at * 1000),
+        "created_at": wire.stamp(task.received_at),
         "progress": 0,
     }
-    if current:
-        answer["pre_consumed_cost"] = task.quota
+    if wire.billing is not None:
+        answer[wire.billing.reserved] = task.quota
     return answer
 
 

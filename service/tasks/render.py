@@ -1,12 +1,11 @@
 """A task row as callers see it, in the answer version they were written for.
 
-- `2026-04`: integer `progress`, Unix milliseconds, `result.videos[].url` a string (one video
-  entry per URL).
-- `2026-09` (the vendor's current shape, task/status.mdx): `progress` a percentage string on
-  reads (`""`, `"45%"`, `"100%"` in every terminal state) and the integer 0 on a submit
-  answer still queued; Unix seconds; `url` a list; `urls.get`/`urls.cancel`; on terminal
-  tasks `cost` (quota charged, 0 after a refund) and `billing_status`; `pre_consumed_cost`
-  on submit answers (the reservation, in quota).
+The shape of each version is data (service/catalog/wire.py, one `Wire` per generation):
+`2026-04` has integer `progress`, Unix milliseconds and one string `url` per video entry;
+`2026-09` (the vendor's current shape, task/status.mdx) has `progress` a percentage string
+on reads, Unix seconds, `url` lists, `urls.get`/`urls.cancel`, the quota billing fields
+(`pre_consumed_cost` on submit answers, `cost` and `billing_status` on terminal tasks) and a
+cancel answer that says what was refunded.
 
 The gateway's own fields (`cost_usd`, `estimated_cost_usd`, the normalised request, ...)
 are the same in both.
@@ -18,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from service.archive.copier import error_class
-from service.catalog.generations import DEFAULT_ANSWER_VERSION
+from service.catalog.generations import DEFAULT_ANSWER_VERSION, generation
 from service.catalog.rules import prompt_camera_tags
 from service.catalog.statuses import TERMINAL_STATUSES
+from service.catalog.wire import Wire
 from service.platform.money import format_usd, micros_to_quota
 from service.tasks.media import MARKER, summarise_image
 from service.tasks.states import TaskStatus
@@ -28,41 +28,18 @@ from service.tasks.states import TaskStatus
 DEFAULT_VERSION = DEFAULT_ANSWER_VERSION
 
 
-def unix_ms(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
-
-
 def unix_s(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp())
+
+
+def _stamp(wire: Wire, value: datetime | None) -> int | None:
+    return None if value is None else wire.stamp(value.timestamp())
 
 
 def charged_micros(row: Any) -> int:
     """What the task cost: charged once terminal, else the reservation (the estimate)."""
     charged = row["charged_micros"]
     return row["cost_micros"] if charged is None else int(charged)
-
-
-def _videos(result: Any, *, url_lists: bool) -> dict[str, Any] | None:
-    """Stored results hold `url` as a list (older rows: a string); shape them per version."""
-    if not isinstance(result, dict):
-        return None
-    videos: list[dict[str, Any]] = []
-    for item in result.get("videos") or []:
-        urls = item.get("url")
-        url_list = [urls] if isinstance(urls, str) else list(urls or [])
-        if url_lists:
-            videos.append({"url": url_list, "expires_at": item.get("expires_at")})
-        else:
-            videos.extend({"url": u, "expires_at": item.get("expires_at")} for u in url_list)
-    return {"images": list(result.get("images") or []), "videos": videos}
-
-
-def _progress_text(row: Any) -> str:
-    if row["status"] in TERMINAL_STATUSES:
-        return "100%"
-    return (
-        "" if row["status"] == TaskStatus.QUEUED and row["progress"] == 0 else f"{row['progress']}%"
-    )
 
 
 # Request fields shown under their own names above, or never shown as model fields.
@@ -148,44 +125,36 @@ def render_task(
 ) -> dict[str, Any]:
     """A task row as the API answers it in `version` (also the webhook payload's body).
 
-    `base_url`: the gateway's own, for `urls` (2026-09; relative paths without one).
-    `submit_answer`: the answer to a submission (2026-09 adds `pre_consumed_cost`).
+    `base_url`: the gateway's own, for `urls` (relative paths without one).
+    `submit_answer`: the answer to a submission (with the reservation where the version
+    reports billing).
     """
-    if version == DEFAULT_VERSION:
-        return {
-            "task_id": row["id"],
-            "model": row["model"],
-            "action": row["action"],
-            "status": row["status"],
-            "progress": row["progress"],
-            "created_at": unix_ms(row["created_at"]),
-            "start_time": unix_ms(row["start_time"]),
-            "completed_at": unix_ms(row["completed_at"]),
-            "result": _videos(row["result"], url_lists=False),
-            "error": row["error"],
-            **_gateway_fields(row),
-            "archive": archive_view(row, base_url),
-        }
-    queued_submit = submit_answer and row["status"] == TaskStatus.QUEUED
-    path = f"{(base_url or '').rstrip('/')}/v1/tasks/{row['id']}"
+    wire = generation(version).wire
+    status = row["status"]
     task: dict[str, Any] = {
         "task_id": row["id"],
         "model": row["model"],
-        "action": "generate",  # 2026-09 has one action; the mode follows the media fields
-        "status": row["status"],
-        "progress": 0 if queued_submit else _progress_text(row),
-        "created_at": unix_s(row["created_at"]),
-        "start_time": unix_s(row["start_time"]),
-        "completed_at": unix_s(row["completed_at"]),
-        "result": _videos(row["result"], url_lists=True),
+        "action": wire.fixed_action or row["action"],
+        "status": status,
+        "progress": wire.show_progress(
+            status, row["progress"], submit_queued=submit_answer and status == TaskStatus.QUEUED
+        ),
+        "created_at": _stamp(wire, row["created_at"]),
+        "start_time": _stamp(wire, row["start_time"]),
+        "completed_at": _stamp(wire, row["completed_at"]),
+        "result": wire.show_result(row["result"]),
         "error": row["error"],
-        "urls": {"get": path, "cancel": f"{path}/cancel"},
     }
-    if submit_answer:
-        task["pre_consumed_cost"] = micros_to_quota(row["cost_micros"])
-    if row["status"] in TERMINAL_STATUSES:
-        task["cost"] = micros_to_quota(charged_micros(row))
-        task["billing_status"] = "settled" if row["status"] == TaskStatus.COMPLETED else "refunded"
+    links = wire.task_links(f"{(base_url or '').rstrip('/')}/v1/tasks/{row['id']}")
+    if links is not None:
+        task["urls"] = links
+    if wire.billing is not None:
+        if submit_answer:
+            task[wire.billing.reserved] = micros_to_quota(row["cost_micros"])
+        if status in TERMINAL_STATUSES:
+            task[wire.billing.charged] = micros_to_quota(charged_micros(row))
+            settled = status == TaskStatus.COMPLETED
+            task[wire.billing.state] = "settled" if settled else "refunded"
     return {**task, **_gateway_fields(row), "archive": archive_view(row, base_url)}
 
 
@@ -231,9 +200,10 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 def render_cancelled(row: Any, *, version: str, base_url: str | None) -> dict[str, Any]:
-    """A cancel answer: the task, and in 2026-09 what was refunded (cancel.mdx)."""
+    """A cancel answer: the task, and where the version answers a cancel with a refund
+    receipt (2026-09, cancel.mdx), the receipt's fields too."""
     task = render_task(row, version=version, base_url=base_url)
-    if version != DEFAULT_VERSION and row["status"] == TaskStatus.CANCELLED:
-        task["refunded"] = True
-        task["refunded_quota"] = micros_to_quota(row["cost_micros"])
+    wire = generation(version).wire
+    if wire.cancel_answer == "receipt" and row["status"] == TaskStatus.CANCELLED:
+        task.update(wire.refund(micros_to_quota(row["cost_micros"])))
     return task

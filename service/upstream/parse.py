@@ -1,6 +1,8 @@
 """Reading Qingbo's task answers in every shape it has used (qingbo-api.md, "Three shapes
 seen over time"): progress as an integer or a percentage string, video urls as a string or
-a list, timestamps in seconds or milliseconds, and the 2026-09 billing fields."""
+a list, timestamps in seconds or milliseconds, and the quota billing fields. One reader for
+every generation: the vendor's own pages mix the shapes (service/catalog/wire.py describes
+what each generation sends), so nothing here asks which one is configured."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.catalog.statuses import STATUSES
+from service.catalog.wire import QUOTA_BILLING
 from service.platform.metrics import UPSTREAM_ODD_ANSWERS
 from service.upstream.sanitize import MAX_MESSAGE_CHARS, clean_answer, clean_text
 
@@ -53,7 +56,8 @@ class UpstreamView:
     error: dict[str, Any] | None
     start_time: datetime | None
     completed_at: datetime | None
-    # 2026-09 billing, in quota (500,000 = 1 USD); None where Qingbo did not say.
+    # Billing in quota (500,000 = 1 USD; QUOTA_BILLING names the fields); None where
+    # Qingbo did not say.
     pre_consumed_quota: int | None = None
     cost_quota: int | None = None
     billing_status: str | None = None
@@ -113,7 +117,7 @@ def _oddities(answer: dict[str, Any], status: str) -> tuple[str, ...]:
         if answer.get(name) is not None and parse_time(answer[name]) is None:
             found.append("bad_time")
             break
-    cost = answer.get("cost")
+    cost = answer.get(QUOTA_BILLING.charged)
     if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > MAX_COST_QUOTA:
         found.append("absurd_cost")
     return tuple(found)
@@ -180,7 +184,7 @@ def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
     answer = clean_answer(raw)
     status = parse_status(answer.get("status"))
     error = normalize_error(answer.get("error"))
-    billing = answer.get("billing_status")
+    billing = answer.get(QUOTA_BILLING.state)
     return UpstreamView(
         status=status,
         progress=parse_progress(answer.get("progress")),
@@ -188,8 +192,8 @@ def parse_upstream_task(answer: dict[str, Any]) -> UpstreamView:
         error=error,
         start_time=parse_time(answer.get("start_time")),
         completed_at=parse_time(answer.get("completed_at")),
-        pre_consumed_quota=parse_quota(answer.get("pre_consumed_cost")),
-        cost_quota=parse_quota(answer.get("cost")),
+        pre_consumed_quota=parse_quota(answer.get(QUOTA_BILLING.reserved)),
+        cost_quota=parse_quota(answer.get(QUOTA_BILLING.charged)),
         billing_status=billing[:32] if isinstance(billing, str) else None,
         oddities=_oddities(raw, status),
     )
