@@ -11,10 +11,11 @@ import asyncpg
 from service.platform.errors import BudgetExceeded, ConcurrencyLimited, ServiceError
 from service.platform.money import format_usd
 
-# SQLSTATEs raised by qgw_reserve_and_insert_task (budgets/sql/reserve_and_insert_task.sql).
+# SQLSTATEs raised by the admission functions (budgets/sql/reserve_and_insert_task*.sql).
 BUDGET_SQLSTATE = "QB402"
 CONCURRENCY_SQLSTATE = "QB429"
 SHARD_FULL_SQLSTATE = "QBX01"
+CAPPED_TEAM_IN_BATCH_SQLSTATE = "QBX02"
 
 
 class DisputeResolved(ServiceError):
@@ -25,7 +26,13 @@ class DisputeResolved(ServiceError):
 
 
 class BudgetShardFull(Exception):
-    """The fast admission's shard had no room: nothing was stored; admit exclusively."""
+    """A shard the fast path picked had no room: nothing was stored. A lone task is admitted
+    exclusively then; a batch's tasks each on their own."""
+
+
+class CappedTeamInBatch(Exception):
+    """A batch of several held a task of a team with a max_concurrent_tasks: nothing was
+    stored; its tasks are admitted each on its own."""
 
 
 def iso(value: datetime | None) -> str | None:
@@ -63,15 +70,17 @@ def admission_refusal(exc: asyncpg.PostgresError) -> Exception | None:
     """The domain error for an admission the database refused (None: not a refusal)."""
     if exc.sqlstate == SHARD_FULL_SQLSTATE:
         return BudgetShardFull()
+    if exc.sqlstate == CAPPED_TEAM_IN_BATCH_SQLSTATE:
+        return CappedTeamInBatch()
+    if exc.sqlstate not in (BUDGET_SQLSTATE, CONCURRENCY_SQLSTATE):
+        return None  # its DETAIL, if any, is Postgres's prose, not ours
     detail = json.loads(exc.detail or "{}")
     if exc.sqlstate == BUDGET_SQLSTATE:
         if detail.get("resets_at"):
             detail["resets_at"] = iso(datetime.fromisoformat(detail["resets_at"]))
         return budget_exceeded(detail)
-    if exc.sqlstate == CONCURRENCY_SQLSTATE:
-        return ConcurrencyLimited(
-            f"the team already has {detail.get('max_concurrent_tasks')} tasks queued or "
-            "processing (max_concurrent_tasks); retry when one finishes",
-            headers={"Retry-After": "5"},
-        )
-    return None
+    return ConcurrencyLimited(
+        f"the team already has {detail.get('max_concurrent_tasks')} tasks queued or "
+        "processing (max_concurrent_tasks); retry when one finishes",
+        headers={"Retry-After": "5"},
+    )

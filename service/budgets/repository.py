@@ -1,19 +1,126 @@
-"""SQL for budgets, their periods and the ledger. Callers own transactions. Admission's
-own statements are in `admission_repository.py`.
+"""SQL for budgets: admission against them, their periods, standing and the ledger.
+Callers own transactions.
 
-The money moves happen in the SQL functions of `service/budgets/sql/`
-(`qgw_reserve_and_insert_task`, `qgw_settle_task`): one statement each, row locks in one
-fixed order. A window's spent and reserved are the sums over its shards (`budget_shards`).
-Ledger kinds: reserve, then settle or release of the same amount; a completed task whose
-charge differs from its reservation also gets an overcharge or undercharge.
+The money moves happen in the SQL functions of `service/budgets/sql/`, one statement
+each, row locks in one fixed order. Admission has one fast path,
+`qgw_reserve_and_insert_tasks` (`reserve_and_insert_tasks` here: several tasks at once, or
+a lone one), and one exclusive path for what the fast path refuses,
+`qgw_reserve_and_insert_task` (`reserve_and_insert_exclusively`); which budgets cover a
+task is `qgw_covering_budgets`, read by both and by estimates (`covering_standing`).
+Settlement is `qgw_settle_task`. A window's spent and reserved are the sums over its shards
+(`budget_shards`). Ledger kinds: reserve, then settle or release of the same amount; a
+completed task whose charge differs from its reservation also gets an overcharge or
+undercharge.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from service.budgets.errors import admission_refusal
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to admit: its row, and when it was admitted (for its budget windows)."""
+
+    task_id: str
+    team_id: UUID
+    api_key_id: UUID
+    model: str
+    action: str
+    request: dict[str, Any]
+    cost_micros: int
+    priority: int
+    callback_url: str | None
+    callback_events: list[str]
+    now: datetime
+
+
+async def reserve_and_insert_tasks(
+    conn: asyncpg.Connection, tasks: list[NewTask], *, timezone: str
+) -> list[asyncpg.Record]:
+    """The fast path: admit every task of `tasks` in one statement, or none of them
+    (budgets/sql/reserve_and_insert_tasks.sql). Rows in the order of `tasks`: the task,
+    and `crossings`, always empty (the fast path crosses no alert threshold).
+
+    Refusals store nothing: BudgetShardFull (a lone task goes the exclusive way then,
+    several each on its own), CappedTeamInBatch (several: each on its own), and for a lone
+    task of a capped team ConcurrencyLimited. Any other database error is raised as it is.
+    """
+    try:
+        rows = await conn.fetch(
+            "SELECT a.*, '[]'::jsonb AS crossings"
+            " FROM qgw_reserve_and_insert_tasks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+            " $12) a",
+            [t.task_id for t in tasks],
+            [t.team_id for t in tasks],
+            [t.api_key_id for t in tasks],
+            [t.model for t in tasks],
+            [t.action for t in tasks],
+            [t.request for t in tasks],
+            [t.cost_micros for t in tasks],
+            [t.priority for t in tasks],
+            [t.callback_url for t in tasks],
+            # A list per task would be a second array dimension: joined (event names
+            # have no commas).
+            [",".join(t.callback_events) for t in tasks],
+            [t.now for t in tasks],
+            timezone,
+        )
+    except asyncpg.PostgresError as exc:
+        refusal = admission_refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from None
+    if len(rows) == 1:
+        return list(rows)
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[t.task_id] for t in tasks]
+
+
+async def reserve_and_insert_exclusively(
+    conn: asyncpg.Connection, task: NewTask, *, timezone: str, alert_percents: list[int]
+) -> asyncpg.Record:
+    """The exclusive path, for a task the fast path refused with BudgetShardFull: reserve
+    its price under every budget covering it on whole windows, and insert it, in one
+    statement (budgets/sql/reserve_and_insert_task.sql). The row is the task plus
+    `crossings`, the alert thresholds it crossed (the caller writes their webhooks in its
+    transaction). Raises BudgetExceeded or ConcurrencyLimited, and nothing is stored then.
+    """
+    try:
+        row = await conn.fetchrow(
+            """
+            SELECT (a.task).*, a.crossings
+            FROM qgw_reserve_and_insert_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                             $13) a
+            """,
+            task.task_id,
+            task.team_id,
+            task.api_key_id,
+            task.model,
+            task.action,
+            task.request,
+            task.cost_micros,
+            task.priority,
+            task.callback_url,
+            task.callback_events,
+            task.now,
+            timezone,
+            alert_percents,
+        )
+    except asyncpg.PostgresError as exc:
+        refusal = admission_refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from None
+    assert row is not None
+    return row
 
 
 async def settle_task(
@@ -127,13 +234,16 @@ async def replace_budgets(
     )
 
 
-_STANDING = """
+def _standing(budgets: str) -> str:
+    """Each budget of `budgets` (a table or a set-returning call, as `b`) in the window
+    that $1 falls in ($2: the time zone), with its team's and key's names."""
+    return f"""
     SELECT b.id, b.scope, b.team_id, t.name AS team_name, b.api_key_id, k.name AS key_name,
            b.period, b.limit_micros,
            coalesce(p.spent_micros, 0) AS spent_micros,
            coalesce(p.reserved_micros, 0) AS reserved_micros,
            s.starts_at, qgw_period_end(b.period, s.starts_at, $2) AS resets_at
-    FROM budgets b
+    FROM {budgets} b
     CROSS JOIN LATERAL (SELECT qgw_period_start(b.period, $1, $2) AS starts_at) s
     LEFT JOIN LATERAL (
         SELECT sum(spent_micros)::bigint AS spent_micros,
@@ -143,6 +253,9 @@ _STANDING = """
     LEFT JOIN api_keys k ON k.id = b.api_key_id
     LEFT JOIN teams t ON t.id = b.team_id
 """
+
+
+_STANDING = _standing("budgets")
 _ORDER = """
     ORDER BY array_position(ARRAY['company', 'team', 'key'], b.scope), k.created_at, k.id,
              array_position(ARRAY['day', 'week', 'month', 'total'], b.period)
@@ -166,15 +279,10 @@ async def team_standing(
 async def covering_standing(
     conn: asyncpg.Connection, *, team_id: UUID, api_key_id: UUID, now: datetime, timezone: str
 ) -> list[asyncpg.Record]:
-    """The live budgets a task submitted with this key would reserve against."""
+    """The live budgets a task submitted with this key would reserve against: the very
+    coverage admission reserves by (qgw_covering_budgets)."""
     return await conn.fetch(
-        _STANDING
-        + """
-        WHERE b.limit_micros IS NOT NULL
-          AND (b.scope = 'company' OR (b.scope = 'team' AND b.team_id = $3)
-               OR (b.scope = 'key' AND b.api_key_id = $4))
-        """
-        + _ORDER,
+        _standing("qgw_covering_budgets($3, $4)") + _ORDER,
         now,
         timezone,
         team_id,

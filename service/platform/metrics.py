@@ -129,6 +129,13 @@ ADMISSION_BATCH_SIZE = Histogram(
     "Admissions sent to Postgres together (tasks/admission_batch.py)",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+ADMISSION_BATCHES_DECLINED = Counter(
+    "qgw_admission_batches_declined_total",
+    "Admission batches Postgres declined (tasks/admission_batch.py), by reason: shard_full "
+    "or capped_team (their tasks then go each on its own), or an unexpected error's name "
+    "(each task of the batch answered with it)",
+    ["reason"],
+)
 TASK_QUEUE_WAIT = FamilyHistogram(
     "qgw_task_queue_wait_seconds",
     "From admission to Qingbo accepting the task",

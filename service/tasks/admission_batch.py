@@ -1,39 +1,55 @@
 """Admission batches: fast admissions that arrive while others are at Postgres go there
-together, in one statement (budgets/sql/reserve_and_insert_tasks.sql), all or none.
+together, in the fast path's one statement (`service/budgets/repository.py::
+reserve_and_insert_tasks`, budgets/sql/reserve_and_insert_tasks.sql), all or none.
 
-Why: with every guard on, Postgres spent about 0.47 ms of CPU per admission, most of it
-per statement and per commit rather than per row (perf on the backends: executor start-up,
-constraint set-up, the commit's WAL flush; bench/cpu.py). Admissions that wait for a turn
-share those. Nothing waits on a timer: a batch goes as soon as fewer than
-`max_in_flight` are at Postgres, so a lone request (c=1) goes at once, alone, and batches
-grow only with the load. A batch the statement refuses (a shard without room for the sum,
-a capped team, any error) is admitted one task at a time instead, which gives each its own
-answer; the caller sees exactly what a lone admission would have raised.
+Why: an admission's Postgres CPU is mostly per statement and per commit rather than per
+row (perf on the backends: executor start-up, constraint set-up, the commit's WAL flush;
+bench/cpu.py), and the API makes one round trip per batch. Admissions that wait for a turn
+share those. Nothing waits on a timer: a batch goes as soon as fewer than `max_in_flight`
+are at Postgres, so a lone request goes at once, alone (a batch of one, through the same
+statement), and batches grow only with the load. The default `max_in_flight` is the one
+bench/cpu.py found best (bench/RESULTS.md; docs/decisions/).
 
-Measured with bench/cpu.py (wrk c=16, every guard on), before and after: 1,196-1,560
-req/s with Postgres at 0.47-0.50 ms and the API at 0.48-0.55 ms of CPU per request, then
-2,061-2,121 req/s at 0.16-0.17 ms and 0.38-0.39 ms (the API makes one round trip per
-batch, too). Two batches at Postgres at once did best: one at a time gave 1,626 req/s,
-four 1,636.
+What each admission is answered:
+- its task's row;
+- a batch of one refused: what the statement raised (BudgetShardFull: the caller goes the
+  exclusive way; ConcurrencyLimited);
+- a batch of several refused for one of its tasks (a shard without room for the sum, a
+  capped team): counted by reason, and its tasks go again, each a batch of one, which gives
+  each its own answer;
+- any other error: no task's refusal, so no task's own answer either. It is counted by its
+  name and logged, and every admission of the batch is answered with it; never tried again
+  one at a time, which would hide a broken statement behind a slower way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import asyncpg
 
-from service.budgets import admission_repository as admissions
-from service.budgets.admission_repository import NewTask
-from service.platform.metrics import ADMISSION_BATCH_SIZE
+from service.budgets import repository as budgets
+from service.budgets.errors import BudgetShardFull, CappedTeamInBatch
+from service.budgets.repository import NewTask
+from service.platform.errors import ConcurrencyLimited
+from service.platform.metrics import ADMISSION_BATCH_SIZE, ADMISSION_BATCHES_DECLINED
+
+logger = logging.getLogger(__name__)
+
+# What the fast path refuses a batch with because of one of its tasks, by counter reason.
+_REFUSALS: dict[type[Exception], str] = {
+    BudgetShardFull: "shard_full",
+    CappedTeamInBatch: "capped_team",
+    ConcurrencyLimited: "concurrency_limited",  # a lone task only: a batch declines first
+}
 
 
 @dataclass
 class _Waiting:
     task: NewTask
     timezone: str
-    alert_percents: list[int]
     done: asyncio.Future[asyncpg.Record]
 
 
@@ -55,13 +71,11 @@ class AdmissionBatcher:
         """Wait for the batches at Postgres (their requests are waiting for them)."""
         await asyncio.gather(*self._sending, return_exceptions=True)
 
-    async def admit(
-        self, task: NewTask, *, timezone: str, alert_percents: list[int]
-    ) -> asyncpg.Record:
-        """Reserve and insert `task` by the fast path, as `admissions.reserve_and_insert_task`
-        (exclusive=False) would, and raise what it raises (BudgetShardFull included)."""
+    async def admit(self, task: NewTask, *, timezone: str) -> asyncpg.Record:
+        """Reserve and insert `task` by the fast path, with the admissions that arrive
+        meanwhile; its row, or what a batch of one would raise (see the module)."""
         done: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(task, timezone, alert_percents, done))
+        self._waiting.append(_Waiting(task, timezone, done))
         self._send_more()
         return await done
 
@@ -88,36 +102,49 @@ class AdmissionBatcher:
         try:
             async with self._pool.acquire() as conn:
                 ADMISSION_BATCH_SIZE.observe(len(batch))
-                if len(batch) > 1:
-                    rows = await admissions.reserve_and_insert_tasks(
-                        conn, [w.task for w in batch], timezone=batch[0].timezone
-                    )
-                    if rows is not None:
-                        for waiting, row in zip(batch, rows, strict=True):
-                            _settle(waiting, row)
-                        return
-                for waiting in batch:
-                    try:
-                        row = await _admit_alone(conn, waiting)
-                    except Exception as exc:  # the task's own answer: a refusal, or an error
-                        _settle(waiting, exc)
-                    else:
-                        _settle(waiting, row)
+                await _admit(conn, batch)
         except Exception as exc:  # no connection, or it broke: every task not answered yet
-            for waiting in batch:
-                _settle(waiting, exc)
+            _decline(batch, exc)
         finally:
             self._in_flight -= 1
             self._send_more()
 
 
-async def _admit_alone(conn: asyncpg.Connection, waiting: _Waiting) -> asyncpg.Record:
-    return await admissions.reserve_and_insert_task(
-        conn,
-        **waiting.task.columns(),
-        timezone=waiting.timezone,
-        alert_percents=waiting.alert_percents,
+async def _admit(conn: asyncpg.Connection, batch: list[_Waiting]) -> None:
+    """Run the fast path on `batch` and answer each of its admissions (see the module)."""
+    try:
+        rows = await budgets.reserve_and_insert_tasks(
+            conn, [w.task for w in batch], timezone=batch[0].timezone
+        )
+    except tuple(_REFUSALS) as refused:
+        if len(batch) == 1:
+            _settle(batch[0], refused)
+            return
+        ADMISSION_BATCHES_DECLINED.labels(_REFUSALS[type(refused)]).inc()
+        for waiting in batch:  # each its own answer, from the same statement
+            await _admit(conn, [waiting])
+    except Exception as exc:
+        _decline(batch, exc)
+    else:
+        for waiting, row in zip(batch, rows, strict=True):
+            _settle(waiting, row)
+
+
+def _decline(batch: list[_Waiting], exc: Exception) -> None:
+    """An unexpected error: counted, logged, and the answer of every admission in `batch`."""
+    reason = type(exc).__name__
+    ADMISSION_BATCHES_DECLINED.labels(reason).inc()
+    logger.error(
+        "admission batch declined",
+        extra={
+            "reason": reason,
+            "sqlstate": getattr(exc, "sqlstate", None),
+            "error": str(exc),
+            "tasks": len(batch),
+        },
     )
+    for waiting in batch:
+        _settle(waiting, exc)
 
 
 def _settle(waiting: _Waiting, outcome: asyncpg.Record | BaseException) -> None:

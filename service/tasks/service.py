@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from service.budgets import admission_repository as admissions
+from service.budgets import repository as budgets
 from service.budgets.alerts import count_crossings, write_alert_webhooks
 from service.budgets.errors import BudgetShardFull
 from service.budgets.service import check_fit
@@ -155,7 +155,7 @@ async def admit_task(
     headers = quota.headers()
     task_id = new_task_id()
     stored_request, media = split_media({**task.request, CATALOG_DIGEST_KEY: catalog.digest})
-    new = admissions.NewTask(
+    new = budgets.NewTask(
         task_id=task_id,
         team_id=caller.team_id,
         api_key_id=caller.key_id,
@@ -171,16 +171,9 @@ async def admit_task(
     announce_queued = task.callback_url is not None and TaskStatus.QUEUED in task.callback_events
     zone, percents = res.settings.budget_timezone, res.settings.alert_percents
 
-    async def attempt(exclusive: bool) -> asyncpg.Record:
-        if idempotency_key is None and not announce_queued and media is None and not exclusive:
-            # One statement, atomic without BEGIN/COMMIT round trips. (A fast admission
-            # crosses no alert threshold: only the exclusive one writes alerts.)
-            if caller.max_concurrent_tasks is None:  # shared with those arriving meanwhile
-                return await res.admissions.admit(new, timezone=zone, alert_percents=percents)
-            # A capped team admits one task at a time (on its row): a batch would decline.
-            return await admissions.reserve_and_insert_task(
-                await db.get(), **new.columns(), timezone=zone, alert_percents=percents
-            )
+    async def in_transaction(exclusive: bool) -> asyncpg.Record:
+        """The admission with what must commit with it: the Idempotency-Key's claim, the
+        request's media, its queued event, the alerts an exclusive admission crossed."""
         conn = await db.get()
         async with conn.transaction():
             if idempotency_key is not None:
@@ -198,13 +191,12 @@ async def admit_task(
                 if bound is not None:
                     _check_same_body(bound, digest)
                     raise _Replay(bound["task_id"])
-            row = await admissions.reserve_and_insert_task(
-                conn,
-                **new.columns(),
-                timezone=zone,
-                alert_percents=percents,
-                exclusive=exclusive,
-            )
+            if exclusive:
+                row = await budgets.reserve_and_insert_exclusively(
+                    conn, new, timezone=zone, alert_percents=percents
+                )
+            else:
+                (row,) = await budgets.reserve_and_insert_tasks(conn, [new], timezone=zone)
             if media is not None:
                 await repository.store_media(conn, task_id, media)
             if announce_queued:
@@ -219,13 +211,26 @@ async def admit_task(
                 )
             return row
 
+    # One fast path (budgets' reserve_and_insert_tasks), taken three ways; the exclusive
+    # path only for what it refuses. Without a transaction a statement commits on its own,
+    # with no BEGIN/COMMIT round trips.
     try:
         try:
-            row = await attempt(exclusive=False)
+            if idempotency_key is not None or announce_queued or media is not None:
+                row = await in_transaction(exclusive=False)
+            elif caller.max_concurrent_tasks is None:
+                # Shared with the admissions arriving meanwhile (tasks/admission_batch.py).
+                row = await res.admissions.admit(new, timezone=zone)
+            else:
+                # A capped team admits one task at a time, on its row: a batch of one on
+                # the request's own connection, holding up no other team's batch.
+                (row,) = await budgets.reserve_and_insert_tasks(
+                    await db.get(), [new], timezone=zone
+                )
         except BudgetShardFull:
             # A budget shard had no room: nothing was stored; decide on whole windows.
             BUDGET_EXCLUSIVE_ADMISSIONS.inc()
-            row = await attempt(exclusive=True)
+            row = await in_transaction(exclusive=True)
     except _Replay as replay:
         conn = await db.get()
         found = await repository.get_task(conn, replay.task_id, team_id=caller.team_id)

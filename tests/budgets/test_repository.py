@@ -1,6 +1,8 @@
-"""The admission statement itself (budgets/sql/reserve_and_insert_task.sql), called through
-its repository function on real Postgres: the fast path in one shard, the exclusive path
-over whole windows, the threshold crossing, and the refusals, each storing nothing."""
+"""The admission statements themselves (budgets/sql/reserve_and_insert_task*.sql), called
+through their repository functions on real Postgres: the fast path in one shard (a lone
+task is a batch of one), the exclusive path over whole windows, the threshold crossing,
+the refusals, each storing nothing; one definition of which budgets cover a task; and the
+previous release's call during a rollout."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service.budgets import admission_repository as admissions
+from service.budgets import repository as budgets
 from service.budgets.errors import BudgetShardFull
 from service.platform.errors import BudgetExceeded, ConcurrencyLimited
 from service.platform.money import format_usd
@@ -23,11 +25,9 @@ PRICE = 100_000  # 0.10 USD
 THRESHOLDS = [50, 80, 100]
 
 
-async def new_task(
-    db: asyncpg.Connection, team: TeamKey, *, cost: int = PRICE
-) -> admissions.NewTask:
+async def new_task(db: asyncpg.Connection, team: TeamKey, *, cost: int = PRICE) -> budgets.NewTask:
     key_id = await db.fetchval("SELECT id FROM api_keys WHERE team_id = $1", team.team["id"])
-    return admissions.NewTask(
+    return budgets.NewTask(
         task_id="task-" + secrets.token_hex(12),
         team_id=team.team["id"],
         api_key_id=key_id,
@@ -46,9 +46,12 @@ async def admit(
     db: asyncpg.Connection, team: TeamKey, *, exclusive: bool, cost: int = PRICE
 ) -> asyncpg.Record:
     task = await new_task(db, team, cost=cost)
+    if not exclusive:  # the fast path: a batch of one
+        (row,) = await budgets.reserve_and_insert_tasks(db, [task], timezone="UTC")
+        return row
     async with db.transaction():
-        return await admissions.reserve_and_insert_task(
-            db, **task.columns(), timezone="UTC", alert_percents=THRESHOLDS, exclusive=exclusive
+        return await budgets.reserve_and_insert_exclusively(
+            db, task, timezone="UTC", alert_percents=THRESHOLDS
         )
 
 
@@ -157,9 +160,10 @@ async def test_the_concurrency_cap_refuses_with_its_number(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     team = await make_team(client, max_concurrent_tasks=2)
-    for _ in range(2):
-        await admit(db, team, exclusive=False)  # no budgets: nothing to reserve
-    with pytest.raises(ConcurrencyLimited) as refused:
-        await admit(db, team, exclusive=False)
-    assert "already has 2 tasks queued or processing" in refused.value.message
+    await admit(db, team, exclusive=False)  # no budgets: nothing to reserve
+    await admit(db, team, exclusive=True)
+    for exclusive in (False, True):  # both paths count the team's unfinished tasks
+        with pytest.raises(ConcurrencyLimited) as refused:
+            await admit(db, team, exclusive=exclusive)
+        assert "already has 2 tasks queued or processing" in refused.value.message
     assert await stored_tasks(db, team) == 2
