@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
+import inspect
+import tomllib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, Request
+from packaging.requirements import Requirement
 
 from service.catalog.schemas import TaskRequest
 from service.platform.lean_route import LeanRoute, lean_post
 from service.tasks import routes as task_routes
 from service.web import read_task_body
 from tests.factories import make_team, task_body
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BAD_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("not JSON", {"content": b'{"model": ', "headers": {"Content-Type": "application/json"}}),
@@ -108,3 +116,67 @@ def test_what_it_cannot_solve_is_refused_when_the_route_is_built() -> None:
         APIRouter().add_api_route(
             "/body", endpoint_with_a_body, methods=["POST"], route_class_override=LeanRoute
         )
+
+
+# What lean_route.py takes from FastAPI's private modules, and how it calls each: a release
+# that renames one or changes its parameters fails here, not under load.
+PRIVATE_API = {
+    ("fastapi._compat", "get_missing_field_error"): ("loc",),
+    ("fastapi._compat", "field_annotation_is_sequence"): ("annotation",),
+    ("fastapi.dependencies.utils", "_get_param_aliases"): ("field",),
+    ("fastapi.dependencies.utils", "_get_param_model"): ("field",),
+    ("fastapi.dependencies.utils", "_is_json_field"): ("field",),
+    ("fastapi.dependencies.utils", "request_body_to_args"): (
+        "body_fields",
+        "received_body",
+        "embed_body_fields",
+    ),
+}
+DEPENDANT_ATTRIBUTES = (
+    "cookie_params",
+    "background_tasks_param_name",
+    "response_param_name",
+    "websocket_param_name",
+    "security_scopes_param_name",
+    "header_params",
+    "query_params",
+    "path_params",
+    "body_params",
+    "request_param_name",
+    "http_connection_param_name",
+    "dependencies",
+    "call",
+    "name",
+)
+
+
+@pytest.mark.parametrize(("where", "parameters"), PRIVATE_API.items(), ids=str)
+def test_fastapis_private_helpers_are_still_what_the_lean_route_calls(
+    where: tuple[str, str], parameters: tuple[str, ...]
+) -> None:
+    module, name = where
+    helper = getattr(importlib.import_module(module), name, None)
+    assert helper is not None, f"{module}.{name} is gone: re-check service/platform/lean_route.py"
+    assert tuple(inspect.signature(helper).parameters)[: len(parameters)] == parameters
+
+
+def test_a_dependant_still_describes_what_the_plan_reads() -> None:
+    route = next(r for r in task_routes.router.routes if isinstance(r, LeanRoute))
+    for attribute in DEPENDANT_ATTRIBUTES:
+        assert hasattr(route.dependant, attribute), attribute
+    for sub in route.dependant.dependencies:
+        for attribute in DEPENDANT_ATTRIBUTES:
+            assert hasattr(sub, attribute), (sub.name, attribute)
+
+
+def test_the_installed_fastapi_is_one_the_lean_route_was_checked_against() -> None:
+    """pyproject.toml bounds FastAPI to the releases these tests passed on: an environment
+    outside the bound (a lock file ignored, a manual upgrade) fails here first."""
+    spec = next(
+        dep
+        for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if Requirement(dep).name == "fastapi"
+    )
+    requirement = Requirement(spec)
+    assert requirement.specifier.filter([importlib.metadata.version("fastapi")]), requirement
+    assert any(s.operator == "<" for s in requirement.specifier), "keep an upper bound"

@@ -2,13 +2,16 @@
 
 Why: FastAPI's request handler does generic work on every request (dependency cache keys,
 OAuth scopes, exit stacks, a Response for headers, endpoint context for error messages,
-telemetry hooks), whatever the endpoint declares. For POST /v1/tasks it was 21 % of the
-API's samples under py-spy, and this route took the API's CPU per unguarded submission
-from 0.61 to 0.53 ms (bench/cpu.py; README "The submit route's handler"): the route
-declares a body, three headers and three small dependencies. A
-LeanRoute keeps FastAPI's declaration, so the OpenAPI document, the validation (FastAPI's
-own functions, so the same errors reach the same handlers) and the signature are
-unchanged, and solves the same parameters with a plan worked out when the app is built.
+telemetry hooks), whatever the endpoint declares, and on POST /v1/tasks that work was a
+large share of the API's CPU per submission (bench/cpu.py with --py-spy; figures in
+bench/RESULTS.md, the decision in docs/decisions/). A LeanRoute keeps FastAPI's
+declaration, so the OpenAPI document, the validation (FastAPI's own functions, so the same
+errors reach the same handlers) and the signature are unchanged, and solves the same
+parameters with a plan worked out when the app is built.
+
+It leans on private FastAPI helpers, so pyproject.toml bounds FastAPI to the releases that
+tests/test_lean_route.py passed on (the helpers' names and parameters, and the same
+answers as FastAPI's own handler for bad bodies, headers and queries).
 
 It takes what those endpoints use: the `Request`, header, query and path parameters, one
 JSON body (read after every dependency, the caller's authentication among them, by the
