@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.telemetry import TelemetryConfig
-from prometheus_client import multiprocess
+from prometheus_client import Counter, Histogram, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.archive import routes as archive_routes
@@ -104,9 +105,18 @@ class EdgeMiddleware:
             request_id_var.reset(token)
             if self.metrics:
                 template = getattr(scope.get("route"), "path", None) or "unmatched"
-                method = scope["method"]
-                HTTP_REQUESTS.labels(template, method, str(status)).inc()
-                HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started_at)
+                count, latency = _route_metrics(template, scope["method"], status)
+                count.inc()
+                latency.observe(time.perf_counter() - started_at)
+
+
+@functools.lru_cache(maxsize=1024)  # route templates x methods x statuses: a bounded few
+def _route_metrics(template: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The children of the HTTP metrics for one route and status, looked up once: labels()
+    takes a lock and builds a key tuple on every call, for every request."""
+    return HTTP_REQUESTS.labels(template, method, str(status)), HTTP_LATENCY.labels(
+        template, method
+    )
 
 
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int:

@@ -242,10 +242,11 @@ async def admit_task(
     TASKS_ADMITTED.labels(
         caller.team_name, task.model_id, str(task.pricing_body.get("resolution", "default"))
     ).inc()
-    logger.info(
-        "task admitted",
-        extra={"task_id": task_id, "team": caller.team_name, "cost_usd": format_usd(cost)},
-    )
+    if logger.isEnabledFor(logging.INFO):  # the amount is formatted only for a reader
+        logger.info(
+            "task admitted",
+            extra={"task_id": task_id, "team": caller.team_name, "cost_usd": format_usd(cost)},
+        )
     if row["crossings"]:
         count_crossings(caller.team_name, row["crossings"])
     res.kicker.kick()
