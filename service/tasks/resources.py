@@ -5,17 +5,19 @@ closes them for any role (the API's lifespan, the worker's start-up, the CLI).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from fastapi import Depends, Request
+from redis.asyncio.connection import SSLConnection, parse_url
 
 from service.archive.copier import Archiver
 from service.archive.store import open_store
@@ -79,8 +81,45 @@ AppResources = Annotated[Resources, Depends(get_resources)]
 logger = logging.getLogger(__name__)
 
 
+# What QGW_REDIS_URL's query may say: the options arq's RedisSettings carries to redis-py.
+# Anything else redis-py reads from a URL (socket_timeout, health_check_interval, ...) arq
+# cannot pass on, so such a URL is refused rather than connected other than it says.
+_URL_OPTIONS = {
+    "db": "database",
+    "ssl_ca_certs": "ssl_ca_certs",
+    "ssl_ca_data": "ssl_ca_data",
+    "ssl_cert_reqs": "ssl_cert_reqs",
+    "ssl_certfile": "ssl_certfile",
+    "ssl_keyfile": "ssl_keyfile",
+    "ssl_check_hostname": "ssl_check_hostname",
+    "max_connections": "max_connections",
+    "retry_on_timeout": "retry_on_timeout",
+}
+
+
 def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis_url)
+    """arq's settings for QGW_REDIS_URL, read by redis-py's own parser (as `Redis.from_url`
+    reads it): arq's `from_dsn` drops the `ssl_*` options (a private CA, client
+    certificates) and does not percent-decode the user name and password. Every Redis
+    client of the process follows these: arq's pool, the worker's, and the rate limiter's
+    connection, which copies arq's (quotas/pipe.py)."""
+    parsed: dict[str, Any] = dict(parse_url(settings.redis_url))
+    connection_class = parsed.pop("connection_class", None)
+    found = RedisSettings(
+        host=parsed.pop("host", "localhost"),
+        port=parsed.pop("port", 6379),
+        unix_socket_path=parsed.pop("path", None),
+        username=parsed.pop("username", None),
+        password=parsed.pop("password", None),
+        ssl=connection_class is not None and issubclass(connection_class, SSLConnection),
+    )
+    unsupported = sorted(set(parsed) - set(_URL_OPTIONS))
+    if unsupported:  # names only: the URL itself may carry a password
+        raise ValueError(
+            f"QGW_REDIS_URL: {', '.join(unsupported)} not supported in the URL's query "
+            f"(supported: {', '.join(_URL_OPTIONS)})"
+        )
+    return dataclasses.replace(found, **{_URL_OPTIONS[k]: v for k, v in parsed.items()})
 
 
 @asynccontextmanager
