@@ -111,6 +111,10 @@ async def _solve(step: _Step, request: Request, cache: dict[Any, Any]) -> dict[s
     return values
 
 
+# Defaults that cannot be changed by whoever receives them: handed out as they are.
+_IMMUTABLE = (type(None), str, int, float, bool, bytes, tuple, frozenset)
+
+
 @dataclass(frozen=True)
 class _Param:
     """A header, query or path parameter: one plain value under one name."""
@@ -126,7 +130,9 @@ class _Param:
             if self.field.field_info.is_required():
                 errors.append(get_missing_field_error(loc=self.loc))
                 return
-            default = copy.deepcopy(self.field.default)
+            default = self.field.default
+            if not isinstance(default, _IMMUTABLE):  # FastAPI copies a default it hands out
+                default = copy.deepcopy(default)
             if not self.field.field_info.validate_default:
                 values[self.field.name] = default
                 return
