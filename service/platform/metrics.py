@@ -136,6 +136,16 @@ ADMISSION_BATCHES_DECLINED = Counter(
     "(each task of the batch answered with it)",
     ["reason"],
 )
+# Quote before admission (tasks/quoting.py), by outcome: quoted (the quote reserved),
+# above_bound (the quote was higher: the bound kept), refused (a permanent code: the task
+# refused), declined (another refusal: the bound kept), timeout, unreachable, http_error,
+# bad_answer (the bound kept), too_large and chained (not asked: a body over the request
+# limit; a chained action, whose source only the gateway knows by its own id).
+ADMISSION_QUOTES = Counter(
+    "qgw_admission_quotes_total",
+    "Quotes asked of Qingbo before admitting a task whose price rests on input media",
+    ["outcome"],
+)
 TASK_QUEUE_WAIT = FamilyHistogram(
     "qgw_task_queue_wait_seconds",
     "From admission to Qingbo accepting the task",

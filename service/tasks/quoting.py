@@ -12,7 +12,10 @@ Invariants:
   once, upstream/client.py) refuses the task before anything is stored or reserved, with
   that code, naming the field, as the task would otherwise fail after admission;
 - settlement is unchanged: the team is charged Qingbo's `cost`, at most the (quoted)
-  reservation times QGW_CHARGE_CAP_FACTOR, the rest a dispute (tasks/settlement.py).
+  reservation times QGW_CHARGE_CAP_FACTOR, the rest a dispute (tasks/settlement.py);
+- the quote is asked last, after the catalog's price (which can refuse), the
+  Idempotency-Key's replay and the rate limits (tasks/service.py), so a replayed or
+  rate-limited request never waits on it, and with no pooled connection held meanwhile.
 
 Only the `2026-09` generation prices by the catalog; `2026-04` reservations are exact
 (April's per-second table) and never quoted.
@@ -24,35 +27,17 @@ import logging
 from functools import lru_cache
 
 import orjson
-from prometheus_client import Counter
 
 from service.catalog.engine import Catalog, ModelEntry
-from service.catalog.intake import price_micros
 from service.catalog.rules import NormalizedTask
 from service.platform.errors import InvalidRequest
+from service.platform.metrics import ADMISSION_QUOTES
 from service.platform.money import format_usd
 from service.tasks.resources import Resources
 from service.upstream.client import permanent
-from service.upstream.quote import (
-    NoQuote,
-    Quoted,
-    QuoteRefusal,
-    quote_client,
-    quote_url,
-)
+from service.upstream.quote import NoQuote, Quoted, QuoteRefusal, quote_url
 
 logger = logging.getLogger(__name__)
-
-# outcome: quoted (reserved the quote), above_bound (the quote was higher: the bound kept),
-# refused (a permanent code: the task refused), declined (another refusal: the bound kept),
-# timeout, unreachable, http_error, bad_answer (the bound kept), too_large and chained
-# (not asked: a body over the request limit; a chained action, whose source only the
-# gateway knows by its own id).
-ADMISSION_QUOTES = Counter(
-    "qgw_admission_quotes_total",
-    "Quotes asked of Qingbo before admitting a task whose price rests on input media",
-    ["outcome"],
-)
 
 
 class QuoteRefused(InvalidRequest):
@@ -66,25 +51,36 @@ def _refusal_class(code: str) -> type[QuoteRefused]:
     return type("QuoteRefused", (QuoteRefused,), {"code": code})
 
 
-async def reservation_of(res: Resources, task: NormalizedTask, catalog: Catalog) -> int:
-    """The task's reservation in micro-dollars: the catalog's (the most it can cost, refused
-    when unpriced, as `price_of`), or, where that is a bound resting on input media and the
-    vendor's quote answers, the quote, never above the bound."""
+def asks_quote(res: Resources, task: NormalizedTask, catalog: Catalog) -> bool:
+    """Whether the task's reservation may be the vendor's quote: quoting is on (its client
+    built: tasks/resources.py), the generation prices by the catalog, and the model's
+    price for this body is a bound resting on input media."""
     settings = res.settings
-    gen = settings.generation
-    bound = price_micros(task, gen, catalog, res.prices)
-    if settings.quote_before_admission == "off" or gen.prices_from != "catalog":
-        return bound
+    if res.quotes is None or settings.quote_before_admission == "off":
+        return False
+    if settings.generation.prices_from != "catalog":
+        return False
     entry = catalog.models.get(task.model_id)
-    if entry is None or not entry.pricing.depends_on_media(task.pricing_body):
-        return bound
+    return entry is not None and entry.pricing.depends_on_media(task.pricing_body)
+
+
+async def reservation_of(
+    res: Resources, task: NormalizedTask, catalog: Catalog, *, bound: int
+) -> int:
+    """The reservation of a task `asks_quote` accepted, in micro-dollars: the vendor's
+    quote where it answers, never above `bound` (the catalog's price, `price_of`);
+    otherwise `bound`. Raises QuoteRefused for a refusal with a permanent code."""
+    settings = res.settings
+    quotes = res.quotes
+    assert quotes is not None  # asks_quote
+    entry = catalog.models[task.model_id]
     if task.ref_task_id is not None:
         return _kept(task, bound, "chained", "a chained action is priced on its source")
     body = orjson.dumps(task.upstream)
     if len(body) > settings.max_request_bytes:
         return _kept(task, bound, "too_large", f"{len(body)} bytes")
-    client = quote_client(quote_url(settings.qingbo_base_url, settings.quote_url))
-    answer = await client.ask(body, timeout=settings.quote_timeout_seconds)
+    url = quote_url(settings.qingbo_base_url, settings.quote_url)
+    answer = await quotes.ask(url, body, timeout=settings.quote_timeout_seconds)
     if isinstance(answer, NoQuote):
         return _kept(task, bound, answer.outcome, answer.detail)
     if isinstance(answer, QuoteRefusal):

@@ -36,6 +36,7 @@ from service.tasks.watching import Watching
 from service.teams.key_cache import AUTH_CHANNEL, KeyCache
 from service.teams.service import KnownKey
 from service.upstream.client import QingboClient, build_http_client, build_read_client
+from service.upstream.quote import QuoteClient, build_quote_client
 from service.webhooks.delivery import WebhookSender
 
 
@@ -63,6 +64,9 @@ class Resources:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Follows the catalog operators put in force and swaps `catalog` (catalog/refresh.py).
     catalog_refresh: CatalogRefresher | None = None
+    # The vendor's public quote, asked before admitting a task priced on input media
+    # (tasks/quoting.py); None with QGW_QUOTE_BEFORE_ADMISSION=off.
+    quotes: QuoteClient | None = None
 
     @property
     def egress(self) -> DestinationPolicy:
@@ -206,6 +210,10 @@ async def open_resources(
             stack.push_async_callback(archive.aclose)
         admissions = AdmissionBatcher(pool)
         stack.push_async_callback(admissions.close)
+        quotes = None
+        if settings.quote_before_admission != "off":
+            quotes = build_quote_client()
+            stack.push_async_callback(quotes.aclose)
         resources = Resources(
             settings=settings,
             pool=pool,
@@ -221,6 +229,7 @@ async def open_resources(
             watching=watching,
             archive=archive,
             keys=keys,
+            quotes=quotes,
         )
         await _follow_catalog(stack, resources)
         yield resources

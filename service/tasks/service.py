@@ -119,7 +119,8 @@ async def admit_task(
     idempotency_key: str | None,
 ) -> Admission:
     """Validate, price, rate-limit and admit a task (budgets reserved in the same statement).
-    A bad request counts against no limit."""
+    A request the catalog refuses counts against no limit; the vendor's quote, asked last,
+    may still refuse one that has counted."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidRequest(
             f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
@@ -132,7 +133,7 @@ async def admit_task(
     require_allowed(egress, task.callback_url, param="callback_url")
     if task.ref_task_id is not None:  # the source task: the team's own, completed
         task = await resolve_chain(await db.get(), caller=caller, task=task, catalog=catalog)
-    cost = await quoting.reservation_of(res, task, catalog)
+    cost = price_of(res, task, catalog)  # the most it can cost; an unpriced task refused
     # Only an Idempotency-Key needs the body's hash: skip the canonical dump otherwise.
     digest = request_hash(body) if idempotency_key is not None else b""
     if idempotency_key is not None:
@@ -153,6 +154,13 @@ async def admit_task(
         hold_seconds=HOLD_CONNECTION_FOR_REDIS_SECONDS,
     )
     headers = quota.headers()
+    if quoting.asks_quote(res, task, catalog):
+        # The vendor's quote (up to QGW_QUOTE_TIMEOUT_SECONDS) only for a request that will
+        # be admitted or refused on money: not for a replay nor a rate-limited one. Its
+        # round trip is to another service: a held connection is given back meanwhile.
+        cost = await db.without(
+            quoting.reservation_of(res, task, catalog, bound=cost), hold_seconds=0
+        )
     task_id = new_task_id()
     stored_request, media = split_media({**task.request, CATALOG_DIGEST_KEY: catalog.digest})
     new = budgets.NewTask(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import weakref
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
@@ -66,15 +65,26 @@ def quote_url(base_url: str, configured: str | None) -> str:
 
 
 class QuoteClient:
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
-        self._http = http
-        self.url = url
+    """The process's client of the quote endpoint: one per process, built and closed with
+    the other shared clients (tasks/resources.py). The endpoint is given per call, from
+    the settings in force (QGW_QUOTE_URL, else the upstream's own)."""
 
-    async def ask(self, body: bytes, *, timeout: float) -> QuoteAnswer:
-        """The vendor's answer for `body` (a task body, JSON), within `timeout` seconds."""
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def ask(self, url: str, body: bytes, *, timeout: float) -> QuoteAnswer:
+        """The vendor's answer at `url` for `body` (a task body, JSON), within `timeout`
+        seconds."""
         try:
             async with asyncio.timeout(timeout):
-                status, raw = await self._exchange(body, timeout)
+                status, raw = await self._exchange(url, body, timeout)
         except (TimeoutError, httpx.TimeoutException):
             return NoQuote("timeout", f"no answer within {timeout:g} s")
         except _TooLarge:
@@ -83,10 +93,10 @@ class QuoteClient:
             return NoQuote("unreachable", type(exc).__name__)
         return read_answer(status, raw)
 
-    async def _exchange(self, body: bytes, timeout: float) -> tuple[int, bytes]:
+    async def _exchange(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
         async with self._http.stream(
             "POST",
-            self.url,
+            url,
             content=body,
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout),
@@ -99,6 +109,17 @@ class QuoteClient:
                     raise _TooLarge
                 chunks.append(chunk)
             return response.status_code, b"".join(chunks)
+
+
+def build_quote_client() -> QuoteClient:
+    """A client for the admissions of this process (redirects not followed: the answer
+    must come from the endpoint configured)."""
+    return QuoteClient(
+        httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            follow_redirects=False,
+        )
+    )
 
 
 class _TooLarge(Exception):
@@ -160,23 +181,3 @@ def _micros(total: Any) -> int | None:
     if not value.is_finite() or value <= 0:
         return None
     return int((value * MICROS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
-
-
-# One client per event loop and endpoint: an httpx client's connections belong to the loop
-# that opened them. Built on first use (the API's admissions), kept for the process.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, QuoteClient]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def quote_client(url: str) -> QuoteClient:
-    """This loop's client for `url` (made once)."""
-    by_url = _clients.setdefault(asyncio.get_running_loop(), {})
-    client = by_url.get(url)
-    if client is None:
-        http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
-            follow_redirects=False,
-        )
-        client = by_url[url] = QuoteClient(http, url)
-    return client

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,13 +30,16 @@ from prometheus_client import REGISTRY
 from service.catalog.engine import shipped_catalog
 from service.catalog.intake import normalize_task, price_micros
 from service.catalog.schemas import TaskRequest
+from service.config import Settings
 from service.platform.db import OnDemandConnection
-from service.platform.errors import BudgetExceeded, InvalidRequest, ServiceError
+from service.platform.db import create_pool as create_db_pool
+from service.platform.errors import BudgetExceeded, InvalidRequest, RateLimited, ServiceError
 from service.platform.money import MICROS_PER_QUOTA, parse_usd
-from service.tasks.resources import Resources
+from service.tasks import quoting
+from service.tasks.resources import Resources, open_resources
 from service.tasks.service import Admission, admit_task
 from service.teams.service import authenticate
-from service.upstream.quote import NoQuote, Quoted, QuoteRefusal, read_answer
+from service.upstream.quote import NoQuote, QuoteClient, Quoted, QuoteRefusal, read_answer
 from tests.factories import (
     ADMIN,
     TeamKey,
@@ -45,6 +49,7 @@ from tests.factories import (
     row,
     sim_tasks,
     task_body,
+    until,
     variant,
 )
 
@@ -82,11 +87,13 @@ def outcome(name: str) -> float:
     return metric("qgw_admission_quotes_total", outcome=name)
 
 
-async def admit(res: Resources, team: TeamKey, body: dict[str, Any]) -> Admission:
+async def admit(
+    res: Resources, team: TeamKey, body: dict[str, Any], *, key: str | None = None
+) -> Admission:
     caller = await authenticate(res.pool, token=team.key)
     async with OnDemandConnection(res.pool) as lease:
         return await admit_task(
-            res, lease, caller=caller, body=TaskRequest.model_validate(body), idempotency_key=None
+            res, lease, caller=caller, body=TaskRequest.model_validate(body), idempotency_key=key
         )
 
 
@@ -373,6 +380,84 @@ async def test_exact_prices_and_the_april_generation_are_never_quoted(
         assert caught.value.param == "model" and caught.value.code == "invalid_request"
         assert q.connections == 0
     assert quotes_asked() == asked
+
+
+QUOTE_0_648 = http_answer(200, {"code": 0, "data": {"total_usd": "0.648"}})
+
+
+async def test_a_rate_limited_submission_asks_no_quote(
+    client: httpx.AsyncClient, current: Resources
+) -> None:
+    """The limit is checked before the quote: a refused submission does not wait on it."""
+    team = await make_team(client, rpm_limit=1)
+    async with quote_socket(QUOTE_0_648) as vendor:
+        quoted = variant(current, quote_url=vendor.url)
+        await admit(quoted, team, task_body())  # the minute's one submission (not quoted)
+        with pytest.raises(RateLimited):
+            await admit(quoted, team, media_body())
+        assert vendor.connections == 0
+        unlimited = await make_team(client)
+        admitted = await admit(quoted, unlimited, media_body())  # what it would have asked
+        assert vendor.connections == 1 and admitted.row["cost_micros"] == QUOTED_4_S
+
+
+async def test_a_replayed_submission_asks_no_quote(
+    client: httpx.AsyncClient, current: Resources
+) -> None:
+    """A retry with the same Idempotency-Key answers the stored task, its reservation the
+    first request's quote, without asking again."""
+    team = await make_team(client)
+    async with quote_socket(QUOTE_0_648) as vendor:
+        quoted = variant(current, quote_url=vendor.url)
+        first = await admit(quoted, team, media_body(), key="quote-once")
+        assert vendor.connections == 1 and first.row["cost_micros"] == QUOTED_4_S
+        again = await admit(quoted, team, media_body(), key="quote-once")
+        assert vendor.connections == 1
+    assert again.row["id"] == first.row["id"]
+    assert again.row["cost_micros"] == QUOTED_4_S
+
+
+async def test_no_pooled_connection_is_held_while_the_quote_is_awaited(
+    client: httpx.AsyncClient, current: Resources, settings: Settings
+) -> None:
+    """With an Idempotency-Key the admission has taken a connection (the key's lookup); it
+    gives it back while the quote is out: a pool of one serves another request meanwhile."""
+    team = await make_team(client)
+    pool = await create_db_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        async with quote_socket(None) as silent:
+            slow = variant(current, quote_url=silent.url, quote_timeout_seconds=30)
+            admitting = asyncio.create_task(
+                admit(dataclasses.replace(slow, pool=pool), team, media_body(), key="slow-quote")
+            )
+            await until(lambda: silent.connections == 1 or admitting.done())
+            assert not admitting.done()
+            async with pool.acquire(timeout=10) as conn:  # the only connection: free
+                assert await conn.fetchval("SELECT 1") == 1
+        # The quote's connection closed unanswered: the bound is reserved.
+        admitted = await asyncio.wait_for(admitting, timeout=30)
+    finally:
+        await pool.close()
+    assert admitted.row["cost_micros"] == BOUND
+
+
+async def test_the_quote_client_is_a_resource_closed_with_the_others(settings: Settings) -> None:
+    async with open_resources(
+        settings.model_copy(update={"quote_before_admission": "media"})
+    ) as on:
+        quotes = on.quotes
+        assert isinstance(quotes, QuoteClient) and not quotes.closed
+    assert quotes.closed
+    async with open_resources(settings.model_copy(update={"quote_before_admission": "off"})) as off:
+        assert off.quotes is None
+
+
+def test_the_quote_outcomes_are_counted_beside_the_other_metrics() -> None:
+    from service.platform import metrics
+
+    assert quoting.ADMISSION_QUOTES is metrics.ADMISSION_QUOTES
+    assert metrics.ADMISSION_QUOTES._labelnames == ("outcome",)
+    assert outcome("quoted") == metric("qgw_admission_quotes_total", outcome="quoted")
 
 
 @pytest.mark.parametrize(
