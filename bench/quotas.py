@@ -7,7 +7,7 @@ multiplexing client, valkey-glide, running the same script.
 
 --mode pipelines (issue 33): the limiter on its hand-made pipe against the same limiter on
 redis-py's own non-transactional pipeline fed once per loop turn
-(service/quotas/redis_py_pipeline.py, `RateLimiter(pipeline="redis-py")`), and a floor:
+(bench/redis_py_pipeline.py, `RateLimiter(connect=RedisPyPipeline)`), and a floor:
 redis-benchmark (C, another process) sending the same EVALSHA on one connection, as many
 in flight as the concurrency (`-c 1 -P c`), which is what either would do at no client
 cost. Its "client CPU" is redis-benchmark's own, read from the children's rusage.
@@ -49,9 +49,11 @@ from redis import Redis as SyncRedis  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.connection import SSLConnection, parse_url  # noqa: E402
 
+from bench.redis_py_pipeline import RedisPyPipeline  # noqa: E402
 from bench.stack import redis_url  # noqa: E402
-from service.quotas.limiter import CHECK_SCRIPT, WINDOW_MS, Pipeline, RateLimiter  # noqa: E402
+from service.quotas.limiter import CHECK_SCRIPT, WINDOW_MS, Connect, RateLimiter  # noqa: E402
 from service.quotas.limits import Limits  # noqa: E402
+from service.quotas.pipe import RedisPipe  # noqa: E402
 
 BIG = 10**9  # limits that never refuse: every check runs the whole script
 Check = Callable[[int], Awaitable[object]]
@@ -86,15 +88,15 @@ async def run_for(
 
 
 async def limiter_on(
-    url: str, pipeline: Pipeline = "hand-made"
+    url: str, connect: Connect = RedisPipe
 ) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
-    """The gateway's own limiter, on the connection `pipeline` names."""
+    """The gateway's own limiter, on the connection `connect` builds."""
     client = Redis.from_url(url)
     limiter = RateLimiter(
         client,
         prefix=f"bench-quotas:{uuid.uuid4().hex[:8]}",
         on_error="deny",
-        pipeline=pipeline,
+        connect=connect,
     )
     limits = [Limits(uuid.uuid4(), uuid.uuid4(), BIG, BIG) for _ in range(64)]
 
@@ -111,13 +113,13 @@ async def limiter_on(
 async def gateway_limiter(
     url: str,
 ) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
-    return await limiter_on(url, "hand-made")
+    return await limiter_on(url, RedisPipe)
 
 
 async def redis_py_pipeline_limiter(
     url: str,
 ) -> tuple[Callable[[int], Awaitable[object]], Callable[[], Awaitable[None]]]:
-    return await limiter_on(url, "redis-py")
+    return await limiter_on(url, RedisPyPipeline)
 
 
 def redis_benchmark_args(url: str) -> list[str] | None:

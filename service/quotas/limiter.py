@@ -18,9 +18,9 @@ other per-minute limits (a team's webhook re-sends).
 
 The checks go over one pipelined connection of the limiter's own (`pipe.py`, which says
 why redis-py's client is not used here), the script by EVALSHA; a Redis that lost it
-(restart, SCRIPT FLUSH) gets it again by EVAL. `pipeline="redis-py"` runs them on
-redis-py's own pipeline instead (`redis_py_pipeline.py`), fed the same way, to measure
-the two against each other.
+(restart, SCRIPT FLUSH) gets it again by EVAL. `connect` builds that connection: the
+hand-made pipe, unless a benchmark hands in another with the same interface
+(`bench/quotas.py --mode pipelines` measures redis-py's own pipeline this way).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -42,7 +42,6 @@ from service.platform.metrics import (
 )
 from service.quotas.limits import Limits
 from service.quotas.pipe import RedisPipe, RedisRefused, RedisReplyError
-from service.quotas.redis_py_pipeline import RedisPyPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ CHECK_DEADLINE_STALLS = 2.5
 
 
 class Pipe(Protocol):
-    """What the limiter needs of its connection (RedisPipe, RedisPyPipeline)."""
+    """What the limiter needs of its connection (RedisPipe, or a benchmark's comparator)."""
 
     stall_seconds: float
 
@@ -63,11 +62,11 @@ class Pipe(Protocol):
     async def aclose(self) -> None: ...
 
 
-Pipeline = Literal["hand-made", "redis-py"]
-PIPELINES: dict[Pipeline, type[RedisPipe] | type[RedisPyPipeline]] = {
-    "hand-made": RedisPipe,
-    "redis-py": RedisPyPipeline,
-}
+class Connect(Protocol):
+    """Builds the limiter's connection to the server `redis` talks to (RedisPipe does)."""
+
+    def __call__(self, redis: Redis, *, client_name: str, stall_seconds: float) -> Pipe: ...
+
 
 # KEYS: one list per limit. ARGV: window ms, then one limit per key.
 # Answers {admitted (1/0), index of the limit that refused (1-based) or 0, the time it
@@ -145,13 +144,11 @@ class RateLimiter:
         prefix: str,
         on_error: str,
         stall_seconds: float = STALL_SECONDS,
-        pipeline: Pipeline = "hand-made",
+        connect: Connect = RedisPipe,
     ) -> None:
         # The server arq's client (`redis`) talks to, on a connection of the limiter's own:
         # its checks never queue behind arq's commands.
-        self._pipe: Pipe = PIPELINES[pipeline](
-            redis, client_name=CLIENT_NAME, stall_seconds=stall_seconds
-        )
+        self._pipe = connect(redis, client_name=CLIENT_NAME, stall_seconds=stall_seconds)
         # EVALSHA names the script by this digest.
         self._sha = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._deadline = CHECK_DEADLINE_STALLS * stall_seconds

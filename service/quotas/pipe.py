@@ -8,8 +8,10 @@ redis-py itself uses): less client CPU per check than redis-py's client and than
 valkey-glide (the well-kept multiplexing client), and less CPU per guarded submission
 than redis-py (bench/quotas.py, bench/cpu.py; their figures are in bench/RESULTS.md).
 Glide, tried in the API, was no faster than redis-py there. redis-py's own
-non-transactional pipeline, fed the same way (`redis_py_pipeline.py`), stands beside this
-one until `bench/quotas.py --mode pipelines` says which stays.
+non-transactional pipeline, fed the same way, cost more client CPU per check and gave
+fewer checks per second; it stays in the benchmark as the comparator
+(`bench/redis_py_pipeline.py`, `bench/quotas.py --mode pipelines`), and
+docs/decisions/004-pipelined-redis.md says when the question is open again.
 
 The connection is opened on first use and again after it is lost. A connection that does
 not answer for `stall_seconds` is given up: every request waiting on it fails, and the

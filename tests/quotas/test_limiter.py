@@ -17,7 +17,7 @@ from service.catalog.schemas import TaskRequest
 from service.cli.dev import free_port
 from service.platform.db import OnDemandConnection
 from service.platform.errors import ConcurrencyLimited, UpstreamUnavailable
-from service.quotas.limiter import CLIENT_NAME, PIPELINES, Pipeline, RateLimiter
+from service.quotas.limiter import CLIENT_NAME, RateLimiter
 from service.quotas.limits import Limits
 from service.tasks.resources import Resources
 from service.tasks.service import admit_task
@@ -207,8 +207,7 @@ async def test_refused_requests_do_not_count(
     await wait_for(back_to_one)
 
 
-@pytest.mark.parametrize("pipeline", list(PIPELINES))
-def test_checks_count_under_uvloop(res: Resources, pipeline: Pipeline) -> None:
+def test_checks_count_under_uvloop(res: Resources) -> None:
     """The API serves on uvloop (its transports are not asyncio's classes): concurrent
     checks there share the limiter's connection and each is counted once."""
     import uvloop
@@ -216,7 +215,7 @@ def test_checks_count_under_uvloop(res: Resources, pipeline: Pipeline) -> None:
     prefix = f"qgw-test:uvloop:{free_port()}"
 
     async def checks() -> list[int]:
-        limiter = RateLimiter(res.redis, prefix=prefix, on_error="deny", pipeline=pipeline)
+        limiter = RateLimiter(res.redis, prefix=prefix, on_error="deny")
         limits = Limits(uuid.uuid4(), uuid.uuid4(), 100, None)
         try:
             decisions = await asyncio.gather(*(limiter.check(limits) for _ in range(16)))

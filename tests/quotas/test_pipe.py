@@ -1,8 +1,7 @@
 """The limiter's Redis connection against redis-servers of these tests' own: AUTH with a
 password alone and with a user name, a wrong password, the URL's database, TLS with the
 URL's CA (and a client certificate), a server that stops answering, a lost script and a
-killed connection. Each runs on both connections the limiter can use (`pipeline=`): the
-hand-made pipe and redis-py's own pipeline, fed once per loop turn."""
+killed connection, on the hand-made pipe the limiter runs on."""
 
 from __future__ import annotations
 
@@ -22,9 +21,9 @@ from redis.asyncio import Redis
 
 from service.cli.dev import free_port
 from service.platform.errors import UpstreamUnavailable
-from service.quotas.limiter import PIPELINES, Pipeline, RateLimiter
+from service.quotas.limiter import RateLimiter
 from service.quotas.limits import Limits
-from service.quotas.pipe import RedisRefused
+from service.quotas.pipe import RedisPipe, RedisRefused
 from tests.private_redis import PrivateRedis
 from tests.quotas.certificates import Certificates, make_ca, make_certificates
 
@@ -33,12 +32,6 @@ ALICE = "alice"
 # Characters a URL must escape: the password reaches Redis decoded.
 ALICE_PASSWORD = "p@ss:w/rd%?#"
 CLIENT_NAME = "qgw-test-pipe"
-
-
-@pytest.fixture(params=list(PIPELINES))
-def pipeline(request: pytest.FixtureRequest) -> Pipeline:
-    kind: Pipeline = request.param
-    return kind
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +110,11 @@ def url(
 
 
 @asynccontextmanager
-async def connected(
-    redis_url: str, pipeline: Pipeline, *, stall_seconds: float = 2.0
-) -> AsyncIterator[Any]:
+async def connected(redis_url: str, *, stall_seconds: float = 2.0) -> AsyncIterator[RedisPipe]:
     """The pipe (`call`) the limiter would use, for the server redis-py's client of
     `redis_url` talks to."""
     client = Redis.from_url(redis_url)
-    pipe = PIPELINES[pipeline](client, client_name=CLIENT_NAME, stall_seconds=stall_seconds)
+    pipe = RedisPipe(client, client_name=CLIENT_NAME, stall_seconds=stall_seconds)
     try:
         yield pipe
     finally:
@@ -133,7 +124,7 @@ async def connected(
 
 @asynccontextmanager
 async def limiter_for(
-    redis_url: str, pipeline: Pipeline, *, on_error: str = "deny", stall_seconds: float = 2.0
+    redis_url: str, *, on_error: str = "deny", stall_seconds: float = 2.0
 ) -> AsyncIterator[RateLimiter]:
     client = Redis.from_url(redis_url)
     limiter = RateLimiter(
@@ -141,7 +132,6 @@ async def limiter_for(
         prefix=f"qgw-test-pipe:{uuid.uuid4().hex[:8]}",
         on_error=on_error,
         stall_seconds=stall_seconds,
-        pipeline=pipeline,
     )
     try:
         yield limiter
@@ -160,22 +150,20 @@ def names_of_users(server: PrivateRedis) -> dict[str, str]:
     return {c["name"]: c["user"] for c in admin(server).client_list() if c.get("name")}
 
 
-async def test_auth_with_a_password_alone(auth_redis: PrivateRedis, pipeline: Pipeline) -> None:
+async def test_auth_with_a_password_alone(auth_redis: PrivateRedis) -> None:
     with pytest.raises(redis.AuthenticationError):  # the server does ask for it
         redis.Redis(port=auth_redis.port).ping()
-    async with connected(url(auth_redis, password=DEFAULT_PASSWORD), pipeline) as pipe:
+    async with connected(url(auth_redis, password=DEFAULT_PASSWORD)) as pipe:
         assert await pipe.call("ACL", "WHOAMI") == b"default"
-        assert await pipe.call("SET", "pipe:password-alone", pipeline) == b"OK"
+        assert await pipe.call("SET", "pipe:password-alone", "signed in") == b"OK"
         assert names_of_users(auth_redis)[CLIENT_NAME] == "default"
-    assert admin(auth_redis).get("pipe:password-alone") == pipeline.encode()
+    assert admin(auth_redis).get("pipe:password-alone") == b"signed in"
 
 
-async def test_auth_with_a_user_name_and_an_escaped_password(
-    auth_redis: PrivateRedis, pipeline: Pipeline
-) -> None:
+async def test_auth_with_a_user_name_and_an_escaped_password(auth_redis: PrivateRedis) -> None:
     target = url(auth_redis, user=ALICE, password=ALICE_PASSWORD)
     assert quote(ALICE_PASSWORD, safe="") in target
-    async with connected(target, pipeline) as pipe:
+    async with connected(target) as pipe:
         assert await pipe.call("ACL", "WHOAMI") == ALICE.encode()
         # The handshake's CLIENT SETNAME ran signed in, on the same connection.
         assert names_of_users(auth_redis)[CLIENT_NAME] == ALICE
@@ -183,18 +171,18 @@ async def test_auth_with_a_user_name_and_an_escaped_password(
 
 @pytest.mark.parametrize("user", ["", ALICE])
 async def test_a_wrong_password_is_refused_with_a_clear_error(
-    auth_redis: PrivateRedis, pipeline: Pipeline, user: str, caplog: pytest.LogCaptureFixture
+    auth_redis: PrivateRedis, user: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Not a hang, not a retry loop, not a generic 'unreachable': the error says AUTH was
     refused, and never carries the password."""
     wrong = "wrong-secret-1234"
     target = url(auth_redis, user=user, password=wrong)
-    async with connected(target, pipeline) as pipe:
+    async with connected(target) as pipe:
         for _ in range(2):  # and again on the next call: nothing half-open is kept
             with pytest.raises(RedisRefused, match="AUTH") as refused:
                 await pipe.call("PING")
             assert wrong not in str(refused.value)
-    async with limiter_for(target, pipeline) as limiter:
+    async with limiter_for(target) as limiter:
         limits = Limits(uuid.uuid4(), uuid.uuid4(), 5, None)
         with (
             caplog.at_level(logging.WARNING, logger="service.quotas.limiter"),
@@ -206,15 +194,15 @@ async def test_a_wrong_password_is_refused_with_a_clear_error(
     assert "AUTH" in record.__dict__["reason"] and wrong not in record.__dict__["reason"]
 
 
-async def test_the_urls_database_is_selected(auth_redis: PrivateRedis, pipeline: Pipeline) -> None:
+async def test_the_urls_database_is_selected(auth_redis: PrivateRedis) -> None:
     """redis://…/5: the pipe's keys, and the limiter's logs, are in database 5 only."""
     target = url(auth_redis, user=ALICE, password=ALICE_PASSWORD, db=5)
     key = f"pipe:db:{uuid.uuid4().hex}"
-    async with connected(target, pipeline) as pipe:
+    async with connected(target) as pipe:
         assert await pipe.call("SET", key, "in five") == b"OK"
     assert admin(auth_redis, db=5).get(key) == b"in five"
     assert admin(auth_redis, db=0).exists(key) == 0
-    async with limiter_for(target, pipeline) as limiter:
+    async with limiter_for(target) as limiter:
         limits = Limits(uuid.uuid4(), uuid.uuid4(), 5, None)
         assert (await limiter.check(limits)).quotas[0].remaining == 4
         log = limiter.log_key("key", limits.key_id)
@@ -222,52 +210,48 @@ async def test_the_urls_database_is_selected(auth_redis: PrivateRedis, pipeline:
     assert admin(auth_redis, db=0).exists(log) == 0
 
 
-async def test_a_database_the_server_lacks_is_refused(
-    auth_redis: PrivateRedis, pipeline: Pipeline
-) -> None:
-    async with connected(url(auth_redis, password=DEFAULT_PASSWORD, db=99), pipeline) as pipe:
+async def test_a_database_the_server_lacks_is_refused(auth_redis: PrivateRedis) -> None:
+    async with connected(url(auth_redis, password=DEFAULT_PASSWORD, db=99)) as pipe:
         with pytest.raises(RedisRefused, match="DB index is out of range"):
             await pipe.call("PING")
 
 
-async def test_tls_with_the_urls_ca(tls: PrivateRedis, pipeline: Pipeline) -> None:
+async def test_tls_with_the_urls_ca(tls: PrivateRedis) -> None:
     """rediss:// with ssl_ca_certs and ssl_cert_reqs as redis-py reads them from the URL;
     the server has no plain port."""
     ca = tls.ping["ssl_ca_certs"]
     target = url(tls, scheme="rediss", db=3, ssl_ca_certs=ca, ssl_cert_reqs="required")
     key = f"pipe:tls:{uuid.uuid4().hex}"
-    async with connected(target, pipeline) as pipe:
+    async with connected(target) as pipe:
         assert await pipe.call("SET", key, "over tls") == b"OK"
         assert [c["name"] for c in admin(tls).client_list()].count(CLIENT_NAME) == 1
     assert admin(tls, db=3).get(key) == b"over tls"
-    async with limiter_for(target, pipeline) as limiter:
+    async with limiter_for(target) as limiter:
         assert (await limiter.check(Limits(uuid.uuid4(), uuid.uuid4(), 2, 3))).quotas[1].limit == 3
     with pytest.raises(redis.ConnectionError):  # plain text to the TLS port is not answered
         redis.Redis(port=tls.port, socket_timeout=1).ping()
 
 
-async def test_tls_checks_the_servers_certificate(
-    tls: PrivateRedis, pipeline: Pipeline, tmp_path: Path
-) -> None:
+async def test_tls_checks_the_servers_certificate(tls: PrivateRedis, tmp_path: Path) -> None:
     stranger = make_ca(tmp_path, "another-ca")
     distrusting = url(tls, scheme="rediss", ssl_ca_certs=stranger, ssl_cert_reqs="required")
-    async with connected(distrusting, pipeline) as pipe:
+    async with connected(distrusting) as pipe:
         with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
             await pipe.call("PING")
     # Told not to check (ssl_cert_reqs=none), the same CA is no obstacle.
     unchecked = url(tls, scheme="rediss", ssl_ca_certs=stranger, ssl_cert_reqs="none")
-    async with connected(unchecked, pipeline) as pipe:
+    async with connected(unchecked) as pipe:
         assert await pipe.call("PING") == b"PONG"
 
 
-async def test_tls_with_a_client_certificate(mutual_tls: PrivateRedis, pipeline: Pipeline) -> None:
+async def test_tls_with_a_client_certificate(mutual_tls: PrivateRedis) -> None:
     files = mutual_tls.ping
     ca = files["ssl_ca_certs"]
     pair = {"ssl_certfile": files["ssl_certfile"], "ssl_keyfile": files["ssl_keyfile"]}
     certified = url(mutual_tls, scheme="rediss", ssl_ca_certs=ca, **pair)
-    async with connected(certified, pipeline) as pipe:
+    async with connected(certified) as pipe:
         assert await pipe.call("PING") == b"PONG"
-    async with connected(url(mutual_tls, scheme="rediss", ssl_ca_certs=ca), pipeline) as pipe:
+    async with connected(url(mutual_tls, scheme="rediss", ssl_ca_certs=ca)) as pipe:
         with pytest.raises(OSError):  # the server hangs up on a client without one
             await pipe.call("PING")
 
@@ -280,21 +264,19 @@ def plain_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-async def test_concurrent_checks_each_count_once(
-    plain_redis: PrivateRedis, pipeline: Pipeline
-) -> None:
-    async with limiter_for(url(plain_redis), pipeline) as limiter:
+async def test_concurrent_checks_each_count_once(plain_redis: PrivateRedis) -> None:
+    async with limiter_for(url(plain_redis)) as limiter:
         limits = Limits(uuid.uuid4(), uuid.uuid4(), 100, 40)
         decisions = await asyncio.gather(*(limiter.check(limits) for _ in range(32)))
     assert sorted(d.quotas[1].remaining for d in decisions) == list(range(8, 40))
 
 
 async def test_a_lost_script_and_a_killed_connection_cost_no_check(
-    plain_redis: PrivateRedis, pipeline: Pipeline
+    plain_redis: PrivateRedis,
 ) -> None:
     """SCRIPT FLUSH (a restart) while several checks share a batch, then CLIENT KILL of
     the limiter's connection: every check is answered, and counted once."""
-    async with limiter_for(url(plain_redis), pipeline, on_error="deny") as limiter:
+    async with limiter_for(url(plain_redis), on_error="deny") as limiter:
         limits = Limits(uuid.uuid4(), uuid.uuid4(), 10, None)
         assert (await limiter.check(limits)).quotas[0].remaining == 9
         admin(plain_redis).script_flush()
@@ -307,12 +289,12 @@ async def test_a_lost_script_and_a_killed_connection_cost_no_check(
 
 
 async def test_a_server_that_stops_answering_fails_the_check_within_its_bound(
-    plain_redis: PrivateRedis, pipeline: Pipeline
+    plain_redis: PrivateRedis,
 ) -> None:
     """A stopped redis-server keeps its socket open and answers nothing: the check gives up
     (the policy decides) instead of holding the submission; once it runs again, checks are
     answered again."""
-    async with limiter_for(url(plain_redis), pipeline, stall_seconds=0.2) as limiter:
+    async with limiter_for(url(plain_redis), stall_seconds=0.2) as limiter:
         limits = Limits(uuid.uuid4(), uuid.uuid4(), 5, None)
         assert (await limiter.check(limits)).quotas[0].remaining == 4
         assert plain_redis.proc is not None

@@ -1,6 +1,7 @@
 """redis-py's own non-transactional pipeline behind the hand-made pipe's interface
-(`pipe.py`), so the limiter can run on either (`RateLimiter(pipeline="redis-py")`) and
-`bench/quotas.py --mode pipelines` can compare them: the loser goes.
+(`service/quotas/pipe.py`): the comparator of `bench/quotas.py --mode pipelines`, which
+hands it to the limiter (`RateLimiter(connect=RedisPyPipeline)`). The gateway runs on the
+hand-made pipe; `docs/decisions/004-pipelined-redis.md` says why, and when to measure again.
 
 The same batching idea as the pipe: the commands that arrive in one event-loop turn go in
 one `pipeline(transaction=False).execute()`; a batch does not wait for the one before it
