@@ -72,8 +72,11 @@ class Wire:
     errors: ErrorCodes
     cancel_answer: CancelForm
     result_ttl_seconds: int  # how long a result link works after the task finished
-    # Every task's `action` in this generation, whatever the mode ("generate" in 2026-09:
-    # the mode follows the media fields); None: the action as asked.
+    # The `action` a task of the generation's own models (its Hailuo models, Generation.
+    # offers) shows whatever it was asked with, where the vendor fixes it: 2026-09's
+    # hailuo.mdx makes `generate` their only action, the mode following the media fields.
+    # None: as asked. Any other model's task shows the action it was submitted with
+    # (status.mdx: "identical to the value submitted"), a chained one's included.
     fixed_action: str | None
     # Whether the body may carry the `extra` pass-through object (an empty one is no field).
     extra_object: bool
@@ -81,6 +84,14 @@ class Wire:
     def __post_init__(self) -> None:
         if self.cancel_answer == "receipt" and self.billing is None:
             raise ValueError("a refund receipt needs the generation's billing fields")
+
+    def show_action(self, asked: str, *, own_model: bool) -> str:
+        """A task's `action` as this generation shows it. `asked`: the action the task was
+        submitted with (the gateway's stored one: the app's, or its model's first);
+        `own_model`: whether the model is one of the generation's own (Generation.offers).
+        Only there does a fixed action replace it: the vendor fixes no other model's (a
+        Kling `edit`, a Veo `extend`, an H3 `regenerate` show as such)."""
+        return self.fixed_action if own_model and self.fixed_action is not None else asked
 
     def stamp(self, seconds: float) -> int:
         """A Unix time (seconds, fractional) in this generation's unit."""

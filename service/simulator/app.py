@@ -140,7 +140,8 @@ def create_simulator_app(
                 price = sim.price(asked)
             except ServiceError as unpriced:  # Qingbo: a permanent 500 at submit
                 return qingbo_error(500, unpriced.message, "price_not_configured")
-            task = sim.create(raw, price, key if sim.gen.idempotency_keys else None)
+            kept_key = key if sim.gen.idempotency_keys else None
+            task = sim.create(raw, price, kept_key, action=sim.action_of(raw, asked))
         if sim.config.latency_ms:  # after creating: a timeout now leaves the outcome unknown
             await asyncio.sleep(sim.config.latency_ms / 1000)
         return task

@@ -216,10 +216,21 @@ class Simulator:
         except httpx.HTTPError as exc:
             logger.warning("simulator callback failed: %s", type(exc).__name__)
 
-    def create(self, raw: dict[str, Any], price: int, key: str | None) -> SimTask:
+    def action_of(self, raw: dict[str, Any], asked: NormalizedTask) -> str:
+        """The action a task shows: the one sent (status.mdx: "identical to the value
+        submitted"), else the model's own (a catalog model's first, as the gateway stores
+        it; `generate` for the generation's own Hailuo models), fixed only where the
+        generation fixes it (Wire.show_action, shared with the gateway's answers)."""
+        own = self.gen.offers(asked.model_id)
+        sent = raw.get("action")
+        default = "generate" if own else str(asked.request["action"])
+        return self.wire.show_action(str(sent) if sent else default, own_model=own)
+
+    def create(self, raw: dict[str, Any], price: int, key: str | None, *, action: str) -> SimTask:
         task = SimTask(
             task_id=f"task-sim{int(time.time())}{secrets.token_hex(6)}",
             request=raw,
+            action=action,
             received_at=time.time(),
             queue_seconds=self.config.queue_seconds,
             processing_seconds=self.config.processing_seconds,

@@ -107,6 +107,9 @@ class SimTask:
     processing_seconds: float
     will_fail: bool
     quota: int
+    # The action it shows (status.mdx: "identical to the value submitted"), as
+    # Simulator.action_of decided it at submission.
+    action: str = "generate"
     idempotency_key: str | None = None
     submissions: int = 1
     cancelled_at: float | None = None
@@ -148,7 +151,7 @@ def render(
     body: dict[str, Any] = {
         "task_id": task.task_id,
         "model": task.request.get("model"),
-        "action": task.request.get("action", "generate"),
+        "action": task.action,
         "status": status,
         "created_at": wire.stamp(task.received_at),
         "progress": wire.show_progress(status, progress),
@@ -201,7 +204,7 @@ def submit_answer(task: SimTask, *, wire: Wire) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "task_id": task.task_id,
         "model": task.request.get("model"),
-        "action": task.request.get("action", "generate"),
+        "action": task.action,
         "status": "queued",
         "created_at": wire.stamp(task.received_at),
         "progress": 0,

@@ -5,7 +5,9 @@ The shape of each version is data (service/catalog/wire.py, one `Wire` per gener
 `2026-09` (the vendor's current shape, task/status.mdx) has `progress` a percentage string
 on reads, Unix seconds, `url` lists, `urls.get`/`urls.cancel`, the quota billing fields
 (`pre_consumed_cost` on submit answers, `cost` and `billing_status` on terminal tasks) and a
-cancel answer that says what was refunded.
+cancel answer that says what was refunded. Its Hailuo models' tasks show `action` as
+`generate` (hailuo.mdx: their only action); every other model's shows the action it was
+sent with, as in `2026-04` (status.mdx: "identical to the value submitted").
 
 The gateway's own fields (`cost_usd`, `estimated_cost_usd`, the normalised request, ...)
 are the same in both.
@@ -129,12 +131,15 @@ def render_task(
     `submit_answer`: the answer to a submission (with the reservation where the version
     reports billing).
     """
-    wire = generation(version).wire
+    gen = generation(version)
+    wire = gen.wire
     status = row["status"]
     task: dict[str, Any] = {
         "task_id": row["id"],
         "model": row["model"],
-        "action": wire.fixed_action or row["action"],
+        # What Qingbo would show for the body sent: fixed only for the generation's own
+        # (Hailuo) models, else the stored action (a chain's extend, regenerate, ...).
+        "action": wire.show_action(row["action"], own_model=gen.offers(row["model"])),
         "status": status,
         "progress": wire.show_progress(
             status, row["progress"], submit_queued=submit_answer and status == TaskStatus.QUEUED

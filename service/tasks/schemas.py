@@ -114,7 +114,10 @@ class TaskObjectCurrent(GatewayFields):
 
     task_id: str
     model: str
-    action: str = Field(description="Always generate: the mode follows the media fields")
+    action: str = Field(
+        description="generate for the Hailuo models (their only action; the mode follows the "
+        "media fields); any other model's action as sent (e.g. extend, regenerate, edit)"
+    )
     status: Status
     progress: int | str = Field(
         description='A percentage string: "" while queued, "45%", "100%" when terminal; the '
