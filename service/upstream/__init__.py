@@ -1,1 +1,2 @@
-"""Qingbo: the HTTP client, its error taxonomy, and the callback route."""
+"""Qingbo: the HTTP client, its error taxonomy, the answer reader and its cleaning, and the
+public quote (the callback route is the task domain's: service/tasks/callback_routes.py)."""
