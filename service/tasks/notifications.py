@@ -129,8 +129,10 @@ class NotificationListener:
     async def _hear_until_lost(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         """Until the connection drops or a round trip fails (silently half-open)."""
         while not lost.is_set():
+            # asyncio.timeout, not wait_for, which in Python 3.11 can swallow close()'s cancel.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), self._check_seconds)
+                async with asyncio.timeout(self._check_seconds):
+                    await lost.wait()
             if lost.is_set():
                 return
             if not await self._round_trip(conn):

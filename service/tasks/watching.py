@@ -91,8 +91,11 @@ class Watching:
     async def _run(self) -> None:
         while True:
             # Woken by a new look, or in time to renew the marks of open streams and waits.
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # comes as the wait ends (a look, then close()), and the loop would run on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted.wait(), timeout=self._ttl / 3)
+                async with asyncio.timeout(self._ttl / 3):
+                    await self._wanted.wait()
             self._wanted.clear()
             due = self._due()
             try:
