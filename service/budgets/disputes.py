@@ -25,13 +25,6 @@ from service.platform.money import MICROS_PER_USD, format_usd
 logger = logging.getLogger(__name__)
 
 
-def capped_charge(reserved_micros: int, ratio: tuple[int, int]) -> int:
-    """The most a task reserving `reserved_micros` may charge its budgets: the reservation
-    times the factor (numerator, denominator), rounded down, in integers."""
-    numerator, denominator = ratio
-    return reserved_micros * numerator // denominator
-
-
 async def open_if_over_cap(
     conn: asyncpg.Connection, task: Any, *, reported_micros: int | None
 ) -> int | None:

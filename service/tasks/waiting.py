@@ -163,5 +163,8 @@ async def task_events(
                 }
             if row["dispatch_state"] == DispatchState.DONE:
                 return
-            with contextlib.suppress(TimeoutError):  # the key's tick: check it again
-                await asyncio.wait_for(changed.wait(), key.wait_seconds(float("inf")))
+            # The key's tick: check it again. asyncio.timeout, not wait_for: Python 3.11's
+            # wait_for can swallow a cancel arriving as the wait ends (a stream never closed).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(key.wait_seconds(float("inf"))):
+                    await changed.wait()
