@@ -4,7 +4,7 @@ no guards and the gateway with every guard on ("limits": 3 budgets, 2 rate limit
 
 The machine has two cores for everything, so a process near one core's worth of CPU per
 request-second is the ceiling: the API's ms/request sets the gateway's throughput. With
---py-spy, the API process is sampled during the "limits" run (raw collapsed stacks to
+--py-spy, the API process is sampled during the "limits" run (or the one --py-spy-run names) (raw collapsed stacks to
 --py-spy's path; py-spy is a bench-only install).
 
     .venv/bin/python bench/cpu.py [--seconds 8] [--py-spy /tmp/api.txt]
@@ -61,6 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--py-spy", metavar="PATH")
+    parser.add_argument(
+        "--py-spy-run", choices=["gateway", "limits"], default="limits", help="which run"
+    )
     args = parser.parse_args()
     base, db_url = database()
     migrate(db_url)
@@ -83,7 +86,7 @@ def main() -> None:
         for name in ("floor", "gateway", "limits"):
             set_company_budget(gw, ADMIN, on=name == "limits")
             spy = None
-            if args.py_spy and name == "limits":
+            if args.py_spy and name == args.py_spy_run:
                 spy = subprocess.Popen(
                     ["py-spy", "record", "-p", str(api.pid), "-d", str(args.seconds + 2),
                      "-r", "200", "-f", "raw", "-o", args.py_spy, "--nonblocking"],

@@ -9,6 +9,7 @@ these tables; it never branches on a version.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -76,14 +77,18 @@ class Generation:
     # (prices.json, or QGW_PRICE_TABLE), which an upstream of 2026-04 still charges.
     prices_from: Literal["catalog", "april_per_second"] = "catalog"
 
+    @functools.cached_property
+    def _by_id(self) -> dict[str, ModelSpec]:
+        return {spec.id: spec for spec in self.models}
+
     def offers(self, model_id: str) -> bool:
         """A Hailuo model this generation translates for (its own form and rules)."""
-        return any(spec.id == model_id for spec in self.models)
+        return model_id in self._by_id
 
     def model(self, model_id: str) -> ModelSpec:
-        for spec in self.models:
-            if spec.id == model_id:
-                return spec
+        spec = self._by_id.get(model_id)
+        if spec is not None:
+            return spec
         offered = ", ".join(m.id for m in self.models)
         if resolutions_of(model_id):
             raise InvalidRequest(

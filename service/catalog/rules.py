@@ -228,11 +228,12 @@ def _prompt_with_tags(request: dict[str, Any], spec: ModelSpec) -> str:
     model has one, else they are written at the prompt's start, in order, once each."""
     prompt: str = request["prompt"]
     listed: list[str] = request.get("camera_movement_tags") or []
-    in_prompt = prompt_camera_tags(prompt, strict=False)
-    if spec.camera_tags == "none" and (listed or in_prompt):
+    # The prompt's own tags matter only where tags are not a field of their own.
+    if spec.camera_tags == "none" and (listed or prompt_camera_tags(prompt, strict=False)):
         param = "camera_movement_tags" if listed else "prompt"
         raise InvalidRequest(f"{param}: {spec.id} takes no camera-movement tags", param=param)
-    if spec.camera_tags == "prompt":
+    if spec.camera_tags == "prompt" and listed:
+        in_prompt = prompt_camera_tags(prompt, strict=False)
         missing = [tag for tag in dict.fromkeys(listed) if tag not in in_prompt]
         if missing:
             prompt = "".join(missing) + " " + prompt

@@ -42,7 +42,15 @@ class _FamilyLabelled:
         if named and "family" not in named:
             named["family"] = family_of(str(named.get("model", "")))
         elif values and len(values) == len(self._labelnames) - 1:
-            values = (*values, family_of(str(values[self._labelnames.index("model")])))
+            # The hot path (an admission, a settlement): the child looked up once per
+            # label values and family, as labels() locks and checks on every call.
+            model = str(values[self._labelnames.index("model")])
+            key = (*values, family_of(model))
+            children: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_children", {})
+            child = children.get(key)
+            if child is None:
+                child = children[key] = super().labels(*key)  # type: ignore[misc]
+            return child
         return super().labels(*values, **named)  # type: ignore[misc]
 
 
