@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import click
-import httpx
 import orjson
 
 from service.catalog import repository as store
@@ -34,8 +32,16 @@ from service.catalog_admin.service import InvalidCatalog, compile_document
 from service.config import get_settings
 from service.platform.db import create_pool
 from service.platform.money import format_usd
+from service.upstream.quote import (
+    NoQuote,
+    QuoteClient,
+    QuoteRefusal,
+    build_quote_client,
+    quote_url,
+)
 
-QUOTE_PATH = "/waveapi/quote"
+# An operator's one-off run against the vendor: patient, but not for ever.
+VERIFY_TIMEOUT_SECONDS = 30
 
 
 def fail(message: str, status: int = 1) -> None:
@@ -119,53 +125,36 @@ def diff(files: tuple[str, ...]) -> None:
         click.echo(change.line())
 
 
-def _total_micros(answer: Any) -> int | None:
-    """`data.total_usd` (a decimal string or a JSON number, read without a float)."""
-    data = answer.get("data") if isinstance(answer, dict) else None
-    total = data.get("total_usd") if isinstance(data, dict) else None
-    try:
-        value = Decimal(str(total))
-    except InvalidOperation:
-        return None
-    if not value.is_finite():
-        return None
-    return int((value * 1_000_000).to_integral_value())
-
-
-async def _ask(http: httpx.AsyncClient, url: str, case: QuoteCase) -> str | None:
-    """None when the vendor's quote agrees; else the difference, one line."""
+async def _ask(quotes: QuoteClient, url: str, case: QuoteCase) -> str | None:
+    """None when the vendor's quote agrees; else the difference, one line. The answer is
+    read as admission reads it (service/upstream/quote.py: bounded, no floats)."""
     where = f"{case.model} {case.tier}"
-    try:
-        answer = await http.post(url, json=case.body)
-        # parse_float: a JSON number is read as a Decimal, never a float.
-        body = json.loads(answer.content, parse_float=Decimal)
-    except (httpx.HTTPError, ValueError) as exc:
-        return f"{where}: no quote ({type(exc).__name__}: {exc})"
-    if answer.status_code != 200 or (isinstance(body, dict) and body.get("code") not in (0, 200)):
-        key = body.get("errorKey") if isinstance(body, dict) else None
-        message = body.get("message") if isinstance(body, dict) else answer.text[:200]
-        return f"{where}: refused by the quote (HTTP {answer.status_code} {key}: {message})"
-    quoted = _total_micros(body)
-    if quoted is None:
-        return f"{where}: the quote carries no data.total_usd"
-    if quoted != case.reserve_micros:
-        direction = "higher" if quoted > case.reserve_micros else "lower"
+    answer = await quotes.ask(url, orjson.dumps(case.body), timeout=VERIFY_TIMEOUT_SECONDS)
+    if isinstance(answer, NoQuote):
+        return f"{where}: no quote ({answer.outcome}: {answer.detail})"
+    if isinstance(answer, QuoteRefusal):
+        return f"{where}: refused by the quote ({answer.key}: {answer.message})"
+    if answer.micros != case.reserve_micros:
+        direction = "higher" if answer.micros > case.reserve_micros else "lower"
         return (
             f"{where}: catalog {format_usd(case.reserve_micros)} USD, vendor "
-            f"{format_usd(quoted)} USD ({direction} at the vendor)"
+            f"{format_usd(answer.micros)} USD ({direction} at the vendor)"
         )
     return None
 
 
 async def _verify(url: str, cases: list[QuoteCase], concurrency: int) -> list[str]:
     turns = asyncio.Semaphore(concurrency)
+    quotes = build_quote_client()
 
     async def one(case: QuoteCase) -> str | None:
         async with turns:
-            return await _ask(http, url, case)
+            return await _ask(quotes, url, case)
 
-    async with httpx.AsyncClient(timeout=30) as http:
+    try:
         found = await asyncio.gather(*(one(c) for c in cases))
+    finally:
+        await quotes.aclose()
     return [line for line in found if line]
 
 
@@ -182,7 +171,7 @@ def verify_prices(
     url: str | None, file: str | None, models: tuple[str, ...], concurrency: int
 ) -> None:
     found = read_document(file) if file else in_force()
-    url = url or get_settings().qingbo_base_url.rstrip("/") + QUOTE_PATH
+    url = quote_url(get_settings().qingbo_base_url, url)
     cases = [c for c in quote_cases(found) if not models or c.model in models]
     asked = [c for c in cases if c.body is not None]
     for case in cases:
