@@ -4,8 +4,8 @@ no guards and the gateway with every guard on ("limits": 3 budgets, 2 rate limit
 
 The machine has two cores for everything, so a process near one core's worth of CPU per
 request-second is the ceiling: the API's ms/request sets the gateway's throughput. With
---py-spy, the API process is sampled during the "limits" run (or the one --py-spy-run names) (raw collapsed stacks to
---py-spy's path; py-spy is a bench-only install).
+--py-spy, the API process is sampled during the "limits" run, or the one --py-spy-run
+names (raw collapsed stacks to --py-spy's path; py-spy is a bench-only install).
 
     .venv/bin/python bench/cpu.py [--seconds 8] [--py-spy /tmp/api.txt]
 """
