@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -12,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.telemetry import TelemetryConfig
-from prometheus_client import Counter, Histogram, multiprocess
+from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.archive import routes as archive_routes
@@ -26,7 +25,7 @@ from service.ops import health
 from service.platform.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.platform.heap import freeze_startup_heap
 from service.platform.logs import accept_request_id, request_id_var
-from service.platform.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from service.platform.metrics import HTTP_LATENCY, HTTP_REQUESTS, child
 from service.spend import routes as spend_routes
 from service.tasks import callback_routes
 from service.tasks import routes as task_routes
@@ -105,18 +104,9 @@ class EdgeMiddleware:
             request_id_var.reset(token)
             if self.metrics:
                 template = getattr(scope.get("route"), "path", None) or "unmatched"
-                count, latency = _route_metrics(template, scope["method"], status)
-                count.inc()
-                latency.observe(time.perf_counter() - started_at)
-
-
-@functools.lru_cache(maxsize=1024)  # route templates x methods x statuses: a bounded few
-def _route_metrics(template: str, method: str, status: int) -> tuple[Counter, Histogram]:
-    """The children of the HTTP metrics for one route and status, looked up once: labels()
-    takes a lock and builds a key tuple on every call, for every request."""
-    return HTTP_REQUESTS.labels(template, method, str(status)), HTTP_LATENCY.labels(
-        template, method
-    )
+                method = scope["method"]
+                child(HTTP_REQUESTS, template, method, str(status)).inc()
+                child(HTTP_LATENCY, template, method).observe(time.perf_counter() - started_at)
 
 
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int:

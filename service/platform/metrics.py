@@ -12,10 +12,22 @@ scrape reads them from Postgres and Redis (service/ops/state_metrics.py).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+@functools.lru_cache(maxsize=4096)  # label values are bounded (no ids): a few hundred
+def child(metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, looked up once: labels() takes a lock and checks its
+    values on every call, which hot paths (every request, every admission) pay for."""
+    return metric.labels(*values)
+
 
 # Issue 30: every metric labelled by `model` carries its `family` too (a model belongs to
 # one family, so this adds no series). Call sites keep passing the other labels; the family
@@ -42,15 +54,8 @@ class _FamilyLabelled:
         if named and "family" not in named:
             named["family"] = family_of(str(named.get("model", "")))
         elif values and len(values) == len(self._labelnames) - 1:
-            # The hot path (an admission, a settlement): the child looked up once per
-            # label values and family, as labels() locks and checks on every call.
             model = str(values[self._labelnames.index("model")])
-            key = (*values, family_of(model))
-            children: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_children", {})
-            child = children.get(key)
-            if child is None:
-                child = children[key] = super().labels(*key)  # type: ignore[misc]
-            return child
+            return child(self, *values, family_of(model))
         return super().labels(*values, **named)  # type: ignore[misc]
 
 
