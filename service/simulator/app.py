@@ -71,8 +71,8 @@ def create_simulator_app(
     async def lifespan(app: FastAPI) -> Any:
         # Callbacks wait for a free connection rather than fail: with thousands of tasks
         # ending together, a burst queues here, as a real sender's would. On aiohttp's pool
-        # (service/platform/http_client.py): on httpcore, sending callbacks was 47 % of the
-        # simulator's samples with 10,000 tasks in flight (bench/inflight.py, py-spy).
+        # (service/platform/http_client.py): on httpcore, sending callbacks took most of the
+        # simulator's CPU with thousands of tasks in flight (docs/decisions/016).
         sim.http = aiohttp_client(timeout=httpx.Timeout(5, pool=None))
         freeze_startup_heap()  # its pauses would delay callbacks the benchmarks time
         yield

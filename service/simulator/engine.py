@@ -76,8 +76,8 @@ class Simulator:
         self.keys: dict[str, str] = {}  # Idempotency-Key -> task id
         self.http: httpx.AsyncClient | None = None
         # Callbacks wait here, not in httpx's pool: its assignment pass scans every queued
-        # request (encode/httpcore#1035), and 2,000 callbacks queued there took the
-        # simulator's whole core (bench/inflight.py, py-spy).
+        # request (encode/httpcore#1035), and a burst of callbacks queued there took the
+        # simulator's whole core (bench/RESULTS.md, "Tracking with thousands in flight").
         self.callback_slots = asyncio.Semaphore(CALLBACK_CONNECTIONS)
 
     @property
