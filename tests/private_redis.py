@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from service.cli.dev import free_port
+from tests.quotas.certificates import Certificates
 
 
 class PrivateRedis:
@@ -70,6 +71,35 @@ class PrivateRedis:
             self.proc.send_signal(signal.SIGCONT)  # a paused one cannot stop
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+
+def tls_redis(directory: Path, certificates: Certificates, *, client_certs: bool) -> PrivateRedis:
+    """TLS only (no plain port), its certificate signed by `certificates.ca`; with
+    `client_certs`, every client must show one the CA signed."""
+    port = free_port()
+    ping: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(certificates.ca)}
+    if client_certs:
+        ping |= {"ssl_certfile": certificates.client_cert, "ssl_keyfile": certificates.client_key}
+    return PrivateRedis(
+        directory,
+        port=port,
+        args=["--port", "0", "--tls-port", str(port),
+              "--tls-cert-file", str(certificates.server_cert),
+              "--tls-key-file", str(certificates.server_key),
+              "--tls-ca-cert-file", str(certificates.ca),
+              "--tls-auth-clients", "yes" if client_certs else "no"],
+        ping=ping,
+    )  # fmt: skip
+
+
+def acl_redis(directory: Path, *, password: str, user: str, user_password: str) -> PrivateRedis:
+    """A password for the default user, and an ACL user with a password of its own."""
+    return PrivateRedis(
+        directory,
+        args=["--requirepass", password,
+              "--user", user, "on", f">{user_password}", "~*", "&*", "+@all"],
+        ping={"password": password},
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -23,12 +23,11 @@ import redis
 from arq import create_pool
 
 from service.app import create_app
-from service.cli.dev import free_port
 from service.config import Settings
 from service.platform.errors import RateLimited
 from service.quotas.limits import Limits
 from service.tasks.resources import Resources, open_resources, redis_settings
-from tests.private_redis import PrivateRedis
+from tests.private_redis import PrivateRedis, acl_redis, tls_redis
 from tests.quotas.certificates import Certificates, make_ca, make_certificates
 
 ALICE = "alice"
@@ -47,17 +46,7 @@ def tls(
     tmp_path_factory: pytest.TempPathFactory, certificates: Certificates
 ) -> Iterator[PrivateRedis]:
     """TLS only (no plain port); clients are not asked for a certificate."""
-    port = free_port()
-    server = PrivateRedis(
-        tmp_path_factory.mktemp("tls-redis"),
-        port=port,
-        args=["--port", "0", "--tls-port", str(port),
-              "--tls-cert-file", str(certificates.server_cert),
-              "--tls-key-file", str(certificates.server_key),
-              "--tls-ca-cert-file", str(certificates.ca),
-              "--tls-auth-clients", "no"],
-        ping={"ssl": True, "ssl_ca_certs": str(certificates.ca)},
-    )  # fmt: skip
+    server = tls_redis(tmp_path_factory.mktemp("tls-redis"), certificates, client_certs=False)
     server.start()
     yield server
     server.stop()
@@ -66,12 +55,12 @@ def tls(
 @pytest.fixture(scope="module")
 def acl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     """No anonymous access; `alice` signs in with a password a URL must escape."""
-    server = PrivateRedis(
+    server = acl_redis(
         tmp_path_factory.mktemp("acl-redis"),
-        args=["--requirepass", ADMIN_PASSWORD,
-              "--user", ALICE, "on", f">{ALICE_PASSWORD}", "~*", "&*", "+@all"],
-        ping={"password": ADMIN_PASSWORD},
-    )  # fmt: skip
+        password=ADMIN_PASSWORD,
+        user=ALICE,
+        user_password=ALICE_PASSWORD,
+    )
     server.start()
     yield server
     server.stop()

@@ -12,19 +12,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
 import redis
 from redis.asyncio import Redis
 
-from service.cli.dev import free_port
 from service.platform.errors import UpstreamUnavailable
 from service.quotas.limiter import RateLimiter
 from service.quotas.limits import Limits
 from service.quotas.pipe import RedisPipe, RedisRefused
-from tests.private_redis import PrivateRedis
+from tests.private_redis import PrivateRedis, acl_redis, tls_redis
 from tests.quotas.certificates import Certificates, make_ca, make_certificates
 
 DEFAULT_PASSWORD = "default-secret"
@@ -37,12 +35,12 @@ CLIENT_NAME = "qgw-test-pipe"
 @pytest.fixture(scope="module")
 def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     """A password for the default user, and an ACL user with its own."""
-    server = PrivateRedis(
+    server = acl_redis(
         tmp_path_factory.mktemp("auth-redis"),
-        args=["--requirepass", DEFAULT_PASSWORD,
-              "--user", ALICE, "on", f">{ALICE_PASSWORD}", "~*", "&*", "+@all"],
-        ping={"password": DEFAULT_PASSWORD},
-    )  # fmt: skip
+        password=DEFAULT_PASSWORD,
+        user=ALICE,
+        user_password=ALICE_PASSWORD,
+    )
     server.start()
     yield server
     server.stop()
@@ -51,23 +49,6 @@ def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedi
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_certificates(tmp_path_factory.mktemp("certificates"))
-
-
-def tls_redis(directory: Path, certificates: Certificates, *, client_certs: bool) -> PrivateRedis:
-    port = free_port()
-    ping: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(certificates.ca)}
-    if client_certs:
-        ping |= {"ssl_certfile": certificates.client_cert, "ssl_keyfile": certificates.client_key}
-    return PrivateRedis(
-        directory,
-        port=port,
-        args=["--port", "0", "--tls-port", str(port),
-              "--tls-cert-file", str(certificates.server_cert),
-              "--tls-key-file", str(certificates.server_key),
-              "--tls-ca-cert-file", str(certificates.ca),
-              "--tls-auth-clients", "yes" if client_certs else "no"],
-        ping=ping,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
